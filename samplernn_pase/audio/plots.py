@@ -1,0 +1,58 @@
+"""Spectrogram images for results/ and TensorBoard (matplotlib, no screen needed)."""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ..experiment.folder import atomic_write_bytes  # noqa: E402
+
+
+def log_spectrogram(audio: np.ndarray, n_fft: int = 512, hop: int = 128) -> np.ndarray:
+    """Log-magnitude STFT (frequency x frames) in dB, for display only."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if len(audio) < n_fft:
+        audio = np.pad(audio, (0, n_fft - len(audio)))
+    window = np.hanning(n_fft).astype(np.float32)
+    frames = 1 + (len(audio) - n_fft) // hop
+    index = np.arange(n_fft)[None, :] + hop * np.arange(frames)[:, None]
+    spectrum = np.abs(np.fft.rfft(audio[index] * window, axis=1)).T
+    return 20 * np.log10(np.maximum(spectrum, 1e-5))
+
+
+def figure_to_png(figure) -> bytes:
+    import io
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def png_to_array(png: bytes) -> np.ndarray:
+    """(H, W, 3) uint8, the layout TensorBoard's add_image(dataformats='HWC') takes."""
+    import io
+    image = plt.imread(io.BytesIO(png), format="png")
+    return (image[..., :3] * 255).astype(np.uint8)
+
+
+def save_images(path: Path, images: list[tuple[str, np.ndarray]], sample_rate: int | None = None,
+                hop: int = 128) -> bytes:
+    """Stack 2-D arrays (frequency x time) vertically, one titled panel each; write a PNG."""
+    figure, axes = plt.subplots(len(images), 1, figsize=(10, 2.6 * len(images)), squeeze=False)
+    for axis, (title, image) in zip(axes[:, 0], images):
+        axis.imshow(image, origin="lower", aspect="auto", cmap="magma",
+                    vmin=np.percentile(image, 5), vmax=np.percentile(image, 99.5))
+        axis.set_title(title)
+        axis.set_ylabel("bin")
+    axes[-1, 0].set_xlabel("frame")
+    png = figure_to_png(figure)
+    atomic_write_bytes(path, png)
+    return png
+
+
+def save_spectrogram_comparison(path: Path, generated: np.ndarray, reference: np.ndarray) -> bytes:
+    return save_images(path, [("generated", log_spectrogram(generated)),
+                              ("reference", log_spectrogram(reference))])

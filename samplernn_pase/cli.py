@@ -1,0 +1,329 @@
+"""The command line: `python -m samplernn_pase [global] <command> [args]`.
+
+Each command is a small function below. Errors a user can cause are raised
+as UserError anywhere in the package and printed here as one line on stderr
+with a non-zero exit status, never as a traceback.
+"""
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import UserError
+
+LOGGER_NAME = "samplernn_pase"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m samplernn_pase",
+        description="Experiment manager for SampleRNN, MelNet and PASE speech generation.")
+    parser.add_argument("--version", action="version", version=f"samplernn_pase {__version__}")
+    parser.add_argument("--experiment-name", required=True, help="folder under --experiments-path")
+    parser.add_argument("--experiments-path", type=Path, default=Path("experiments"))
+    parser.add_argument("--data-path", type=Path, default=Path("data"))
+    parser.add_argument("--verbose", action="store_true", help="log to stderr too")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+
+    init = commands.add_parser("init", help="create an experiment from a config")
+    init.add_argument("--config-path", type=Path, required=True)
+    init.add_argument("--config-schema-path", type=Path, default=None,
+                      help="folder of schema fragments replacing the shipped ones")
+    init.add_argument("--seed", type=int, default=None)
+    init.add_argument("--num-workers", type=int, default=None,
+                      help="feature-extraction processes (default: all cores)")
+
+    commands.add_parser("info", help="config, data summary and checkpoints")
+
+    train = commands.add_parser("train", help="train (resumes from the last checkpoint)")
+    train.add_argument("--epoch", type=int, default=None,
+                       help="restart from this epoch checkpoint instead of the latest one")
+    train.add_argument("--max-epochs", type=int, default=None)
+    train.add_argument("--device", default="cpu")
+    train.add_argument("--num-workers", type=int, default=0)
+    train.add_argument("--log-period", type=int, default=None)
+    train.add_argument("--tier", type=int, default=None, help="MelNet: train only this tier")
+
+    test = commands.add_parser("test", help="render audio and metrics for a checkpoint")
+    test.add_argument("--epoch", type=int, default=None)
+    test.add_argument("--device", default="cpu")
+    test.add_argument("--speakers", choices=["modeling", "adaptation"], default="modeling")
+
+    test_sample = commands.add_parser("test_sample", help="render one utterance")
+    test_sample.add_argument("--sample", required=True, help="utterance id (see `info`)")
+    test_sample.add_argument("--epoch", type=int, default=None)
+    test_sample.add_argument("--device", default="cpu")
+
+    release = commands.add_parser("create_release", help="weights + config only, for sharing")
+    release.add_argument("--epoch", type=int, required=True)
+
+    board = commands.add_parser("tensorboard", help="serve the TensorBoard logs")
+    board.add_argument("--port", type=int, default=6006)
+    board.add_argument("--host", default="127.0.0.1")
+    board.add_argument("--compare", action="store_true", help="all experiments side by side")
+    return parser
+
+
+def setup_logging(log_path: Path | None, verbose: bool, is_main: bool = True) -> logging.Logger:
+    log = logging.getLogger(LOGGER_NAME)
+    log.setLevel(logging.DEBUG)
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    if log_path is not None and is_main:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(log_path)
+        file_handler.setFormatter(formatter)
+        file_handler.setLevel(logging.DEBUG)
+        log.addHandler(file_handler)
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(logging.Formatter("%(message)s"))
+    stream.setLevel(logging.INFO if verbose and is_main else logging.WARNING)
+    log.addHandler(stream)
+    log.propagate = False
+    return log
+
+
+# --- commands ---------------------------------------------------------------------
+
+
+def cmd_init(args, experiment) -> None:
+    from .experiment.config import SCHEMA_DIR, read_config_file, validate_config
+    from .experiment.folder import atomic_save_npz, atomic_write_json
+    from .data.prepare import prepare_data
+
+    config = read_config_file(args.config_path)
+    config = validate_config(config, str(args.config_path), args.config_schema_path or SCHEMA_DIR)
+    if args.seed is not None:
+        config["seed"] = args.seed
+    config["package_version"] = __version__
+    if not args.data_path.is_dir():
+        raise UserError(f"--data-path {args.data_path}: data folder not found")
+    with experiment.creating() as staging:
+        log = setup_logging(staging / "verbose.log", args.verbose)
+        log.info("init %s from %s (samplernn_pase %s)", experiment.name, args.config_path, __version__)
+        workers = args.num_workers or os.cpu_count() or 1
+        data_index, normalization = prepare_data(config["data"], args.data_path, config["seed"],
+                                                 workers, log)
+        extra = prepare_model_data(config, data_index, args, log)
+        atomic_write_json(staging / "config.json", config)
+        atomic_write_json(staging / "data.json", data_index)
+        atomic_save_npz(staging / "normalization.npz", normalization)
+        for name, arrays in extra.items():
+            atomic_save_npz(staging / name, arrays)
+    setup_logging(experiment.log_path, args.verbose)
+    print(f"experiment created: {experiment.root}")
+
+
+def prepare_model_data(config, data_index, args, log) -> dict:
+    """Model-specific files computed at init (e.g. PASE speaker seeds)."""
+    from .runners import runner_class
+    runner_cls = runner_class(config["model"]["type"])
+    prepare = getattr(runner_cls, "prepare_experiment", None)
+    return prepare(config, data_index, args, log) if prepare else {}
+
+
+def cmd_info(args, experiment) -> None:
+    config = experiment.config()
+    index = experiment.data_index()
+    print(f"experiment: {experiment.root}")
+    print("config:")
+    print(json.dumps(config, indent=2))
+    print("data:")
+    speakers = index["speakers"]
+    for speaker_set in ("modeling", "adaptation"):
+        members = [s for s in speakers if s["set"] == speaker_set]
+        genders = {}
+        for speaker in members:
+            genders[speaker.get("gender") or "?"] = genders.get(speaker.get("gender") or "?", 0) + 1
+        described = ", ".join(f"{n} {g}" for g, n in sorted(genders.items()))
+        print(f"  {speaker_set} speakers: {len(members)} ({described})")
+    for split in ("train", "validation", "test"):
+        utterances = [u for u in index["utterances"] if u["split"] == split]
+        hours = sum(u["seconds"] for u in utterances) / 3600
+        print(f"  {split}: {len(utterances)} utterances, {hours:.3f} h")
+    report = index.get("report", {})
+    if report:
+        dropped = sum(len(v) for v in report.get("dropped", {}).values())
+        print(f"  files kept: {report.get('kept')}, dropped: {dropped}")
+    checkpoints = experiment.checkpoint_index()
+    epochs = experiment.checkpoint_epochs()
+    print("checkpoints:" if epochs else "checkpoints: none")
+    for epoch in epochs:
+        entry = checkpoints["epochs"].get(str(epoch), {})
+        best = "  (best)" if checkpoints.get("best_epoch") == epoch else ""
+        loss = entry.get("validation_loss")
+        loss_text = f"{loss:.6f}" if isinstance(loss, (int, float)) else "?"
+        print(f"  epoch {epoch}: validation loss {loss_text}, iteration {entry.get('iteration')}{best}")
+    if experiment.partial_checkpoint_path.is_file():
+        print(f"  partial (mid-epoch): {experiment.partial_checkpoint_path}")
+
+
+def make_runner(args, experiment, device_name, dist=None, num_workers=0):
+    from .runners import runner_class
+    from .runners.base import RunContext
+    from .training.distributed import Distributed, parse_device
+    from .training.loop import seed_everything
+
+    config = experiment.config()
+    dist = dist or Distributed()
+    device = parse_device(device_name) if dist.world_size == 1 else torch_device_for(dist, device_name)
+    seed_everything(config["seed"] + dist.rank)
+    context = RunContext(experiment=experiment, config=config, data_path=args.data_path,
+                         device=device, rank=dist.rank, world_size=dist.world_size,
+                         num_workers=num_workers, log=logging.getLogger(LOGGER_NAME))
+    return runner_class(config["model"]["type"])(context)
+
+
+def torch_device_for(dist, device_name):
+    import torch
+    from .training.distributed import parse_device
+    device = parse_device(device_name)
+    return torch.device("cuda", dist.local_rank) if device.type == "cuda" else device
+
+
+def cmd_train(args, experiment) -> None:
+    from .training import distributed
+    from .training.loop import Trainer
+
+    device, dist = distributed.setup(args.device)
+    log = setup_logging(experiment.log_path, args.verbose, dist.is_main)
+    try:
+        lock = experiment.lock() if dist.is_main else _null_context()
+        with lock:
+            if args.tier is not None:
+                experiment_config = experiment.config()
+                if experiment_config["model"]["type"] != "melnet":
+                    raise UserError("--tier: only MelNet experiments have tiers")
+            runner = make_runner(args, experiment, str(device), dist, args.num_workers)
+            if args.tier is not None:
+                runner.select_tier(args.tier)
+            trainer = Trainer(experiment, runner, dist, args.max_epochs, args.log_period)
+            if args.epoch is not None:
+                restart_from_epoch(experiment, trainer, args.epoch)
+            else:
+                trainer.resume()
+            log.info("train %s on %s (world size %d), epochs %d..%d", experiment.name, device,
+                     dist.world_size, trainer.epoch, trainer.max_epochs)
+
+            def render(epoch, writer):
+                out_dir = experiment.epoch_results_dir(epoch)
+                metrics = runner.test(epoch, out_dir, writer)
+                log.info("test epoch %d: %s", epoch, json.dumps(metrics))
+
+            trainer.run(test_callback=render)
+            if dist.is_main and trainer.epoch > trainer.max_epochs:
+                print(f"training done: {experiment.checkpoints_dir}")
+    finally:
+        distributed.teardown()
+
+
+def restart_from_epoch(experiment, trainer, epoch: int) -> None:
+    """`train --epoch N`: continue from that epoch checkpoint, dropping later progress."""
+    experiment.resolve_epoch(epoch)
+    for later in experiment.checkpoint_epochs():
+        if later > epoch:
+            experiment.checkpoint_path(later).unlink()
+    experiment.partial_checkpoint_path.unlink(missing_ok=True)
+    trainer.resume()
+
+
+class _null_context:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def load_weights(experiment, runner, epoch: int) -> None:
+    from .experiment.folder import torch_load
+    state = torch_load(experiment.checkpoint_path(epoch), map_location=runner.device)
+    runner.model.load_state_dict(state["model"])
+
+
+def cmd_test(args, experiment) -> None:
+    setup_logging(experiment.log_path, args.verbose)
+    epoch = experiment.resolve_epoch(args.epoch)
+    runner = make_runner(args, experiment, args.device)
+    load_weights(experiment, runner, epoch)
+    out_dir = experiment.epoch_results_dir(epoch)
+    if args.speakers != "modeling":
+        out_dir = out_dir / args.speakers
+    from tensorboardX import SummaryWriter
+    with SummaryWriter(str(experiment.tensorboard_dir)) as writer:
+        metrics = runner.test(epoch, out_dir, writer, speaker_set=args.speakers)
+    print(json.dumps(metrics, indent=2))
+    print(f"results: {out_dir}")
+
+
+def cmd_test_sample(args, experiment) -> None:
+    setup_logging(experiment.log_path, args.verbose)
+    index = experiment.data_index()
+    ids = {u["id"] for u in index["utterances"]}
+    if args.sample not in ids:
+        raise UserError(f"--sample {args.sample}: no such utterance in {experiment.data_index_path}")
+    epoch = experiment.resolve_epoch(args.epoch)
+    runner = make_runner(args, experiment, args.device)
+    load_weights(experiment, runner, epoch)
+    out_dir = experiment.epoch_results_dir(epoch) / "samples"
+    metrics = runner.test(epoch, out_dir, None, utterance_ids=[args.sample])
+    print(json.dumps(metrics, indent=2))
+    print(f"results: {out_dir}")
+
+
+def cmd_create_release(args, experiment) -> None:
+    from .experiment.folder import atomic_torch_save, torch_load
+    epoch = experiment.resolve_epoch(args.epoch)
+    state = torch_load(experiment.checkpoint_path(epoch))
+    release = {"format": 1, "package_version": __version__, "epoch": epoch,
+               "config": state["config"], "model": state["model"]}
+    atomic_torch_save(experiment.release_path(epoch), release)
+    print(f"release: {experiment.release_path(epoch)}")
+
+
+def cmd_tensorboard(args, experiment) -> None:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise UserError("tensorboard: the `tensorboard` package is not installed "
+                        "(pip install tensorboard)") from None
+    if args.compare:
+        runs = [p for p in sorted(args.experiments_path.iterdir()) if (p / "tensorboard").is_dir()]
+        logdir = ["--logdir_spec", ",".join(f"{p.name}:{p / 'tensorboard'}" for p in runs)]
+    else:
+        logdir = ["--logdir", str(experiment.tensorboard_dir)]
+    command = [sys.executable, "-m", "tensorboard.main", *logdir, "--host", args.host,
+               "--port", str(args.port)]
+    print(f"serving on http://{args.host}:{args.port}/ (Ctrl-C to stop)")
+    raise SystemExit(subprocess.call(command))
+
+
+COMMANDS = {
+    "init": cmd_init, "info": cmd_info, "train": cmd_train, "test": cmd_test,
+    "test_sample": cmd_test_sample, "create_release": cmd_create_release,
+    "tensorboard": cmd_tensorboard,
+}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from .experiment.folder import Experiment
+    try:
+        experiment = Experiment(args.experiments_path, args.experiment_name)
+        if args.command != "init" and not (args.command == "tensorboard" and args.compare):
+            experiment.require()
+        COMMANDS[args.command](args, experiment)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,219 @@
+"""The experiment folder: everything about one experiment, safe to zip and share.
+
+Files are written atomically (temporary file in the same folder, fsync, then
+rename), so a crash never leaves a truncated file. Nothing is pickled: JSON,
+NPZ (`allow_pickle=False`) and `torch.save` files loaded with
+`weights_only=True`, so opening a shared experiment cannot run code.
+"""
+
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+
+CHECKPOINT_RE = re.compile(r"^(\d+)\.checkpoint\.pt$")
+PARTIAL_CHECKPOINT = "partial.checkpoint.pt"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def atomic_save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    for name, array in arrays.items():
+        if np.asarray(array).dtype == object:
+            raise ValueError(f"{name}: object arrays would need pickle")
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def atomic_torch_save(path: Path, obj) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def torch_load(path: Path, map_location="cpu"):
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # a corrupt or foreign file
+        raise UserError(f"{path}: cannot be loaded as a checkpoint ({type(error).__name__})") from None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Experiment:
+    """Paths and files of `experiments/<name>/`."""
+
+    def __init__(self, experiments_path: Path, name: str):
+        if not name or "/" in name or name.startswith("."):
+            raise UserError(f"--experiment-name: invalid name {name!r}")
+        self.name = name
+        self.root = Path(experiments_path) / name
+        self.config_path = self.root / "config.json"
+        self.data_index_path = self.root / "data.json"
+        self.normalization_path = self.root / "normalization.npz"
+        self.checkpoints_dir = self.root / "checkpoints"
+        self.checkpoint_index_path = self.checkpoints_dir / "index.json"
+        self.results_dir = self.root / "results"
+        self.tensorboard_dir = self.root / "tensorboard"
+        self.log_path = self.root / "verbose.log"
+        self.lock_path = self.root / "train.lock"
+
+    # --- creation and loading -------------------------------------------------
+
+    def exists(self) -> bool:
+        return self.config_path.is_file()
+
+    def require(self) -> "Experiment":
+        if not self.exists():
+            raise UserError(f"{self.root}: no such experiment (run `init` first)")
+        return self
+
+    @contextmanager
+    def creating(self):
+        """Yield a temporary folder to fill; it becomes the experiment on success.
+
+        A failure (or Ctrl-C) removes the temporary folder, so `init` never
+        leaves a half-made experiment behind.
+        """
+        if self.root.exists():
+            raise UserError(f"{self.root}: experiment already exists")
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{self.name}.init-", dir=self.root.parent))
+        try:
+            yield staging
+            if self.root.exists():
+                raise UserError(f"{self.root}: experiment already exists")
+            os.rename(staging, self.root)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def config(self) -> dict:
+        return json.loads(self.config_path.read_text())
+
+    def data_index(self) -> dict:
+        return json.loads(self.data_index_path.read_text())
+
+    def normalization(self) -> dict[str, np.ndarray]:
+        with np.load(self.normalization_path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+
+    # --- the training lock ----------------------------------------------------
+
+    @contextmanager
+    def lock(self):
+        """One trainer per experiment. A lock left by a killed process is taken over."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                break
+            except FileExistsError:
+                try:
+                    owner = json.loads(self.lock_path.read_text())
+                except (OSError, json.JSONDecodeError):
+                    owner = {}
+                same_host = owner.get("host") == socket.gethostname()
+                if same_host and isinstance(owner.get("pid"), int) and not _pid_alive(owner["pid"]):
+                    self.lock_path.unlink(missing_ok=True)
+                    continue
+                raise UserError(
+                    f"{self.lock_path}: experiment is being trained by pid {owner.get('pid')} "
+                    f"on {owner.get('host')} (remove the file if that process is gone)")
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"pid": os.getpid(), "host": socket.gethostname()}, handle)
+        try:
+            yield
+        finally:
+            self.lock_path.unlink(missing_ok=True)
+
+    # --- checkpoints ----------------------------------------------------------
+
+    def checkpoint_path(self, epoch: int) -> Path:
+        return self.checkpoints_dir / f"{epoch}.checkpoint.pt"
+
+    def release_path(self, epoch: int) -> Path:
+        return self.checkpoints_dir / f"{epoch}.checkpoint.release.pt"
+
+    @property
+    def partial_checkpoint_path(self) -> Path:
+        return self.checkpoints_dir / PARTIAL_CHECKPOINT
+
+    def checkpoint_epochs(self) -> list[int]:
+        if not self.checkpoints_dir.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in self.checkpoints_dir.iterdir()
+                      if (m := CHECKPOINT_RE.match(p.name)))
+
+    def checkpoint_index(self) -> dict:
+        """Validation loss and iteration of each epoch checkpoint, and the best epoch."""
+        if self.checkpoint_index_path.is_file():
+            return json.loads(self.checkpoint_index_path.read_text())
+        return {"epochs": {}, "best_epoch": None}
+
+    def latest_checkpoint(self) -> Path | None:
+        """The checkpoint with the most training in it (epoch end or mid-epoch)."""
+        candidates = []
+        epochs = self.checkpoint_epochs()
+        if epochs:
+            candidates.append(self.checkpoint_path(epochs[-1]))
+        if self.partial_checkpoint_path.is_file():
+            candidates.append(self.partial_checkpoint_path)
+        best, best_iteration = None, -1
+        for path in candidates:
+            iteration = torch_load(path)["loop"]["iteration"]
+            if iteration > best_iteration:
+                best, best_iteration = path, iteration
+        return best
+
+    def resolve_epoch(self, epoch: int | None) -> int:
+        """`--epoch N`, or the last epoch checkpoint when omitted."""
+        epochs = self.checkpoint_epochs()
+        if epoch is None:
+            if not epochs:
+                raise UserError(f"{self.checkpoints_dir}: no checkpoint yet (run `train` first)")
+            return epochs[-1]
+        if epoch not in epochs:
+            available = ", ".join(map(str, epochs)) or "none"
+            raise UserError(f"--epoch {epoch}: no such checkpoint (available: {available})")
+        return epoch
+
+    def epoch_results_dir(self, epoch: int) -> Path:
+        return self.results_dir / f"epoch-{epoch}"

@@ -1,0 +1,85 @@
+"""torchrun / DistributedDataParallel helpers.
+
+`torchrun --nproc_per_node N -m samplernn_pase ... train` sets RANK,
+WORLD_SIZE and LOCAL_RANK; we then join a process group (nccl on CUDA, gloo
+on CPU) and every rank trains on its own shard of the utterances. Rank 0
+alone writes logs, TensorBoard and checkpoints.
+"""
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from ..errors import UserError
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def all_reduce_sum(self, values: list[float], device: torch.device) -> list[float]:
+        if not self.enabled:
+            return values
+        tensor = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.all_reduce(tensor)
+        return tensor.tolist()
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def any_true(self, flag: bool, device: torch.device) -> bool:
+        """True on every rank if it is true on one (e.g. an interruption)."""
+        if not self.enabled:
+            return flag
+        tensor = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(tensor)
+        return bool(tensor.item() > 0)
+
+
+def parse_device(name: str) -> torch.device:
+    """`cpu`, `cuda` or `cuda:K`, checked against what this machine has."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device: unknown device {name!r} (use cpu, cuda or cuda:K)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device: unsupported device {name!r} (use cpu, cuda or cuda:K)")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def setup(device_name: str) -> tuple[torch.device, Distributed]:
+    """Parse the device and, under torchrun, join the process group."""
+    device = parse_device(device_name)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return device, Distributed()
+    info = Distributed(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device, info
+
+
+def teardown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
