@@ -96,3 +96,30 @@ def read_config_file(path: Path) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise UserError(f"{path}: invalid JSON ({error.msg} at line {error.lineno})") from None
+
+
+def describe_schema(schema: dict, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(field, default, description) rows of a schema fragment, nested objects flattened."""
+    rows = []
+    for key, sub in schema.get("properties", {}).items():
+        name = f"{prefix}{key}"
+        default = json.dumps(sub["default"]) if "default" in sub and "properties" not in sub else ""
+        rows.append((name, default, sub.get("description", "")))
+        if "properties" in sub:
+            rows.extend(describe_schema(sub, name + "."))
+    return rows
+
+
+def main() -> None:
+    """Print every config field as a Markdown table (what the README points to)."""
+    sections = [("", "config")] + [(s + ".", s) for s in SECTIONS]
+    sections += [("model.", f"model_{t}") for t in model_types()]
+    for prefix, name in sections:
+        print(f"\n### {name}.json\n\n| field | default | description |\n|---|---|---|")
+        for field, default, description in describe_schema(load_schema(name), prefix):
+            print(f"| `{field}` | `{default}` | {description} |" if default else
+                  f"| `{field}` | | {description} |")
+
+
+if __name__ == "__main__":
+    main()

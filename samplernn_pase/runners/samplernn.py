@@ -1,0 +1,171 @@
+"""SampleRNN in the shared loop: truncated-BPTT chunks in, bits per sample out.
+
+The recurrent state of every loader slot is carried from one chunk to the
+next (detached); it is part of the runner's state so that a mid-epoch
+checkpoint resumes exactly. Test rendering generates the fixed test
+utterances from their real conditioning and speakers, batched.
+"""
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..audio.mulaw import mulaw_decode, mulaw_encode
+from ..data.stateful_loader import SampleRNNSource, StatefulLoader
+from ..data.store import UtteranceStore
+from ..errors import UserError
+from ..metrics.speech import speech_metrics
+from ..models.samplernn import CONDITIONING_KEYS, SampleRNN, SampleRNNConfig, unpack_batch
+from .base import Runner
+from .rendering import choose_test_utterances, write_results
+
+
+class SampleRNNRunner(Runner):
+    loss_name = "nll_bits"
+
+    def build_model(self):
+        ctx = self.context
+        self.index = ctx.experiment.data_index()
+        self.store = UtteranceStore(self.index, ctx.experiment.normalization(), ctx.data_path)
+        self.speaker_vectors = self.load_speaker_vectors()
+        model_config = self.config["model"]
+        if model_config["conditioning"] != "acoustic" and not self.index.get("linguistic"):
+            raise UserError("model.conditioning: "
+                            f"{model_config['conditioning']!r} needs HTS labels, and the corpus has none "
+                            "(use \"acoustic\")")
+        self.model_config = SampleRNNConfig.from_dict(
+            model_config,
+            num_speakers=self.store.num_speakers,
+            acoustic_dim=self.store.acoustic_dim,
+            categorical_vocab_sizes=list(self.store.categorical_vocab_sizes),
+            linguistic_real_dim=self.store.linguistic_real_dim,
+            speaker_vector_size=0 if self.speaker_vectors is None else self.speaker_vectors.shape[1],
+            sequence_length=self.config["training"]["sequence_length"])
+        self.source = SampleRNNSource(self.store, self.model_config.frame_size,
+                                      self.model_config.conditioning, self.model_config.q_levels)
+        self.hidden = None
+        return SampleRNN(self.model_config)
+
+    def load_speaker_vectors(self):
+        """PASE speaker seeds written by `init` (None: a learned speaker embedding table)."""
+        path = self.context.experiment.root / "speaker_seeds.npz"
+        if self.config["model"].get("conds_speaker_type", "embedding") != "pase":
+            return None
+        with np.load(path, allow_pickle=False) as seeds:
+            return torch.from_numpy(seeds["seeds"].astype(np.float32))
+
+    def speaker_input(self, speaker_index: torch.Tensor) -> torch.Tensor:
+        if self.speaker_vectors is None:
+            return speaker_index
+        return self.speaker_vectors.to(self.device)[speaker_index]
+
+    # --- training -----------------------------------------------------------------
+
+    def utterance_ids(self, split: str) -> list[str]:
+        return self.store.ids(split=split, speaker_set="modeling")
+
+    def train_batches(self, epoch, position):
+        training = self.config["training"]
+        loader = StatefulLoader(self.source, self.utterance_ids("train"), training["batch_size"],
+                                training["sequence_length"], seed=self.config["seed"], epoch=epoch,
+                                rank=self.context.rank, world_size=self.context.world_size)
+        if position is not None:
+            loader.load_state_dict(position)
+        else:
+            self.hidden = None   # a new epoch starts every slot from h0
+        return loader
+
+    def train_step(self, model, batch):
+        samples, conds, speaker, reset, mask = unpack_batch(batch, self.device)
+        logits, hidden = model(samples, conds, self.speaker_input(speaker), self.hidden, reset)
+        self.hidden = [h.detach() for h in hidden]
+        targets = samples[:, self.model_config.frame_size:]
+        nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none").mean(1)
+        loss = (nll * mask).sum() / (mask.sum().clamp(min=1) * math.log(2))
+        return loss, {}
+
+    def on_skipped_step(self):
+        self.hidden = None
+
+    def state_dict(self):
+        return {"hidden": self.hidden}
+
+    def load_state_dict(self, state):
+        hidden = state.get("hidden")
+        self.hidden = None if hidden is None else [h.to(self.device) for h in hidden]
+
+    @torch.no_grad()
+    def validation_loss(self):
+        training = self.config["training"]
+        loader = StatefulLoader(self.source, self.utterance_ids("validation"),
+                                training["batch_size"], training["sequence_length"],
+                                seed=self.config["seed"], epoch=0, rank=self.context.rank,
+                                world_size=self.context.world_size, shuffle=False)
+        self.model.eval()
+        hidden, total, count = None, 0.0, 0
+        for batch in loader:
+            samples, conds, speaker, reset, mask = unpack_batch(batch, self.device)
+            logits, hidden = self.model(samples, conds, self.speaker_input(speaker), hidden, reset)
+            targets = samples[:, self.model_config.frame_size:]
+            nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none").mean(1)
+            total += float((nll * mask).sum()) / math.log(2)
+            count += int(mask.sum())
+        return total, count
+
+    # --- test rendering -------------------------------------------------------------
+
+    def test(self, epoch, out_dir, writer=None, utterance_ids=None, speaker_set="modeling"):
+        test_config = self.config["test"]
+        if utterance_ids is None:
+            utterance_ids = choose_test_utterances(self.index, test_config["utterances"], speaker_set)
+        if not utterance_ids:
+            raise UserError(f"test: no test utterance of {speaker_set} speakers in data.json")
+        self.model.eval()
+        rendered = []
+        batch_size = test_config["batch_size"]
+        for start in range(0, len(utterance_ids), batch_size):
+            rendered += self.render_batch(utterance_ids[start:start + batch_size], epoch)
+        tag = "test" if speaker_set == "modeling" else f"test_{speaker_set}"
+        return write_results(out_dir, epoch, self.index["sample_rate"], rendered, writer, tag)
+
+    def render_batch(self, ids, epoch):
+        fs = self.model_config.frame_size
+        max_seconds = self.config["test"]["max_seconds"]
+        max_frames = None if max_seconds is None else int(max_seconds * self.index["sample_rate"] // fs)
+        utterances = [self.store.load(i) for i in ids]
+        frames = [u.acoustic.shape[0] if max_frames is None else min(u.acoustic.shape[0], max_frames)
+                  for u in utterances]
+        longest = max(frames)
+        conds = {}
+        for key in CONDITIONING_KEYS:
+            if key in self.source.features:
+                padded = []
+                for u, n in zip(utterances, frames):
+                    values = getattr(u, key)[:n]
+                    pad = np.repeat(values[-1:], longest - n, axis=0)   # repeat the last frame
+                    padded.append(np.concatenate([values, pad]))
+                conds[key] = torch.from_numpy(np.stack(padded)).to(self.device)
+        speaker = self.speaker_input(torch.tensor([u.speaker_index for u in utterances],
+                                                  device=self.device))
+        # Sampling must not consume the training RNG (exact resume), so it has its own.
+        generator = torch.Generator(device=self.device).manual_seed(self.config["seed"] + epoch)
+        codes = self.model.generate(conds, speaker, self.config["test"]["temperature"],
+                                    generator=generator)
+        references = [u.audio[:n * fs] for u, n in zip(utterances, frames)]
+        reference_codes = torch.from_numpy(np.stack([
+            np.pad(mulaw_encode(r, self.model_config.q_levels), (0, (longest - n) * fs))
+            for r, n in zip(references, frames)])).to(self.device)
+        log_probs = self.model.log_prob(reference_codes, conds, speaker,
+                                        chunk_frames=self.config["training"]["sequence_length"] * 8)
+        rendered = []
+        sample_rate = self.index["sample_rate"]
+        for row, (utterance_id, n) in enumerate(zip(ids, frames)):
+            audio = mulaw_decode(codes[row, :n * fs].cpu(), self.model_config.q_levels).numpy()
+            metrics = {"nll_bits": float(-log_probs[row, :n * fs].mean() / math.log(2)),
+                       "seconds": n * fs / sample_rate}
+            metrics.update(speech_metrics(audio, references[row], sample_rate))
+            rendered.append({"id": utterance_id, "audio": audio, "reference": references[row],
+                             "metrics": metrics})
+        return rendered

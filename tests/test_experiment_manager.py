@@ -1,0 +1,140 @@
+"""The experiment manager without training: config validation, folder, lock, CLI errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from samplernn_pase.errors import UserError
+from samplernn_pase.experiment import folder
+from samplernn_pase.experiment.config import read_config_file, validate_config
+from samplernn_pase.experiment.folder import Experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, cwd, timeout=600):
+    return subprocess.run([sys.executable, "-m", "samplernn_pase", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def assert_one_line_error(result, *needles):
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_default_config_validates_and_fills_defaults():
+    config = validate_config(read_config_file(ROOT / "config.default.json"))
+    assert config["model"]["type"] == "samplernn"
+    assert config["training"]["scheduler"]["type"] == "plateau"
+    assert config["test"]["period"] >= 1
+    assert "hop_length" in config["data"]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.json")), ids=lambda p: p.name)
+def test_shipped_configs_validate(path):
+    validate_config(read_config_file(path), str(path))
+
+
+def test_schema_violation_names_the_field():
+    config = read_config_file(ROOT / "config.default.json")
+    config["training"]["batch_size"] = 0
+    with pytest.raises(UserError, match=r"training\.batch_size"):
+        validate_config(config, "my.json")
+    config["training"]["batch_size"] = 4
+    config["model"]["type"] = "wavenet"
+    with pytest.raises(UserError, match=r"model\.type: unknown model type 'wavenet'"):
+        validate_config(config, "my.json")
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
+    target = tmp_path / "config.json"
+    folder.atomic_write_json(target, {"version": 1})
+
+    def crash(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(folder.os, "replace", crash)
+    with pytest.raises(OSError):
+        folder.atomic_write_json(target, {"version": 2})
+    assert json.loads(target.read_text()) == {"version": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+
+
+def test_npz_refuses_object_arrays(tmp_path):
+    with pytest.raises(ValueError):
+        folder.atomic_save_npz(tmp_path / "x.npz", {"bad": np.array([{"a": 1}], dtype=object)})
+
+
+def test_checkpoint_loading_refuses_pickled_code(tmp_path):
+    import pickle
+
+    path = tmp_path / "1.checkpoint.pt"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"model": Payload()}, path, pickle_module=pickle)
+    with pytest.raises(UserError, match="cannot be loaded"):
+        folder.torch_load(path)
+
+
+def test_lock_refuses_second_trainer_and_takes_over_stale_lock(tmp_path):
+    experiment = Experiment(tmp_path, "x")
+    with experiment.lock():
+        with pytest.raises(UserError, match="being trained by pid"):
+            with experiment.lock():
+                pass
+    assert not experiment.lock_path.exists()
+    # A lock left behind by a process that no longer exists is taken over.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    import socket
+    experiment.lock_path.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    with experiment.lock():
+        assert json.loads(experiment.lock_path.read_text())["pid"] == os.getpid()
+
+
+def test_creating_leaves_nothing_on_failure(tmp_path):
+    experiment = Experiment(tmp_path, "x")
+    with pytest.raises(RuntimeError):
+        with experiment.creating() as staging:
+            (staging / "config.json").write_text("{}")
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_user_errors_are_one_line(tmp_path):
+    (tmp_path / "data").mkdir()
+    result = run_cli("--experiment-name", "nope", "info", cwd=tmp_path)
+    assert_one_line_error(result, "no such experiment")
+
+    result = run_cli("--experiment-name", "x", "init", "--config-path", "missing.json", cwd=tmp_path)
+    assert_one_line_error(result, "missing.json", "not found")
+
+    bad = json.loads((ROOT / "config.default.json").read_text())
+    bad["training"]["learning_rate"] = -1
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    result = run_cli("--experiment-name", "x", "init", "--config-path", "bad.json", cwd=tmp_path)
+    assert_one_line_error(result, "bad.json", "training.learning_rate")
+
+    (tmp_path / "broken.json").write_text("{\"model\": ")
+    result = run_cli("--experiment-name", "x", "init", "--config-path", "broken.json", cwd=tmp_path)
+    assert_one_line_error(result, "broken.json", "invalid JSON")
+
+    result = run_cli("--experiment-name", "x", "--data-path", "absent", "init", "--config-path",
+                     str(ROOT / "config.default.json"), cwd=tmp_path)
+    assert_one_line_error(result, "absent", "data folder not found")
+    # None of the failures left an experiment (or a staging folder) behind.
+    assert not (tmp_path / "experiments").exists() or list((tmp_path / "experiments").iterdir()) == []
