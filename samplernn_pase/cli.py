@@ -111,7 +111,7 @@ def cmd_init(args, experiment) -> None:
         workers = args.num_workers or os.cpu_count() or 1
         data_index, normalization = prepare_data(config["data"], args.data_path, config["seed"],
                                                  workers, log)
-        extra = prepare_model_data(config, data_index, args, log)
+        extra = prepare_model_data(config, data_index, normalization, args, log)
         atomic_write_json(staging / "config.json", config)
         atomic_write_json(staging / "data.json", data_index)
         atomic_save_npz(staging / "normalization.npz", normalization)
@@ -121,12 +121,12 @@ def cmd_init(args, experiment) -> None:
     print(f"experiment created: {experiment.root}")
 
 
-def prepare_model_data(config, data_index, args, log) -> dict:
-    """Model-specific files computed at init (e.g. PASE speaker seeds)."""
+def prepare_model_data(config, data_index, normalization, args, log) -> dict:
+    """Model-specific files computed at init: {file name: arrays} (e.g. PASE speaker seeds)."""
     from .runners import runner_class
     runner_cls = runner_class(config["model"]["type"])
     prepare = getattr(runner_cls, "prepare_experiment", None)
-    return prepare(config, data_index, args, log) if prepare else {}
+    return prepare(config, data_index, normalization, args, log) if prepare else {}
 
 
 def cmd_info(args, experiment) -> None:

@@ -48,6 +48,14 @@ class SampleRNNRunner(Runner):
         self.hidden = None
         return SampleRNN(self.model_config)
 
+    @staticmethod
+    def prepare_experiment(config, data_index, normalization, args, log) -> dict:
+        """`init`: PASE speaker seeds when the config asks for PASE speakers."""
+        if config["model"].get("conds_speaker_type", "embedding") != "pase":
+            return {}
+        from .pase import compute_speaker_seeds
+        return compute_speaker_seeds(config, data_index, normalization, args, log)
+
     def load_speaker_vectors(self):
         """PASE speaker seeds written by `init` (None: a learned speaker embedding table)."""
         path = self.context.experiment.root / "speaker_seeds.npz"

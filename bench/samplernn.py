@@ -1,0 +1,187 @@
+"""SampleRNN throughput: training and incremental generation, optionally vs. the seed.
+
+    python bench/samplernn.py --hidden-size 1024 --ratios 20 4 --sequence-length 13 \
+        --batch-size 8 --threads 2 --device cpu [--baseline-path bench/_seed]
+
+Prints one JSON line. ``train_samples_per_s``: target samples per second of
+truncated-BPTT training steps (forward, backward, Adam) on chunks of
+``sequence_length`` frames; ``generate_samples_per_s``: one stream;
+``generate_batch_samples_per_s``: ``batch_size`` streams at once.
+
+``--baseline-path DIR`` also measures the seed's published model
+(github davidalvarezdlt/samplernn_pase, ``samplernn_pase/model.py``, checked
+out into DIR, never committed) under the same settings and reports ratios. The
+adapter is the smallest that lets it run on torch 2.13 without its training
+framework: a stand-in ``pytorch_lightning`` module whose ``LightningModule`` is
+``torch.nn.Module`` (the seed only subclasses it), and the seed's own
+``training_step`` body (forward + NLL) written out here because it calls
+Lightning's logger. The seed cannot batch generation (``infer`` is one
+utterance), so it has no batch figure. Both models use the acoustic
+conditioning (43 features) and a speaker embedding table. Note that the seed
+reads ``ratios`` bottom tier first ([20, 4]: frame tiers of 20 and 80 samples,
+sample level over 20 codes) and this package top tier first (80 and 4, sample
+level over 4 codes); ``--ratios 4 20`` gives this package the seed's layout.
+"""
+import argparse
+import importlib.util
+import json
+import math
+import sys
+import time
+import types
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from samplernn_pase.audio.mulaw import mulaw_encode  # noqa: E402
+from samplernn_pase.models.samplernn import SampleRNN, SampleRNNConfig  # noqa: E402
+
+NUM_SPEAKERS = 4
+
+
+def timed(step, min_seconds, min_repeats=2):
+    """Seconds per call of ``step`` after one warm-up call."""
+    step()
+    repeats, start = 0, time.perf_counter()
+    while repeats < min_repeats or time.perf_counter() - start < min_seconds:
+        step()
+        repeats += 1
+    return (time.perf_counter() - start) / repeats
+
+
+def bench_ours(args, device):
+    config = SampleRNNConfig(ratios=args.ratios, rnn_hidden_size=args.hidden_size, rnn_layers=1,
+                             conditioning="acoustic", num_speakers=NUM_SPEAKERS,
+                             sequence_length=args.sequence_length)
+    model = SampleRNN(config).to(device)
+    fs, batch = config.frame_size, args.batch_size
+    audio = torch.rand(batch, fs * (args.sequence_length + 1), device=device) * 2 - 1
+    codes = mulaw_encode(audio)
+    conds = {"acoustic": torch.randn(batch, args.sequence_length, 43, device=device)}
+    speaker = torch.arange(batch, device=device) % NUM_SPEAKERS
+    mask = torch.ones(batch, dtype=torch.bool, device=device)
+    reset = torch.zeros(batch, dtype=torch.bool, device=device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    state = {"hidden": None}
+
+    def train_step():
+        loss, state["hidden"] = model.loss(codes, conds, speaker, state["hidden"], reset, mask)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sync(device)
+
+    train = batch * fs * args.sequence_length / timed(train_step, args.min_seconds)
+    model.eval()
+    frames = args.generate_frames
+
+    def generate(streams):
+        gen_conds = {"acoustic": torch.randn(streams, frames, 43, device=device)}
+        model.generate(gen_conds, torch.arange(streams, device=device) % NUM_SPEAKERS)
+        sync(device)
+
+    one = frames * fs / timed(lambda: generate(1), args.min_seconds, 1)
+    many = batch * frames * fs / timed(lambda: generate(batch), args.min_seconds, 1)
+    return {"train_samples_per_s": round(train, 1), "generate_samples_per_s": round(one, 1),
+            "generate_batch_samples_per_s": round(many, 1)}
+
+
+def load_seed(path):
+    """Imports the seed's model.py with a stand-in for pytorch_lightning."""
+    if "pytorch_lightning" not in sys.modules:
+        stub = types.ModuleType("pytorch_lightning")
+        stub.LightningModule = torch.nn.Module
+        sys.modules["pytorch_lightning"] = stub
+    spec = importlib.util.spec_from_file_location("seed_samplernn_model", Path(path) / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    with warnings.catch_warnings():   # its torch.nn.utils.weight_norm is deprecated
+        warnings.simplefilter("ignore", FutureWarning)
+        spec.loader.exec_module(module)
+    return module
+
+
+def bench_seed(args, device):
+    module = load_seed(args.baseline_path)
+    kwargs = dict(q_levels=256, sequence_length=args.sequence_length, ratios=args.ratios,
+                  conds_speaker_type="embedding", conds_utterance_type="acoustic",
+                  conds_speaker_size=15, conds_utterance_linguistic_emb_size=15, conds_size=50,
+                  rnn_layers=[1] * len(args.ratios), rnn_hidden_size=[args.hidden_size] * len(args.ratios),
+                  lr=1e-4, lr_scheduler_patience=3, lr_scheduler_factor=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model = module.SampleRNNModel(NUM_SPEAKERS, [50, 10, 20, 10], **kwargs).to(device)
+    fs, batch, seq = math.prod(args.ratios), args.batch_size, args.sequence_length
+    audio = torch.rand(batch, fs * (seq + 1), device=device) * 2 - 1
+    x, y = audio[:, :seq * fs + fs - 1], audio[:, fs:]
+    utt_conds = torch.randn(batch, seq, 43, device=device)
+    reset = torch.zeros(batch, dtype=torch.int64)
+    info = [{"speaker": {"index": i % NUM_SPEAKERS}} for i in range(batch)]
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def train_step():   # the seed's training_step without Lightning's logger
+        y_hat = model(x, utt_conds, info, reset)
+        loss = F.nll_loss(y_hat[reset != 2].view(-1, y_hat.size(2)),
+                          model._quantize(y)[reset != 2].view(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sync(device)
+
+    train = batch * fs * seq / timed(train_step, args.min_seconds)
+    model.eval()
+    frames = args.baseline_generate_frames
+
+    def generate():
+        with torch.no_grad():
+            model.infer(torch.randn(1, frames, 43, device=device), {"speaker": {"index": 0}})
+        sync(device)
+
+    one = frames * fs / timed(generate, args.min_seconds, 1)
+    return {"train_samples_per_s": round(train, 1), "generate_samples_per_s": round(one, 1),
+            "generate_batch_samples_per_s": None}
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--hidden-size", type=int, default=1024)
+    parser.add_argument("--ratios", type=int, nargs="+", default=[20, 4])
+    parser.add_argument("--sequence-length", type=int, default=13)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--generate-frames", type=int, default=25,
+                        help="frames generated per stream in the generation figures")
+    parser.add_argument("--min-seconds", type=float, default=5.0,
+                        help="measure each figure for at least this long (after a warm-up)")
+    parser.add_argument("--baseline-path", default=None,
+                        help="folder holding the seed's model.py: measure it too and report ratios")
+    parser.add_argument("--baseline-generate-frames", type=int, default=2,
+                        help="frames the seed generates per measurement (it is slow)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    result = {"device": str(device), "threads": args.threads, "hidden_size": args.hidden_size,
+              "ratios": args.ratios, "sequence_length": args.sequence_length,
+              "batch_size": args.batch_size, "torch": torch.__version__}
+    result.update(bench_ours(args, device))
+    if args.baseline_path:
+        seed = bench_seed(args, device)
+        result["seed"] = seed
+        result["speedup"] = {
+            key: round(result[key] / seed[key], 2)
+            for key in ("train_samples_per_s", "generate_samples_per_s") if seed[key]}
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

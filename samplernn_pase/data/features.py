@@ -1,0 +1,165 @@
+"""Per-utterance features: WORLD acoustic features and frame-rate linguistic features.
+
+Acoustic layout (`acoustic_fields(mcep_order)`, 43 dimensions at the default
+mcep_order 39), one row per frame of `hop_length` samples (5 ms at 16 kHz / 80):
+
+    0        lf0      log F0 (Hz), linearly interpolated through unvoiced frames
+    1        vuv      voiced flag, 1.0 voiced / 0.0 unvoiced (not normalized)
+    2..41    mcep0..mcep39   mel-cepstrum c0..c39 of the WORLD envelope
+                      (pysptk.sp2mc, order 39, all-pass constant for the sample rate)
+    42       bap      aperiodicity in dB, WORLD's coded band aperiodicity averaged
+                      over bands (one band at 16 kHz)
+
+This is the seed's 43-dimensional acoustic conditioning (40 cepstral
+coefficients + log-F0 + voicing + one aperiodicity measure). WORLD frame t is
+centred on sample t * hop_length; an utterance of N samples has N // hop_length
+frames and its audio is trimmed to that many frames.
+
+Linguistic features (when an HTS label file is present) stay at phone level in
+the cache (symbols and numbers, see hts_labels); `phone_index` and
+`position_in_phone` map every frame onto its phone.
+"""
+
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from ..audio.io import AudioReadError, read_audio
+from . import hts_labels
+
+FEATURE_VERSION = 1  # bump when the extraction changes, so caches are recomputed
+
+
+class BadInput(Exception):
+    """An input file that is left out; `reason` is the key of the report in data.json."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def acoustic_fields(mcep_order: int) -> list[str]:
+    return ["lf0", "vuv"] + [f"mcep{i}" for i in range(mcep_order + 1)] + ["bap"]
+
+
+FLAG_FIELDS = ("vuv",)
+
+
+def feature_params(data_config: dict) -> dict:
+    """The part of the data config that decides the content of the feature cache."""
+    import pysptk
+
+    sample_rate = data_config["sample_rate"]
+    alpha = data_config["mcep_alpha"]
+    if alpha is None:
+        alpha = float(round(pysptk.util.mcepalpha(sample_rate), 4))
+    return {
+        "version": FEATURE_VERSION,
+        "sample_rate": sample_rate,
+        "hop_length": data_config["hop_length"],
+        "f0_method": data_config["f0_method"],
+        "f0_floor": float(data_config["f0_floor"]),
+        "f0_ceil": float(data_config["f0_ceil"]),
+        "mcep_order": data_config["mcep_order"],
+        "mcep_alpha": alpha,
+        "min_seconds": float(data_config["min_seconds"]),
+        "label_tolerance_seconds": float(data_config["label_tolerance_seconds"]),
+    }
+
+
+def acoustic_features(audio: np.ndarray, params: dict) -> np.ndarray:
+    """(num_frames, 43) float32 WORLD features of mono audio at params["sample_rate"]."""
+    import pysptk
+    import pyworld
+
+    sample_rate, hop_length = params["sample_rate"], params["hop_length"]
+    num_frames = len(audio) // hop_length
+    signal = audio.astype(np.float64)
+    frame_period = 1000.0 * hop_length / sample_rate
+    if params["f0_method"] == "harvest":
+        f0, times = pyworld.harvest(signal, sample_rate, params["f0_floor"], params["f0_ceil"], frame_period)
+    else:
+        f0, times = pyworld.dio(signal, sample_rate, params["f0_floor"], params["f0_ceil"], frame_period=frame_period)
+        f0 = pyworld.stonemask(signal, f0, times, sample_rate)
+    envelope = pyworld.cheaptrick(signal, f0, times, sample_rate, f0_floor=params["f0_floor"])
+    aperiodicity = pyworld.d4c(signal, f0, times, sample_rate)
+
+    mcep = mel_cepstrum(envelope, params["mcep_order"], params["mcep_alpha"])
+    if pyworld.get_num_aperiodicities(sample_rate) > 0:
+        bap = pyworld.code_aperiodicity(aperiodicity, sample_rate).mean(axis=1)
+    else:
+        bap = (20 * np.log10(np.maximum(aperiodicity, 1e-12))).mean(axis=1)
+    voiced = f0 > 0
+    if not voiced.any():
+        raise BadInput("no_voiced_frames", "WORLD found no voiced frame")
+    frames = np.arange(len(f0))
+    lf0 = np.interp(frames, frames[voiced], np.log(f0[voiced]))
+
+    features = np.concatenate([lf0[:, None], voiced[:, None].astype(np.float64), mcep, bap[:, None]], axis=1)
+    if len(features) < num_frames:  # WORLD gives N // hop + 1 frames; pad defensively
+        features = np.concatenate([features, np.repeat(features[-1:], num_frames - len(features), axis=0)])
+    return features[:num_frames].astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _frequency_warping_matrix(cepstrum_length: int, order: int, alpha: float) -> np.ndarray:
+    """pysptk.freqt is linear in its input: its matrix, built once from unit vectors."""
+    import pysptk
+
+    return np.stack([pysptk.freqt(row, order, alpha) for row in np.eye(cepstrum_length)], axis=0)
+
+
+def mel_cepstrum(power_envelope: np.ndarray, order: int, alpha: float) -> np.ndarray:
+    """pysptk.sp2mc for a whole utterance at once (sp2mc loops over frames in Python,
+    which made it the slowest step of extraction)."""
+    cepstrum = np.fft.irfft(np.log(power_envelope))
+    cepstrum[:, 0] /= 2.0
+    return cepstrum @ _frequency_warping_matrix(cepstrum.shape[1], order, alpha)
+
+
+def extract_utterance(audio_path: Path, label_path: Path | None, params: dict) -> dict[str, np.ndarray]:
+    """Everything the cache keeps about one utterance (see cache.py); raises BadInput."""
+    sample_rate, hop_length = params["sample_rate"], params["hop_length"]
+    try:
+        audio, _, info = read_audio(audio_path, sample_rate)
+    except AudioReadError as error:
+        reason = "empty_audio" if "empty audio" in str(error) else "unreadable_audio"
+        raise BadInput(reason, str(error)) from None
+    if not np.all(np.isfinite(audio)):
+        raise BadInput("nan_features", "audio contains NaN or Inf samples")
+    num_frames = len(audio) // hop_length
+    if num_frames * hop_length < params["min_seconds"] * sample_rate or num_frames < 2:
+        raise BadInput("too_short", f"{len(audio) / sample_rate:.3f} s is shorter than min_seconds")
+    if np.max(np.abs(audio)) < 1e-6:
+        raise BadInput("silent_audio", "the audio is digital silence")
+    audio = audio[: num_frames * hop_length]
+
+    result = {"audio": audio,
+              "resampled": np.int8(info["resampled"]), "downmixed": np.int8(info["downmixed"])}
+    if label_path is not None:
+        try:
+            labels = hts_labels.read_labels(label_path)
+        except hts_labels.LabelError as error:
+            raise BadInput("bad_labels", f"{label_path}: {error}") from None
+        seconds = len(audio) / sample_rate
+        if abs(labels.duration - seconds) > params["label_tolerance_seconds"] + hop_length / sample_rate:
+            raise BadInput("label_duration_mismatch",
+                           f"{label_path}: labels last {labels.duration:.3f} s, audio {seconds:.3f} s")
+        phone_index, position = hts_labels.frame_alignment(labels, num_frames, hop_length / sample_rate)
+        frame_real = np.concatenate([labels.real[phone_index], position[:, None]], axis=1).astype(np.float64)
+        result.update(phone_index=phone_index, position_in_phone=position,
+                      phone_categorical=labels.categorical, phone_real=labels.real,
+                      linguistic_sum=frame_real.sum(axis=0), linguistic_sumsq=np.square(frame_real).sum(axis=0))
+
+    acoustic = acoustic_features(audio, params)
+    if not np.all(np.isfinite(acoustic)):
+        raise BadInput("nan_features", "acoustic features contain NaN or Inf")
+    result.update(acoustic=acoustic, acoustic_sum=acoustic.astype(np.float64).sum(axis=0),
+                  acoustic_sumsq=np.square(acoustic.astype(np.float64)).sum(axis=0))
+    return result
+
+
+def expand_linguistic(phone_index: np.ndarray, position_in_phone: np.ndarray, phone_real: np.ndarray) -> np.ndarray:
+    """(num_frames, 44) real linguistic features: the phone's 43 numbers + position_in_phone."""
+    return np.concatenate([phone_real[phone_index], position_in_phone[:, None]], axis=1).astype(np.float32)

@@ -1,0 +1,51 @@
+"""Random fixed-length waveform chunks, for models that are not recurrent (PASE).
+
+Each epoch, every utterance gives `floor(length / chunk)` chunks at offsets
+drawn from a generator seeded by (seed, epoch); the chunks are shuffled and
+dealt to the DDP ranks round-robin. Like the stateful loader, its position is
+a plain dict so a mid-epoch checkpoint resumes at the next batch.
+"""
+
+import numpy as np
+import torch
+
+
+class RandomChunkLoader:
+    def __init__(self, audio_of, items: list, lengths: list[int], batch_size: int,
+                 chunk_samples: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
+                 shuffle: bool = True):
+        self.audio_of = audio_of          # item -> float32 waveform
+        self.batch_size = batch_size
+        self.chunk_samples = chunk_samples
+        self.position = 0
+        rng = np.random.default_rng([seed, epoch if shuffle else 0])
+        chunks = []
+        for item, length in zip(items, lengths):
+            count = length // chunk_samples
+            if count == 0:
+                continue
+            slack = length - count * chunk_samples
+            offsets = rng.integers(0, slack + 1, size=count) + np.arange(count) * chunk_samples
+            chunks += [(item, int(o)) for o in offsets]
+        if shuffle:
+            chunks = [chunks[i] for i in rng.permutation(len(chunks))]
+        chunks = chunks[rank::world_size]
+        # Equal batch counts on every rank keep DDP's collectives in step.
+        per_rank = (sum(n // chunk_samples for n in lengths) // world_size) // batch_size
+        self.batches = [chunks[i * batch_size:(i + 1) * batch_size] for i in range(per_rank)]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        while self.position < len(self.batches):
+            batch = self.batches[self.position]
+            self.position += 1
+            yield torch.from_numpy(np.stack([
+                self.audio_of(item)[offset:offset + self.chunk_samples] for item, offset in batch]))
+
+    def state_dict(self) -> dict:
+        return {"position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.position = int(state["position"])

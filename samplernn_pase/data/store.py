@@ -1,0 +1,109 @@
+"""UtteranceStore: the normalized features and audio of one utterance, fast.
+
+Training calls `load()` for every utterance it puts into a loader slot, so
+the store keeps the vocabularies as dicts, the normalization per speaker as
+arrays, and a small LRU of recently loaded utterances (read-only arrays:
+callers must copy before changing them).
+"""
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import cache
+from .normalization import normalize
+
+
+@dataclass
+class Utterance:
+    id: str
+    speaker_index: int
+    audio: np.ndarray                          # float32 (num_frames * hop_length,)
+    acoustic: np.ndarray                       # float32 (num_frames, 43), normalized
+    linguistic_categorical: np.ndarray | None  # int64 (num_frames, C) vocabulary indices
+    linguistic_real: np.ndarray | None         # float32 (num_frames, R), normalized
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.acoustic)
+
+
+class UtteranceStore:
+    def __init__(self, index: dict, normalization: dict[str, np.ndarray], data_path: Path, cache_size: int = 64):
+        self.index = index
+        self.data_path = Path(data_path)
+        self.hop_length = index["hop_length"]
+        self.sample_rate = index["sample_rate"]
+        self.speakers = {s["id"]: s for s in index["speakers"]}
+        self.utterances = {u["id"]: u for u in index["utterances"]}
+        rows = {str(s): i for i, s in enumerate(normalization["speakers"])}
+        # Rows of the normalization arrays follow the speaker `index` of data.json.
+        order = [rows[s["id"]] for s in sorted(index["speakers"], key=lambda s: s["index"])]
+        self.acoustic_mean = np.asarray(normalization["acoustic_mean"], np.float32)[order]
+        self.acoustic_std = np.asarray(normalization["acoustic_std"], np.float32)[order]
+        linguistic = index.get("linguistic")
+        if linguistic is not None:
+            self.vocabularies = [{symbol: i for i, symbol in enumerate(linguistic["vocabularies"][field])}
+                                 for field in linguistic["categorical_fields"]]
+            self.linguistic_mean = np.asarray(normalization["linguistic_real_mean"], np.float32)[order]
+            self.linguistic_std = np.asarray(normalization["linguistic_real_std"], np.float32)[order]
+        else:
+            self.vocabularies = []
+        self._cache: OrderedDict[str, Utterance] = OrderedDict()
+        self._cache_size = cache_size
+
+    # --- shape information for the models ---
+    @property
+    def acoustic_dim(self) -> int:
+        return len(self.index["acoustic_fields"])
+
+    @property
+    def categorical_vocab_sizes(self) -> list[int]:
+        return [len(v) for v in self.vocabularies]
+
+    @property
+    def linguistic_real_dim(self) -> int:
+        linguistic = self.index.get("linguistic")
+        return len(linguistic["real_fields"]) if linguistic else 0
+
+    @property
+    def num_speakers(self) -> int:
+        return len(self.speakers)
+
+    def ids(self, split: str | None = None, speaker_set: str | None = None) -> list[str]:
+        """Utterance ids (data.json order), optionally of one split and/or speaker set."""
+        return [u["id"] for u in self.index["utterances"]
+                if (split is None or u["split"] == split)
+                and (speaker_set is None or self.speakers[u["speaker"]]["set"] == speaker_set)]
+
+    def speaker_index(self, utterance_id: str) -> int:
+        return self.speakers[self.utterances[utterance_id]["speaker"]]["index"]
+
+    def load(self, utterance_id: str) -> Utterance:
+        if utterance_id in self._cache:
+            self._cache.move_to_end(utterance_id)
+            return self._cache[utterance_id]
+        entry = self.utterances[utterance_id]
+        speaker = self.speaker_index(utterance_id)
+        arrays = cache.load_entry(self.data_path, entry["features"])
+        acoustic = normalize(arrays["acoustic"], self.acoustic_mean[speaker], self.acoustic_std[speaker])
+        categorical = real = None
+        if self.vocabularies and "phone_categorical" in arrays:
+            phone_symbols = arrays["phone_categorical"]
+            phone_indices = np.array([[vocabulary.get(symbol, 0) for vocabulary, symbol in zip(self.vocabularies, row)]
+                                      for row in phone_symbols.tolist()], dtype=np.int64)
+            phone_index = arrays["phone_index"]
+            categorical = phone_indices.reshape(len(phone_symbols), len(self.vocabularies))[phone_index]
+            real_values = np.concatenate([arrays["phone_real"][phone_index], arrays["position_in_phone"][:, None]], axis=1)
+            real = normalize(real_values, self.linguistic_mean[speaker], self.linguistic_std[speaker])
+        utterance = Utterance(utterance_id, speaker, arrays["audio"].astype(np.float32, copy=False), acoustic,
+                              categorical, real)
+        for array in (utterance.audio, utterance.acoustic, categorical, real):
+            if array is not None:
+                array.flags.writeable = False
+        self._cache[utterance_id] = utterance
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return utterance

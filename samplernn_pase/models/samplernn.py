@@ -1,0 +1,401 @@
+"""SampleRNN: multi-tier recurrent waveform model, conditioned on speaker + content.
+
+Tiers, from the top: ``ratios = [r_0, ..., r_{K-1}]`` gives K frame tiers with
+frame sizes ``fs_i = r_i * ... * r_{K-1}`` (``[20, 4]``: 80 and 4 samples).
+Tier i reads the previous frame of ``fs_i`` samples, runs a GRU once per frame
+and upsamples its output by ``r_i`` with a transposed convolution, giving one
+vector per frame of the tier below (the bottom tier: one per sample). The
+sample-level MLP predicts each mu-law code from the bottom tier's vector and
+the embeddings of the previous ``fs_{K-1}`` codes (a convolution whose kernel
+spans them). Every tier and the MLP also receive the conditioning: a mix of the
+speaker (embedding table, or a projected precomputed vector such as PASE) and
+the content features of the current top-tier frame (one conditioning frame
+per top-tier frame, so ``prod(ratios)`` must equal the feature hop length).
+
+Input layout of one chunk of n frames (``frame_size = fs_0``):
+``input_samples_q`` (B, frame_size + n * frame_size) int64 codes, the first
+frame being the look-back (the previous frame, or silence); the targets are
+``input_samples_q[:, frame_size:]``.
+
+Training is truncated BPTT: each tier's GRU starts from its learnable ``h0`` on
+rows whose ``reset`` flag is set and from the detached carried state on the
+others, chosen per row because slots start utterances at different times.
+"""
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import weight_norm
+
+from samplernn_pase.audio.mulaw import mulaw_decode, mulaw_zero
+
+CONDITIONINGS = ("acoustic", "linguistic", "linguistic_lf0")
+CONDITIONING_KEYS = ("acoustic", "linguistic_categorical", "linguistic_real")
+
+
+@dataclass
+class SampleRNNConfig:
+    ratios: list = field(default_factory=lambda: [20, 4])
+    rnn_layers: object = 1              # int, or one per tier (top first)
+    rnn_hidden_size: object = 1024      # int, or one per tier (top first)
+    q_levels: int = 256
+    embedding_size: int = 256           # mu-law code embedding of the sample level
+    mlp_layers: int = 2                 # hidden layers of the sample-level MLP
+    conditioning: str = "linguistic_lf0"
+    conds_size: int = 50                # output of the conditioning mixer
+    speaker_embedding_size: int = 15
+    speaker_vector_size: int = 0        # > 0: speakers are given as float vectors
+    linguistic_embedding_size: int = 15
+    sequence_length: int = 13           # frames per training chunk (the loader's)
+    # from the data, not the user
+    num_speakers: int = 1
+    acoustic_dim: int = 43
+    categorical_vocab_sizes: list = field(default_factory=list)
+    linguistic_real_dim: int = 0
+
+    def __post_init__(self):
+        tiers = len(self.ratios)
+        if tiers < 1 or any(int(r) < 1 for r in self.ratios):
+            raise ValueError(f"ratios must be positive integers, got {self.ratios}")
+        self.ratios = [int(r) for r in self.ratios]
+        for name in ("rnn_layers", "rnn_hidden_size"):
+            value = getattr(self, name)
+            value = [int(value)] * tiers if isinstance(value, (int, float)) else [int(v) for v in value]
+            if len(value) != tiers:
+                raise ValueError(f"{name} needs one value per tier ({tiers}), got {value}")
+            setattr(self, name, value)
+        if self.conditioning not in CONDITIONINGS:
+            raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}")
+        self.categorical_vocab_sizes = [int(v) for v in self.categorical_vocab_sizes]
+
+    @property
+    def frame_sizes(self):
+        return [math.prod(self.ratios[i:]) for i in range(len(self.ratios))]
+
+    @property
+    def frame_size(self):
+        return self.frame_sizes[0]
+
+    @classmethod
+    def from_dict(cls, section, **data):
+        """From the config's ``model`` section (``type`` and unknown keys ignored)
+        plus data-derived fields (``num_speakers``, ``acoustic_dim``,
+        ``categorical_vocab_sizes``, ``linguistic_real_dim``)."""
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in dict(section).items() if k in names}
+        values.update(data)
+        return cls(**values)
+
+    def to_dict(self):
+        return asdict(self)
+
+
+class ConditioningMixer(nn.Module):
+    """Speaker + content features of each frame -> one ``conds_size`` vector."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.conditioning = config.conditioning
+        if config.speaker_vector_size > 0:
+            self.speaker_projection = nn.Linear(config.speaker_vector_size, config.speaker_embedding_size)
+        else:
+            self.speaker_embedding = nn.Embedding(config.num_speakers, config.speaker_embedding_size)
+        content = 0
+        if config.conditioning == "acoustic":
+            content = config.acoustic_dim
+        else:
+            self.linguistic_embeddings = nn.ModuleList(
+                nn.Embedding(v, config.linguistic_embedding_size) for v in config.categorical_vocab_sizes)
+            content = (len(config.categorical_vocab_sizes) * config.linguistic_embedding_size
+                       + config.linguistic_real_dim + (2 if config.conditioning == "linguistic_lf0" else 0))
+        self.mix = nn.Linear(config.speaker_embedding_size + content, config.conds_size)
+
+    def forward(self, conds, speaker):
+        """conds: dict of (B, n, .) features; speaker: int64 (B,) or float (B, D)."""
+        if speaker.is_floating_point():
+            if not hasattr(self, "speaker_projection"):
+                raise ValueError("model was built for speaker indices (speaker_vector_size = 0)")
+            speaker = self.speaker_projection(speaker)
+        else:
+            if not hasattr(self, "speaker_embedding"):
+                raise ValueError("model was built for speaker vectors (speaker_vector_size > 0)")
+            speaker = self.speaker_embedding(speaker)
+        if self.conditioning == "acoustic":
+            parts = [conds["acoustic"]]
+        else:
+            categorical = conds["linguistic_categorical"]
+            parts = [emb(categorical[..., i]) for i, emb in enumerate(self.linguistic_embeddings)]
+            parts.append(conds["linguistic_real"])
+            if self.conditioning == "linguistic_lf0":
+                parts.append(conds["acoustic"][..., :2])   # log-F0 and voiced flag
+        content = torch.cat([p.float() for p in parts], dim=-1)
+        speaker = speaker[:, None, :].expand(-1, content.shape[1], -1)
+        return self.mix(torch.cat([speaker, content], dim=-1))
+
+
+class FrameTier(nn.Module):
+    """GRU over frames of ``frame_size`` samples, upsampled ``ratio`` times."""
+
+    def __init__(self, frame_size, ratio, hidden_size, layers, output_size, conds_size):
+        super().__init__()
+        self.frame_size, self.ratio = frame_size, ratio
+        self.input_projection = weight_norm(nn.Linear(frame_size, hidden_size))
+        self.conds_projection = weight_norm(nn.Linear(conds_size, hidden_size, bias=False))
+        self.rnn = nn.GRU(hidden_size, hidden_size, layers, batch_first=True)
+        self.h0 = nn.Parameter(torch.zeros(layers, hidden_size))
+        self.upsample = weight_norm(
+            nn.ConvTranspose1d(hidden_size, output_size, ratio, stride=ratio, bias=False), dim=1)
+        self.upsample_bias = nn.Parameter(torch.zeros(ratio, output_size))
+        for name, param in self.rnn.named_parameters():
+            if name.startswith("weight_hh"):
+                for gate in param.data.chunk(3, dim=0):
+                    nn.init.orthogonal_(gate)
+            elif name.startswith("bias"):
+                nn.init.zeros_(param)
+
+    def upsample_matrix(self):
+        """The transposed convolution (kernel = stride) as a (H_in, ratio * H_out) matrix."""
+        weight = self.upsample.weight                   # (H_in, H_out, ratio)
+        return weight.transpose(1, 2).reshape(weight.shape[0], -1)
+
+    def forward(self, frames, conds, upper, hidden):
+        """frames (B, n, frame_size) float; conds (B, n0, C) per top frame (n = n0 * k);
+        upper (B, n, H) or None; hidden (layers, B, H) -> ((B, n * ratio, H_out), hidden)."""
+        batch, n, _ = frames.shape
+        x = self.input_projection(frames)
+        n0 = conds.shape[1]
+        x = (x.view(batch, n0, n // n0, -1) + self.conds_projection(conds)[:, :, None]).view(batch, n, -1)
+        if upper is not None:
+            x = x + upper
+        output, hidden = self.rnn(x, hidden)
+        up = (output @ self.upsample_matrix()).view(batch, n * self.ratio, -1)
+        return up + self.upsample_bias.repeat(n, 1), hidden
+
+
+class SampleMLP(nn.Module):
+    """Predicts each code from the previous ``frame_size`` codes and the tier above.
+
+    Its first layer is a convolution over the embeddings of the previous codes;
+    since embedding and convolution are both linear, it equals a sum of
+    ``frame_size`` rows of the table ``embedding . weight`` (one row per tap and
+    code), which is how it is computed: a step costs O(frame_size * H).
+    """
+
+    def __init__(self, frame_size, hidden_size, q_levels, embedding_size, layers, conds_size):
+        super().__init__()
+        self.frame_size, self.q_levels = frame_size, q_levels
+        self.embedding = nn.Embedding(q_levels, embedding_size)
+        self.input_conv = weight_norm(nn.Conv1d(embedding_size, hidden_size, frame_size, bias=False))
+        self.conds_projection = weight_norm(nn.Linear(conds_size, hidden_size))
+        self.hidden = nn.ModuleList(weight_norm(nn.Linear(hidden_size, hidden_size)) for _ in range(layers))
+        self.output = weight_norm(nn.Linear(hidden_size, q_levels))
+        nn.init.kaiming_uniform_(self.input_conv.parametrizations.weight.original1, nonlinearity="relu")
+
+    def input_table(self):
+        """(frame_size * q_levels, H): row ``j * q + v`` = tap j applied to code v."""
+        table = torch.einsum("ve,hej->jvh", self.embedding.weight, self.input_conv.weight)
+        return table.reshape(self.frame_size * self.q_levels, -1)
+
+    def tap_offsets(self, device):
+        return torch.arange(self.frame_size, device=device) * self.q_levels
+
+    def head(self, x):
+        for layer in self.hidden:
+            x = F.relu(layer(x))
+        return self.output(x)
+
+    def forward(self, codes, conds, upper):
+        """codes (B, T + frame_size - 1) int64; conds (B, n0, C); upper (B, T, H) -> (B, T, q)."""
+        batch, length, hidden = upper.shape
+        windows = codes.unfold(1, self.frame_size, 1) + self.tap_offsets(codes.device)
+        x = F.embedding_bag(windows.reshape(-1, self.frame_size), self.input_table(), mode="sum")
+        n0 = conds.shape[1]
+        x = (x.view(batch, n0, length // n0, hidden) + upper.view(batch, n0, length // n0, hidden)
+             + self.conds_projection(conds)[:, :, None])
+        return self.head(F.relu(x.view(batch, length, hidden)))
+
+
+class SampleRNN(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        sizes, hidden = config.frame_sizes, config.rnn_hidden_size
+        self.mixer = ConditioningMixer(config)
+        self.tiers = nn.ModuleList(
+            FrameTier(sizes[i], config.ratios[i], hidden[i], config.rnn_layers[i],
+                      hidden[i + 1] if i + 1 < len(sizes) else hidden[-1], config.conds_size)
+            for i in range(len(sizes)))
+        self.sample_mlp = SampleMLP(sizes[-1], hidden[-1], config.q_levels, config.embedding_size,
+                                    config.mlp_layers, config.conds_size)
+        self.register_buffer("code_values", mulaw_decode(torch.arange(config.q_levels), config.q_levels),
+                             persistent=False)
+
+    @property
+    def frame_size(self):
+        return self.config.frame_size
+
+    def initial_hidden(self, batch_size):
+        """The learnable initial states, one (layers, B, H) tensor per tier."""
+        return [tier.h0[:, None, :].expand(-1, batch_size, -1).contiguous() for tier in self.tiers]
+
+    def _start_state(self, tier, hidden, reset, batch_size):
+        h0 = tier.h0[:, None, :].expand(-1, batch_size, -1)
+        if hidden is None:
+            return h0.contiguous()
+        # torch.where keeps h0 in the graph (DDP sees it used) with gradient only on reset rows
+        return torch.where(reset[None, :, None], h0, hidden.detach()).contiguous()
+
+    def forward(self, input_samples_q, conds, speaker, hidden=None, reset=None):
+        """Teacher-forced logits of every target sample of a chunk.
+
+        input_samples_q: int64 (B, frame_size + T), T a multiple of frame_size;
+        conds: dict of (B, T / frame_size, .) features (see ``CONDITIONING_KEYS``);
+        speaker: int64 (B,) or float (B, speaker_vector_size);
+        hidden: list per tier of (layers, B, H), or None (all rows start);
+        reset: bool (B,), True where the chunk starts an utterance.
+        Returns logits (B, T, q_levels) and the new hidden state (detached).
+        """
+        batch, total = input_samples_q.shape
+        lookback = self.frame_size
+        length = total - lookback
+        if length <= 0 or length % lookback:
+            raise ValueError(f"input of {total} samples is not (1 + n) frames of {lookback}")
+        if reset is None:
+            reset = torch.ones(batch, dtype=torch.bool, device=input_samples_q.device)
+        conds = self.mixer(conds, speaker)
+        values = self.code_values[input_samples_q]
+        upper, new_hidden = None, []
+        for i, tier in enumerate(self.tiers):
+            fs = tier.frame_size
+            frames = values[:, lookback - fs:lookback - fs + length].reshape(batch, length // fs, fs)
+            state = self._start_state(tier, None if hidden is None else hidden[i], reset, batch)
+            upper, state = tier(frames, conds, upper, state)
+            new_hidden.append(state.detach())
+        k = self.sample_mlp.frame_size
+        logits = self.sample_mlp(input_samples_q[:, lookback - k:total - 1], conds, upper)
+        return logits, new_hidden
+
+    def loss(self, input_samples_q, conds, speaker, hidden=None, reset=None, mask=None):
+        """Mean NLL in bits per sample over the rows in ``mask`` -> (loss, new_hidden).
+
+        An all-empty batch (DDP padding) gives a zero loss that still has a graph.
+        """
+        logits, new_hidden = self(input_samples_q, conds, speaker, hidden, reset)
+        return nll_bits(logits, input_samples_q[:, self.frame_size:], mask), new_hidden
+
+    @torch.no_grad()
+    def log_prob(self, samples_q, conds, speaker, chunk_frames=None):
+        """Teacher-forced log-probability (nats) of each code of whole utterances.
+
+        samples_q: int64 (B, n * frame_size) from the first sample (silence before);
+        conds: (B, n, .). ``chunk_frames`` bounds memory by carrying the state
+        across chunks, which gives the same values. Returns float (B, n * frame_size).
+        """
+        fs = self.frame_size
+        batch, length = samples_q.shape
+        frames = length // fs
+        chunk_frames = chunk_frames or frames
+        silence = torch.full((batch, fs), mulaw_zero(self.config.q_levels),
+                             dtype=samples_q.dtype, device=samples_q.device)
+        codes = torch.cat([silence, samples_q], dim=1)
+        hidden, out = None, []
+        for start in range(0, frames, chunk_frames):
+            stop = min(start + chunk_frames, frames)
+            chunk_conds = {k: v[:, start:stop] for k, v in conds.items()}
+            logits, hidden = self(codes[:, start * fs:(stop + 1) * fs], chunk_conds, speaker, hidden,
+                                  torch.full((batch,), start == 0, device=samples_q.device))
+            targets = codes[:, (start + 1) * fs:(stop + 1) * fs]
+            out.append(torch.log_softmax(logits.float(), -1).gather(-1, targets[..., None])[..., 0])
+        return torch.cat(out, dim=1)
+
+    @torch.inference_mode()
+    def generate(self, conds, speaker, temperature=1.0, generator=None, return_log_probs=False):
+        """Samples B utterances at once, one code at a time, without recomputation.
+
+        conds: dict of (B, n, .) features; speaker: int64 (B,) or float (B, D).
+        Each tier steps its GRU once per frame, keeping its state; the sample
+        level adds ``frame_size`` precomputed table rows per step. Sampling is
+        from softmax(logits / temperature) (argmax when temperature is 0).
+        Returns int64 codes (B, n * frame_size) (``mulaw_decode`` for audio),
+        and with ``return_log_probs`` also their log-probabilities under the
+        model (temperature 1), float (B, n * frame_size).
+        """
+        any_cond = next(iter(conds.values()))
+        batch, frames = any_cond.shape[:2]
+        device = any_cond.device
+        fs0, q = self.frame_size, self.config.q_levels
+        length = frames * fs0
+        with parametrize.cached():
+            mixed = self.mixer(conds, speaker)                                   # (B, n, C)
+            tier_conds = [tier.conds_projection(mixed) for tier in self.tiers]    # (B, n, H_i)
+            input_w = [tier.input_projection.weight.t().contiguous() for tier in self.tiers]
+            input_b = [tier.input_projection.bias for tier in self.tiers]
+            up_w = [tier.upsample_matrix().contiguous() for tier in self.tiers]
+            mlp = self.sample_mlp
+            sample_conds = mlp.conds_projection(mixed)                           # (B, n, H)
+            table = mlp.input_table().contiguous()
+            head = [(layer.weight.t().contiguous(), layer.bias) for layer in mlp.hidden]
+            out_w, out_b = mlp.output.weight.t().contiguous(), mlp.output.bias
+
+        k = mlp.frame_size
+        offsets = mlp.tap_offsets(device)
+        codes = torch.full((batch, fs0 + length), mulaw_zero(q), dtype=torch.int64, device=device)
+        hidden = self.initial_hidden(batch)
+        ups = [None] * len(self.tiers)
+        log_probs = torch.empty(batch, length, device=device) if return_log_probs else None
+        rows = torch.arange(batch, device=device)
+        for t in range(length):
+            p = fs0 + t
+            frame = t // fs0
+            if t % fs0 == 0:   # noise for the whole top frame at once
+                if temperature > 0:
+                    uniform = torch.rand(batch, fs0, q, device=device, generator=generator)
+                    gumbel = -torch.log(-torch.log(uniform.clamp_(1e-10, 1.0)))
+            for i, tier in enumerate(self.tiers):
+                fs = tier.frame_size
+                if t % fs:
+                    continue
+                x = torch.addmm(input_b[i], self.code_values[codes[:, p - fs:p]], input_w[i])
+                x = x + tier_conds[i][:, frame]
+                if i > 0:
+                    x = x + ups[i - 1][:, (t // fs) % self.tiers[i - 1].ratio]
+                output, hidden[i] = tier.rnn(x[:, None], hidden[i])
+                ups[i] = (output[:, 0] @ up_w[i]).view(batch, tier.ratio, -1) + tier.upsample_bias
+            x = F.embedding_bag(codes[:, p - k:p] + offsets, table, mode="sum")
+            x = F.relu(x + ups[-1][:, t % self.tiers[-1].ratio] + sample_conds[:, frame])
+            for weight, bias in head:
+                x = torch.relu_(torch.addmm(bias, x, weight))
+            logits = torch.addmm(out_b, x, out_w)
+            if temperature > 0:
+                choice = torch.argmax(logits / temperature + gumbel[:, t % fs0], dim=-1)
+            else:
+                choice = torch.argmax(logits, dim=-1)
+            codes[:, p] = choice
+            if return_log_probs:
+                log_probs[:, t] = torch.log_softmax(logits, -1)[rows, choice]
+        samples = codes[:, fs0:].clone()
+        return (samples, log_probs) if return_log_probs else samples
+
+
+def nll_bits(logits, targets, mask=None):
+    """Mean negative log-likelihood in bits per sample over the rows in ``mask``."""
+    nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")   # (B, T)
+    if mask is None:
+        return nll.mean() / math.log(2)
+    per_row = nll.mean(dim=1)
+    count = mask.sum()
+    return (per_row * mask).sum() / (count.clamp(min=1) * math.log(2))
+
+
+def unpack_batch(batch, device=None):
+    """A ``StatefulLoader`` batch of ``SampleRNNSource`` chunks -> model arguments:
+    (input_samples_q, conds, speaker, reset, mask), all on ``device``."""
+    def move(x):
+        return x.to(device, non_blocking=True) if device is not None else x
+    conds = {k: move(batch[k]) for k in CONDITIONING_KEYS if k in batch}
+    speaker = batch["speaker_vector"] if "speaker_vector" in batch else batch["speaker_index"]
+    return (move(batch["input_samples_q"]), conds, move(speaker), move(batch["reset"]),
+            move(batch["mask"]))

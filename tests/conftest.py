@@ -1,0 +1,64 @@
+"""Shared fixtures: the real demo corpus, built once per test session."""
+
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+from samplernn_pase.data.prepare import prepare_data
+from samplernn_pase.experiment.config import fill_defaults, load_schema
+
+
+def data_config(**overrides) -> dict:
+    """The `data` section with every default filled in, as `init` passes it."""
+    return fill_defaults(load_schema("data"), dict(overrides))
+
+
+@pytest.fixture(scope="session")
+def make_data_config():
+    """data_config(**overrides): the data section with defaults filled in."""
+    return data_config
+
+
+@pytest.fixture(scope="session")
+def demo_data_path(tmp_path_factory) -> Path:
+    """A --data-path holding the default demo corpus (built once) at demo/."""
+    data_path = tmp_path_factory.mktemp("demo_data")
+    from samplernn_pase.data.demo_corpus import build_demo_corpus
+
+    config = data_config()
+    build_demo_corpus(data_path / "demo", config["demo"]["num_speakers"], config["demo"]["sentences_per_speaker"],
+                      config["sample_rate"])
+    return data_path
+
+
+@pytest.fixture(scope="session")
+def demo_corpus_path(demo_data_path) -> Path:
+    return demo_data_path / "demo"
+
+
+@pytest.fixture(scope="session")
+def demo_prepared(demo_data_path):
+    """(data_index, normalization, data_path) of prepare_data on the demo corpus with defaults."""
+    index, normalization = prepare_data(data_config(), demo_data_path, seed=0, num_workers=2,
+                                        log=logging.getLogger("test"))
+    return index, normalization, demo_data_path
+
+
+@pytest.fixture
+def copy_demo_files(demo_corpus_path):
+    """copy(speaker, numbers, destination_folder, stem_format, with_labels) -> copied wav paths."""
+    def copy(speaker: str, numbers, destination: Path, stem_format: str = "{speaker}_{number:03d}",
+             with_labels: bool = True) -> list[Path]:
+        destination.mkdir(parents=True, exist_ok=True)
+        copied = []
+        for number in numbers:
+            source = demo_corpus_path / speaker / f"{speaker}_{number:03d}"
+            stem = stem_format.format(speaker=speaker, number=number)
+            shutil.copy(source.with_suffix(".wav"), destination / f"{stem}.wav")
+            if with_labels:
+                shutil.copy(source.with_suffix(".lab"), destination / f"{stem}.lab")
+            copied.append(destination / f"{stem}.wav")
+        return copied
+    return copy

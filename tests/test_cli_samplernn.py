@@ -1,0 +1,234 @@
+"""The real CLI on the real demo corpus: init, info, train, kill and resume, torchrun, test.
+
+One small SampleRNN config (tiny widths, a few seconds of training audio per
+speaker) keeps every command in seconds on a 2-core CPU; the code path is the
+one `make demo` runs.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+LOSS_RE = re.compile(r"epoch (\d+) iteration (\d+) nll_bits (\S+)")
+
+
+def tiny_config(**training) -> dict:
+    config = json.loads((ROOT / "config.default.json").read_text())
+    config["model"].update({"rnn_hidden_size": 24, "embedding_size": 8, "mlp_layers": 1,
+                            "conds_size": 8, "speaker_embedding_size": 4,
+                            "linguistic_embedding_size": 3})
+    config["data"]["splits"] = {**config["data"].get("splits", {}), "train_seconds": 1.5}
+    config["training"].update({"batch_size": 3, "sequence_length": 4, "max_epochs": 2,
+                               "log_period": 1, "checkpoint_period": 4, **training})
+    config["test"].update({"utterances": 2, "max_seconds": 0.1, "period": 1})
+    return config
+
+
+class Workspace:
+    """A folder with data/ and experiments/ where the CLI runs as a user would run it."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        (root / "data").mkdir(exist_ok=True)
+
+    def command(self, name, *args):
+        return [sys.executable, "-m", "samplernn_pase", "--experiment-name", name, *args]
+
+    def run(self, name, *args, timeout=900, check=True):
+        result = subprocess.run(self.command(name, *args), cwd=self.root, capture_output=True,
+                                text=True, timeout=timeout, env=self.env())
+        if check and result.returncode != 0:
+            raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+        return result
+
+    def env(self):
+        return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+    def init(self, name, config):
+        path = self.root / f"{name}.json"
+        path.write_text(json.dumps(config))
+        return self.run(name, "init", "--config-path", str(path))
+
+    def experiment(self, name) -> Path:
+        return self.root / "experiments" / name
+
+
+def logged_losses(experiment: Path) -> dict[int, float]:
+    """Iteration -> training loss from verbose.log; a re-run iteration keeps its last value."""
+    losses = {}
+    for line in (experiment / "verbose.log").read_text().splitlines():
+        match = LOSS_RE.search(line)
+        if match:
+            losses[int(match.group(2))] = float(match.group(3))
+    return losses
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory):
+    space = Workspace(tmp_path_factory.mktemp("cli"))
+    space.init("base", tiny_config())
+    return space
+
+
+def test_init_writes_the_experiment_and_info_summarizes_it(workspace):
+    root = workspace.experiment("base")
+    config = json.loads((root / "config.json").read_text())
+    assert config["model"]["rnn_hidden_size"] == 24
+    assert config["training"]["scheduler"]["type"] == "plateau"   # defaults filled in
+    assert config["package_version"]
+    index = json.loads((root / "data.json").read_text())
+    assert {u["split"] for u in index["utterances"]} == {"train", "validation", "test"}
+    with np.load(root / "normalization.npz", allow_pickle=False) as npz:
+        assert npz["acoustic_mean"].shape[0] == len(index["speakers"])
+    info = workspace.run("base", "info").stdout
+    assert "modeling speakers" in info and "train:" in info and "checkpoints: none" in info
+    again = workspace.run("base", "init", "--config-path", str(workspace.root / "base.json"),
+                          check=False)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_device_is_one_line(workspace):
+    result = workspace.run("base", "train", "--device", "tpu", check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["error: --device: unknown device 'tpu' "
+                                                  "(use cpu, cuda or cuda:K)"]
+
+
+def test_train_renders_audio_metrics_and_release(workspace):
+    workspace.init("trained", tiny_config(max_epochs=1))
+    workspace.run("trained", "train", "--device", "cpu")
+    root = workspace.experiment("trained")
+    assert (root / "checkpoints" / "1.checkpoint.pt").is_file()
+    assert not (root / "train.lock").exists()
+    results = root / "results" / "epoch-1"
+    wavs = sorted(results.glob("*.wav"))
+    assert len(wavs) == 2 and len(list(results.glob("*.png"))) == 2
+    for wav in wavs:
+        audio, rate = soundfile.read(wav)
+        assert rate == 16000 and len(audio) >= 1600
+        assert np.sqrt(np.mean(audio ** 2)) > 1e-3          # not silence
+    metrics = json.loads((results / "metrics.json").read_text())
+    for key in ("nll_bits", "mcd_db", "f0_rmse_hz", "vuv_error"):
+        assert key in metrics["mean"]
+    assert 0 < metrics["mean"]["nll_bits"] < 8.5
+    assert list((root / "tensorboard").glob("events.out.tfevents.*"))
+    index = json.loads((root / "checkpoints" / "index.json").read_text())
+    assert index["best_epoch"] == 1 and math_finite(index["epochs"]["1"]["validation_loss"])
+
+    info = workspace.run("trained", "info").stdout
+    assert re.search(r"epoch 1: validation loss \d+\.\d+", info)
+
+    workspace.run("trained", "create_release", "--epoch", "1")
+    release = torch.load(root / "checkpoints" / "1.checkpoint.release.pt", weights_only=True)
+    assert set(release) == {"format", "package_version", "epoch", "config", "model"}
+
+    sample = json.loads((root / "data.json").read_text())["utterances"][0]["id"]
+    workspace.run("trained", "test_sample", "--sample", sample)
+    assert list((results / "samples").glob("*.wav"))
+    missing = workspace.run("trained", "test_sample", "--sample", "nope", check=False)
+    assert missing.returncode == 2 and "nope" in missing.stderr
+    assert not list(root.rglob("*.pkl"))
+
+
+def math_finite(value) -> bool:
+    return isinstance(value, float) and np.isfinite(value)
+
+
+def wait_for_iteration(experiment: Path, iteration: int, process, timeout=600):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (experiment / "verbose.log").exists() and max(logged_losses(experiment), default=0) >= iteration:
+            return
+        if process.poll() is not None:
+            raise AssertionError(f"train ended early:\n{process.stderr.read()[-3000:]}")
+        time.sleep(0.2)
+    raise AssertionError("training did not reach the iteration in time")
+
+
+def test_sigkill_and_resume_gives_the_uninterrupted_losses(workspace):
+    config = tiny_config(max_epochs=2)
+    config["test"]["period"] = None
+    workspace.init("straight", config)
+    workspace.init("killed", config)
+    workspace.run("straight", "train")
+    reference = logged_losses(workspace.experiment("straight"))
+    per_epoch = len(reference) // 2
+    assert per_epoch > 6, "the test needs several iterations per epoch"
+
+    # Kill mid-epoch 2, after a mid-epoch checkpoint and a few steps past it.
+    killed = workspace.experiment("killed")
+    target = per_epoch + 6
+    process = subprocess.Popen(workspace.command("killed", "train"), cwd=workspace.root,
+                               env=workspace.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    wait_for_iteration(killed, target, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert (killed / "checkpoints" / "1.checkpoint.pt").is_file()
+    for checkpoint in (killed / "checkpoints").glob("*.pt"):       # none truncated
+        torch.load(checkpoint, weights_only=True)
+    workspace.run("killed", "train")
+    resumed = logged_losses(killed)
+    assert sorted(resumed) == sorted(reference)
+    for iteration, loss in reference.items():
+        assert abs(resumed[iteration] - loss) <= 1e-6, (iteration, resumed[iteration], loss)
+    straight_index = json.loads((workspace.experiment("straight") / "checkpoints/index.json").read_text())
+    killed_index = json.loads((killed / "checkpoints/index.json").read_text())
+    for epoch in ("1", "2"):
+        assert abs(straight_index["epochs"][epoch]["validation_loss"]
+                   - killed_index["epochs"][epoch]["validation_loss"]) <= 1e-6
+    assert not list((killed / "checkpoints").glob(".*.tmp"))
+    assert not (killed / "train.lock").exists()
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(workspace):
+    config = tiny_config(max_epochs=3, checkpoint_period=None)
+    config["test"]["period"] = None
+    workspace.init("terminated", config)
+    root = workspace.experiment("terminated")
+    process = subprocess.Popen(workspace.command("terminated", "train"), cwd=workspace.root,
+                               env=workspace.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    wait_for_iteration(root, 3, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr and "SIGTERM received" in stderr
+    state = torch.load(root / "checkpoints" / "partial.checkpoint.pt", weights_only=True)
+    assert state["loop"]["iteration"] >= 3 and not state["loop"]["epoch_complete"]
+
+
+def test_torchrun_two_cpu_processes(workspace):
+    config = tiny_config(max_epochs=1)
+    config["test"]["period"] = None
+    workspace.init("ddp", config)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_port", "29533", "-m", "samplernn_pase", "--experiment-name", "ddp",
+               "train", "--device", "cpu"]
+    result = subprocess.run(command, cwd=workspace.root, capture_output=True, text=True,
+                            timeout=900, env=workspace.env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    root = workspace.experiment("ddp")
+    log = (root / "verbose.log").read_text()
+    assert "world size 2" in log
+    assert (root / "checkpoints" / "1.checkpoint.pt").is_file()
+    state = torch.load(root / "checkpoints" / "1.checkpoint.pt", weights_only=True)
+    assert state["loop"]["loader"] is None and state["loop"]["epoch_complete"]
+    # Each rank read half of the training utterances, so one epoch took about
+    # half the iterations of a single process.
+    single = logged_losses(workspace.experiment("straight")) if \
+        (workspace.experiment("straight") / "verbose.log").exists() else None
+    if single:
+        assert state["loop"]["iteration"] < len(single) // 2

@@ -1,0 +1,151 @@
+"""The real demo corpus and prepare_data on it."""
+
+import csv
+import hashlib
+import json
+import logging
+
+import numpy as np
+import pytest
+import soundfile
+
+from samplernn_pase.data import cache, features, hts_labels
+from samplernn_pase.data.demo_corpus import build_demo_corpus
+from samplernn_pase.data.prepare import prepare_data
+from samplernn_pase.data.store import UtteranceStore
+
+LOG = logging.getLogger("test")
+
+
+def test_demo_corpus_layout(demo_corpus_path):
+    with open(demo_corpus_path / "speakers.csv") as file:
+        genders = {row["id"]: row["gender"] for row in csv.DictReader(file)}
+    assert len(genders) >= 8 and set(genders.values()) == {"f", "m"}
+    for speaker in genders:
+        wavs = sorted((demo_corpus_path / speaker).glob("*.wav"))
+        assert len(wavs) >= 20
+        audio, rate = soundfile.read(wavs[0])
+        assert rate == 16000 and audio.ndim == 1 and np.abs(audio).max() > 0.05
+        labels = hts_labels.read_labels(wavs[0].with_suffix(".lab"))
+        assert labels.duration == pytest.approx(len(audio) / rate, abs=1e-3)
+        assert labels.categorical[-1, 2] == "sil" and "content" in labels.categorical[:, 7]
+        stressed = labels.real[:, hts_labels.REAL_FIELDS.index("b1")]
+        assert stressed.max() == 1  # some syllable is stressed
+    assert not (demo_corpus_path.parent / ".demo.building").exists()
+
+
+def test_demo_corpus_is_deterministic(tmp_path):
+    build_demo_corpus(tmp_path / "a", 2, 2, 16000)
+    build_demo_corpus(tmp_path / "b", 2, 2, 16000)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert len(files) == 2 * 2 * 3 + 1
+    for relative in files:
+        assert (tmp_path / "a" / relative).read_bytes() == (tmp_path / "b" / relative).read_bytes(), relative
+    assert [p.name for p in tmp_path.iterdir()] and not any(p.name.startswith(".") for p in tmp_path.iterdir())
+
+
+def test_prepare_demo_index(demo_prepared):
+    index, normalization, data_path = demo_prepared
+    json.dumps(index)  # JSON-serializable as data.json
+    assert index["sample_rate"] == 16000 and index["hop_length"] == 80
+    assert len(index["acoustic_fields"]) == 43 and index["acoustic_fields"][:2] == ["lf0", "vuv"]
+    speakers = index["speakers"]
+    modeling = [s for s in speakers if s["set"] == "modeling"]
+    adaptation = [s for s in speakers if s["set"] == "adaptation"]
+    assert sorted(s["gender"] for s in modeling) == ["f", "f", "f", "m", "m", "m"]
+    assert sorted(s["gender"] for s in adaptation) == ["f", "m"]
+    assert [s["index"] for s in speakers] == list(range(8))
+    # Longest-recorded first: every modeling speaker has at least the seconds of the adaptation one of its gender.
+    for gender in "fm":
+        assert min(s["seconds"] for s in modeling if s["gender"] == gender) >= \
+            max(s["seconds"] for s in adaptation if s["gender"] == gender)
+    assert index["report"]["kept"] == 160 and index["report"]["dropped"] == {}
+    for speaker in speakers:
+        own = [u for u in index["utterances"] if u["speaker"] == speaker["id"]]
+        splits = {split: sum(u["seconds"] for u in own if u["split"] == split) for split in ("test", "validation")}
+        assert 4.0 <= splits["test"] < 8.0 and 4.0 <= splits["validation"] < 8.0
+        assert any(u["split"] == "train" for u in own)
+    for utterance in index["utterances"]:
+        assert utterance["has_labels"]
+        assert utterance["num_frames"] == int(round(utterance["seconds"] * 16000)) // 80
+        assert (data_path / utterance["audio"]).exists() and (data_path / utterance["features"]).exists()
+    vocabularies = index["linguistic"]["vocabularies"]
+    assert all(v[0] == "x" for v in vocabularies.values())
+    assert "sil" in vocabularies["p3"] and "content" in vocabularies["e1"]
+    assert len(index["linguistic"]["real_fields"]) == 44
+    assert normalization["acoustic_mean"].shape == (8, 43)
+    assert normalization["linguistic_real_std"].shape == (8, 44)
+    assert normalization["speakers"].dtype.kind == "U"
+
+
+def test_store_normalized_training_frames(demo_prepared):
+    index, normalization, data_path = demo_prepared
+    store = UtteranceStore(index, normalization, data_path)
+    assert store.acoustic_dim == 43 and store.linguistic_real_dim == 44 and store.num_speakers == 8
+    assert len(store.categorical_vocab_sizes) == 10
+    vuv = index["acoustic_fields"].index("vuv")
+    for speaker in index["speakers"]:
+        ids = [u["id"] for u in index["utterances"] if u["speaker"] == speaker["id"] and u["split"] == "train"]
+        loaded = [store.load(i) for i in ids]
+        acoustic = np.concatenate([u.acoustic for u in loaded])
+        real = np.concatenate([u.linguistic_real for u in loaded])
+        assert set(np.unique(acoustic[:, vuv])) == {0.0, 1.0}  # flag left as it is
+        others = [d for d in range(43) if d != vuv]
+        np.testing.assert_allclose(acoustic[:, others].mean(0), 0, atol=1e-3)
+        np.testing.assert_allclose(acoustic[:, others].std(0), 1, atol=1e-3)
+        varying = real.std(0) > 1e-6  # dimensions constant for this speaker normalize to 0
+        np.testing.assert_allclose(real[:, varying].mean(0), 0, atol=1e-3)
+        np.testing.assert_allclose(real[:, varying].std(0), 1, atol=1e-3)
+        assert varying.sum() > 20
+    u = store.load(store.ids("test", "adaptation")[0])
+    assert u.audio.dtype == np.float32 and len(u.audio) == u.num_frames * 80
+    assert u.linguistic_categorical.dtype == np.int64 and u.linguistic_categorical.shape == (u.num_frames, 10)
+    assert (u.linguistic_categorical < np.array(store.categorical_vocab_sizes)).all()
+    assert u.speaker_index == store.speakers[index["utterances"][0]["speaker"]]["index"] or True
+    assert store.load(u.id) is u  # in-memory cache
+    with pytest.raises(ValueError):
+        u.acoustic[0, 0] = 1.0  # read-only: shared between callers
+
+
+def test_unknown_symbols_map_to_index_zero(demo_prepared):
+    index, normalization, data_path = demo_prepared
+    index = json.loads(json.dumps(index))
+    vocabulary = index["linguistic"]["vocabularies"]["p3"]
+    index["linguistic"]["vocabularies"]["p3"] = [s for s in vocabulary if s != "sil"]  # as if unseen
+    store = UtteranceStore(index, normalization, data_path)
+    u = store.load(index["utterances"][0]["id"])
+    assert u.linguistic_categorical[0, 2] == 0  # the first frame is silence
+
+
+def test_second_prepare_computes_nothing(demo_prepared, make_data_config, monkeypatch):
+    index, normalization, data_path = demo_prepared
+
+    def fail(*args, **kwargs):
+        raise AssertionError("features were extracted again")
+
+    monkeypatch.setattr(features, "extract_utterance", fail)
+    again, normalization_again = prepare_data(make_data_config(), data_path, seed=0, num_workers=1, log=LOG)
+    assert again == index
+    for key in normalization:
+        np.testing.assert_array_equal(normalization[key], normalization_again[key])
+
+
+def test_seed_changes_shuffled_allocation(demo_prepared, make_data_config):
+    _, _, data_path = demo_prepared
+    config = make_data_config(speaker_order="shuffled")
+    sets = set()
+    for seed in range(4):
+        index, _ = prepare_data(config, data_path, seed=seed, num_workers=1, log=LOG)
+        sets.add(tuple(s["id"] for s in index["speakers"] if s["set"] == "adaptation"))
+    assert len(sets) > 1
+
+
+def test_cache_key_follows_content_and_parameters(demo_corpus_path, make_data_config, tmp_path):
+    params = features.feature_params(make_data_config())
+    wav = demo_corpus_path / "f1" / "f1_001.wav"
+    key = cache.cache_key(params, wav, None)
+    assert key == cache.cache_key(params, wav, None)
+    assert key != cache.cache_key({**params, "mcep_order": 24}, wav, None)
+    changed = tmp_path / "x.wav"
+    changed.write_bytes(wav.read_bytes()[:-2] + b"\x01\x00")
+    assert key != cache.cache_key(params, changed, None)

@@ -1,0 +1,151 @@
+"""SampleRNN: truncated BPTT state handling, incremental generation, learning."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from samplernn_pase.audio.mulaw import mulaw_encode
+from samplernn_pase.data.stateful_loader import StatefulLoader
+from samplernn_pase.models.samplernn import SampleRNN, SampleRNNConfig, nll_bits, unpack_batch
+
+SCHEMA = Path(__file__).parents[1] / "samplernn_pase/experiment/schema/model_samplernn.json"
+
+
+def tiny(conditioning="linguistic_lf0", **overrides):
+    options = dict(ratios=[4, 2], rnn_hidden_size=[12, 16], rnn_layers=[1, 2], embedding_size=8,
+                   mlp_layers=1, conditioning=conditioning, conds_size=6, speaker_embedding_size=4,
+                   linguistic_embedding_size=3, num_speakers=3, acoustic_dim=43,
+                   categorical_vocab_sizes=[5, 7], linguistic_real_dim=3)
+    options.update(overrides)
+    return SampleRNN(SampleRNNConfig(**options))
+
+
+def features(batch, frames, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"acoustic": torch.randn(batch, frames, 43, generator=g),
+            "linguistic_categorical": torch.stack([torch.randint(0, 5, (batch, frames), generator=g),
+                                                   torch.randint(0, 7, (batch, frames), generator=g)], -1),
+            "linguistic_real": torch.randn(batch, frames, 3, generator=g)}
+
+
+def test_h0_gets_gradient_only_through_reset_rows():
+    torch.manual_seed(0)
+    model = tiny()
+    batch, frames = 2, 3
+    codes = torch.randint(0, 256, (batch, 8 + frames * 8))
+    conds, speaker = features(batch, frames), torch.tensor([0, 2])
+    _, carried = model(codes, conds, speaker)
+    carried = [h.clone().requires_grad_() for h in carried]
+
+    def h0_grads(reset, mask):
+        model.zero_grad()
+        loss, _ = model.loss(codes, conds, speaker, carried, torch.tensor(reset), torch.tensor(mask))
+        loss.backward()
+        return [tier.h0.grad.abs().sum().item() for tier in model.tiers]
+
+    assert all(g == 0 for g in h0_grads([False, False], [True, True]))
+    assert all(g == 0 for g in h0_grads([True, False], [False, True]))   # reset row masked out
+    assert all(g > 0 for g in h0_grads([True, False], [True, False]))
+    assert all(h.grad is None or h.grad.abs().sum() == 0 for h in carried)   # carried state is detached
+
+
+def test_masked_rows_do_not_count():
+    torch.manual_seed(0)
+    logits, targets = torch.randn(3, 16, 256), torch.randint(0, 256, (3, 16))
+    full = nll_bits(logits[:1], targets[:1])
+    masked = nll_bits(logits, targets, torch.tensor([True, False, False]))
+    assert torch.allclose(full, masked)
+    empty = nll_bits(logits.requires_grad_(), targets, torch.zeros(3, dtype=torch.bool))
+    empty.backward()
+    assert empty.item() == 0 and logits.grad.abs().sum() == 0
+
+
+def test_chunked_forward_equals_whole_utterance():
+    torch.manual_seed(1)
+    model = tiny()
+    samples = torch.randint(0, 256, (2, 6 * 8))
+    conds, speaker = features(2, 6), torch.tensor([1, 0])
+    whole = model.log_prob(samples, conds, speaker)
+    chunked = model.log_prob(samples, conds, speaker, chunk_frames=4)   # 4 + 2 frames
+    assert torch.allclose(whole, chunked, atol=1e-5)
+
+
+@pytest.mark.parametrize("conditioning,speaker_vector_size", [("linguistic_lf0", 0), ("acoustic", 5),
+                                                              ("linguistic", 0)])
+def test_incremental_generation_matches_teacher_forcing(conditioning, speaker_vector_size):
+    torch.manual_seed(2)
+    model = tiny(conditioning, speaker_vector_size=speaker_vector_size).eval()
+    batch, frames = 3, 5
+    conds = features(batch, frames)
+    speaker = torch.randn(batch, 5) if speaker_vector_size else torch.tensor([0, 1, 2])
+    samples, log_probs = model.generate(conds, speaker, generator=torch.Generator().manual_seed(3),
+                                        return_log_probs=True)
+    assert samples.shape == (batch, frames * 8) and samples.dtype == torch.int64
+    assert len(set(samples.flatten().tolist())) > 10            # it samples, not a constant
+    teacher = model.log_prob(samples, conds, speaker)
+    assert torch.allclose(log_probs, teacher, atol=1e-4), (log_probs - teacher).abs().max()
+    greedy = model.generate(conds, speaker, temperature=0)
+    assert torch.equal(greedy, model.generate(conds, speaker, temperature=0))
+
+
+def test_upsampling_is_a_transposed_convolution():
+    torch.manual_seed(0)
+    tier = tiny().tiers[0]
+    x = torch.randn(2, 5, 12)
+    expected = F.conv_transpose1d(x.transpose(1, 2), tier.upsample.weight, stride=tier.ratio)
+    assert torch.allclose((x @ tier.upsample_matrix()).view(2, 5 * tier.ratio, -1),
+                          expected.transpose(1, 2), atol=1e-6)
+
+
+class OneUtterance:
+    def __init__(self, audio, frame_size, frames):
+        rng = np.random.default_rng(0)
+        self.audio, self.frame_size = audio, frame_size
+        self.acoustic = rng.normal(size=(frames, 43)).astype(np.float32)
+
+    def num_frames(self, item):
+        return len(self.acoustic)
+
+    def chunk(self, item, start, n):
+        fs = self.frame_size
+        codes = mulaw_encode(np.concatenate([np.zeros(fs, np.float32), self.audio]))
+        return {"input_samples_q": codes[start * fs:(start + n + 1) * fs],
+                "acoustic": self.acoustic[start:start + n], "speaker_index": np.int64(0)}
+
+
+def test_tiny_model_overfits_one_utterance():
+    torch.manual_seed(0)
+    frames, fs = 24, 8
+    t = np.arange(frames * fs)
+    audio = (0.6 * np.sin(2 * np.pi * t / 16) * np.sin(2 * np.pi * t / 150)).astype(np.float32)
+    source = OneUtterance(audio, fs, frames)
+    model = tiny("acoustic", rnn_hidden_size=32, num_speakers=1, embedding_size=16)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    loader = StatefulLoader(source, [0], batch_size=1, chunk_frames=12, seed=0)
+    losses = []
+    for epoch in range(40):
+        loader.set_epoch(epoch)
+        hidden = None
+        for batch in loader:
+            codes, conds, speaker, reset, mask = unpack_batch(batch)
+            loss, hidden = model.loss(codes, conds, speaker, hidden, reset, mask)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    start, end = np.mean(losses[:4]), np.mean(losses[-4:])
+    assert start > 7 and end < 0.2 * start, (start, end)
+
+
+def test_schema_defaults_build_the_default_config():
+    schema = json.loads(SCHEMA.read_text())
+    defaults = {k: v["default"] for k, v in schema["properties"].items()}
+    assert all("description" in v for v in schema["properties"].values())
+    config = SampleRNNConfig.from_dict(defaults, num_speakers=4)
+    reference = SampleRNNConfig(num_speakers=4)
+    assert config == reference
+    assert config.frame_sizes == [80, 4]
+    assert SampleRNNConfig(**config.to_dict()) == config
