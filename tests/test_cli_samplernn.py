@@ -28,7 +28,8 @@ def tiny_config(**training) -> dict:
     config["model"].update({"rnn_hidden_size": 24, "embedding_size": 8, "mlp_layers": 1,
                             "conds_size": 8, "speaker_embedding_size": 4,
                             "linguistic_embedding_size": 3})
-    config["data"]["splits"] = {**config["data"].get("splits", {}), "train_seconds": 1.5}
+    config["data"].update({"train_seconds_per_speaker": 1.5, "validation_seconds_per_speaker": 1.0,
+                           "test_seconds_per_speaker": 1.0})
     config["training"].update({"batch_size": 3, "sequence_length": 4, "max_epochs": 2,
                                "log_period": 1, "checkpoint_period": 4, **training})
     config["test"].update({"utterances": 2, "max_seconds": 0.1, "period": 1})
@@ -38,12 +39,13 @@ def tiny_config(**training) -> dict:
 class Workspace:
     """A folder with data/ and experiments/ where the CLI runs as a user would run it."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, data_path: Path):
         self.root = root
-        (root / "data").mkdir(exist_ok=True)
+        self.data_path = data_path     # shared with the data tests: corpus and feature cache
 
     def command(self, name, *args):
-        return [sys.executable, "-m", "samplernn_pase", "--experiment-name", name, *args]
+        return [sys.executable, "-m", "samplernn_pase", "--experiment-name", name,
+                "--data-path", str(self.data_path), *args]
 
     def run(self, name, *args, timeout=900, check=True):
         result = subprocess.run(self.command(name, *args), cwd=self.root, capture_output=True,
@@ -64,19 +66,21 @@ class Workspace:
         return self.root / "experiments" / name
 
 
-def logged_losses(experiment: Path) -> dict[int, float]:
-    """Iteration -> training loss from verbose.log; a re-run iteration keeps its last value."""
+def logged_losses(experiment: Path, with_epochs: bool = False) -> dict:
+    """Iteration -> training loss (or (epoch, loss)) from verbose.log; a re-run
+    iteration keeps its last value."""
     losses = {}
     for line in (experiment / "verbose.log").read_text().splitlines():
         match = LOSS_RE.search(line)
         if match:
-            losses[int(match.group(2))] = float(match.group(3))
+            loss = float(match.group(3))
+            losses[int(match.group(2))] = (int(match.group(1)), loss) if with_epochs else loss
     return losses
 
 
 @pytest.fixture(scope="session")
-def workspace(tmp_path_factory):
-    space = Workspace(tmp_path_factory.mktemp("cli"))
+def workspace(tmp_path_factory, demo_data_path):
+    space = Workspace(tmp_path_factory.mktemp("cli"), demo_data_path)
     space.init("base", tiny_config())
     return space
 
@@ -164,12 +168,13 @@ def test_sigkill_and_resume_gives_the_uninterrupted_losses(workspace):
     workspace.init("killed", config)
     workspace.run("straight", "train")
     reference = logged_losses(workspace.experiment("straight"))
-    per_epoch = len(reference) // 2
-    assert per_epoch > 6, "the test needs several iterations per epoch"
+    epochs = logged_losses(workspace.experiment("straight"), with_epochs=True)
+    second_epoch = [i for i, (epoch, _) in epochs.items() if epoch == 2]
+    assert len(second_epoch) > 8, "the test needs several iterations per epoch"
 
     # Kill mid-epoch 2, after a mid-epoch checkpoint and a few steps past it.
     killed = workspace.experiment("killed")
-    target = per_epoch + 6
+    target = min(second_epoch) + 6
     process = subprocess.Popen(workspace.command("killed", "train"), cwd=workspace.root,
                                env=workspace.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
@@ -215,8 +220,7 @@ def test_torchrun_two_cpu_processes(workspace):
     config["test"]["period"] = None
     workspace.init("ddp", config)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_port", "29533", "-m", "samplernn_pase", "--experiment-name", "ddp",
-               "train", "--device", "cpu"]
+               "--master_port", "29533", "-m", *workspace.command("ddp", "train", "--device", "cpu")[2:]]
     result = subprocess.run(command, cwd=workspace.root, capture_output=True, text=True,
                             timeout=900, env=workspace.env())
     assert result.returncode == 0, result.stderr[-3000:]
@@ -226,9 +230,21 @@ def test_torchrun_two_cpu_processes(workspace):
     assert (root / "checkpoints" / "1.checkpoint.pt").is_file()
     state = torch.load(root / "checkpoints" / "1.checkpoint.pt", weights_only=True)
     assert state["loop"]["loader"] is None and state["loop"]["epoch_complete"]
-    # Each rank read half of the training utterances, so one epoch took about
-    # half the iterations of a single process.
-    single = logged_losses(workspace.experiment("straight")) if \
-        (workspace.experiment("straight") / "verbose.log").exists() else None
-    if single:
-        assert state["loop"]["iteration"] < len(single) // 2
+    # Each rank read its own half of the training utterances: the epoch took the
+    # iterations of the longer shard, not those of the whole split.
+    from samplernn_pase.data.stateful_loader import StatefulLoader
+
+    index = json.loads((root / "data.json").read_text())
+    modeling = {s["id"] for s in index["speakers"] if s["set"] == "modeling"}
+    frames = {u["id"]: u["num_frames"] for u in index["utterances"]
+              if u["split"] == "train" and u["speaker"] in modeling}
+
+    class Lengths:
+        def num_frames(self, item):
+            return frames[item]
+
+    def batches(rank, world_size):
+        return len(StatefulLoader(Lengths(), list(frames), 3, 4, seed=0, epoch=1, rank=rank,
+                                  world_size=world_size))
+
+    assert state["loop"]["iteration"] == batches(0, 2) == batches(1, 2) < batches(0, 1)

@@ -65,8 +65,12 @@ def allocate_speakers(seconds: dict[str, float], genders: dict[str, str | None],
 
 
 def split_utterances(utterances: list[tuple[str, float]], test_seconds: float, validation_seconds: float,
-                     seed: int, speaker: str) -> dict[str, str]:
-    """utterance id -> split, for the (id, seconds) utterances of one speaker."""
+                     seed: int, speaker: str, train_seconds: float | None = None) -> dict[str, str]:
+    """utterance id -> split, for the (id, seconds) utterances of one speaker.
+
+    With `train_seconds`, the training split stops once it has that many
+    seconds (at least one utterance): the others are left out of the experiment.
+    """
     ids = sorted(utterances)
     rng = np.random.default_rng([seed, zlib.crc32(speaker.encode())])
     ids = [ids[i] for i in rng.permutation(len(ids))]
@@ -78,6 +82,10 @@ def split_utterances(utterances: list[tuple[str, float]], test_seconds: float, v
             splits[utterance_id] = split
             taken += seconds
             index += 1
-    for utterance_id, _ in ids[index:]:
+    taken = 0.0
+    for utterance_id, seconds in ids[index:]:
+        if train_seconds is not None and taken > 0 and taken + seconds > train_seconds:
+            break
         splits[utterance_id] = "train"
+        taken += seconds
     return splits

@@ -108,7 +108,7 @@ def prepare_data(data_config: dict, data_path: Path, seed: int, num_workers: int
         own = [(uid, r["num_samples"] / sample_rate) for uid, (s, r) in kept.items() if s.speaker == speaker]
         split_of.update(allocation.split_utterances(
             own, data_config["test_seconds_per_speaker"], data_config["validation_seconds_per_speaker"],
-            seed, speaker))
+            seed, speaker, data_config["train_seconds_per_speaker"]))
     used = {uid: kept[uid] for uid in sorted(split_of)}
 
     # Linguistic vocabularies: every symbol seen in the used utterances, index 0 = x / unknown.

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserError
+
 from . import cache
 from .normalization import normalize
 
@@ -87,7 +89,12 @@ class UtteranceStore:
             return self._cache[utterance_id]
         entry = self.utterances[utterance_id]
         speaker = self.speaker_index(utterance_id)
-        arrays = cache.load_entry(self.data_path, entry["features"])
+        try:
+            arrays = cache.load_entry(self.data_path, entry["features"])
+        except FileNotFoundError:
+            raise UserError(f"{Path(self.data_path) / entry['features']}: features of {utterance_id} "
+                            "are missing (wrong --data-path, or the cache was deleted: run `init` "
+                            "again)") from None
         acoustic = normalize(arrays["acoustic"], self.acoustic_mean[speaker], self.acoustic_std[speaker])
         categorical = real = None
         if self.vocabularies and "phone_categorical" in arrays:

@@ -52,6 +52,7 @@ teacher-forced pass (`tier_nll`).
 """
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 
 import torch
@@ -189,19 +190,29 @@ def gmm_log_prob(theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(F.log_softmax(logit, dim=-1) + log_component, dim=-1)
 
 
+def gmm_noise(shape, components: int, like: torch.Tensor,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random numbers for `gmm_sample` of GMMs of `shape`: Gumbel (*shape, K) and normal (*shape, 1)."""
+    u = torch.rand(*shape, components, generator=generator, device=like.device, dtype=like.dtype)
+    gumbel = -torch.log(-torch.log(u.clamp_(1e-20, 1.0)).clamp_(min=1e-20))
+    normal = torch.randn(*shape, 1, generator=generator, device=like.device, dtype=like.dtype)
+    return gumbel, normal
+
+
 def gmm_sample(theta: torch.Tensor, temperature: float = 1.0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-    """One value per GMM. Temperature divides the mixture logits and multiplies the stds."""
+               generator: torch.Generator | None = None, noise=None) -> torch.Tensor:
+    """One value per GMM. Temperature divides the mixture logits and multiplies the stds.
+
+    `noise`: (gumbel, normal) from `gmm_noise`, drawn here when None.
+    """
     mu, log_std, logit = theta.chunk(3, dim=-1)
     if temperature <= 0:  # the mean of the most likely component
         k = logit.argmax(-1, keepdim=True)
         return mu.gather(-1, k).squeeze(-1)
-    u = torch.rand(logit.shape, generator=generator, device=logit.device, dtype=logit.dtype)
-    gumbel = -torch.log(-torch.log(u.clamp_(1e-20, 1.0)).clamp_(min=1e-20))
+    gumbel, normal = noise or gmm_noise(theta.shape[:-1], logit.shape[-1], theta, generator)
     k = (logit / temperature + gumbel).argmax(-1, keepdim=True)
     std = torch.exp(log_std.gather(-1, k).clamp(min=LOG_STD_MIN)) * temperature
-    noise = torch.randn(std.shape, generator=generator, device=std.device, dtype=std.dtype)
-    return (mu.gather(-1, k) + std * noise).squeeze(-1)
+    return (mu.gather(-1, k) + std * normal).squeeze(-1)
 
 
 # --- modules --------------------------------------------------------------------
@@ -213,6 +224,25 @@ def _gru_step(rnn: nn.GRU, x: torch.Tensor, h: torch.Tensor, direction: str = ""
                           getattr(rnn, "weight_hh_l0" + direction),
                           getattr(rnn, "bias_ih_l0" + direction),
                           getattr(rnn, "bias_hh_l0" + direction))
+
+
+@contextmanager
+def intra_op_threads(threads: int | None, device: torch.device):
+    """Run the block with `threads` CPU intra-op threads (None, or a GPU device: unchanged).
+
+    The per-value steps of sampling are a few small matrix-vector products:
+    extra threads only add synchronization (on a busy 2-core machine, 2 threads
+    made sampling 5x slower than 1).
+    """
+    if threads is None or device.type != "cpu" or threads == torch.get_num_threads():
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _reset_rows(state: torch.Tensor, initial: torch.Tensor, reset: torch.Tensor) -> torch.Tensor:
@@ -427,36 +457,61 @@ class Tier(nn.Module):
         time_states = list(state["time"].unbind(1))
         central_states = list(state["central"].unbind(1)) if self.central else None
         prev = state["prev_frame"]
-        freq_in_w, freq_in_b = self.freq_in.weight.squeeze(1), self.freq_in.bias
+        # Per value, layer i computes u = h_f + stacks_i, g = GRU(u, g), h_f += W_o g + b_o.
+        # The output biases b_o are constants: they are folded into the per-frame stacks
+        # (offsets[i], the sum of the biases of the layers below) and into the head's bias,
+        # so that a layer costs three calls: add, gru_cell, addmm.
+        out_weights = [layer.freq_out.weight.t() for layer in self.layers]
+        biases = torch.stack([layer.freq_out.bias for layer in self.layers]).cumsum(0)
+        offsets = [torch.zeros_like(biases[0])] + list(biases[:-1])
+        head_weight = self.head.weight.t()
+        head_bias = self.head.bias + self.head.weight @ biases[-1]
+        components = self.head.out_features // 3
+        freq_in_w = self.freq_in.weight.squeeze(1).expand(batch_size, H)
         h0 = x.new_zeros(batch_size, H)
+        sampling = target is None and temperature > 0
         for t in range(frames):
+            if sampling:  # this frame's random numbers in one go, temperature folded in
+                gumbel, normal = gmm_noise((batch_size, Fq), components, x, generator)
+                gumbel, normal = (gumbel * temperature).unbind(1), (normal * temperature).unbind(1)
             h_t = self.time_in(prev.unsqueeze(-1))
             h_c = self.central_in(prev) if self.central else None
-            freq_base = freq_in_b.expand(batch_size, Fq, H)
+            freq_base = self.freq_in.bias.expand(batch_size, Fq, H)
             if self.conditioned:
                 h_t = h_t + z_time[:, t]
                 freq_base = freq_base + z_freq[:, t]
+            freq_base = freq_base.unbind(1)
             stacks = []
             for i, layer in enumerate(self.layers):
                 h_t, h_c, time_states[i], c, add = layer.frame_step(
                     h_t, h_c, time_states[i], central_states[i] if self.central else None)
                 if self.central:
                     central_states[i] = c
-                stacks.append(add)
+                stacks.append((add + offsets[i]).unbind(1))
             freq_states = [h0] * len(self.layers)
-            value = x.new_zeros(batch_size)
+            value = x.new_zeros(batch_size, 1)
+            values = []
             for f in range(Fq):
-                h_f = freq_base[:, f] + value.unsqueeze(1) * freq_in_w  # x[t, f-1]
+                h_f = torch.addcmul(freq_base[f], value, freq_in_w)  # input x[t, f-1]
                 for i, layer in enumerate(self.layers):
-                    freq_states[i] = _gru_step(layer.freq_rnn, h_f + stacks[i][:, f], freq_states[i])
-                    h_f = layer.freq_out(freq_states[i]) + h_f
-                theta = self.head(h_f)
-                if target is None:
-                    value = gmm_sample(theta, temperature, generator)
+                    rnn = layer.freq_rnn
+                    freq_states[i] = torch.gru_cell(h_f + stacks[i][f], freq_states[i],
+                                                    rnn.weight_ih_l0, rnn.weight_hh_l0,
+                                                    rnn.bias_ih_l0, rnn.bias_hh_l0)
+                    h_f = torch.addmm(h_f, freq_states[i], out_weights[i])
+                theta = torch.addmm(head_bias, h_f, head_weight)
+                if target is not None:
+                    value = target[:, t, f:f + 1]
+                    log_likelihood[:, t, f] = gmm_log_prob(theta, value.squeeze(1))
+                elif sampling:
+                    mu, log_std, logit = theta.split(components, dim=1)
+                    k = torch.add(logit, gumbel[f]).argmax(1, keepdim=True)
+                    std = log_std.gather(1, k).clamp_(min=LOG_STD_MIN).exp_()
+                    value = torch.addcmul(mu.gather(1, k), std, normal[f])
                 else:
-                    value = target[:, t, f]
-                    log_likelihood[:, t, f] = gmm_log_prob(theta, value)
-                x[:, t, f] = value
+                    value = gmm_sample(theta, 0.0).unsqueeze(1)
+                values.append(value)
+            x[:, t] = torch.cat(values, 1)
             prev = x[:, t]
         return x if target is None else (x, log_likelihood)
 
@@ -554,12 +609,13 @@ class MelNet(nn.Module):
     @torch.no_grad()
     def upsample(self, lower: torch.Tensor, start_tier: int, frames: int,
                  temperature: float | None = None, generator: torch.Generator | None = None,
-                 return_tiers: bool = False):
+                 return_tiers: bool = False, threads: int | None = 1):
         """Generate tiers start_tier..G on top of a given x_<start_tier (B, T', F').
 
         `frames`: full-resolution length (the output is (B, frames, n_mels));
         `lower` must have the shape of x_<start_tier for it (`low_resolution`).
         With return_tiers, also returns {k: spectrogram after tier k} for plots.
+        `threads`: CPU intra-op threads while generating (see `intra_op_threads`).
         """
         G = self.config.tiers
         temperature = self.config.sample_temperature if temperature is None else temperature
@@ -569,21 +625,23 @@ class MelNet(nn.Module):
             raise ValueError(f"x_<{start_tier} must be (B, {expected[0]}, {expected[1]}) "
                              f"for {frames} frames, got {tuple(lower.shape)}")
         x, stages = lower, {}
-        for k in range(start_tier, G + 1):
-            values = self.tiers[k - 1].generate(shapes[k][0], x if k > 1 else None,
-                                                x.shape[0], self.tier_chunk(k), temperature,
-                                                generator=generator)
-            x = values if k == 1 else interleave(x, values, split_axis(k))
-            stages[k] = x
+        with intra_op_threads(threads, lower.device):
+            for k in range(start_tier, G + 1):
+                values = self.tiers[k - 1].generate(shapes[k][0], x if k > 1 else None,
+                                                    x.shape[0], self.tier_chunk(k), temperature,
+                                                    generator=generator)
+                x = values if k == 1 else interleave(x, values, split_axis(k))
+                stages[k] = x
         return (x, stages) if return_tiers else x
 
     @torch.no_grad()
     def sample(self, batch_size: int, frames: int, temperature: float | None = None,
-               generator: torch.Generator | None = None, return_tiers: bool = False):
+               generator: torch.Generator | None = None, return_tiers: bool = False,
+               threads: int | None = 1):
         """Full multiscale generation: (B, frames, n_mels), tier 1 unconditional."""
         device = self.tiers[0].head.weight.device
         empty = torch.zeros(batch_size, 0, 0, device=device)
-        return self.upsample(empty, 1, frames, temperature, generator, return_tiers)
+        return self.upsample(empty, 1, frames, temperature, generator, return_tiers, threads)
 
     @torch.no_grad()
     def tier_log_likelihood(self, k: int, x: torch.Tensor, lower: torch.Tensor | None,

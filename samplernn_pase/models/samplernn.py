@@ -43,7 +43,7 @@ class SampleRNNConfig:
     rnn_hidden_size: object = 1024      # int, or one per tier (top first)
     q_levels: int = 256
     embedding_size: int = 256           # mu-law code embedding of the sample level
-    mlp_layers: int = 2                 # hidden layers of the sample-level MLP
+    mlp_layers: int = 1                 # hidden layers of the sample-level MLP (the seed: 1)
     conditioning: str = "linguistic_lf0"
     conds_size: int = 50                # output of the conditioning mixer
     speaker_embedding_size: int = 15
@@ -136,6 +136,73 @@ class ConditioningMixer(nn.Module):
         return self.mix(torch.cat([speaker, content], dim=-1))
 
 
+class GRURecurrence(torch.autograd.Function):
+    """One GRU layer's recurrence, given its input projections for all steps.
+
+    Same maths as ``nn.GRU`` (gates r, z, n). Autograd through ``nn.GRU`` on
+    the CPU accumulates the recurrent weight gradient step by step (a full
+    3H x H add per step); here the backward pass keeps each step's gate
+    gradients and forms that gradient with one large matrix product.
+    """
+
+    @staticmethod
+    def forward(ctx, input_gates, h0, weight_hh, bias_hh):
+        # input_gates (B, T, 3H) = x W_ih^T + b_ih; h0 (B, H)
+        steps = input_gates.shape[1]
+        weight_t = weight_hh.t()
+        h, outputs, saved = h0, [], []
+        for t in range(steps):
+            gi_r, gi_z, gi_n = input_gates[:, t].chunk(3, dim=1)
+            gh_r, gh_z, gh_n = torch.addmm(bias_hh, h, weight_t).chunk(3, dim=1)
+            r = torch.sigmoid(gi_r + gh_r)
+            z = torch.sigmoid(gi_z + gh_z)
+            n = torch.tanh(gi_n + r * gh_n)
+            h_new = n + z * (h - n)
+            saved.append((r, z, n, gh_n))
+            outputs.append(h_new)
+            h = h_new
+        output = torch.stack(outputs, dim=1)
+        r, z, n, gh_n = (torch.stack(x, dim=1) for x in zip(*saved))
+        ctx.save_for_backward(h0, output, r, z, n, gh_n, weight_hh)
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        h0, output, r, z, n, gh_n, weight_hh = ctx.saved_tensors
+        batch, steps, hidden = output.shape
+        previous = torch.cat([h0[:, None], output[:, :-1]], dim=1)
+        grad_gi = torch.empty(batch, steps, 3 * hidden, dtype=output.dtype, device=output.device)
+        grad_gh = torch.empty_like(grad_gi)
+        dh = torch.zeros_like(h0)
+        for t in reversed(range(steps)):
+            dh = dh + grad_output[:, t]
+            zt, nt, rt = z[:, t], n[:, t], r[:, t]
+            dn = dh * (1 - zt) * (1 - nt * nt)
+            dz = dh * (previous[:, t] - nt) * zt * (1 - zt)
+            dr = dn * gh_n[:, t] * rt * (1 - rt)
+            grad_gi[:, t] = torch.cat([dr, dz, dn], dim=1)
+            gh = torch.cat([dr, dz, dn * rt], dim=1)
+            grad_gh[:, t] = gh
+            dh = dh * zt + gh @ weight_hh
+        flat_gh = grad_gh.reshape(-1, 3 * hidden)
+        grad_weight = flat_gh.t() @ previous.reshape(-1, hidden)
+        return grad_gi, dh, grad_weight, flat_gh.sum(0)
+
+
+def run_gru(rnn, x, hidden):
+    """``rnn(x, hidden)`` for a batch-first ``nn.GRU``; on the CPU with autograd
+    the recurrence goes through ``GRURecurrence`` (same values, faster backward)."""
+    if x.device.type != "cpu" or not torch.is_grad_enabled():
+        return rnn(x, hidden)
+    last = []
+    for layer in range(rnn.num_layers):
+        gates = F.linear(x, getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"bias_ih_l{layer}"))
+        x = GRURecurrence.apply(gates, hidden[layer], getattr(rnn, f"weight_hh_l{layer}"),
+                                getattr(rnn, f"bias_hh_l{layer}"))
+        last.append(x[:, -1])
+    return x, torch.stack(last)
+
+
 class FrameTier(nn.Module):
     """GRU over frames of ``frame_size`` samples, upsampled ``ratio`` times."""
 
@@ -146,8 +213,7 @@ class FrameTier(nn.Module):
         self.conds_projection = weight_norm(nn.Linear(conds_size, hidden_size, bias=False))
         self.rnn = nn.GRU(hidden_size, hidden_size, layers, batch_first=True)
         self.h0 = nn.Parameter(torch.zeros(layers, hidden_size))
-        self.upsample = weight_norm(
-            nn.ConvTranspose1d(hidden_size, output_size, ratio, stride=ratio, bias=False), dim=1)
+        self.upsample = weight_norm(nn.ConvTranspose1d(hidden_size, output_size, ratio, stride=ratio, bias=False))
         self.upsample_bias = nn.Parameter(torch.zeros(ratio, output_size))
         for name, param in self.rnn.named_parameters():
             if name.startswith("weight_hh"):
@@ -161,6 +227,14 @@ class FrameTier(nn.Module):
         weight = self.upsample.weight                   # (H_in, H_out, ratio)
         return weight.transpose(1, 2).reshape(weight.shape[0], -1)
 
+    def upsample_frames(self, output):
+        """(B, n, H_in) -> (B, n * ratio, H_out): the transposed convolution as one
+        matrix product, without copying its (large) weight."""
+        batch, n, _ = output.shape
+        weight = self.upsample.weight
+        up = (output @ weight.view(weight.shape[0], -1)).view(batch, n, -1, self.ratio)
+        return up.transpose(2, 3).reshape(batch, n * self.ratio, -1) + self.upsample_bias.repeat(n, 1)
+
     def forward(self, frames, conds, upper, hidden):
         """frames (B, n, frame_size) float; conds (B, n0, C) per top frame (n = n0 * k);
         upper (B, n, H) or None; hidden (layers, B, H) -> ((B, n * ratio, H_out), hidden)."""
@@ -170,9 +244,8 @@ class FrameTier(nn.Module):
         x = (x.view(batch, n0, n // n0, -1) + self.conds_projection(conds)[:, :, None]).view(batch, n, -1)
         if upper is not None:
             x = x + upper
-        output, hidden = self.rnn(x, hidden)
-        up = (output @ self.upsample_matrix()).view(batch, n * self.ratio, -1)
-        return up + self.upsample_bias.repeat(n, 1), hidden
+        output, hidden = run_gru(self.rnn, x, hidden)
+        return self.upsample_frames(output), hidden
 
 
 class SampleMLP(nn.Module):
@@ -316,26 +389,31 @@ class SampleRNN(nn.Module):
         """Samples B utterances at once, one code at a time, without recomputation.
 
         conds: dict of (B, n, .) features; speaker: int64 (B,) or float (B, D).
-        Each tier steps its GRU once per frame, keeping its state; the sample
-        level adds ``frame_size`` precomputed table rows per step. Sampling is
-        from softmax(logits / temperature) (argmax when temperature is 0).
-        Returns int64 codes (B, n * frame_size) (``mulaw_decode`` for audio),
-        and with ``return_log_probs`` also their log-probabilities under the
-        model (temperature 1), float (B, n * frame_size).
+        Sampling is from softmax(logits / temperature) (argmax when temperature
+        is 0). Returns int64 codes (B, n * frame_size) (``mulaw_decode`` gives
+        audio) and, with ``return_log_probs``, their log-probabilities under the
+        model at temperature 1, float (B, n * frame_size).
+
+        Each tier steps its GRU once per frame and keeps its state. Everything
+        that does not depend on the codes being generated is computed ahead,
+        for many frames in one matrix product: the conditioning terms of every
+        tier's input gates, and the input gates that a tier receives from the
+        tier above (once per frame of the tier above). What is left per step is
+        the recurrent product, the upsampling, and at the sample level the sum
+        of ``frame_size`` rows of the precomputed embedding-convolution table
+        followed by the MLP.
         """
         any_cond = next(iter(conds.values()))
         batch, frames = any_cond.shape[:2]
         device = any_cond.device
         fs0, q = self.frame_size, self.config.q_levels
         length = frames * fs0
+        mlp = self.sample_mlp
         with parametrize.cached():
             mixed = self.mixer(conds, speaker)                                   # (B, n, C)
-            tier_conds = [tier.conds_projection(mixed) for tier in self.tiers]    # (B, n, H_i)
-            input_w = [tier.input_projection.weight.t().contiguous() for tier in self.tiers]
-            input_b = [tier.input_projection.bias for tier in self.tiers]
-            up_w = [tier.upsample_matrix().contiguous() for tier in self.tiers]
-            mlp = self.sample_mlp
-            sample_conds = mlp.conds_projection(mixed)                           # (B, n, H)
+            plan = [_TierPlan(tier, mixed) for tier in self.tiers]
+            # the sample level's conditioning, added once per bottom frame to its upsampled output
+            plan[-1].up_bias = plan[-1].up_bias + mlp.conds_projection(mixed)[:, :, None]
             table = mlp.input_table().contiguous()
             head = [(layer.weight.t().contiguous(), layer.bias) for layer in mlp.hidden]
             out_w, out_b = mlp.output.weight.t().contiguous(), mlp.output.bias
@@ -343,29 +421,32 @@ class SampleRNN(nn.Module):
         k = mlp.frame_size
         offsets = mlp.tap_offsets(device)
         codes = torch.full((batch, fs0 + length), mulaw_zero(q), dtype=torch.int64, device=device)
-        hidden = self.initial_hidden(batch)
-        ups = [None] * len(self.tiers)
         log_probs = torch.empty(batch, length, device=device) if return_log_probs else None
         rows = torch.arange(batch, device=device)
+        hidden = [list(h.unbind(0)) for h in self.initial_hidden(batch)]
+        upper_gates = None      # (B, r, 3H) input gates from the tier above, for its current frame
+        ups = None              # (B, r, H) the bottom tier's upsampled output for its current frame
         for t in range(length):
             p = fs0 + t
             frame = t // fs0
-            if t % fs0 == 0:   # noise for the whole top frame at once
-                if temperature > 0:
-                    uniform = torch.rand(batch, fs0, q, device=device, generator=generator)
-                    gumbel = -torch.log(-torch.log(uniform.clamp_(1e-10, 1.0)))
-            for i, tier in enumerate(self.tiers):
-                fs = tier.frame_size
-                if t % fs:
+            if t % fs0 == 0 and temperature > 0:   # sampling noise for the whole top frame
+                uniform = torch.rand(batch, fs0, q, device=device, generator=generator)
+                gumbel = -torch.log(-torch.log(uniform.clamp_(1e-10, 1.0)))
+            for i, tier in enumerate(plan):
+                if t % tier.frame_size:
                     continue
-                x = torch.addmm(input_b[i], self.code_values[codes[:, p - fs:p]], input_w[i])
-                x = x + tier_conds[i][:, frame]
+                gates = torch.addmm(tier.const_gates[:, frame], self.code_values[codes[:, p - tier.frame_size:p]],
+                                    tier.frame_gates)
                 if i > 0:
-                    x = x + ups[i - 1][:, (t // fs) % self.tiers[i - 1].ratio]
-                output, hidden[i] = tier.rnn(x[:, None], hidden[i])
-                ups[i] = (output[:, 0] @ up_w[i]).view(batch, tier.ratio, -1) + tier.upsample_bias
+                    gates = gates + upper_gates[:, (t // tier.frame_size) % plan[i - 1].ratio]
+                h = tier.step(gates, hidden[i])
+                up = torch.addmm(tier.up_bias_flat(frame), h, tier.up_weight).view(batch, tier.ratio, -1)
+                if i + 1 < len(plan):
+                    upper_gates = torch.matmul(up, plan[i + 1].upper_gates_weight)
+                else:
+                    ups = up
             x = F.embedding_bag(codes[:, p - k:p] + offsets, table, mode="sum")
-            x = F.relu(x + ups[-1][:, t % self.tiers[-1].ratio] + sample_conds[:, frame])
+            x = torch.relu_(x + ups[:, t % plan[-1].ratio])
             for weight, bias in head:
                 x = torch.relu_(torch.addmm(bias, x, weight))
             logits = torch.addmm(out_b, x, out_w)
@@ -378,6 +459,43 @@ class SampleRNN(nn.Module):
                 log_probs[:, t] = torch.log_softmax(logits, -1)[rows, choice]
         samples = codes[:, fs0:].clone()
         return (samples, log_probs) if return_log_probs else samples
+
+
+class _TierPlan:
+    """One frame tier prepared for incremental generation (weights laid out for
+    ``x @ W``, conditioning terms of the input gates computed for all frames)."""
+
+    def __init__(self, tier, mixed):
+        rnn = tier.rnn
+        self.frame_size, self.ratio = tier.frame_size, tier.ratio
+        w_ih = rnn.weight_ih_l0                                                   # (3H, H)
+        base = tier.input_projection.bias + tier.conds_projection(mixed)          # (B, n, H)
+        self.const_gates = F.linear(base, w_ih, rnn.bias_ih_l0)                  # (B, n, 3H)
+        self.frame_gates = (w_ih @ tier.input_projection.weight).t().contiguous()  # (frame, 3H)
+        self.upper_gates_weight = w_ih.t().contiguous()                           # for the tier above
+        self.layers = [(getattr(rnn, f"weight_ih_l{l}").t().contiguous(), getattr(rnn, f"bias_ih_l{l}"),
+                        getattr(rnn, f"weight_hh_l{l}").t().contiguous(), getattr(rnn, f"bias_hh_l{l}"))
+                       for l in range(rnn.num_layers)]
+        self.up_weight = tier.upsample_matrix().contiguous()                      # (H, r * H_out)
+        self.up_bias = tier.upsample_bias.expand(base.shape[0], base.shape[1], -1, -1)  # (B, n, r, H_out)
+
+    def up_bias_flat(self, frame):
+        return self.up_bias[:, frame].reshape(self.up_bias.shape[0], -1)
+
+    def step(self, gates, hidden):
+        """Advances every layer one step (``hidden``: list of (B, H), updated); returns the top output."""
+        x = None
+        for layer, (w_ih, b_ih, w_hh, b_hh) in enumerate(self.layers):
+            if layer > 0:
+                gates = torch.addmm(b_ih, x, w_ih)
+            h = hidden[layer]
+            gi_r, gi_z, gi_n = gates.chunk(3, dim=1)
+            gh_r, gh_z, gh_n = torch.addmm(b_hh, h, w_hh).chunk(3, dim=1)
+            r = torch.sigmoid(gi_r + gh_r)
+            z = torch.sigmoid(gi_z + gh_z)
+            n = torch.tanh(gi_n + r * gh_n)
+            x = hidden[layer] = n + z * (h - n)
+        return x
 
 
 def nll_bits(logits, targets, mask=None):
