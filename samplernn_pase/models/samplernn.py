@@ -413,10 +413,12 @@ class SampleRNN(nn.Module):
             mixed = self.mixer(conds, speaker)                                   # (B, n, C)
             plan = [_TierPlan(tier, mixed) for tier in self.tiers]
             # the sample level's conditioning, added once per bottom frame to its upsampled output
-            plan[-1].up_bias = plan[-1].up_bias + mlp.conds_projection(mixed)[:, :, None]
+            sample_conds = mlp.conds_projection(mixed)                           # (B, n, H)
+            plan[-1].up_bias = (plan[-1].up_bias.view(batch, frames, -1, plan[-1].ratio)
+                                + sample_conds[..., None]).reshape(batch, frames, -1)
             table = mlp.input_table().contiguous()
-            head = [(layer.weight.t().contiguous(), layer.bias) for layer in mlp.hidden]
-            out_w, out_b = mlp.output.weight.t().contiguous(), mlp.output.bias
+            head = [(layer.weight, layer.bias) for layer in mlp.hidden]
+            out_w, out_b = mlp.output.weight, mlp.output.bias
 
         k = mlp.frame_size
         offsets = mlp.tap_offsets(device)
@@ -440,7 +442,9 @@ class SampleRNN(nn.Module):
                 if i > 0:
                     gates = gates + upper_gates[:, (t // tier.frame_size) % plan[i - 1].ratio]
                 h = tier.step(gates, hidden[i])
-                up = torch.addmm(tier.up_bias_flat(frame), h, tier.up_weight).view(batch, tier.ratio, -1)
+                # (B, H_out, r) in the transposed convolution's own layout, viewed as (B, r, H_out)
+                up = torch.addmm(tier.up_bias[:, frame], h, tier.up_weight).view(batch, -1, tier.ratio)
+                up = up.transpose(1, 2)
                 if i + 1 < len(plan):
                     upper_gates = torch.matmul(up, plan[i + 1].upper_gates_weight)
                 else:
@@ -448,8 +452,8 @@ class SampleRNN(nn.Module):
             x = F.embedding_bag(codes[:, p - k:p] + offsets, table, mode="sum")
             x = torch.relu_(x + ups[:, t % plan[-1].ratio])
             for weight, bias in head:
-                x = torch.relu_(torch.addmm(bias, x, weight))
-            logits = torch.addmm(out_b, x, out_w)
+                x = torch.relu_(F.linear(x, weight, bias))
+            logits = F.linear(x, out_w, out_b)
             if temperature > 0:
                 choice = torch.argmax(logits / temperature + gumbel[:, t % fs0], dim=-1)
             else:
@@ -472,25 +476,24 @@ class _TierPlan:
         base = tier.input_projection.bias + tier.conds_projection(mixed)          # (B, n, H)
         self.const_gates = F.linear(base, w_ih, rnn.bias_ih_l0)                  # (B, n, 3H)
         self.frame_gates = (w_ih @ tier.input_projection.weight).t().contiguous()  # (frame, 3H)
-        self.upper_gates_weight = w_ih.t().contiguous()                           # for the tier above
-        self.layers = [(getattr(rnn, f"weight_ih_l{l}").t().contiguous(), getattr(rnn, f"bias_ih_l{l}"),
-                        getattr(rnn, f"weight_hh_l{l}").t().contiguous(), getattr(rnn, f"bias_hh_l{l}"))
+        self.upper_gates_weight = w_ih.t()                                        # for the tier above
+        self.layers = [(getattr(rnn, f"weight_ih_l{l}"), getattr(rnn, f"bias_ih_l{l}"),
+                        getattr(rnn, f"weight_hh_l{l}"), getattr(rnn, f"bias_hh_l{l}"))
                        for l in range(rnn.num_layers)]
-        self.up_weight = tier.upsample_matrix().contiguous()                      # (H, r * H_out)
-        self.up_bias = tier.upsample_bias.expand(base.shape[0], base.shape[1], -1, -1)  # (B, n, r, H_out)
-
-    def up_bias_flat(self, frame):
-        return self.up_bias[:, frame].reshape(self.up_bias.shape[0], -1)
+        weight = tier.upsample.weight                                             # (H, H_out, r)
+        self.up_weight = weight.view(weight.shape[0], -1)                         # (H, H_out * r)
+        bias = tier.upsample_bias.t().reshape(-1)                                 # (H_out * r)
+        self.up_bias = bias.expand(base.shape[0], base.shape[1], -1)              # (B, n, H_out * r)
 
     def step(self, gates, hidden):
         """Advances every layer one step (``hidden``: list of (B, H), updated); returns the top output."""
         x = None
         for layer, (w_ih, b_ih, w_hh, b_hh) in enumerate(self.layers):
             if layer > 0:
-                gates = torch.addmm(b_ih, x, w_ih)
+                gates = F.linear(x, w_ih, b_ih)
             h = hidden[layer]
             gi_r, gi_z, gi_n = gates.chunk(3, dim=1)
-            gh_r, gh_z, gh_n = torch.addmm(b_hh, h, w_hh).chunk(3, dim=1)
+            gh_r, gh_z, gh_n = F.linear(h, w_hh, b_hh).chunk(3, dim=1)
             r = torch.sigmoid(gi_r + gh_r)
             z = torch.sigmoid(gi_z + gh_z)
             n = torch.tanh(gi_n + r * gh_n)

@@ -143,7 +143,8 @@ def compute_speaker_seeds(config: dict, data_index: dict, normalization: dict, a
     store = UtteranceStore(data_index, normalization, args.data_path)
     seconds = model_config["pase_seed_seconds"]
     seeds = []
-    for speaker in data_index["speakers"]:
+    speakers = sorted(data_index["speakers"], key=lambda s: s["index"])   # rows = speaker indices
+    for speaker in speakers:
         ids = sorted(u["id"] for u in data_index["utterances"]
                      if u["speaker"] == speaker["id"] and u["split"] == "train")
         if not ids:
@@ -153,6 +154,6 @@ def compute_speaker_seeds(config: dict, data_index: dict, normalization: dict, a
     log.info("PASE seeds of %d speakers from %s (%.1f s each)", len(seeds),
              model_config["pase_experiment"], seconds)
     return {"speaker_seeds.npz": {
-        "speakers": np.array([s["id"] for s in data_index["speakers"]]),
+        "speakers": np.array([s["id"] for s in speakers]),
         "seeds": np.stack(seeds).astype(np.float32),
         "seed_seconds": np.array(seconds, dtype=np.float32)}}

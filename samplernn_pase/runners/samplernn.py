@@ -62,7 +62,13 @@ class SampleRNNRunner(Runner):
         if self.config["model"].get("conds_speaker_type", "embedding") != "pase":
             return None
         with np.load(path, allow_pickle=False) as seeds:
-            return torch.from_numpy(seeds["seeds"].astype(np.float32))
+            vectors = torch.from_numpy(seeds["seeds"].astype(np.float32))
+        from .pase import load_pase
+        model_config = self.config["model"]
+        # The encoder also scores the rendered audio (speaker similarity).
+        self.pase = load_pase(self.context.experiment.root.parent, model_config["pase_experiment"],
+                              model_config["pase_epoch"])
+        return vectors
 
     def speaker_input(self, speaker_index: torch.Tensor) -> torch.Tensor:
         if self.speaker_vectors is None:
@@ -138,6 +144,12 @@ class SampleRNNRunner(Runner):
         tag = "test" if speaker_set == "modeling" else f"test_{speaker_set}"
         return write_results(out_dir, epoch, self.index["sample_rate"], rendered, writer, tag)
 
+    def speaker_similarity(self, audio, utterance) -> float:
+        """Cosine between the PASE embedding of the rendered audio and the speaker's seed."""
+        from ..models.pase import cosine_similarity, embed
+        generated = embed(self.pase, [audio], self.index["sample_rate"])
+        return float(cosine_similarity(generated, self.speaker_vectors[utterance.speaker_index].numpy()))
+
     def render_batch(self, ids, epoch):
         fs = self.model_config.frame_size
         max_seconds = self.config["test"]["max_seconds"]
@@ -174,6 +186,8 @@ class SampleRNNRunner(Runner):
             metrics = {"nll_bits": float(-log_probs[row, :n * fs].mean() / math.log(2)),
                        "seconds": n * fs / sample_rate}
             metrics.update(speech_metrics(audio, references[row], sample_rate))
+            if self.speaker_vectors is not None:
+                metrics["speaker_similarity"] = self.speaker_similarity(audio, utterances[row])
             rendered.append({"id": utterance_id, "audio": audio, "reference": references[row],
                              "metrics": metrics})
         return rendered

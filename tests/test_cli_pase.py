@@ -1,0 +1,83 @@
+"""PASE on the real CLI: train the encoder, seed a SampleRNN experiment with it,
+and render adaptation speakers that SampleRNN never trained on."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from test_cli_samplernn import Workspace, tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_pase_config() -> dict:
+    config = json.loads((ROOT / "configs" / "pase.json").read_text())
+    config["data"].update({"train_seconds_per_speaker": 3.0, "validation_seconds_per_speaker": 1.0,
+                           "test_seconds_per_speaker": 2.0})
+    config["model"].update({"chunk_seconds": 0.5, "embedding_dim": 16, "sinc_channels": 8,
+                            "sinc_kernel": 101, "conv_channels": [8, 16, 16, 16, 16, 16, 16],
+                            "worker_hidden": 16, "seed_seconds": 1.0})
+    config["training"].update({"batch_size": 4, "max_epochs": 1, "log_period": 1})
+    return config
+
+
+@pytest.fixture(scope="module")
+def pase_workspace(tmp_path_factory, demo_data_path):
+    space = Workspace(tmp_path_factory.mktemp("pase"), demo_data_path)
+    space.init("pase", tiny_pase_config())
+    space.run("pase", "train")
+    return space
+
+
+def test_pase_trains_and_tests(pase_workspace):
+    root = pase_workspace.experiment("pase")
+    assert (root / "checkpoints" / "1.checkpoint.pt").is_file()
+    metrics = json.loads((root / "results" / "epoch-1" / "metrics.json").read_text())
+    mean = metrics["mean"]
+    assert np.isfinite(mean["validation_pase_loss"])
+    assert -1 <= mean["other_speaker_similarity"] <= 1 and -1 <= mean["same_speaker_similarity"] <= 1
+    assert len(metrics["speakers"]) == 8
+    assert (root / "results" / "epoch-1" / "speaker_similarity.png").is_file()
+
+
+def test_samplernn_with_pase_speakers_renders_adaptation_speakers(pase_workspace):
+    space = pase_workspace
+    config = tiny_config(max_epochs=1)
+    config["model"].update({"conds_speaker_type": "pase", "pase_experiment": "pase",
+                            "pase_seed_seconds": 1.0})
+    config["test"]["period"] = None
+    space.init("voiced", config)
+    root = space.experiment("voiced")
+    index = json.loads((root / "data.json").read_text())
+    with np.load(root / "speaker_seeds.npz", allow_pickle=False) as seeds:
+        assert seeds["seeds"].shape == (len(index["speakers"]), 16)
+        assert list(seeds["speakers"]) == [s["id"] for s in sorted(index["speakers"],
+                                                                    key=lambda s: s["index"])]
+        assert np.all(np.isfinite(seeds["seeds"]))
+    space.run("voiced", "train")
+    space.run("voiced", "test", "--speakers", "adaptation")
+    results = root / "results" / "epoch-1" / "adaptation"
+    metrics = json.loads((results / "metrics.json").read_text())
+    adaptation = {s["id"] for s in index["speakers"] if s["set"] == "adaptation"}
+    speaker_of = {u["id"]: u["speaker"] for u in index["utterances"]}
+    assert metrics["utterances"] and all(speaker_of[u] in adaptation for u in metrics["utterances"])
+    assert all(-1 <= m["speaker_similarity"] <= 1 for m in metrics["utterances"].values())
+    wavs = sorted(results.glob("*.wav"))
+    assert len(wavs) == len(metrics["utterances"])
+    for wav in wavs:
+        audio, rate = soundfile.read(wav)
+        assert rate == 16000 and np.sqrt(np.mean(audio ** 2)) > 1e-3
+
+
+def test_missing_pase_experiment_is_one_line(pase_workspace):
+    config = tiny_config()
+    config["model"].update({"conds_speaker_type": "pase", "pase_experiment": "nowhere"})
+    path = pase_workspace.root / "nowhere.json"
+    path.write_text(json.dumps(config))
+    result = pase_workspace.run("x", "init", "--config-path", str(path), check=False)
+    assert result.returncode == 2 and "model.pase_experiment" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not pase_workspace.experiment("x").exists()
