@@ -322,7 +322,26 @@ class DelayedLayer(nn.Module):
         h_f = self.freq_out(out.view(B, T, Fq, H)) + h_f
         return h_t, h_f, h_c, time_last.view(B, Fq, H), central_last
 
-    def frame_step(self, h_t, h_c, time_state, central_state):
+    def merged_freq_weights(self) -> list[torch.Tensor]:
+        """The two directions of `time_freq_rnn` as one GRU of width 2H (block-diagonal weights).
+
+        Its input is [h, h reversed in frequency]: one pass of F steps instead of
+        two, the same values. Used by `frame_step` when sampling.
+        """
+        rnn, H = self.time_freq_rnn, self.time_freq_rnn.hidden_size
+        merged = []
+        for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+            forward, backward = getattr(rnn, name), getattr(rnn, name + "_reverse")
+            gates = []
+            for g in range(3):  # r, z, n
+                a, b = forward[g * H:(g + 1) * H], backward[g * H:(g + 1) * H]
+                if a.dim() == 2:
+                    a, b = F.pad(a, (0, b.shape[1])), F.pad(b, (a.shape[1], 0))
+                gates += [a, b]
+            merged.append(torch.cat(gates))
+        return merged
+
+    def frame_step(self, h_t, h_c, time_state, central_state, merged_freq_weights=None):
         """Time-direction part for one frame: h_t (B, F, H), h_c (B, H) or None.
 
         Returns the new h_t, h_c, states, and `stacks` (B, F, H): what this layer
@@ -331,7 +350,13 @@ class DelayedLayer(nn.Module):
         B, Fq, H = h_t.shape
         time_state = _gru_step(self.time_rnn, h_t.reshape(B * Fq, H),
                                time_state.reshape(B * Fq, H)).view(B, Fq, H)
-        over_freq, _ = self.time_freq_rnn(h_t)
+        if merged_freq_weights is None:
+            over_freq, _ = self.time_freq_rnn(h_t)
+        else:
+            both = torch.cat([h_t, h_t.flip(1)], -1)
+            out = torch.gru(both, h_t.new_zeros(1, B, 2 * H), merged_freq_weights,
+                            True, 1, 0.0, False, False, True)[0]
+            over_freq = torch.cat([out[..., :H], out[..., H:].flip(1)], -1)
         h_t = self.time_out(torch.cat([time_state, over_freq], -1)) + h_t
         stacks = h_t
         if self.central:
@@ -468,6 +493,7 @@ class Tier(nn.Module):
         head_bias = self.head.bias + self.head.weight @ biases[-1]
         components = self.head.out_features // 3
         freq_in_w = self.freq_in.weight.squeeze(1).expand(batch_size, H)
+        merged = [layer.merged_freq_weights() for layer in self.layers]
         h0 = x.new_zeros(batch_size, H)
         sampling = target is None and temperature > 0
         for t in range(frames):
@@ -484,7 +510,8 @@ class Tier(nn.Module):
             stacks = []
             for i, layer in enumerate(self.layers):
                 h_t, h_c, time_states[i], c, add = layer.frame_step(
-                    h_t, h_c, time_states[i], central_states[i] if self.central else None)
+                    h_t, h_c, time_states[i], central_states[i] if self.central else None,
+                    merged[i])
                 if self.central:
                     central_states[i] = c
                 stacks.append((add + offsets[i]).unbind(1))
