@@ -138,3 +138,12 @@ def test_cli_user_errors_are_one_line(tmp_path):
     assert_one_line_error(result, "absent", "data folder not found")
     # None of the failures left an experiment (or a staging folder) behind.
     assert not (tmp_path / "experiments").exists() or list((tmp_path / "experiments").iterdir()) == []
+
+
+def test_config_reference_in_docs_is_current():
+    """docs/config.md is generated from the schema; regenerate it when a field changes."""
+    result = subprocess.run([sys.executable, "-m", "samplernn_pase.experiment.config"],
+                            capture_output=True, text=True, cwd=ROOT, check=True)
+    documented = (ROOT / "docs" / "config.md").read_text()
+    assert result.stdout == documented, \
+        "run: python -m samplernn_pase.experiment.config > docs/config.md (and keep the header)"

@@ -112,6 +112,9 @@ def describe_schema(schema: dict, prefix: str = "") -> list[tuple[str, str, str]
 
 def main() -> None:
     """Print every config field as a Markdown table (what the README points to)."""
+    print("# Configuration fields\n\nGenerated from the schema shipped in the package by\n"
+          "`python -m samplernn_pase.experiment.config > docs/config.md`; the schema is the "
+          "source of truth.")
     sections = [("", "config")] + [(s + ".", s) for s in SECTIONS]
     sections += [("model.", f"model_{t}") for t in model_types()]
     for prefix, name in sections:
