@@ -106,15 +106,16 @@ def load_seed(path):
 
 def bench_seed(args, device):
     module = load_seed(args.baseline_path)
-    kwargs = dict(q_levels=256, sequence_length=args.sequence_length, ratios=args.ratios,
+    ratios = args.baseline_ratios or args.ratios
+    kwargs = dict(q_levels=256, sequence_length=args.sequence_length, ratios=ratios,
                   conds_speaker_type="embedding", conds_utterance_type="acoustic",
                   conds_speaker_size=15, conds_utterance_linguistic_emb_size=15, conds_size=50,
-                  rnn_layers=[1] * len(args.ratios), rnn_hidden_size=[args.hidden_size] * len(args.ratios),
+                  rnn_layers=[1] * len(ratios), rnn_hidden_size=[args.hidden_size] * len(ratios),
                   lr=1e-4, lr_scheduler_patience=3, lr_scheduler_factor=0.5)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         model = module.SampleRNNModel(NUM_SPEAKERS, [50, 10, 20, 10], **kwargs).to(device)
-    fs, batch, seq = math.prod(args.ratios), args.batch_size, args.sequence_length
+    fs, batch, seq = math.prod(ratios), args.batch_size, args.sequence_length
     audio = torch.rand(batch, fs * (seq + 1), device=device) * 2 - 1
     x, y = audio[:, :seq * fs + fs - 1], audio[:, fs:]
     utt_conds = torch.randn(batch, seq, 43, device=device)
@@ -164,6 +165,9 @@ def main():
                         help="measure each figure for at least this long (after a warm-up)")
     parser.add_argument("--baseline-path", default=None,
                         help="folder holding the seed's model.py: measure it too and report ratios")
+    parser.add_argument("--baseline-ratios", type=int, nargs="+", default=None,
+                        help="ratios given to the seed (default: --ratios); the seed reads them bottom "
+                             "tier first, so --baseline-ratios 4 20 is this package's --ratios 20 4")
     parser.add_argument("--baseline-generate-frames", type=int, default=2,
                         help="frames the seed generates per measurement (it is slow)")
     args = parser.parse_args()
@@ -176,7 +180,7 @@ def main():
     result.update(bench_ours(args, device))
     if args.baseline_path:
         seed = bench_seed(args, device)
-        result["seed"] = seed
+        result["seed"] = dict(seed, ratios=args.baseline_ratios or args.ratios)
         result["speedup"] = {
             key: round(result[key] / seed[key], 2)
             for key in ("train_samples_per_s", "generate_samples_per_s") if seed[key]}

@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="restart from this epoch checkpoint instead of the latest one")
     train.add_argument("--max-epochs", type=int, default=None)
     train.add_argument("--device", default="cpu")
-    train.add_argument("--num-workers", type=int, default=0)
+    train.add_argument("--num-workers", type=int, default=0,
+                       help="batches prepared ahead in a background thread (0: none)")
     train.add_argument("--log-period", type=int, default=None)
     train.add_argument("--tier", type=int, default=None, help="MelNet: train only this tier")
 

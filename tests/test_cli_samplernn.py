@@ -175,7 +175,9 @@ def test_sigkill_and_resume_gives_the_uninterrupted_losses(workspace):
     # Kill mid-epoch 2, after a mid-epoch checkpoint and a few steps past it.
     killed = workspace.experiment("killed")
     target = min(second_epoch) + 6
-    process = subprocess.Popen(workspace.command("killed", "train"), cwd=workspace.root,
+    # The killed run also reads ahead in a thread (--num-workers): same batches, same losses.
+    process = subprocess.Popen(workspace.command("killed", "train", "--num-workers", "2"),
+                               cwd=workspace.root,
                                env=workspace.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     wait_for_iteration(killed, target, process)
@@ -184,7 +186,7 @@ def test_sigkill_and_resume_gives_the_uninterrupted_losses(workspace):
     assert (killed / "checkpoints" / "1.checkpoint.pt").is_file()
     for checkpoint in (killed / "checkpoints").glob("*.pt"):       # none truncated
         torch.load(checkpoint, weights_only=True)
-    workspace.run("killed", "train")
+    workspace.run("killed", "train", "--num-workers", "2")
     resumed = logged_losses(killed)
     assert sorted(resumed) == sorted(reference)
     for iteration, loss in reference.items():
@@ -248,3 +250,29 @@ def test_torchrun_two_cpu_processes(workspace):
                                   world_size=world_size))
 
     assert state["loop"]["iteration"] == batches(0, 2) == batches(1, 2) < batches(0, 1)
+
+
+def test_tensorboard_serves_the_experiment_on_localhost(workspace):
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:           # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(workspace.command("base", "tensorboard", "--port", str(port)),
+                               cwd=workspace.root, env=workspace.env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                    assert response.status == 200
+                    break
+            except OSError:
+                if process.poll() is not None or time.time() > deadline:
+                    raise AssertionError(f"tensorboard did not serve:\n{process.stderr.read()[-2000:]}")
+                time.sleep(0.5)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -14,6 +14,16 @@ from samplernn_pase.models.samplernn import SampleRNN, SampleRNNConfig, nll_bits
 SCHEMA = Path(__file__).parents[1] / "samplernn_pase/experiment/schema/model_samplernn.json"
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run thousands of tiny products: threads only add synchronization
+    (on a busy 2-core machine the overfitting test takes 4x longer with two)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def tiny(conditioning="linguistic_lf0", **overrides):
     options = dict(ratios=[4, 2], rnn_hidden_size=[12, 16], rnn_layers=[1, 2], embedding_size=8,
                    mlp_layers=1, conditioning=conditioning, conds_size=6, speaker_embedding_size=4,

@@ -22,6 +22,7 @@ from ..errors import UserError
 from ..experiment.folder import Experiment, atomic_torch_save, atomic_write_json, torch_load
 from ..runners.base import Runner
 from .distributed import Distributed
+from .prefetch import Prefetcher
 from .progress import progress
 
 
@@ -257,6 +258,8 @@ class Trainer:
             with Interrupted() as interrupted:
                 while self.epoch <= self.max_epochs:
                     batches = self.runner.train_batches(self.epoch, self.loader_position)
+                    if self.runner.context.num_workers > 0:
+                        batches = Prefetcher(batches, self.runner.context.num_workers)
                     self.loader_position = None
                     bar = progress(batches, desc=f"epoch {self.epoch}", enabled=self.dist.is_main,
                                    log=self.log)
