@@ -17,10 +17,10 @@ framework: a stand-in ``pytorch_lightning`` module whose ``LightningModule`` is
 ``training_step`` body (forward + NLL) written out here because it calls
 Lightning's logger. The seed cannot batch generation (``infer`` is one
 utterance), so it has no batch figure. Both models use the acoustic
-conditioning (43 features) and a speaker embedding table. Note that the seed
-reads ``ratios`` bottom tier first ([20, 4]: frame tiers of 20 and 80 samples,
-sample level over 20 codes) and this package top tier first (80 and 4, sample
-level over 4 codes); ``--ratios 4 20`` gives this package the seed's layout.
+conditioning (43 features) and a speaker embedding table. Both read
+``ratios`` bottom tier first ([20, 4]: frame tiers of 20 and 80 samples,
+sample level over the last 20 codes), so the same ``--ratios`` gives both
+models the same layout.
 """
 import argparse
 import importlib.util
@@ -166,8 +166,8 @@ def main():
     parser.add_argument("--baseline-path", default=None,
                         help="folder holding the seed's model.py: measure it too and report ratios")
     parser.add_argument("--baseline-ratios", type=int, nargs="+", default=None,
-                        help="ratios given to the seed (default: --ratios); the seed reads them bottom "
-                             "tier first, so --baseline-ratios 4 20 is this package's --ratios 20 4")
+                        help="ratios given to the seed (default: --ratios); both read them bottom "
+                             "tier first")
     parser.add_argument("--baseline-generate-frames", type=int, default=2,
                         help="frames the seed generates per measurement (it is slow)")
     args = parser.parse_args()

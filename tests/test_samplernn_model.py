@@ -106,7 +106,7 @@ def test_upsampling_is_a_transposed_convolution():
     tier = tiny().tiers[0]
     with torch.no_grad():
         tier.upsample_bias.normal_()
-    x = torch.randn(2, 5, 12)
+    x = torch.randn(2, 5, tier.upsample.weight.shape[0])
     expected = F.conv_transpose1d(x.transpose(1, 2), tier.upsample.weight, stride=tier.ratio)
     expected = expected + tier.upsample_bias.t().repeat(1, 5)
     assert torch.allclose(tier.upsample_frames(x), expected.transpose(1, 2), atol=1e-6)
@@ -178,5 +178,5 @@ def test_schema_defaults_build_the_default_config():
     config = SampleRNNConfig.from_dict(defaults, num_speakers=4)
     reference = SampleRNNConfig(num_speakers=4)
     assert config == reference
-    assert config.frame_sizes == [80, 4]
+    assert config.frame_sizes == [80, 20]            # ratios [20, 4] are listed bottom first
     assert SampleRNNConfig(**config.to_dict()) == config

@@ -1,8 +1,11 @@
 """SampleRNN: multi-tier recurrent waveform model, conditioned on speaker + content.
 
-Tiers, from the top: ``ratios = [r_0, ..., r_{K-1}]`` gives K frame tiers with
-frame sizes ``fs_i = r_i * ... * r_{K-1}`` (``[20, 4]``: 80 and 4 samples).
-Tier i reads the previous frame of ``fs_i`` samples, runs a GRU once per frame
+Tiers. The config lists ratios bottom tier first, as the seed does:
+``ratios = [20, 4]`` is a tier of 20-sample frames (upsampled 20 times to the
+samples) under a tier of 80-sample frames (upsampled 4 times to the tier
+below), and the sample level sees the last 20 codes. Inside the model tiers
+are numbered from the top: ``config.tier_ratios = [r_0, ..., r_{K-1}]`` gives
+frame sizes ``fs_i = r_i * ... * r_{K-1}`` (80 and 20). Tier i reads the previous frame of ``fs_i`` samples, runs a GRU once per frame
 and upsamples its output by ``r_i`` with a transposed convolution, giving one
 vector per frame of the tier below (the bottom tier: one per sample). The
 sample-level MLP predicts each mu-law code from the bottom tier's vector and
@@ -40,8 +43,8 @@ CONDITIONING_KEYS = ("acoustic", "linguistic_categorical", "linguistic_real")
 @dataclass
 class SampleRNNConfig:
     ratios: list = field(default_factory=lambda: [20, 4])
-    rnn_layers: object = 1              # int, or one per tier (top first)
-    rnn_hidden_size: object = 1024      # int, or one per tier (top first)
+    rnn_layers: object = 1              # int, or one per tier (bottom first)
+    rnn_hidden_size: object = 1024      # int, or one per tier (bottom first)
     q_levels: int = 256
     embedding_size: int = 256           # mu-law code embedding of the sample level
     mlp_layers: int = 1                 # hidden layers of the sample-level MLP (the seed: 1)
@@ -72,9 +75,27 @@ class SampleRNNConfig:
             raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}")
         self.categorical_vocab_sizes = [int(v) for v in self.categorical_vocab_sizes]
 
+    # The config lists tiers bottom first, as the seed does ([20, 4]: a tier of
+    # 20-sample frames under a tier of 80-sample frames); the model builds them
+    # top first.
+    @property
+    def tier_ratios(self):
+        """Upsampling ratio of each frame tier, top tier first."""
+        return self.ratios[::-1]
+
+    @property
+    def tier_rnn_layers(self):
+        return self.rnn_layers[::-1]
+
+    @property
+    def tier_hidden_sizes(self):
+        return self.rnn_hidden_size[::-1]
+
     @property
     def frame_sizes(self):
-        return [math.prod(self.ratios[i:]) for i in range(len(self.ratios))]
+        """Frame size of each tier, top tier first ([80, 20] for ratios [20, 4])."""
+        ratios = self.tier_ratios
+        return [math.prod(ratios[i:]) for i in range(len(ratios))]
 
     @property
     def frame_size(self):
@@ -322,10 +343,10 @@ class SampleRNN(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.config = config
-        sizes, hidden = config.frame_sizes, config.rnn_hidden_size
+        sizes, hidden = config.frame_sizes, config.tier_hidden_sizes
         self.mixer = ConditioningMixer(config)
         self.tiers = nn.ModuleList(
-            FrameTier(sizes[i], config.ratios[i], hidden[i], config.rnn_layers[i],
+            FrameTier(sizes[i], config.tier_ratios[i], hidden[i], config.tier_rnn_layers[i],
                       hidden[i + 1] if i + 1 < len(sizes) else hidden[-1], config.conds_size)
             for i in range(len(sizes)))
         self.sample_mlp = SampleMLP(sizes[-1], hidden[-1], config.q_levels, config.embedding_size,
