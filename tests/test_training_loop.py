@@ -1,0 +1,124 @@
+"""The shared training loop with a small regression runner: NaN guard, early stopping,
+keep-last-N + best checkpoints, scheduler, resume from an epoch checkpoint."""
+
+import logging
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from samplernn_pase.experiment.config import fill_defaults, load_schema
+from samplernn_pase.experiment.folder import Experiment
+from samplernn_pase.runners.base import Runner, RunContext
+from samplernn_pase.training.distributed import Distributed
+from samplernn_pase.training.loop import Trainer, TrainingError
+
+
+class Batches:
+    def __init__(self, count, position=None):
+        self.count, self.position = count, (position or {}).get("position", 0)
+
+    def __iter__(self):
+        while self.position < self.count:
+            self.position += 1
+            yield self.position
+
+    def state_dict(self):
+        return {"position": self.position}
+
+
+class LineRunner(Runner):
+    """Fits y = 3x; `poison` makes chosen steps non-finite; `validation` scripts the
+    validation losses per epoch (None: the real one)."""
+
+    def __init__(self, context, poison=(), validation=None):
+        self.poison, self.validation, self.steps = set(poison), validation, 0
+        super().__init__(context)
+
+    def build_model(self):
+        return nn.Linear(1, 1)
+
+    def train_batches(self, epoch, position):
+        self.epoch = epoch
+        return Batches(4, position)
+
+    def train_step(self, model, batch):
+        self.steps += 1
+        x = torch.linspace(-1, 1, 16)[:, None]
+        loss = ((model(x) - 3 * x) ** 2).mean()
+        if self.steps in self.poison:
+            loss = loss * float("nan")
+        return loss, {}
+
+    def validation_loss(self):
+        if self.validation is not None:
+            return self.validation[self.epoch - 1], 1
+        with torch.no_grad():
+            x = torch.linspace(-1, 1, 16)[:, None]
+            return float(((self.model(x) - 3 * x) ** 2).mean()), 1
+
+
+def make(tmp_path, training=None, **runner_options):
+    config = {"seed": 0, "model": {"type": "line"}, "test": {"period": None},
+              "training": fill_defaults(load_schema("training"), dict(training or {}))}
+    experiment = Experiment(tmp_path, "loop")
+    experiment.root.mkdir(parents=True, exist_ok=True)
+    context = RunContext(experiment=experiment, config=config, data_path=tmp_path,
+                         device=torch.device("cpu"), log=logging.getLogger("test-loop"))
+    torch.manual_seed(0)
+    return experiment, LineRunner(context, **runner_options)
+
+
+def test_loop_trains_and_keeps_last_n_plus_best(tmp_path):
+    scripted = [5.0, 1.0, 4.0, 3.0, 2.5, 2.4]          # best at epoch 2
+    experiment, runner = make(tmp_path, {"keep_checkpoints": 2, "max_epochs": 6,
+                                         "early_stopping_patience": None, "learning_rate": 0.05},
+                              validation=scripted)
+    Trainer(experiment, runner, Distributed()).run()
+    assert experiment.checkpoint_epochs() == [2, 5, 6]
+    index = experiment.checkpoint_index()
+    assert index["best_epoch"] == 2 and sorted(index["epochs"]) == ["2", "5", "6"]
+    assert not experiment.partial_checkpoint_path.exists()
+
+
+def test_early_stopping_and_plateau_scheduler(tmp_path):
+    scripted = [1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0]
+    experiment, runner = make(tmp_path, {"max_epochs": 7, "early_stopping_patience": 3,
+                                         "scheduler": {"patience": 1, "factor": 0.5}},
+                              validation=scripted)
+    trainer = Trainer(experiment, runner, Distributed())
+    trainer.run()
+    assert experiment.checkpoint_epochs()[-1] == 4        # 3 epochs without improvement
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.001 * 0.5)
+
+
+def test_nan_guard_skips_steps_then_stops(tmp_path):
+    experiment, runner = make(tmp_path, {"max_epochs": 1, "nan_tolerance": 3}, poison={2})
+    before = [p.detach().clone() for p in runner.model.parameters()]
+    trainer = Trainer(experiment, runner, Distributed())
+    trainer.run()
+    assert trainer.iteration == 3                          # 4 batches, one skipped
+    assert all(torch.isfinite(p).all() for p in runner.model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, runner.model.parameters()))
+
+    experiment, runner = make(tmp_path / "again", {"max_epochs": 2, "nan_tolerance": 3},
+                              poison={3, 4, 5})
+    with pytest.raises(TrainingError, match="3 non-finite losses in a row"):
+        Trainer(experiment, runner, Distributed()).run()
+
+
+def test_resume_from_epoch_checkpoint_continues_the_same_run(tmp_path):
+    experiment, runner = make(tmp_path / "a", {"max_epochs": 3, "learning_rate": 0.05})
+    Trainer(experiment, runner, Distributed()).run()
+    straight = [p.detach().clone() for p in runner.model.parameters()]
+
+    experiment, runner = make(tmp_path / "b", {"max_epochs": 3, "learning_rate": 0.05})
+    Trainer(experiment, runner, Distributed(), max_epochs=1).run()
+    experiment, runner = make(tmp_path / "b", {"max_epochs": 3, "learning_rate": 0.05})
+    trainer = Trainer(experiment, runner, Distributed())
+    assert trainer.resume() and trainer.epoch == 2
+    trainer.run()
+    for a, b in zip(straight, runner.model.parameters()):
+        assert torch.equal(a, b)
+    assert math.isfinite(experiment.checkpoint_index()["epochs"]["3"]["validation_loss"])
