@@ -135,7 +135,7 @@ class CLI:
             existing = json.loads((root / "config.json").read_text())
             for section in ("model", "data", "training"):
                 for key, value in config[section].items():
-                    if existing[section].get(key) != value:
+                    if key != "max_epochs" and existing[section].get(key) != value:
                         raise SystemExit(f"error: {root} exists with {section}.{key} = "
                                          f"{existing[section].get(key)!r}, not {value!r}: "
                                          "use another --workspace")
@@ -216,7 +216,7 @@ def render_with_seeds(runner, epoch: int, seeds: np.ndarray, utterance_ids: list
                       out_dir: Path, references: dict[int, np.ndarray]) -> dict[str, dict]:
     """runner.test with the seeds swapped in; per-utterance metrics plus the two similarities."""
     import torch
-    from samplernn_pase.audio.io import read_wav
+    from samplernn_pase.audio.io import read_audio
     from samplernn_pase.models.pase import cosine_similarity, embed
     from samplernn_pase.runners.rendering import file_stem
 
@@ -231,7 +231,7 @@ def render_with_seeds(runner, epoch: int, seeds: np.ndarray, utterance_ids: list
     for utterance_id in utterance_ids:
         row = dict(metrics["utterances"][utterance_id])
         utterance = runner.store.load(utterance_id)
-        generated = read_wav(out_dir / f"{file_stem(utterance_id)}.wav", rate)
+        generated = read_audio(out_dir / f"{file_stem(utterance_id)}.wav", rate)[0]
         real = utterance.audio[:len(generated)]
         speaker = utterance.speaker_index
         row["similarity_to_real"] = cosine_similarity(embed(runner.pase, [generated], rate),
@@ -283,6 +283,8 @@ def study(args) -> dict:
     experiments_path = cli.experiments_path
     experiment, runner, epoch = load_runner(experiments_path, SAMPLERNN_NAME, data_path, args.device)
     config = experiment.config()
+    # Rendering settings of this run (a reused experiment may have been made with others).
+    runner.config["test"]["max_seconds"] = args.max_seconds
     pool_index, pool_normalization = seed_pool(experiment, data_path, args.threads)
     available = seconds_available(pool_index)
     index = runner.index
@@ -292,6 +294,7 @@ def study(args) -> dict:
         count = args.utterances_per_speaker * sum(1 for s in set_of.values() if s == speaker_set)
         utterance_ids += choose_test_utterances(index, count, speaker_set)
     speaker_of = {u["id"]: u["speaker"] for u in index["utterances"]}
+    runner.config["test"]["batch_size"] = len(utterance_ids)   # one batch: one pass of the RNN
     references = speaker_references(runner)
 
     rows, per_duration = [], {}
@@ -335,7 +338,7 @@ def study(args) -> dict:
             "train_seconds_per_speaker": config["data"]["train_seconds_per_speaker"],
             "seed_pool_seconds_per_speaker": {s: round(v, 2) for s, v in sorted(available.items())},
             "utterances_per_speaker": args.utterances_per_speaker,
-            "max_seconds": config["test"]["max_seconds"],
+            "max_seconds": args.max_seconds,
             "temperature": config["test"]["temperature"],
             "seed": config["seed"]},
         "pase_test": pase_test,

@@ -276,3 +276,35 @@ def test_tensorboard_serves_the_experiment_on_localhost(workspace):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_init_and_train_on_an_ljspeech_layout(tmp_path, demo_corpus_path):
+    """A single-speaker corpus without labels: acoustic conditioning trains; linguistic is refused."""
+    import shutil
+
+    data = tmp_path / "data"
+    root = data / "LJSpeech-1.1"
+    (root / "wavs").mkdir(parents=True)
+    rows = []
+    for number in range(1, 9):
+        shutil.copy(demo_corpus_path / "f1" / f"f1_{number:03d}.wav", root / "wavs" / f"LJ001-{number:04d}.wav")
+        rows.append(f"LJ001-{number:04d}|Sentence {number}.|Sentence {number}.")
+    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
+    config = tiny_config(max_epochs=1)
+    config["data"].update({"corpora": [{"type": "ljspeech", "path": "LJSpeech-1.1"}],
+                           "modeling_speakers": None, "adaptation_speakers": None})
+    config["test"]["period"] = None
+    space = Workspace(tmp_path, data)
+    path = tmp_path / "lj.json"
+    path.write_text(json.dumps(config))
+    refused = space.run("lj", "init", "--config-path", str(path), check=False)
+    assert refused.returncode == 2 and "model.conditioning" in refused.stderr
+    assert not space.experiment("lj").exists()
+
+    config["model"]["conditioning"] = "acoustic"
+    space.init("lj", config)
+    index = json.loads((space.experiment("lj") / "data.json").read_text())
+    assert len(index["speakers"]) == 1 and index["speakers"][0]["set"] == "modeling"
+    assert index["report"]["kept"] == 8
+    space.run("lj", "train")
+    assert (space.experiment("lj") / "checkpoints" / "1.checkpoint.pt").is_file()

@@ -50,7 +50,11 @@ class SampleRNNRunner(Runner):
 
     @staticmethod
     def prepare_experiment(config, data_index, normalization, args, log) -> dict:
-        """`init`: PASE speaker seeds when the config asks for PASE speakers."""
+        """`init`: check the corpus fits the conditioning; PASE speaker seeds when asked for."""
+        conditioning = config["model"]["conditioning"]
+        if conditioning != "acoustic" and not data_index.get("linguistic"):
+            raise UserError(f"model.conditioning: {conditioning!r} needs HTS labels (.lab beside the "
+                            "audio) and the corpus has none; use \"acoustic\"")
         if config["model"].get("conds_speaker_type", "embedding") != "pase":
             return {}
         from .pase import compute_speaker_seeds
