@@ -66,14 +66,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="folder for experiments/ and rendered audio (default: a new temp dir, kept)")
     parser.add_argument("--data-path", type=Path, default=Path("data"),
                         help="--data-path of the CLI; the demo corpus is built into <data-path>/demo")
-    parser.add_argument("--pase-epochs", type=int, default=3)
-    parser.add_argument("--samplernn-epochs", type=int, default=3)
+    parser.add_argument("--pase-epochs", type=int, default=10)
+    parser.add_argument("--samplernn-epochs", type=int, default=8)
     parser.add_argument("--hidden-size", type=int, default=128,
                         help="SampleRNN rnn_hidden_size (configs/samplernn_pase.json has 256)")
-    parser.add_argument("--train-seconds-per-speaker", type=float, default=8.0,
-                        help="cap on SampleRNN training audio per speaker; <= 0: no cap")
+    parser.add_argument("--train-seconds-per-speaker", type=float, default=None,
+                        help="cap on SampleRNN training audio per speaker (default: none); "
+                             "seeds are not capped")
     parser.add_argument("--seed-seconds", type=float, nargs="+", default=[1.0, 3.0, 10.0])
-    parser.add_argument("--utterances-per-speaker", type=int, default=1,
+    parser.add_argument("--utterances-per-speaker", type=int, default=2,
                         help="test utterances rendered per speaker")
     parser.add_argument("--max-seconds", type=float, default=2.0,
                         help="seconds rendered per utterance (test.max_seconds)")
@@ -93,9 +94,10 @@ def pase_config(args) -> dict:
     return config
 
 
-def samplernn_config(args) -> dict:
+def samplernn_config(args, pase_epoch: int | None = None) -> dict:
+    """configs/samplernn_pase.json with this run's settings; `pase_epoch` pins the encoder."""
     config = json.loads((ROOT / "configs" / "samplernn_pase.json").read_text())
-    config["model"].update({"pase_experiment": PASE_NAME, "pase_epoch": None})
+    config["model"].update({"pase_experiment": PASE_NAME, "pase_epoch": pase_epoch})
     if args.hidden_size:
         config["model"]["rnn_hidden_size"] = args.hidden_size
     cap = args.train_seconds_per_speaker
@@ -234,10 +236,14 @@ def render_with_seeds(runner, epoch: int, seeds: np.ndarray, utterance_ids: list
         generated = read_audio(out_dir / f"{file_stem(utterance_id)}.wav", rate)[0]
         real = utterance.audio[:len(generated)]
         speaker = utterance.speaker_index
-        row["similarity_to_real"] = cosine_similarity(embed(runner.pase, [generated], rate),
-                                                      references[speaker])
-        row["real_to_seed_similarity"] = cosine_similarity(embed(runner.pase, [real], rate),
-                                                           seeds[speaker])
+        generated_embedding = embed(runner.pase, [generated], rate)
+        real_embedding = embed(runner.pase, [real], rate)
+        others = [r for s, r in references.items() if s != speaker]
+        row["similarity_to_real"] = cosine_similarity(generated_embedding, references[speaker])
+        row["similarity_to_other_speakers"] = float(np.mean(
+            [cosine_similarity(generated_embedding, r) for r in others])) if others else None
+        row["real_to_seed_similarity"] = cosine_similarity(real_embedding, seeds[speaker])
+        row["real_to_real_similarity"] = cosine_similarity(real_embedding, references[speaker])
         per_utterance[utterance_id] = row
     return per_utterance
 
@@ -276,8 +282,12 @@ def study(args) -> dict:
     data_path.mkdir(parents=True, exist_ok=True)
     log(f"workspace: {workspace}")
     cli = CLI(workspace, data_path, args.threads, args.device)
-    runtime = {"pase_s": cli.init_and_train(PASE_NAME, pase_config(args)),
-               "samplernn_s": cli.init_and_train(SAMPLERNN_NAME, samplernn_config(args))}
+    runtime = {"pase_s": cli.init_and_train(PASE_NAME, pase_config(args))}
+    pase_experiment = Experiment(cli.experiments_path, PASE_NAME)
+    # Pinned, so that a later `train` of the encoder cannot silently change the seeds of a reused
+    # SampleRNN experiment (its config check then refuses the workspace).
+    pase_epoch = pase_experiment.resolve_epoch(None)
+    runtime["samplernn_s"] = cli.init_and_train(SAMPLERNN_NAME, samplernn_config(args, pase_epoch))
 
     render_start = time.perf_counter()
     experiments_path = cli.experiments_path
@@ -314,16 +324,17 @@ def study(args) -> dict:
                 "utterances": len(chosen),
                 "seconds_used_min": float(min(used)), "seconds_used_mean": float(np.mean(used)),
                 **{key: mean_of(chosen, key) for key in (
-                    "mcd_db", "speaker_similarity", "similarity_to_real", "real_to_seed_similarity",
-                    "f0_rmse_hz", "vuv_error", "nll_bits")}})
+                    "mcd_db", "speaker_similarity", "similarity_to_real",
+                    "similarity_to_other_speakers", "real_to_seed_similarity",
+                    "real_to_real_similarity", "f0_rmse_hz", "vuv_error", "nll_bits")}})
     atomic_write_json(workspace / "study.json", {"rows": rows, "utterances": per_duration})
     runtime["render_s"] = time.perf_counter() - render_start
     runtime["total_s"] = time.perf_counter() - started
 
-    pase_experiment = Experiment(experiments_path, PASE_NAME)
-    pase_epoch = pase_experiment.resolve_epoch(None)
     pase_metrics_path = pase_experiment.epoch_results_dir(pase_epoch) / "metrics.json"
-    pase_test = json.loads(pase_metrics_path.read_text())["mean"] if pase_metrics_path.is_file() else {}
+    if not pase_metrics_path.is_file():       # a reused encoder trained past its test period
+        cli.run(PASE_NAME, "test", "--epoch", str(pase_epoch))
+    pase_test = json.loads(pase_metrics_path.read_text())["mean"]
     samplernn_checkpoints = experiment.checkpoint_index()
     return {
         "bench": "pase_seed_duration",
@@ -353,15 +364,18 @@ def markdown(result: dict) -> str:
     def number(value, digits):
         return "n/a" if value is None else f"{value:.{digits}f}"
 
-    lines = ["| seed (s) | speakers | seconds used (min / mean) | MCD (dB) | "
-             "similarity to seed | similarity to real speech | real speech to seed |",
-             "|---:|---|---:|---:|---:|---:|---:|"]
+    lines = ["| seed (s) | speakers | seed seconds used (min / mean) | MCD (dB) | "
+             "generated vs seed | generated vs own speaker | generated vs other speakers | "
+             "real vs seed |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|"]
     for row in result["rows"]:
         lines.append(
             f"| {row['seed_seconds']:g} | {row['speakers']} ({row['num_speakers']} spk, "
             f"{row['utterances']} utt) | {row['seconds_used_min']:.1f} / {row['seconds_used_mean']:.1f} | "
             f"{number(row['mcd_db'], 2)} | {number(row['speaker_similarity'], 3)} | "
-            f"{number(row['similarity_to_real'], 3)} | {number(row['real_to_seed_similarity'], 3)} |")
+            f"{number(row['similarity_to_real'], 3)} | "
+            f"{number(row['similarity_to_other_speakers'], 3)} | "
+            f"{number(row['real_to_seed_similarity'], 3)} |")
     return "\n".join(lines)
 
 
@@ -369,7 +383,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if any(s <= 0 for s in args.seed_seconds):
         raise SystemExit("error: --seed-seconds must be positive")
-    result = study(args)
+    from samplernn_pase.errors import UserError
+    try:
+        result = study(args)
+    except UserError as error:
+        raise SystemExit(f"error: {error}") from None
     print(json.dumps(result))
     if args.markdown:
         print(markdown(result))
