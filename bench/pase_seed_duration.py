@@ -28,13 +28,25 @@ What it does, with the real commands and the real runner:
    not decide how many seconds a seed can have. The seconds a seed actually
    used (less than asked when a speaker has less audio) are reported.
 
-Per utterance it collects what `metrics.json` holds (`mcd_db`,
-`speaker_similarity`: cosine between the PASE embedding of the generated audio
-and the seed that conditioned it) and two numbers computed here with the same
-PASE encoder: `similarity_to_real`, cosine between the generated audio and the
-speaker's real validation-split speech (a yardstick that does not move with
-the seed), and `real_to_seed_similarity`, cosine between the real reference
-segment and the seed (how well a seed of that length captures the speaker).
+Per utterance it collects what `metrics.json` holds (`mcd_db`, `f0_rmse_hz`,
+`vuv_error`, `nll_bits`, and `speaker_similarity`: cosine between the PASE
+embedding of the generated audio and the seed that conditioned it) and, with
+the same PASE encoder (the experiment's `pase_epoch`), cosines that do not
+move with the seed's own length:
+
+- `similarity_to_real`: generated audio vs. the speaker's real speech (all of
+  its validation-split utterances: other sentences, never in a seed);
+- `similarity_to_other_speakers`: generated audio vs. the other speakers' real
+  speech, averaged (the floor: identity is carried when the previous number is
+  clearly above this one);
+- `real_to_seed_similarity`: the real recording of the rendered utterance vs.
+  the seed (how well a seed of that length captures the speaker);
+- `real_to_real_similarity`: that real recording vs. the speaker's real speech
+  (the ceiling of `similarity_to_real`).
+
+Each row also says whether its seeds equal the ones `init` wrote
+(`same_as_training_seeds`): with no training cap, the row whose duration is
+`pase_seed_seconds` must, which checks the in-memory path against `init`.
 
 Prints one JSON line (settings, PASE and SampleRNN training summaries, one
 row per seed duration and speaker set, runtimes); `--markdown` adds a table.
@@ -216,7 +228,7 @@ def load_runner(experiments_path: Path, name: str, data_path: Path, device: str)
 
 def render_with_seeds(runner, epoch: int, seeds: np.ndarray, utterance_ids: list[str],
                       out_dir: Path, references: dict[int, np.ndarray]) -> dict[str, dict]:
-    """runner.test with the seeds swapped in; per-utterance metrics plus the two similarities."""
+    """runner.test with the seeds swapped in; per-utterance metrics plus the similarities here."""
     import torch
     from samplernn_pase.audio.io import read_audio
     from samplernn_pase.models.pase import cosine_similarity, embed
@@ -238,12 +250,13 @@ def render_with_seeds(runner, epoch: int, seeds: np.ndarray, utterance_ids: list
         speaker = utterance.speaker_index
         generated_embedding = embed(runner.pase, [generated], rate)
         real_embedding = embed(runner.pase, [real], rate)
+        own = references.get(speaker)          # None: the speaker has no validation audio
         others = [r for s, r in references.items() if s != speaker]
-        row["similarity_to_real"] = cosine_similarity(generated_embedding, references[speaker])
+        row["similarity_to_real"] = None if own is None else cosine_similarity(generated_embedding, own)
         row["similarity_to_other_speakers"] = float(np.mean(
             [cosine_similarity(generated_embedding, r) for r in others])) if others else None
         row["real_to_seed_similarity"] = cosine_similarity(real_embedding, seeds[speaker])
-        row["real_to_real_similarity"] = cosine_similarity(real_embedding, references[speaker])
+        row["real_to_real_similarity"] = None if own is None else cosine_similarity(real_embedding, own)
         per_utterance[utterance_id] = row
     return per_utterance
 
@@ -306,12 +319,14 @@ def study(args) -> dict:
     speaker_of = {u["id"]: u["speaker"] for u in index["utterances"]}
     runner.config["test"]["batch_size"] = len(utterance_ids)   # one batch: one pass of the RNN
     references = speaker_references(runner)
+    training_seeds = runner.speaker_vectors.numpy()     # what `init` wrote, SampleRNN trained with
 
     rows, per_duration = [], {}
     for seconds in args.seed_seconds:
         log(f"seed {seconds:g} s: computing seeds and rendering {len(utterance_ids)} utterances")
         seeds = compute_seeds(config, pool_index, pool_normalization, experiments_path, data_path,
                               seconds)
+        same_as_training = bool(np.allclose(seeds, training_seeds, atol=1e-6))
         out_dir = workspace / f"seed-{seconds:g}s"
         per_utterance = render_with_seeds(runner, epoch, seeds, utterance_ids, out_dir, references)
         per_duration[f"{seconds:g}"] = per_utterance
@@ -321,7 +336,7 @@ def study(args) -> dict:
             chosen = [m for u, m in per_utterance.items() if set_of[speaker_of[u]] == speaker_set]
             rows.append({
                 "seed_seconds": seconds, "speakers": speaker_set, "num_speakers": len(speakers),
-                "utterances": len(chosen),
+                "utterances": len(chosen), "same_as_training_seeds": same_as_training,
                 "seconds_used_min": float(min(used)), "seconds_used_mean": float(np.mean(used)),
                 **{key: mean_of(chosen, key) for key in (
                     "mcd_db", "speaker_similarity", "similarity_to_real",
@@ -376,6 +391,10 @@ def markdown(result: dict) -> str:
             f"{number(row['similarity_to_real'], 3)} | "
             f"{number(row['similarity_to_other_speakers'], 3)} | "
             f"{number(row['real_to_seed_similarity'], 3)} |")
+    ceilings = {row["speakers"]: row["real_to_real_similarity"] for row in result["rows"]}
+    lines.append("")
+    lines.append("Real recording vs own speaker's real speech (ceiling of \"generated vs own speaker\"): "
+                 + ", ".join(f"{k} {number(v, 3)}" for k, v in ceilings.items()) + ".")
     return "\n".join(lines)
 
 

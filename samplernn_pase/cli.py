@@ -9,7 +9,6 @@ import argparse
 import json
 import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -302,8 +301,9 @@ def cmd_tensorboard(args, experiment) -> None:
         logdir = ["--logdir", str(experiment.tensorboard_dir)]
     command = [sys.executable, "-m", "tensorboard.main", *logdir, "--host", args.host,
                "--port", str(args.port)]
-    print(f"serving on http://{args.host}:{args.port}/ (Ctrl-C to stop)")
-    raise SystemExit(subprocess.call(command))
+    print(f"serving on http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
+    # Become the server, so that signals (Ctrl-C, kill) reach it and nothing is left running.
+    os.execv(sys.executable, command)
 
 
 COMMANDS = {
