@@ -340,7 +340,7 @@ def embed(model, waves, sample_rate, seconds=None):
                 budget -= len(wave)
                 if len(wave) < model.hop:
                     continue
-                frames = model.encode(torch.from_numpy(np.ascontiguousarray(wave))[None].to(device))[0]
+                frames = model.encode(torch.tensor(wave)[None].to(device))[0]
                 total += frames.double().sum(0).cpu()
                 count += frames.shape[0]
     finally:
