@@ -45,14 +45,15 @@ def mel_cepstral_distortion(generated: np.ndarray, reference: np.ndarray, sample
 
 
 def f0_errors(generated: np.ndarray, reference: np.ndarray, sample_rate: int) -> dict:
-    """F0 RMSE in Hz over frames voiced in both, and the V/UV decision error rate."""
+    """F0 RMSE in Hz over frames voiced in both (None when there is none), and the V/UV
+    decision error rate."""
     f0_gen = world_f0(generated, sample_rate)
     f0_ref = world_f0(reference, sample_rate)
     frames = min(len(f0_gen), len(f0_ref))
     f0_gen, f0_ref = f0_gen[:frames], f0_ref[:frames]
     voiced_gen, voiced_ref = f0_gen > 0, f0_ref > 0
     both = voiced_gen & voiced_ref
-    rmse = float(np.sqrt(np.mean((f0_gen[both] - f0_ref[both]) ** 2))) if both.any() else float("nan")
+    rmse = float(np.sqrt(np.mean((f0_gen[both] - f0_ref[both]) ** 2))) if both.any() else None
     return {"f0_rmse_hz": rmse, "vuv_error": float(np.mean(voiced_gen != voiced_ref))}
 
 
