@@ -8,6 +8,7 @@ per-speaker normalization. The CLI writes the two results into the
 experiment as data.json and normalization.npz (formats in docs/ARCHITECTURE.md).
 """
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -31,6 +32,25 @@ def _relative(path: Path, data_path: Path) -> str:
         return str(path)
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def single_threaded_children():
+    """Processes started inside use one math thread each: the pool is the parallelism,
+    and N workers x N threads would oversubscribe the cores."""
+    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    os.environ.update({name: "1" for name in THREAD_VARIABLES})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def extract_all(tasks: list[dict], num_workers: int, log: logging.Logger) -> list[dict]:
     """cache.cached_extract over every task, in a process pool when num_workers > 1."""
     progress = dict(total=len(tasks), desc="features", unit="file", disable=not sys.stderr.isatty(),
@@ -39,7 +59,8 @@ def extract_all(tasks: list[dict], num_workers: int, log: logging.Logger) -> lis
         return [cache.cached_extract(task) for task in tqdm(tasks, **progress)]
     # spawn: workers must not inherit the parent's threads (torch, OpenMP) through fork.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=num_workers, mp_context=context) as pool:
+    with single_threaded_children(), \
+            ProcessPoolExecutor(max_workers=num_workers, mp_context=context) as pool:
         chunksize = max(1, min(16, len(tasks) // (4 * num_workers)))
         return list(tqdm(pool.map(cache.cached_extract, tasks, chunksize=chunksize), **progress))
 
