@@ -41,7 +41,8 @@ def png_to_array(png: bytes) -> np.ndarray:
 def save_images(path: Path, images: list[tuple[str, np.ndarray]], sample_rate: int | None = None,
                 hop: int = 128) -> bytes:
     """Stack 2-D arrays (frequency x time) vertically, one titled panel each; write a PNG."""
-    figure, axes = plt.subplots(len(images), 1, figsize=(10, 2.6 * len(images)), squeeze=False)
+    figure, axes = plt.subplots(len(images), 1, figsize=(10, 2.6 * len(images)), squeeze=False,
+                                constrained_layout=True)
     for axis, (title, image) in zip(axes[:, 0], images):
         axis.imshow(image, origin="lower", aspect="auto", cmap="magma",
                     vmin=np.percentile(image, 5), vmax=np.percentile(image, 99.5))
