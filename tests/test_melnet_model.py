@@ -244,3 +244,13 @@ def test_config_and_schema_agree():
         MelNetConfig(tiers=3, layers=[1, 1])
     with pytest.raises(ValueError):
         MelNetConfig(tiers=5, layers=[1] * 5, n_mels=64, chunk_frames=6)
+
+
+def test_untrained_model_samples_stay_finite():
+    """An untrained GMM head fed back autoregressively must not diverge to inf/NaN."""
+    from samplernn_pase.models.melnet import VALUE_LIMIT
+    torch.manual_seed(0)   # without the limits, this model's sample holds NaN
+    model = MelNet(MelNetConfig(n_mels=64, tiers=4, layers=[4, 2, 2, 2], hidden_size=64,
+                                gmm_components=10, chunk_frames=64))
+    samples = model.sample(1, 16, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(samples).all() and samples.abs().max() <= VALUE_LIMIT

@@ -61,6 +61,10 @@ from torch import nn
 
 TIME, FREQ = -2, -1  # axes of a (..., T, F) spectrogram
 LOG_STD_MIN = -7.0  # floor of the GMM log standard deviations (std >= 9e-4)
+LOG_STD_MAX = 3.0   # ceiling (std <= 20): an untrained head must not blow up sampling
+# Sampled values are clipped to this many standard deviations of the (standardized)
+# data: autoregressive feedback from an untrained or unlucky draw cannot diverge to inf/NaN.
+VALUE_LIMIT = 10.0
 HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
@@ -184,7 +188,7 @@ def tier_shapes(frames: int, n_mels: int, tiers: int) -> dict[int, tuple[int, in
 def gmm_log_prob(theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """log p(x) under the GMM with unconstrained parameters theta (..., 3K) = (mu, log_std, logit)."""
     mu, log_std, logit = theta.chunk(3, dim=-1)
-    log_std = log_std.clamp(min=LOG_STD_MIN)
+    log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
     z = (x.unsqueeze(-1) - mu) * torch.exp(-log_std)
     log_component = -0.5 * z * z - log_std - HALF_LOG_2PI
     return torch.logsumexp(F.log_softmax(logit, dim=-1) + log_component, dim=-1)
@@ -208,11 +212,11 @@ def gmm_sample(theta: torch.Tensor, temperature: float = 1.0,
     mu, log_std, logit = theta.chunk(3, dim=-1)
     if temperature <= 0:  # the mean of the most likely component
         k = logit.argmax(-1, keepdim=True)
-        return mu.gather(-1, k).squeeze(-1)
+        return mu.gather(-1, k).squeeze(-1).clamp(-VALUE_LIMIT, VALUE_LIMIT)
     gumbel, normal = noise or gmm_noise(theta.shape[:-1], logit.shape[-1], theta, generator)
     k = (logit / temperature + gumbel).argmax(-1, keepdim=True)
-    std = torch.exp(log_std.gather(-1, k).clamp(min=LOG_STD_MIN)) * temperature
-    return (mu.gather(-1, k) + std * normal).squeeze(-1)
+    std = torch.exp(log_std.gather(-1, k).clamp(LOG_STD_MIN, LOG_STD_MAX)) * temperature
+    return (mu.gather(-1, k) + std * normal).squeeze(-1).clamp(-VALUE_LIMIT, VALUE_LIMIT)
 
 
 # --- modules --------------------------------------------------------------------
@@ -224,6 +228,54 @@ def _gru_step(rnn: nn.GRU, x: torch.Tensor, h: torch.Tensor, direction: str = ""
                           getattr(rnn, "weight_hh_l0" + direction),
                           getattr(rnn, "bias_ih_l0" + direction),
                           getattr(rnn, "bias_hh_l0" + direction))
+
+
+def _gate_weights(w_ih, w_hh, b_ih, b_hh):
+    """A GRU's weights (PyTorch layout, gates r, z, n) laid out for one matmul per step.
+
+    Returns (a (In, 4H), c (H, 4H), bias (4H,)) such that x @ a + h @ c + bias
+    = [r, z, n_x, n_h] before the nonlinearities: r and z already summed over
+    input and state, n's input part n_x and state part n_h (+ b_hn) apart, as
+    n = tanh(n_x + r * n_h).
+    """
+    H = w_hh.shape[1]
+    a = torch.cat([w_ih.t(), w_ih.new_zeros(w_ih.shape[1], H)], 1)
+    c = torch.cat([w_hh[:2 * H].t(), w_hh.new_zeros(H, H), w_hh[2 * H:].t()], 1)
+    bias = torch.cat([b_ih[:2 * H] + b_hh[:2 * H], b_ih[2 * H:], b_hh[2 * H:]])
+    return a.contiguous(), c.contiguous(), bias
+
+
+def _gate_views(gates: torch.Tensor):
+    """Views (r and z, r, z, n_x, n_h) of a (..., 4H) buffer laid out by `_gate_weights`."""
+    H = gates.shape[-1] // 4
+    return (gates[..., :2 * H], gates[..., :H], gates[..., H:2 * H],
+            gates[..., 2 * H:3 * H], gates[..., 3 * H:])
+
+
+def _gru_sequences(x: torch.Tensor, a: torch.Tensor, c: torch.Tensor, bias: torch.Tensor):
+    """Outputs (D, B, S, H) of D single-layer GRUs over x (D, B, S, In), from zero states.
+
+    GRU d has the weights a[d], c[d], bias[d] of `_gate_weights` (stacked:
+    (D, In, 4H), (D, H, 4H), (D, 1, 4H)). The input projections of all steps
+    in one matmul, then per step one baddbmm and four small in-place / out=
+    calls (batch-1 sampling is bound by per-call overhead, not arithmetic).
+    """
+    D, B, S, _ = x.shape
+    H = c.shape[1]
+    pre = torch.matmul(x, a.unsqueeze(1)).add_(bias.unsqueeze(1))  # (D, B, S, 4H)
+    pre = pre.permute(2, 0, 1, 3).contiguous()  # (S, D, B, 4H)
+    out = x.new_empty(S, D, B, H)
+    gates, n = x.new_empty(D, B, 4 * H), x.new_empty(D, B, H)
+    rz, r, z, n_x, n_h = _gate_views(gates)
+    baddbmm, addcmul, lerp = torch.baddbmm, torch.addcmul, torch.lerp
+    h = x.new_zeros(D, B, H)
+    for p, o in zip(pre.unbind(0), out.unbind(0)):
+        baddbmm(p, h, c, out=gates)
+        rz.sigmoid_()
+        addcmul(n_x, r, n_h, out=n).tanh_()
+        lerp(n, h, z, out=o)  # (1 - z) * n + z * h
+        h = o
+    return out.permute(1, 2, 0, 3)
 
 
 @contextmanager
@@ -322,41 +374,31 @@ class DelayedLayer(nn.Module):
         h_f = self.freq_out(out.view(B, T, Fq, H)) + h_f
         return h_t, h_f, h_c, time_last.view(B, Fq, H), central_last
 
-    def merged_freq_weights(self) -> list[torch.Tensor]:
-        """The two directions of `time_freq_rnn` as one GRU of width 2H (block-diagonal weights).
+    def freq_gate_weights(self):
+        """The two directions of `time_freq_rnn` stacked for `_gru_sequences` (sampling)."""
+        rnn = self.time_freq_rnn
+        directions = [_gate_weights(*(getattr(rnn, name + suffix) for name in
+                                      ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")))
+                      for suffix in ("", "_reverse")]
+        a, c, bias = zip(*directions)
+        return torch.stack(a), torch.stack(c), torch.stack(bias).unsqueeze(1)
 
-        Its input is [h, h reversed in frequency]: one pass of F steps instead of
-        two, the same values. Used by `frame_step` when sampling.
-        """
-        rnn, H = self.time_freq_rnn, self.time_freq_rnn.hidden_size
-        merged = []
-        for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
-            forward, backward = getattr(rnn, name), getattr(rnn, name + "_reverse")
-            gates = []
-            for g in range(3):  # r, z, n
-                a, b = forward[g * H:(g + 1) * H], backward[g * H:(g + 1) * H]
-                if a.dim() == 2:
-                    a, b = F.pad(a, (0, b.shape[1])), F.pad(b, (a.shape[1], 0))
-                gates += [a, b]
-            merged.append(torch.cat(gates))
-        return merged
-
-    def frame_step(self, h_t, h_c, time_state, central_state, merged_freq_weights=None):
+    def frame_step(self, h_t, h_c, time_state, central_state, freq_gates=None):
         """Time-direction part for one frame: h_t (B, F, H), h_c (B, H) or None.
 
+        `freq_gates`: `self.freq_gate_weights()`, to run both directions of
+        `time_freq_rnn` as one loop of F steps (sampling).
         Returns the new h_t, h_c, states, and `stacks` (B, F, H): what this layer
         adds to the frequency-delayed input of every bin of the frame.
         """
         B, Fq, H = h_t.shape
         time_state = _gru_step(self.time_rnn, h_t.reshape(B * Fq, H),
                                time_state.reshape(B * Fq, H)).view(B, Fq, H)
-        if merged_freq_weights is None:
+        if freq_gates is None:
             over_freq, _ = self.time_freq_rnn(h_t)
         else:
-            both = torch.cat([h_t, h_t.flip(1)], -1)
-            out = torch.gru(both, h_t.new_zeros(1, B, 2 * H), merged_freq_weights,
-                            True, 1, 0.0, False, False, True)[0]
-            over_freq = torch.cat([out[..., :H], out[..., H:].flip(1)], -1)
+            out = _gru_sequences(torch.stack([h_t, h_t.flip(1)]), *freq_gates)
+            over_freq = torch.cat([out[0], out[1].flip(1)], -1)
         h_t = self.time_out(torch.cat([time_state, over_freq], -1)) + h_t
         stacks = h_t
         if self.central:
@@ -482,63 +524,98 @@ class Tier(nn.Module):
         time_states = list(state["time"].unbind(1))
         central_states = list(state["central"].unbind(1)) if self.central else None
         prev = state["prev_frame"]
-        # Per value, layer i computes u = h_f + stacks_i, g = GRU(u, g), h_f += W_o g + b_o.
-        # The output biases b_o are constants: they are folded into the per-frame stacks
-        # (offsets[i], the sum of the biases of the layers below) and into the head's bias,
-        # so that a layer costs three calls: add, gru_cell, addmm.
-        out_weights = [layer.freq_out.weight.t() for layer in self.layers]
+        # Per value, layer i computes u = h_f + stacks_i, g_i = GRU(u, g_i), h_f += W_i g_i + b_i,
+        # and the head theta = W h_f + b. Within a frame everything is linear in
+        # V = [x[t, f-1], g_0, ..., g_{L-1}] plus per-frame constants, so layer i's gate
+        # pre-activations are one addmm of a prefix of V (`_gate_weights` layout, with the
+        # products W_ih W_j of the layers below precomputed), and theta one addmm of V.
+        # The per-frame constants (h_f's bias and features, stacks_i, the output biases
+        # b_j below, the Gumbel noise of the logits) are the addmms' bias rows, computed
+        # for all bins of a frame at once.
+        L = len(self.layers)
+        B = batch_size
+        w_in = self.freq_in.weight.t()  # (1, H): h_f of the bin's input value
+        out_w = [layer.freq_out.weight.t() for layer in self.layers]  # h_f += g_j @ out_w[j]
         biases = torch.stack([layer.freq_out.bias for layer in self.layers]).cumsum(0)
         offsets = [torch.zeros_like(biases[0])] + list(biases[:-1])
-        head_weight = self.head.weight.t()
-        head_bias = self.head.bias + self.head.weight @ biases[-1]
-        components = self.head.out_features // 3
-        freq_in_w = self.freq_in.weight.squeeze(1).expand(batch_size, H)
-        merged = [layer.merged_freq_weights() for layer in self.layers]
-        h0 = x.new_zeros(batch_size, H)
+        gate_in, gate_bias, gate_mats = [], [], []
+        for i, layer in enumerate(self.layers):
+            rnn = layer.freq_rnn
+            a, c, bias = _gate_weights(rnn.weight_ih_l0, rnn.weight_hh_l0,
+                                       rnn.bias_ih_l0, rnn.bias_hh_l0)
+            gate_in.append(a)
+            gate_bias.append(bias + offsets[i] @ a)
+            gate_mats.append(torch.cat([w_in @ a] + [out_w[j] @ a for j in range(i)] + [c]))
+        head_w = self.head.weight.t()  # (H, 3K)
+        head_mat = torch.cat([w_in @ head_w] + [w @ head_w for w in out_w])  # (1 + L H, 3K)
+        head_bias = self.head.bias + biases[-1] @ head_w
+        K = self.head.out_features // 3
+        freq_gates = [layer.freq_gate_weights() for layer in self.layers]
+        V = x.new_zeros(B, 1 + L * H)
+        value_slot = V[:, :1]
+        gates, n = x.new_empty(B, 4 * H), x.new_empty(B, H)
+        rz, r, z, n_x, n_h = _gate_views(gates)
+        cells = [(V[:, :1 + (i + 1) * H], gate_mats[i], V[:, 1 + i * H:1 + (i + 1) * H])
+                 for i in range(L)]
+        theta = x.new_empty(B, 3 * K)
+        mu, log_std, logit = theta[:, :K], theta[:, K:2 * K], theta[:, 2 * K:]
+        frame_values = x.new_empty(Fq, B, 1)
+        value_views = frame_values.unbind(0)
+        thetas = x.new_empty(Fq, B, 3 * K) if target is not None else None
+        addmm, addcmul, lerp, gather, argmax = (torch.addmm, torch.addcmul,
+                                                torch.lerp, torch.gather, torch.argmax)
         sampling = target is None and temperature > 0
         for t in range(frames):
-            if sampling:  # this frame's random numbers in one go, temperature folded in
-                gumbel, normal = gmm_noise((batch_size, Fq), components, x, generator)
-                gumbel, normal = (gumbel * temperature).unbind(1), (normal * temperature).unbind(1)
             h_t = self.time_in(prev.unsqueeze(-1))
             h_c = self.central_in(prev) if self.central else None
-            freq_base = self.freq_in.bias.expand(batch_size, Fq, H)
+            freq_base = self.freq_in.bias  # (H,) or (B, F, H)
             if self.conditioned:
                 h_t = h_t + z_time[:, t]
-                freq_base = freq_base + z_freq[:, t]
-            freq_base = freq_base.unbind(1)
-            stacks = []
+                freq_base = z_freq[:, t] + freq_base
+            frame_pre = []
             for i, layer in enumerate(self.layers):
                 h_t, h_c, time_states[i], c, add = layer.frame_step(
                     h_t, h_c, time_states[i], central_states[i] if self.central else None,
-                    merged[i])
+                    freq_gates[i])
                 if self.central:
                     central_states[i] = c
-                stacks.append((add + offsets[i]).unbind(1))
-            freq_states = [h0] * len(self.layers)
-            value = x.new_zeros(batch_size, 1)
-            values = []
+                pre = torch.matmul(add + freq_base, gate_in[i]).add_(gate_bias[i])
+                frame_pre.append(pre.transpose(0, 1).contiguous().unbind(0))  # F x (B, 4H)
+            frame_pre = list(zip(*frame_pre))  # F x L
+            head_pre = torch.matmul(freq_base, head_w).add_(head_bias).expand(B, Fq, 3 * K)
+            if sampling:  # this frame's random numbers in one go, temperature folded in
+                gumbel, normal = gmm_noise((B, Fq), K, x, generator)
+                head_pre = head_pre + F.pad(gumbel * temperature, (2 * K, 0))
+                normal = (normal * temperature).transpose(0, 1).contiguous().unbind(0)
+            head_pre = head_pre.transpose(0, 1).contiguous().unbind(0)  # F x (B, 3K)
+            if target is not None:
+                target_views = target[:, t].t().unsqueeze(-1).unbind(0)
+                theta_views = thetas.unbind(0)
+            V.zero_()  # x[t, -1] = 0 and the initial states of the frequency GRUs
             for f in range(Fq):
-                h_f = torch.addcmul(freq_base[f], value, freq_in_w)  # input x[t, f-1]
-                for i, layer in enumerate(self.layers):
-                    rnn = layer.freq_rnn
-                    freq_states[i] = torch.gru_cell(h_f + stacks[i][f], freq_states[i],
-                                                    rnn.weight_ih_l0, rnn.weight_hh_l0,
-                                                    rnn.bias_ih_l0, rnn.bias_hh_l0)
-                    h_f = torch.addmm(h_f, freq_states[i], out_weights[i])
-                theta = torch.addmm(head_bias, h_f, head_weight)
+                for pre, (inputs, mat, g) in zip(frame_pre[f], cells):
+                    addmm(pre, inputs, mat, out=gates)
+                    rz.sigmoid_()
+                    addcmul(n_x, r, n_h, out=n).tanh_()
+                    lerp(n, g, z, out=g)  # (1 - z) * n + z * g
                 if target is not None:
-                    value = target[:, t, f:f + 1]
-                    log_likelihood[:, t, f] = gmm_log_prob(theta, value.squeeze(1))
-                elif sampling:
-                    mu, log_std, logit = theta.split(components, dim=1)
-                    k = torch.add(logit, gumbel[f]).argmax(1, keepdim=True)
-                    std = log_std.gather(1, k).clamp_(min=LOG_STD_MIN).exp_()
-                    value = torch.addcmul(mu.gather(1, k), std, normal[f])
+                    addmm(head_pre[f], V, head_mat, out=theta_views[f])
+                    value_slot.copy_(target_views[f])
+                    continue
+                addmm(head_pre[f], V, head_mat, out=theta)
+                k = argmax(logit, 1, keepdim=True)
+                if sampling:
+                    std = gather(log_std, 1, k).clamp_(LOG_STD_MIN, LOG_STD_MAX).exp_()
+                    addcmul(gather(mu, 1, k), std, normal[f], out=value_slot)
                 else:
-                    value = gmm_sample(theta, 0.0).unsqueeze(1)
-                values.append(value)
-            x[:, t] = torch.cat(values, 1)
+                    gather(mu, 1, k, out=value_slot)
+                value_slot.clamp_(-VALUE_LIMIT, VALUE_LIMIT)
+                value_views[f].copy_(value_slot)
+            if target is not None:
+                x[:, t] = target[:, t]
+                log_likelihood[:, t] = gmm_log_prob(thetas.transpose(0, 1), target[:, t])
+            else:
+                x[:, t] = frame_values.view(Fq, B).t()
             prev = x[:, t]
         return x if target is None else (x, log_likelihood)
 
