@@ -308,3 +308,33 @@ def test_init_and_train_on_an_ljspeech_layout(tmp_path, demo_corpus_path):
     assert index["report"]["kept"] == 8
     space.run("lj", "train")
     assert (space.experiment("lj") / "checkpoints" / "1.checkpoint.pt").is_file()
+
+
+def test_init_on_an_arctic_layout_with_labels(tmp_path, demo_corpus_path):
+    """CMU ARCTIC layout with HTS .lab files beside the audio: every valid utterance indexed."""
+    import shutil
+
+    data = tmp_path / "data"
+    for speaker, demo_speaker in (("slt", "f2"), ("bdl", "m2")):
+        folder = data / "arctic" / f"cmu_us_{speaker}_arctic"
+        (folder / "wav").mkdir(parents=True)
+        (folder / "etc").mkdir()
+        lines = []
+        for number in range(1, 7):
+            stem = f"arctic_a{number:04d}"
+            source = demo_corpus_path / demo_speaker / f"{demo_speaker}_{number:03d}"
+            shutil.copy(source.with_suffix(".wav"), folder / "wav" / f"{stem}.wav")
+            shutil.copy(source.with_suffix(".lab"), folder / "wav" / f"{stem}.lab")
+            lines.append(f'( {stem} "Sentence {number}." )')
+        (folder / "etc" / "txt.done.data").write_text("\n".join(lines) + "\n")
+    config = tiny_config()
+    config["data"].update({"corpora": [{"type": "cmu_arctic", "path": "arctic"}],
+                           "modeling_speakers": {"f": 1, "m": 1}, "adaptation_speakers": None,
+                           "train_seconds_per_speaker": None})
+    space = Workspace(tmp_path, data)
+    space.init("arctic", config)
+    index = json.loads((space.experiment("arctic") / "data.json").read_text())
+    assert index["report"]["kept"] == 12 and len(index["utterances"]) == 12
+    assert all(u["has_labels"] for u in index["utterances"])
+    assert {s["gender"] for s in index["speakers"]} == {"f", "m"}
+    assert "p1" in index["linguistic"]["vocabularies"]
