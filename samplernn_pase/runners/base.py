@@ -7,12 +7,16 @@ validation loss and the test rendering. This is Skeltorch's "Runner" role.
 """
 
 import logging
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..data.stateful_loader import StatefulLoader
+from ..data.store import UtteranceStore
 from ..experiment.folder import Experiment
 
 
@@ -34,8 +38,8 @@ class RunContext:
         return self.rank == 0
 
 
-class Runner:
-    """Base class of the model-family runners. Subclasses fill in the hooks."""
+class Runner(ABC):
+    """Base class of the model-family runners. Subclasses implement the abstract hooks."""
 
     #: DDP must look for parameters unused in a step (e.g. one MelNet tier trained at a time).
     find_unused_parameters = False
@@ -47,34 +51,63 @@ class Runner:
         self.log = context.log
         self.model: nn.Module = self.build_model().to(self.device)
 
+    # --- the corpus, opened on first use ----------------------------------------
+
+    @cached_property
+    def index(self) -> dict:
+        """data.json of the experiment."""
+        return self.context.experiment.data_index()
+
+    @cached_property
+    def store(self):
+        """Normalized features and audio of the experiment's utterances."""
+        return UtteranceStore(self.index, self.context.experiment.normalization(),
+                              self.context.data_path, cache_size=self.store_cache_size)
+
+    #: Utterances the store keeps in memory.
+    store_cache_size = 64
+
+    def utterance_ids(self, split: str) -> list[str]:
+        """Utterances of the modeling speakers in one split (what training sees)."""
+        return self.store.ids(split=split, speaker_set="modeling")
+
+    def stateful_loader(self, source, chunk_frames: int, split: str, epoch: int,
+                        shuffle: bool) -> StatefulLoader:
+        """Truncated-BPTT batches of a split, this rank's shard, seeded by the experiment."""
+        return StatefulLoader(source, self.utterance_ids(split), self.config["training"]["batch_size"],
+                              chunk_frames, seed=self.config["seed"], epoch=epoch,
+                              rank=self.context.rank, world_size=self.context.world_size,
+                              shuffle=shuffle)
+
     # --- to implement ----------------------------------------------------------
 
+    @abstractmethod
     def build_model(self) -> nn.Module:
-        raise NotImplementedError
+        """The model family's nn.Module (moved to the device by the base class)."""
 
+    @abstractmethod
     def train_batches(self, epoch: int, position: dict | None):
         """An iterable of batches for one epoch, with `state_dict()` giving its position.
 
         `position` is a previous `state_dict()` of the same epoch's loader when
         resuming mid-epoch, so that training continues at the next batch.
         """
-        raise NotImplementedError
 
+    @abstractmethod
     def train_step(self, model: nn.Module, batch) -> tuple[torch.Tensor, dict]:
         """Loss of one batch (to back-propagate) and extra scalars to log.
 
         `model` is `self.model`, or its DistributedDataParallel wrapper.
         """
-        raise NotImplementedError
 
+    @abstractmethod
     def validation_loss(self) -> tuple[float, float]:
         """(sum of losses, count) over this rank's share of the validation split."""
-        raise NotImplementedError
 
+    @abstractmethod
     def test(self, epoch: int, out_dir: Path, writer=None, utterance_ids=None,
              speaker_set: str = "modeling") -> dict:
         """Render test utterances into `out_dir` and return the metrics written to metrics.json."""
-        raise NotImplementedError
 
     # --- optional hooks ----------------------------------------------------------
 
