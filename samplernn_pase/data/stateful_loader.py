@@ -37,7 +37,6 @@ seed, epoch and item list, so ``load_state_dict`` + iterating continues at
 exactly the next chunk. The model's carried hidden state is not the loader's:
 a runner that wants exact mid-epoch resume saves it next to this dict.
 """
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -256,9 +255,9 @@ class SampleRNNSource:
         linguistic_real         float32 (n, R)   if the conditioning uses it
         speaker_index           int64 ()
 
-    The targets are ``input_samples_q[frame_size:]``. Recently loaded
-    utterances are kept (``cache_size``), so a slot reads its utterance once.
-    Frame counts come from ``num_frames`` (id -> frames) or the store's
+    The targets are ``input_samples_q[frame_size:]``. Utterances are read
+    through ``store.load``, which keeps recently loaded ones in memory, so a
+    slot reads its utterance from disk once. Frame counts come from ``num_frames`` (id -> frames) or the store's
     ``index`` (data.json), so planning an epoch loads no audio.
     """
 
@@ -269,7 +268,7 @@ class SampleRNNSource:
     }
 
     def __init__(self, store, frame_size, conditioning="linguistic_lf0", q_levels=256,
-                 hop_length=None, num_frames=None, cache_size=64):
+                 hop_length=None, num_frames=None):
         if conditioning not in self.FEATURES:
             raise ValueError(f"unknown conditioning {conditioning!r}")
         index = getattr(store, "index", None)
@@ -285,23 +284,16 @@ class SampleRNNSource:
         self.frame_size = frame_size
         self.features = self.FEATURES[conditioning]
         self.q_levels = q_levels
-        self.cache_size = cache_size
-        self._cache = OrderedDict()
         self._num_frames = dict(num_frames or {})
 
     def _load(self, item):
-        if item in self._cache:
-            self._cache.move_to_end(item)
-            return self._cache[item]
         utterance = self.store.load(item)
         for name in self.features:
             if getattr(utterance, name) is None:
                 raise ValueError(f"utterance {item} has no {name} features")
-        self._cache[item] = utterance
-        self._num_frames[item] = int(utterance.acoustic.shape[0] if utterance.acoustic is not None
-                                     else len(utterance.audio) // self.frame_size)
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+        if item not in self._num_frames:
+            self._num_frames[item] = int(utterance.acoustic.shape[0] if utterance.acoustic is not None
+                                         else len(utterance.audio) // self.frame_size)
         return utterance
 
     def num_frames(self, item):

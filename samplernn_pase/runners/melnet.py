@@ -17,7 +17,6 @@ import torch
 
 from ..audio.mel import griffin_lim, mel_spectrogram
 from ..audio.plots import save_images
-from ..data.stateful_loader import StatefulLoader
 from ..data.store import UtteranceStore
 from ..errors import UserError
 from ..models.melnet import MelNet, MelNetConfig
@@ -26,37 +25,47 @@ from .rendering import choose_test_utterances, write_results
 
 
 class MelSource:
-    """Stateful-loader source of standardized log-mel chunks: {"mel": (n, n_mels)}."""
+    """Stateful-loader source of standardized log-mel chunks: {"mel": (n, n_mels)}.
 
-    def __init__(self, store: UtteranceStore, index: dict, config: MelNetConfig, cache_size=256):
+    Standardized with the mean and std of the log-mel values of `normalization_items`
+    (the training split); the standardized spectrograms are what is cached.
+    """
+
+    def __init__(self, store: UtteranceStore, index: dict, config: MelNetConfig,
+                 normalization_items, cache_size=256):
         self.store, self.config = store, config
         self.sample_rate = index["sample_rate"]
         self._frames = {u["id"]: (u["num_frames"] * index["hop_length"]) // config.hop_length
                         for u in index["utterances"]}
         self._cache = OrderedDict()
         self.cache_size = cache_size
-        self.mean, self.std = 0.0, 1.0
+        raw = {item: self.log_mel(item) for item in normalization_items}
+        values = np.concatenate([mel.reshape(-1) for mel in raw.values()])
+        self.mean, self.std = float(values.mean()), float(values.std() + 1e-5)
+        for item, mel in list(raw.items())[:cache_size]:
+            self._remember(item, self.standardize(mel))
 
     def log_mel(self, item) -> np.ndarray:
-        """Un-standardized log-mel (frames, n_mels)."""
-        if item in self._cache:
-            self._cache.move_to_end(item)
-            return self._cache[item]
+        """Un-standardized log-mel (frames, n_mels), computed from the store's audio."""
         c = self.config
         audio = torch.from_numpy(np.array(self.store.load(item).audio))
-        mel = mel_spectrogram(audio, self.sample_rate, c.n_fft, c.hop_length, c.win_length,
-                              c.n_mels, c.fmin, c.fmax).T.contiguous().numpy()
+        return mel_spectrogram(audio, self.sample_rate, c.n_fft, c.hop_length, c.win_length,
+                               c.n_mels, c.fmin, c.fmax).T.contiguous().numpy()
+
+    def standardize(self, log_mel: np.ndarray) -> np.ndarray:
+        return ((log_mel - self.mean) / self.std).astype(np.float32)
+
+    def _remember(self, item, mel: np.ndarray) -> None:
         self._cache[item] = mel
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
-        return mel
-
-    def fit_normalization(self, items) -> None:
-        values = np.concatenate([self.log_mel(i).reshape(-1) for i in items])
-        self.mean, self.std = float(values.mean()), float(values.std() + 1e-5)
 
     def normalized(self, item) -> np.ndarray:
-        return ((self.log_mel(item) - self.mean) / self.std).astype(np.float32)
+        if item in self._cache:
+            self._cache.move_to_end(item)
+        else:
+            self._remember(item, self.standardize(self.log_mel(item)))
+        return self._cache[item]
 
     def num_frames(self, item) -> int:
         return self._frames[item]
@@ -70,15 +79,12 @@ class MelNetRunner(Runner):
     find_unused_parameters = True   # `--tier K` trains one tier; the others get no gradient
 
     def build_model(self):
-        ctx = self.context
-        self.index = ctx.experiment.data_index()
-        self.store = UtteranceStore(self.index, ctx.experiment.normalization(), ctx.data_path)
         self.model_config = MelNetConfig.from_dict(self.config["model"])
         if self.model_config.chunk_frames < 1:
             raise UserError("model.chunk_frames: MelNet trains in chunks; give a positive multiple "
                             "of 2 ** (time-splitting tiers)")
-        self.source = MelSource(self.store, self.index, self.model_config)
-        self.source.fit_normalization(self.utterance_ids("train"))
+        self.source = MelSource(self.store, self.index, self.model_config,
+                                normalization_items=self.utterance_ids("train"))
         self.state = None
         tier = self.config["training"]["tier"]
         self.train_tiers = list(range(1, self.model_config.tiers + 1))
@@ -93,14 +99,9 @@ class MelNetRunner(Runner):
         self.train_tiers = [tier]
         self.state = None
 
-    def utterance_ids(self, split):
-        return self.store.ids(split=split, speaker_set="modeling")
-
     def loader(self, split, epoch, shuffle):
-        return StatefulLoader(self.source, self.utterance_ids(split),
-                              self.config["training"]["batch_size"], self.model_config.chunk_frames,
-                              seed=self.config["seed"], epoch=epoch, rank=self.context.rank,
-                              world_size=self.context.world_size, shuffle=shuffle)
+        return self.stateful_loader(self.source, self.model_config.chunk_frames, split, epoch,
+                                    shuffle)
 
     def train_batches(self, epoch, position):
         loader = self.loader("train", epoch, shuffle=True)

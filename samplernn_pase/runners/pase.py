@@ -26,22 +26,21 @@ class PASERunner(Runner):
     loss_name = "pase_loss"
 
     def build_model(self):
-        ctx = self.context
-        self.index = ctx.experiment.data_index()
-        self.store = UtteranceStore(self.index, ctx.experiment.normalization(), ctx.data_path)
         model_config = {k: v for k, v in self.config["model"].items() if k != "type"}
         self.pase_config = PASEConfig.from_dict(model_config)
         if self.pase_config.sample_rate != self.index["sample_rate"]:
             raise UserError(f"model.sample_rate: {self.pase_config.sample_rate} differs from the "
                             f"corpus rate data.sample_rate {self.index['sample_rate']}")
         self.chunk_samples = int(self.pase_config.chunk_seconds * self.pase_config.sample_rate)
-        self._audio_cache = {}
         return PASE(self.pase_config)
 
+    @property
+    def store_cache_size(self) -> int:
+        """Random chunks come from any utterance at any time: keep them all in memory."""
+        return len(self.index["utterances"])
+
     def audio(self, utterance_id: str) -> np.ndarray:
-        if utterance_id not in self._audio_cache:
-            self._audio_cache[utterance_id] = self.store.load(utterance_id).audio
-        return self._audio_cache[utterance_id]
+        return self.store.load(utterance_id).audio
 
     def loader(self, split: str, epoch: int, shuffle: bool) -> RandomChunkLoader:
         utterances = [u for u in self.index["utterances"] if u["split"] == split]

@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..audio.mulaw import mulaw_decode, mulaw_encode
-from ..data.stateful_loader import SampleRNNSource, StatefulLoader
-from ..data.store import UtteranceStore
+from ..data.stateful_loader import SampleRNNSource
 from ..errors import UserError
 from ..metrics.speech import speech_metrics
 from ..models.samplernn import CONDITIONING_KEYS, SampleRNN, SampleRNNConfig, unpack_batch
@@ -26,15 +25,8 @@ class SampleRNNRunner(Runner):
     loss_name = "nll_bits"
 
     def build_model(self):
-        ctx = self.context
-        self.index = ctx.experiment.data_index()
-        self.store = UtteranceStore(self.index, ctx.experiment.normalization(), ctx.data_path)
         self.speaker_vectors = self.load_speaker_vectors()
         model_config = self.config["model"]
-        if model_config["conditioning"] != "acoustic" and not self.index.get("linguistic"):
-            raise UserError("model.conditioning: "
-                            f"{model_config['conditioning']!r} needs HTS labels, and the corpus has none "
-                            "(use \"acoustic\")")
         self.model_config = SampleRNNConfig.from_dict(
             model_config,
             num_speakers=self.store.num_speakers,
@@ -81,14 +73,18 @@ class SampleRNNRunner(Runner):
 
     # --- training -----------------------------------------------------------------
 
-    def utterance_ids(self, split: str) -> list[str]:
-        return self.store.ids(split=split, speaker_set="modeling")
+    def loader(self, split, epoch, shuffle):
+        return self.stateful_loader(self.source, self.config["training"]["sequence_length"],
+                                    split, epoch, shuffle)
+
+    def bits_per_row(self, logits, samples):
+        """NLL in bits per sample of each row of a chunk (the targets follow the look-back frame)."""
+        targets = samples[:, self.model_config.frame_size:]
+        nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
+        return nll.mean(1) / math.log(2)
 
     def train_batches(self, epoch, position):
-        training = self.config["training"]
-        loader = StatefulLoader(self.source, self.utterance_ids("train"), training["batch_size"],
-                                training["sequence_length"], seed=self.config["seed"], epoch=epoch,
-                                rank=self.context.rank, world_size=self.context.world_size)
+        loader = self.loader("train", epoch, shuffle=True)
         if position is not None:
             loader.load_state_dict(position)
         else:
@@ -99,9 +95,7 @@ class SampleRNNRunner(Runner):
         samples, conds, speaker, reset, mask = unpack_batch(batch, self.device)
         logits, hidden = model(samples, conds, self.speaker_input(speaker), self.hidden, reset)
         self.hidden = [h.detach() for h in hidden]
-        targets = samples[:, self.model_config.frame_size:]
-        nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none").mean(1)
-        loss = (nll * mask).sum() / (mask.sum().clamp(min=1) * math.log(2))
+        loss = (self.bits_per_row(logits, samples) * mask).sum() / mask.sum().clamp(min=1)
         return loss, {}
 
     def on_skipped_step(self):
@@ -116,19 +110,12 @@ class SampleRNNRunner(Runner):
 
     @torch.no_grad()
     def validation_loss(self):
-        training = self.config["training"]
-        loader = StatefulLoader(self.source, self.utterance_ids("validation"),
-                                training["batch_size"], training["sequence_length"],
-                                seed=self.config["seed"], epoch=0, rank=self.context.rank,
-                                world_size=self.context.world_size, shuffle=False)
         self.model.eval()
         hidden, total, count = None, 0.0, 0
-        for batch in loader:
+        for batch in self.loader("validation", 0, shuffle=False):
             samples, conds, speaker, reset, mask = unpack_batch(batch, self.device)
             logits, hidden = self.model(samples, conds, self.speaker_input(speaker), hidden, reset)
-            targets = samples[:, self.model_config.frame_size:]
-            nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none").mean(1)
-            total += float((nll * mask).sum()) / math.log(2)
+            total += float((self.bits_per_row(logits, samples) * mask).sum())
             count += int(mask.sum())
         return total, count
 
