@@ -6,12 +6,12 @@ the experiment works at. Writes are atomic (temporary file, then rename) so
 an interrupted run never leaves a truncated wav behind.
 """
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile
+
+from ..files import atomic_open
 
 
 class AudioReadError(Exception):
@@ -54,14 +54,6 @@ def resample(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarra
 
 def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     """Write a 16-bit PCM wav atomically; `audio` is float in [-1, 1] (clipped)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     audio = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            soundfile.write(file, audio, sample_rate, subtype="PCM_16", format="WAV")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as file:
+        soundfile.write(file, audio, sample_rate, subtype="PCM_16", format="WAV")

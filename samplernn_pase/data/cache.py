@@ -18,11 +18,11 @@ normalization without reading every frame again.
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ..files import atomic_open, atomic_write_bytes
 from . import features
 
 CACHE_FOLDER = Path(".cache") / "features"
@@ -59,18 +59,6 @@ def cache_key(params: dict, audio_path: Path, label_path: Path | None) -> str:
 def entry_path(params: dict, key: str) -> Path:
     """Path of an entry relative to the data path."""
     return CACHE_FOLDER / params_hash(params) / key[:2] / f"{key}.npz"
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _summary(entry: dict, relative_path: Path) -> dict:
@@ -112,11 +100,12 @@ def cached_extract(task: dict) -> dict:
         entry = features.extract_utterance(audio_path, label_path, params)
     except features.BadInput as error:
         result = {"status": "dropped", "reason": error.reason, "message": str(error)}
-        _atomic_write(dropped_path, lambda file: file.write(json.dumps(result).encode()))
+        atomic_write_bytes(dropped_path, json.dumps(result).encode())
         return result
     entry["num_samples"] = np.int64(len(entry["audio"]))
     entry["num_frames"] = np.int64(len(entry["acoustic"]))
-    _atomic_write(path, lambda file: np.savez(file, **entry))
+    with atomic_open(path) as file:
+        np.savez(file, **entry)
     return _summary(entry, relative)
 
 

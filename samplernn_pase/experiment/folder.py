@@ -20,25 +20,10 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..files import atomic_write_bytes  # noqa: F401  (re-exported: the folder's writer)
 
 CHECKPOINT_RE = re.compile(r"^(\d+)\.checkpoint\.pt$")
 PARTIAL_CHECKPOINT = "partial.checkpoint.pt"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def atomic_write_json(path: Path, obj) -> None:
@@ -188,20 +173,21 @@ class Experiment:
             return json.loads(self.checkpoint_index_path.read_text())
         return {"epochs": {}, "best_epoch": None}
 
-    def latest_checkpoint(self) -> Path | None:
-        """The checkpoint with the most training in it (epoch end or mid-epoch)."""
+    def latest_checkpoint(self, map_location="cpu") -> tuple[Path, dict] | None:
+        """(path, loaded state) of the checkpoint with the most training in it
+        (epoch end or mid-epoch), or None before the first checkpoint."""
         candidates = []
         epochs = self.checkpoint_epochs()
         if epochs:
             candidates.append(self.checkpoint_path(epochs[-1]))
         if self.partial_checkpoint_path.is_file():
             candidates.append(self.partial_checkpoint_path)
-        best, best_iteration = None, -1
+        latest = None
         for path in candidates:
-            iteration = torch_load(path)["loop"]["iteration"]
-            if iteration > best_iteration:
-                best, best_iteration = path, iteration
-        return best
+            state = torch_load(path, map_location=map_location)
+            if latest is None or state["loop"]["iteration"] > latest[1]["loop"]["iteration"]:
+                latest = (path, state)
+        return latest
 
     def resolve_epoch(self, epoch: int | None) -> int:
         """`--epoch N`, or the last epoch checkpoint when omitted."""
