@@ -6,6 +6,7 @@ with a non-zero exit status, never as a traceback.
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -165,27 +166,20 @@ def cmd_info(args, experiment) -> None:
         print(f"  partial (mid-epoch): {experiment.partial_checkpoint_path}")
 
 
-def make_runner(args, experiment, device_name, dist=None, num_workers=0):
+def make_runner(args, experiment, device, dist=None, num_workers=0):
+    """The experiment's runner (model built, seeded) on `device`, a torch.device."""
     from .runners import runner_class
     from .runners.base import RunContext
-    from .training.distributed import Distributed, parse_device
+    from .training.distributed import Distributed
     from .training.loop import seed_everything
 
     config = experiment.config()
     dist = dist or Distributed()
-    device = parse_device(device_name) if dist.world_size == 1 else torch_device_for(dist, device_name)
     seed_everything(config["seed"] + dist.rank)
     context = RunContext(experiment=experiment, config=config, data_path=args.data_path,
                          device=device, rank=dist.rank, world_size=dist.world_size,
                          num_workers=num_workers, log=logging.getLogger(LOGGER_NAME))
     return runner_class(config["model"]["type"])(context)
-
-
-def torch_device_for(dist, device_name):
-    import torch
-    from .training.distributed import parse_device
-    device = parse_device(device_name)
-    return torch.device("cuda", dist.local_rank) if device.type == "cuda" else device
 
 
 def cmd_train(args, experiment) -> None:
@@ -195,13 +189,10 @@ def cmd_train(args, experiment) -> None:
     device, dist = distributed.setup(args.device)
     log = setup_logging(experiment.log_path, args.verbose, dist.is_main)
     try:
-        lock = experiment.lock() if dist.is_main else _null_context()
-        with lock:
-            if args.tier is not None:
-                experiment_config = experiment.config()
-                if experiment_config["model"]["type"] != "melnet":
-                    raise UserError("--tier: only MelNet experiments have tiers")
-            runner = make_runner(args, experiment, str(device), dist, args.num_workers)
+        with experiment.lock() if dist.is_main else contextlib.nullcontext():
+            if args.tier is not None and experiment.config()["model"]["type"] != "melnet":
+                raise UserError("--tier: only MelNet experiments have tiers")
+            runner = make_runner(args, experiment, device, dist, args.num_workers)
             if args.tier is not None:
                 runner.select_tier(args.tier)
             trainer = Trainer(experiment, runner, dist, args.max_epochs, args.log_period)
@@ -234,14 +225,6 @@ def restart_from_epoch(experiment, trainer, epoch: int) -> None:
     trainer.resume()
 
 
-class _null_context:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 def load_weights(experiment, runner, epoch: int) -> None:
     from .experiment.folder import torch_load
     state = torch_load(experiment.checkpoint_path(epoch), map_location=runner.device)
@@ -251,7 +234,8 @@ def load_weights(experiment, runner, epoch: int) -> None:
 def cmd_test(args, experiment) -> None:
     setup_logging(experiment.log_path, args.verbose)
     epoch = experiment.resolve_epoch(args.epoch)
-    runner = make_runner(args, experiment, args.device)
+    from .training.distributed import parse_device
+    runner = make_runner(args, experiment, parse_device(args.device))
     load_weights(experiment, runner, epoch)
     out_dir = experiment.epoch_results_dir(epoch)
     if args.speakers != "modeling":
@@ -270,7 +254,8 @@ def cmd_test_sample(args, experiment) -> None:
     if args.sample not in ids:
         raise UserError(f"--sample {args.sample}: no such utterance in {experiment.data_index_path}")
     epoch = experiment.resolve_epoch(args.epoch)
-    runner = make_runner(args, experiment, args.device)
+    from .training.distributed import parse_device
+    runner = make_runner(args, experiment, parse_device(args.device))
     load_weights(experiment, runner, epoch)
     out_dir = experiment.epoch_results_dir(epoch) / "samples"
     metrics = runner.test(epoch, out_dir, None, utterance_ids=[args.sample])

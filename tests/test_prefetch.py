@@ -1,36 +1,23 @@
 """The prefetching wrapper yields the loader's batches and reports the consumed position."""
 
-import numpy as np
 import pytest
 
 from samplernn_pase.data.stateful_loader import StatefulLoader
 from samplernn_pase.training.prefetch import Prefetcher
-
-
-class Counting:
-    """Items of given lengths whose chunks hold their (item, frame) positions."""
-
-    def __init__(self, lengths):
-        self.lengths = lengths
-
-    def num_frames(self, item):
-        return self.lengths[item]
-
-    def chunk(self, item, start, n):
-        return {"frames": np.arange(start, start + n) + 1000 * item}
+from test_stateful_loader import FrameSource
 
 
 def make_loader():
-    return StatefulLoader(Counting([9, 12, 5, 20, 7]), list(range(5)), batch_size=2, chunk_frames=3,
+    return StatefulLoader(FrameSource([9, 12, 5, 20, 7]), list(range(5)), batch_size=2, chunk_frames=3,
                           seed=3, epoch=1)
 
 
 def test_prefetch_yields_the_same_batches_and_consumed_position():
-    plain = [b["frames"].tolist() for b in make_loader()]
+    plain = [b["where"].tolist() for b in make_loader()]
     prefetched = Prefetcher(make_loader(), depth=4)
     seen = []
     for batch in prefetched:
-        seen.append(batch["frames"].tolist())
+        seen.append(batch["where"].tolist())
         # The reported position is that of the batches consumed, not read ahead.
         assert prefetched.state_dict()["position"] == len(seen)
     assert seen == plain
@@ -42,11 +29,11 @@ def test_prefetch_yields_the_same_batches_and_consumed_position():
             break
     resumed = make_loader()
     resumed.load_state_dict(prefetched.state_dict())
-    assert [b["frames"].tolist() for b in resumed] == plain[3:]
+    assert [b["where"].tolist() for b in resumed] == plain[3:]
 
 
 def test_prefetch_raises_the_loader_error():
-    class Broken(Counting):
+    class Broken(FrameSource):
         def chunk(self, item, start, n):
             raise OSError("disk gone")
 

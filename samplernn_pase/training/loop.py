@@ -10,7 +10,6 @@ family only provides a Runner (runners/base.py).
 import math
 import random
 import signal
-import sys
 import time
 
 import numpy as np
@@ -19,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import __version__
 from ..errors import UserError
-from ..experiment.folder import Experiment, atomic_torch_save, atomic_write_json, torch_load
+from ..experiment.folder import Experiment, atomic_torch_save, atomic_write_json
 from ..runners.base import Runner
 from .distributed import Distributed
 from .prefetch import Prefetcher
@@ -151,10 +150,10 @@ class Trainer:
         }
 
     def resume(self) -> bool:
-        path = self.experiment.latest_checkpoint()
-        if path is None:
+        latest = self.experiment.latest_checkpoint(map_location=self.device)
+        if latest is None:
             return False
-        state = torch_load(path, map_location=self.device)
+        path, state = latest
         self.runner.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler and state["scheduler"]:
@@ -323,6 +322,3 @@ class Trainer:
             return True
         return False
 
-
-def print_line(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
