@@ -43,7 +43,7 @@ class LineRunner(Runner):
         self.epoch = epoch
         return Batches(4, position)
 
-    def train_step(self, model, batch):
+    def train_step(self, model, batch, optimizer="model"):
         self.steps += 1
         x = torch.linspace(-1, 1, 16)[:, None]
         loss = ((model(x) - 3 * x) ** 2).mean()
@@ -135,3 +135,56 @@ def test_a_runner_must_implement_every_hook(tmp_path):
     experiment, runner = make(tmp_path)
     with pytest.raises(TypeError, match="abstract"):
         Partial(runner.context)
+
+
+class TwoOptimizerRunner(LineRunner):
+    """Two parts with their own optimizers, like an autoencoder and its discriminator:
+    `a` steps on every batch, `b` only on even batches (returns None otherwise)."""
+
+    def build_model(self):
+        return nn.ModuleDict({"a": nn.Linear(1, 1), "b": nn.Linear(1, 1)})
+
+    def optimizers(self, training):
+        from samplernn_pase.training.optim import build_optimizer
+        return {"a": build_optimizer(self.model["a"].parameters(), training),
+                "b": build_optimizer(self.model["b"].parameters(), training, lr=0.1, betas=(0.5, 0.9))}
+
+    def train_step(self, model, batch, optimizer="model"):
+        x = torch.linspace(-1, 1, 16)[:, None]
+        if optimizer == "b" and batch % 2:
+            return None
+        target = 3 * x if optimizer == "a" else -2 * x
+        return ((model[optimizer](x) - target) ** 2).mean(), {}
+
+    def validation_loss(self):
+        with torch.no_grad():
+            x = torch.linspace(-1, 1, 16)[:, None]
+            return float(((self.model["a"](x) - 3 * x) ** 2).mean()), 1
+
+
+def make_two(tmp_path, training):
+    experiment, runner = make(tmp_path, training)
+    torch.manual_seed(0)
+    return experiment, TwoOptimizerRunner(runner.context)
+
+
+def test_several_optimizers_step_in_order_and_resume_exactly(tmp_path):
+    training = {"max_epochs": 3, "learning_rate": 0.05}
+    experiment, runner = make_two(tmp_path / "a", training)
+    trainer = Trainer(experiment, runner, Distributed())
+    trainer.run()
+    straight = [p.detach().clone() for p in runner.model.parameters()]
+    # `a` stepped on all 12 batches, `b` on the 6 even ones, each with its own settings.
+    assert [trainer.optimizers[n].state_dict()["state"][0]["step"].item() for n in "ab"] == [12, 6]
+    assert trainer.optimizers["b"].param_groups[0]["betas"] == (0.5, 0.9)
+    state = torch.load(experiment.checkpoint_path(3), weights_only=True)
+    assert set(state["optimizers"]) == {"a", "b"} and set(state["schedulers"]) == {"a", "b"}
+
+    experiment, runner = make_two(tmp_path / "b", training)
+    Trainer(experiment, runner, Distributed(), max_epochs=1).run()
+    experiment, runner = make_two(tmp_path / "b", training)
+    trainer = Trainer(experiment, runner, Distributed())
+    assert trainer.resume() and trainer.epoch == 2
+    trainer.run()
+    for a, b in zip(straight, runner.model.parameters()):
+        assert torch.equal(a, b)

@@ -18,6 +18,7 @@ from torch import nn
 from ..data.stateful_loader import StatefulLoader
 from ..data.store import UtteranceStore
 from ..experiment.folder import Experiment
+from ..training.optim import build_optimizer
 
 
 @dataclass
@@ -94,10 +95,14 @@ class Runner(ABC):
         """
 
     @abstractmethod
-    def train_step(self, model: nn.Module, batch) -> tuple[torch.Tensor, dict]:
-        """Loss of one batch (to back-propagate) and extra scalars to log.
+    def train_step(self, model: nn.Module, batch, optimizer: str = "model"
+                   ) -> tuple[torch.Tensor, dict] | None:
+        """Loss of one batch for one optimizer (to back-propagate) and extra scalars to log.
 
-        `model` is `self.model`, or its DistributedDataParallel wrapper.
+        `model` is `self.model`, or its DistributedDataParallel wrapper. The loop
+        calls it once per batch for each optimizer of `optimizers()`, in their
+        order; returning None leaves that optimizer out for this batch (e.g. a
+        discriminator before it starts, a generator between critic steps).
         """
 
     @abstractmethod
@@ -113,6 +118,11 @@ class Runner(ABC):
 
     def trainable_parameters(self):
         return [p for p in self.model.parameters() if p.requires_grad]
+
+    def optimizers(self, training: dict) -> dict[str, torch.optim.Optimizer]:
+        """The optimizers by name, in the order they step on each batch; the first
+        one's loss is the run's training loss. One Adam-like optimizer by default."""
+        return {"model": build_optimizer(self.trainable_parameters(), training)}
 
     def state_dict(self) -> dict:
         """Training state beyond the model weights (e.g. carried recurrent states)."""

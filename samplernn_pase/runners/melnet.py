@@ -111,7 +111,7 @@ class MelNetRunner(Runner):
             self.state = None
         return loader
 
-    def train_step(self, model, batch):
+    def train_step(self, model, batch, optimizer="model"):
         mel = batch["mel"].to(self.device)
         reset, mask = batch["reset"].to(self.device), batch["mask"].to(self.device)
         loss, state, stats = model(mel, self.state, reset, mask, tiers=self.train_tiers)

@@ -58,7 +58,7 @@ class PASERunner(Runner):
             loader.load_state_dict(position)
         return loader
 
-    def train_step(self, model, batch):
+    def train_step(self, model, batch, optimizer="model"):
         losses = model(batch.to(self.device))
         scalars = {k: float(v.detach()) for k, v in losses.items() if k != "total"}
         return losses["total"], scalars

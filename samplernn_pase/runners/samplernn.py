@@ -91,7 +91,7 @@ class SampleRNNRunner(Runner):
             self.hidden = None   # a new epoch starts every slot from h0
         return loader
 
-    def train_step(self, model, batch):
+    def train_step(self, model, batch, optimizer="model"):
         samples, conds, speaker, reset, mask = unpack_batch(batch, self.device)
         logits, hidden = model(samples, conds, self.speaker_input(speaker), self.hidden, reset)
         self.hidden = [h.detach() for h in hidden]

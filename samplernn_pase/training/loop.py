@@ -21,6 +21,7 @@ from ..errors import UserError
 from ..experiment.folder import Experiment, atomic_torch_save, atomic_write_json
 from ..runners.base import Runner
 from .distributed import Distributed
+from .optim import build_scheduler
 from .prefetch import Prefetcher
 from .progress import progress
 
@@ -78,24 +79,6 @@ def _to_tuple(value):
     return tuple(_to_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-def build_optimizer(parameters, training: dict) -> torch.optim.Optimizer:
-    kind, lr, decay = training["optimizer"], training["learning_rate"], training["weight_decay"]
-    if kind == "adam":
-        return torch.optim.Adam(parameters, lr=lr, weight_decay=decay)
-    if kind == "adamw":
-        return torch.optim.AdamW(parameters, lr=lr, weight_decay=decay)
-    return torch.optim.SGD(parameters, lr=lr, weight_decay=decay, momentum=0.9)
-
-
-def build_scheduler(optimizer, training: dict):
-    settings = training["scheduler"]
-    if settings["type"] == "none":
-        return None
-    return torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=settings["factor"], patience=settings["patience"],
-        min_lr=settings["min_lr"])
-
-
 class Trainer:
     """Holds the state of one training run; `run()` is the loop."""
 
@@ -110,13 +93,16 @@ class Trainer:
         self.device = runner.device
         self.max_epochs = max_epochs or self.training["max_epochs"]
         self.log_period = log_period or self.training["log_period"]
-        self.optimizer = build_optimizer(runner.trainable_parameters(), self.training)
-        self.scheduler = build_scheduler(self.optimizer, self.training)
+        # Several optimizers (autoencoder + discriminator, generator + critic) step in
+        # their declared order on every batch; the first one's loss is the run's loss.
+        self.optimizers = runner.optimizers(self.training)
+        self.schedulers = {name: build_scheduler(optimizer, self.training)
+                           for name, optimizer in self.optimizers.items()}
         self.model = runner.model
         if dist.enabled:
             self.model = DistributedDataParallel(
                 runner.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=runner.find_unused_parameters)
+                find_unused_parameters=runner.find_unused_parameters or len(self.optimizers) > 1)
         self.writer = None
         # Counters saved in every checkpoint.
         self.epoch = 1              # the epoch in progress (or next to start)
@@ -128,17 +114,23 @@ class Trainer:
         self.nan_streak = 0
         self.history: list[dict] = []
 
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The first (for most families the only) optimizer."""
+        return next(iter(self.optimizers.values()))
+
     # --- checkpoints -----------------------------------------------------------
 
     def state(self, epoch_complete: bool, loader_position=None) -> dict:
         return {
-            "format": 1,
+            "format": 2,
             "package_version": __version__,
             "model_type": self.config["model"]["type"],
             "config": self.config,
             "model": self.runner.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "optimizers": {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()},
+            "schedulers": {name: scheduler.state_dict() if scheduler else None
+                           for name, scheduler in self.schedulers.items()},
             "runner": self.runner.state_dict(),
             "rng": rng_state(),
             "loop": {
@@ -155,9 +147,16 @@ class Trainer:
             return False
         path, state = latest
         self.runner.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler and state["scheduler"]:
-            self.scheduler.load_state_dict(state["scheduler"])
+        if "optimizers" not in state:     # format 1: a single optimizer and scheduler
+            state["optimizers"], state["schedulers"] = ({"model": state["optimizer"]},
+                                                        {"model": state["scheduler"]})
+        if set(state["optimizers"]) != set(self.optimizers):
+            raise UserError(f"{path}: checkpoint optimizers {sorted(state['optimizers'])} do not "
+                            f"match the model's {sorted(self.optimizers)}")
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+            if self.schedulers[name] and state["schedulers"][name]:
+                self.schedulers[name].load_state_dict(state["schedulers"][name])
         self.runner.load_state_dict(state["runner"])
         set_rng_state(state["rng"])
         loop = state["loop"]
@@ -203,48 +202,73 @@ class Trainer:
     # --- one step ----------------------------------------------------------------
 
     def step(self, batch) -> float | None:
-        """One optimizer step; returns the loss, or None when the NaN guard skipped it."""
+        """One batch: a step of each optimizer in turn. Returns the first optimizer's
+        loss, or None when it did not step (NaN guard, or the runner left it out)."""
         self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
+        losses, logged = {}, {}
+        for name, optimizer in self.optimizers.items():
+            result = self.optimizer_step(name, optimizer, batch)
+            if result is None:
+                continue
+            losses[name], grad_norm, scalars = result
+            prefix = "" if len(self.optimizers) == 1 else f"{name}/"
+            logged.update({f"{prefix}grad_norm": grad_norm, f"{prefix}lr": optimizer.param_groups[0]["lr"]})
+            if prefix:
+                logged[f"{name}_loss"] = losses[name]
+            logged.update(scalars)
+        if not losses:
+            return None
+        self.iteration += 1
+        primary = next(iter(self.optimizers))
+        value = losses.get(primary)
+        if self.iteration % self.log_period == 0:
+            if self.writer is not None:
+                if value is not None:
+                    self.writer.add_scalar(f"train/{self.runner.loss_name}", value, self.iteration)
+                for tag, scalar in logged.items():
+                    self.writer.add_scalar(f"train/{tag}", scalar, self.iteration)
+            names = ({primary: self.runner.loss_name} if len(self.optimizers) == 1
+                     else {name: f"{name}_loss" for name in losses})
+            self.log.info("epoch %d iteration %d %s", self.epoch, self.iteration,
+                          " ".join(f"{names[name]} {loss:.9g}" for name, loss in losses.items()))
+        return value
+
+    def optimizer_step(self, name: str, optimizer, batch):
+        """Forward, backward, clip and step for one optimizer: (loss, grad norm, scalars),
+        or None when the runner left it out or the NaN guard skipped it."""
+        for other in self.optimizers.values():      # gradients of one step only
+            other.zero_grad(set_to_none=True)
         use_bf16 = self.training["bf16"] and self.device.type == "cuda"
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss, scalars = self.runner.train_step(self.model, batch)
+            result = self.runner.train_step(self.model, batch, optimizer=name)
+        if result is None:
+            return None
+        loss, scalars = result
         loss.backward()
         clip = self.training["gradient_clip"]
-        parameters = self.runner.trainable_parameters()
+        parameters = [p for group in optimizer.param_groups for p in group["params"]]
         if clip is not None:
             grad_norm = torch.nn.utils.clip_grad_norm_(parameters, clip)
         else:
-            grad_norm = torch.linalg.vector_norm(
-                torch.stack([p.grad.norm() for p in parameters if p.grad is not None]))
+            norms = [p.grad.norm() for p in parameters if p.grad is not None]
+            grad_norm = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
         finite = bool(torch.isfinite(loss).item() and torch.isfinite(grad_norm).item())
         if self.dist.enabled:  # every rank must take the same decision
             finite = not self.dist.any_true(not finite, self.device)
         if not finite:
             self.nan_streak += 1
-            self.optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=True)
             self.runner.on_skipped_step()
-            self.log.warning("iteration %d: non-finite loss or gradient, step skipped (%d in a row)",
-                             self.iteration + 1, self.nan_streak)
+            self.log.warning("iteration %d: non-finite %s loss or gradient, step skipped (%d in a row)",
+                             self.iteration + 1, name, self.nan_streak)
             if self.nan_streak >= self.training["nan_tolerance"]:
                 raise TrainingError(
                     f"training stopped: {self.nan_streak} non-finite losses in a row "
                     f"(lower training.learning_rate or training.gradient_clip)")
             return None
         self.nan_streak = 0
-        self.optimizer.step()
-        self.iteration += 1
-        value = loss.item()
-        if self.writer is not None and self.iteration % self.log_period == 0:
-            self.writer.add_scalar(f"train/{self.runner.loss_name}", value, self.iteration)
-            self.writer.add_scalar("train/grad_norm", grad_norm.item(), self.iteration)
-            self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.iteration)
-            for name, scalar in scalars.items():
-                self.writer.add_scalar(f"train/{name}", scalar, self.iteration)
-        if self.iteration % self.log_period == 0:
-            self.log.info("epoch %d iteration %d %s %.9g", self.epoch, self.iteration,
-                          self.runner.loss_name, value)
-        return value
+        optimizer.step()
+        return loss.item(), grad_norm.item(), scalars
 
     # --- the loop -----------------------------------------------------------------
 
@@ -263,14 +287,16 @@ class Trainer:
                     bar = progress(batches, desc=f"epoch {self.epoch}", enabled=self.dist.is_main,
                                    log=self.log)
                     for batch in bar:
+                        iteration_before = self.iteration
                         loss = self.step(batch)
                         if loss is not None:
                             self.epoch_loss[0] += loss
                             self.epoch_loss[1] += 1
                             bar.set_postfix({self.runner.loss_name: f"{loss:.4f}"})
                         stop = self.dist.any_true(interrupted.signal is not None, self.device)
-                        if stop or (checkpoint_period and self.iteration % checkpoint_period == 0
-                                    and loss is not None):
+                        stepped = self.iteration != iteration_before
+                        if stop or (checkpoint_period and stepped
+                                    and self.iteration % checkpoint_period == 0):
                             self.save_partial(batches.state_dict())
                         if stop:
                             self.log.warning("%s received: checkpoint saved at iteration %d; run the "
@@ -294,8 +320,9 @@ class Trainer:
         loss_sum, count = self.dist.all_reduce_sum([loss_sum, count], self.device)
         validation = loss_sum / max(count, 1)
         train_loss = self.epoch_loss[0] / max(self.epoch_loss[1], 1)
-        if self.scheduler is not None:
-            self.scheduler.step(validation)
+        for scheduler in self.schedulers.values():
+            if scheduler is not None:
+                scheduler.step(validation)
         improved = validation < self.best_validation
         if improved:
             self.best_validation, self.bad_epochs = validation, 0
