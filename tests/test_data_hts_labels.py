@@ -76,16 +76,6 @@ def context_of(line: str) -> str:
     return line.split()[2]
 
 
-def state_level(lines: list[str], states=range(2, 7)) -> list[str]:
-    """The lines of a state-level file: each phone on one line per state, `[2]` .. `[6]`."""
-    result = []
-    for line in lines:
-        start, end, context = line.split()
-        bounds = np.linspace(int(start), int(end), len(states) + 1).round().astype(int)
-        result += [f"{a} {b} {context}[{state}]" for state, a, b in zip(states, bounds, bounds[1:])]
-    return result
-
-
 def test_every_field_of_a_phone_and_of_a_pause():
     fields, state = hts_labels.parse_context(context_of(TAKE_THE_BUS[1]))
     assert state is None
@@ -116,7 +106,7 @@ def test_phone_level_file_times_symbols_and_numbers():
     assert real[16]["j1"] == 5.0 and real[16]["j3"] == 2.0 and real[13]["b7"] == 1.0
 
 
-def test_state_level_file_merges_into_the_same_phones():
+def test_state_level_file_merges_into_the_same_phones(to_state_level):
     by_hand = [  # the first pause as a Merlin state alignment writes it
         "0 50000 " + context_of(TAKE_THE_BUS[0]) + "[2]",
         "50000 100000 " + context_of(TAKE_THE_BUS[0]) + "[3]",
@@ -127,17 +117,17 @@ def test_state_level_file_merges_into_the_same_phones():
     fields, state = hts_labels.parse_context(by_hand[3].split()[2])
     assert state == 5 and fields["j1"] == "5" and fields["i2"] == "3"
     phones = hts_labels.parse_lines(TAKE_THE_BUS)
-    states = hts_labels.parse_lines(by_hand + state_level(TAKE_THE_BUS[1:]))
-    assert len(state_level(TAKE_THE_BUS[1:])) == 5 * 16
+    states = hts_labels.parse_lines(by_hand + to_state_level(TAKE_THE_BUS[1:]))
+    assert len(to_state_level(TAKE_THE_BUS[1:])) == 5 * 16
     np.testing.assert_allclose(states.starts, phones.starts)
     np.testing.assert_allclose(states.ends, phones.ends)
     assert (states.categorical == phones.categorical).all() and (states.real == phones.real).all()
 
 
-def test_two_identical_contexts_in_a_row_stay_two_phones():
+def test_two_identical_contexts_in_a_row_stay_two_phones(to_state_level):
     """A state index that starts again opens a new phone even when the context repeats."""
     line = TAKE_THE_BUS[0]
-    repeated = state_level([line]) + state_level(["2000000 3000000 " + context_of(line)])
+    repeated = to_state_level([line]) + to_state_level(["2000000 3000000 " + context_of(line)])
     labels = hts_labels.parse_lines(repeated)
     assert labels.starts.tolist() == [0.0, 0.2] and labels.ends.tolist() == [0.2, 0.3]
 
@@ -217,3 +207,21 @@ def test_format_context_writes_what_the_parser_reads():
     fields, _ = hts_labels.parse_context(context_of(TAKE_THE_BUS[1]))
     assert hts_labels.format_context(fields) == context_of(TAKE_THE_BUS[1])
     assert hts_labels.format_context(MIDDLE_PAUSE) == context_of(TAKE_THE_BUS[9])
+
+
+def test_every_column_is_documented():
+    """docs/linguistic_features.md has one row per column, in order, with its table or `real`."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "linguistic_features.md").read_text()
+    rows = re.findall(r"^\| (\d+) \| `([\w]+)` \|[^|]*\|[^|]*\| ([^|]+) \|$", text, re.M)
+    assert [(int(n), c) for n, c, _ in rows] == list(enumerate(hts_labels.COLUMNS))
+    kinds = {c: k.strip() for _, c, k in rows}
+    tables = {"phoneme": "phoneme table", "vowel": "vowel table", "pos": "part-of-speech table", "tobi": "ToBI table"}
+    for column in hts_labels.COLUMNS:
+        if column in hts_labels.CATEGORICAL_TABLES:
+            assert kinds[column] == tables[hts_labels.CATEGORICAL_TABLES[column]], column
+        else:
+            normalized = column not in hts_labels.UNNORMALIZED_FIELDS
+            assert kinds[column] == ("real" if normalized else "real, not normalized"), column
