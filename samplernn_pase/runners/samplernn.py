@@ -46,8 +46,8 @@ class SampleRNNRunner(Runner):
         """`init`: check the corpus fits the conditioning; PASE speaker seeds when asked for."""
         conditioning = config["model"]["conditioning"]
         if conditioning != "acoustic" and not data_index.get("linguistic"):
-            raise UserError(f"model.conditioning: {conditioning!r} needs HTS labels (.lab beside the "
-                            "audio) and the corpus has none; use \"acoustic\"")
+            raise UserError(f"model.conditioning: {conditioning!r} needs HTS full-context labels (.lab beside "
+                            "the audio, or in lab/ for CMU ARCTIC) and the corpus has none; use \"acoustic\"")
         if config["model"].get("conds_speaker_type", "embedding") != "pase":
             return {}
         from .pase import compute_speaker_seeds
