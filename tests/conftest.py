@@ -4,6 +4,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from samplernn_pase.data.prepare import prepare_data
@@ -62,3 +63,22 @@ def copy_demo_files(demo_corpus_path):
             copied.append(destination / f"{stem}.wav")
         return copied
     return copy
+
+
+def state_level_lines(phone_lines: list[str], states=range(2, 7)) -> list[str]:
+    """A phone-level HTS label file as a state alignment writes it: each phone on one
+    line per HMM state, the context followed by `[2]` .. `[6]`, its time split evenly."""
+    result = []
+    for line in phone_lines:
+        if not line.strip():
+            continue
+        start, end, context = line.split()
+        bounds = np.linspace(int(start), int(end), len(states) + 1).round().astype(int)
+        result += [f"{a} {b} {context}[{state}]" for state, a, b in zip(states, bounds, bounds[1:])]
+    return result
+
+
+@pytest.fixture(scope="session")
+def to_state_level():
+    """state_level_lines(phone_lines) -> the lines of the state-level file."""
+    return state_level_lines

@@ -310,31 +310,62 @@ def test_init_and_train_on_an_ljspeech_layout(tmp_path, demo_corpus_path):
     assert (space.experiment("lj") / "checkpoints" / "1.checkpoint.pt").is_file()
 
 
-def test_init_on_an_arctic_layout_with_labels(tmp_path, demo_corpus_path):
-    """CMU ARCTIC layout with HTS .lab files beside the audio: every valid utterance indexed."""
+def test_arctic_layout_with_full_context_labels_inits_and_trains_linguistic(tmp_path, demo_corpus_path,
+                                                                           to_state_level):
+    """CMU ARCTIC layout, HTS full-context labels in lab/ (slt phone level, bdl state level, as
+    HTS-demo and Merlin write them): `init` keeps every utterance, `train` with linguistic
+    conditioning runs, and the mixer has the seed's widths (195 / 197 + the speaker's 15)."""
     import shutil
 
+    from samplernn_pase.experiment.folder import Experiment
+    from samplernn_pase.runners.base import RunContext
+    from samplernn_pase.runners.samplernn import SampleRNNRunner
+
     data = tmp_path / "data"
-    for speaker, demo_speaker in (("slt", "f2"), ("bdl", "m2")):
+    for speaker, demo_speaker, level in (("slt", "f2", "phone"), ("bdl", "m2", "state")):
         folder = data / "arctic" / f"cmu_us_{speaker}_arctic"
-        (folder / "wav").mkdir(parents=True)
-        (folder / "etc").mkdir()
-        lines = []
-        for number in range(1, 7):
+        for sub in ("wav", "lab", "etc"):
+            (folder / sub).mkdir(parents=True)
+        prompts = []
+        for number in range(1, 6):
             stem = f"arctic_a{number:04d}"
             source = demo_corpus_path / demo_speaker / f"{demo_speaker}_{number:03d}"
             shutil.copy(source.with_suffix(".wav"), folder / "wav" / f"{stem}.wav")
-            shutil.copy(source.with_suffix(".lab"), folder / "wav" / f"{stem}.lab")
-            lines.append(f'( {stem} "Sentence {number}." )')
-        (folder / "etc" / "txt.done.data").write_text("\n".join(lines) + "\n")
-    config = tiny_config()
+            lines = source.with_suffix(".lab").read_text().splitlines()
+            if level == "state":
+                lines = to_state_level(lines)
+            assert "/I:" in lines[1] and "=" in lines[1].split("/I:")[1]  # the real layout: /I:i1=i2
+            (folder / "lab" / f"{stem}.lab").write_text("\n".join(lines) + "\n")
+            prompts.append(f'( {stem} "Sentence {number}." )')
+        (folder / "etc" / "txt.done.data").write_text("\n".join(prompts) + "\n")
+    config = tiny_config(max_epochs=1, sequence_length=16)
+    config["model"].update({"conditioning": "linguistic", "linguistic_embedding_size": 15,
+                            "speaker_embedding_size": 15})  # the seed's sizes
     config["data"].update({"corpora": [{"type": "cmu_arctic", "path": "arctic"}],
                            "modeling_speakers": {"f": 1, "m": 1}, "adaptation_speakers": None,
                            "train_seconds_per_speaker": None})
+    config["test"]["period"] = None
     space = Workspace(tmp_path, data)
     space.init("arctic", config)
-    index = json.loads((space.experiment("arctic") / "data.json").read_text())
-    assert index["report"]["kept"] == 12 and len(index["utterances"]) == 12
-    assert all(u["has_labels"] for u in index["utterances"])
+    root = space.experiment("arctic")
+    index = json.loads((root / "data.json").read_text())
+    assert index["report"]["kept"] == 10 and index["report"]["dropped"] == {}
+    assert len(index["utterances"]) == 10 and all(u["has_labels"] for u in index["utterances"])
     assert {s["gender"] for s in index["speakers"]} == {"f", "m"}
-    assert "p1" in index["linguistic"]["vocabularies"]
+    vocabularies = index["linguistic"]["vocabularies"]
+    assert {"sil", "pau"} <= set(vocabularies["phoneme"]) and "L-L%" in vocabularies["tobi"]
+
+    space.run("arctic", "train", "--device", "cpu")
+    losses = logged_losses(root)
+    assert losses and all(np.isfinite(v) for v in losses.values())
+    model = torch.load(root / "checkpoints" / "1.checkpoint.pt", weights_only=True)["model"]
+    assert model["mixer.mix.weight"].shape[1] == 15 + 195
+    assert [tuple(model[f"mixer.linguistic_tables.{i}.weight"].shape) for i in range(4)] == \
+        [(len(vocabularies[t]), 15) for t in ("phoneme", "vowel", "pos", "tobi")]
+
+    # The same experiment's config with linguistic + log-F0: the runner builds a 197-wide content vector.
+    lf0_config = json.loads((root / "config.json").read_text())
+    lf0_config["model"]["conditioning"] = "linguistic_lf0"
+    runner = SampleRNNRunner(RunContext(experiment=Experiment(tmp_path / "experiments", "arctic"),
+                                        config=lf0_config, data_path=data, device=torch.device("cpu")))
+    assert runner.model.mixer.content_size == 197 and runner.model.mixer.mix.in_features == 15 + 197

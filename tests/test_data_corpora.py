@@ -104,7 +104,7 @@ def test_cmu_arctic_layout_with_labels(tmp_path, copy_demo_files, make_data_conf
     assert all(u["has_labels"] for u in index["utterances"])
     assert {(s["id"], s["gender"]) for s in index["speakers"]} == {("cmu_arctic_slt", "f"), ("cmu_arctic_bdl", "m")}
     assert "cmu_arctic_bdl_arctic_a0001" in {u["id"] for u in index["utterances"]}
-    assert normalization["linguistic_real_mean"].shape == (2, 44)
+    assert normalization["linguistic_real_mean"].shape == (2, 45)
 
 
 @pytest.mark.parametrize("version", ["0.80", "0.92"])

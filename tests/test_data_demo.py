@@ -4,6 +4,7 @@ import csv
 import hashlib
 import json
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -29,9 +30,45 @@ def test_demo_corpus_layout(demo_corpus_path):
         labels = hts_labels.read_labels(wavs[0].with_suffix(".lab"))
         assert labels.duration == pytest.approx(len(audio) / rate, abs=1e-3)
         assert labels.categorical[-1, 2] == "sil" and "content" in labels.categorical[:, 7]
-        stressed = labels.real[:, hts_labels.REAL_FIELDS.index("b1")]
+        stressed = labels.real[:, hts_labels.LABEL_REAL_FIELDS.index("b1")]
         assert stressed.max() == 1  # some syllable is stressed
+        check_with_questions(wavs[0].with_suffix(".lab").read_text().splitlines())
     assert not list(demo_corpus_path.parent.glob(".demo.building-*"))  # no half-built corpus left
+
+
+# Numeric questions in the style of Merlin's questions-radio_dnn_416.hed: each field found by
+# the separators around it in a real label line, independently of the parser.
+QUESTIONS = {"p6": r"@(\d+)_", "a3": r"_(\d+)/B:", "b1": r"/B:(\d+)-", "c3": r"\+(\d+)/D:",
+             "d2": r"_(\d+)/E:", "f2": r"_(\d+)/G:", "g1": r"/G:(\d+)_", "g2": r"_(\d+)/H:",
+             "h1": r"/H:(\d+)=", "h3": r"@(\d+)=", "i1": r"/I:(\d+)=", "i2": r"=(\d+)/J:",
+             "j1": r"/J:(\d+)\+", "j3": r"-(\d+)$", "h5": r"\|([^/|]+)/I:", "e1": r"/E:([^+/]+)\+",
+             "f1": r"/F:([^_/]+)_"}
+
+
+def check_with_questions(lines):
+    """Every demo line reads the same through the questions as through the parser; pauses
+    carry Festival's values (x for the current syllable, 0 for its tone)."""
+    for line in lines:
+        context = line.split()[2]
+        fields, _ = hts_labels.parse_context(context)
+        for name, question in QUESTIONS.items():
+            match = re.search(question, context)
+            if fields[name] in ("x",):
+                assert match is None or match.group(1) == "x", (name, context)
+            else:
+                assert match is not None and match.group(1) == fields[name], (name, context)
+        if fields["p3"] in ("sil", "pau"):
+            assert fields["b1"] == fields["p6"] == fields["e1"] == fields["h1"] == "x" and fields["h5"] == "0"
+        else:
+            assert fields["h5"] in ("L-L%", "L-H%", "H-H%") and fields["b16"] != "x"
+    first, _ = hts_labels.parse_context(lines[0].split()[2])
+    assert first["a1"] == first["a3"] == first["d1"] == first["g1"] == "0" and first["p1"] == "x"
+
+
+def test_demo_labels_read_by_the_questions(demo_corpus_path):
+    for speaker in ("f1", "m2"):
+        for path in sorted((demo_corpus_path / speaker).glob("*.lab"))[:5]:
+            check_with_questions(path.read_text().splitlines())
 
 
 def test_demo_corpus_is_deterministic(tmp_path):
@@ -70,19 +107,23 @@ def test_prepare_demo_index(demo_prepared):
         assert utterance["num_frames"] == int(round(utterance["seconds"] * 16000)) // 80
         assert (data_path / utterance["audio"]).exists() and (data_path / utterance["features"]).exists()
     vocabularies = index["linguistic"]["vocabularies"]
-    assert all(v[0] == "x" for v in vocabularies.values())
-    assert "sil" in vocabularies["p3"] and "content" in vocabularies["e1"]
-    assert len(index["linguistic"]["real_fields"]) == 44
+    assert list(vocabularies) == ["phoneme", "vowel", "pos", "tobi"]
+    assert all(v[:2] == ["x", "<unknown>"] and len(set(v)) == len(v) for v in vocabularies.values())
+    assert "sil" in vocabularies["phoneme"] and "content" in vocabularies["pos"] and "0" in vocabularies["pos"]
+    assert {"0", "L-L%", "L-H%"} <= set(vocabularies["tobi"]) and "novowel" not in vocabularies["phoneme"]
+    assert len(index["linguistic"]["real_fields"]) == 45 and len(index["linguistic"]["columns"]) == 55
     assert normalization["acoustic_mean"].shape == (8, 43)
-    assert normalization["linguistic_real_std"].shape == (8, 44)
+    assert normalization["linguistic_real_std"].shape == (8, 45)
     assert normalization["speakers"].dtype.kind == "U"
 
 
 def test_store_normalized_training_frames(demo_prepared):
     index, normalization, data_path = demo_prepared
     store = UtteranceStore(index, normalization, data_path)
-    assert store.acoustic_dim == 43 and store.linguistic_real_dim == 44 and store.num_speakers == 8
-    assert len(store.categorical_vocab_sizes) == 10
+    assert store.acoustic_dim == 43 and store.linguistic_real_dim == 45 and store.num_speakers == 8
+    assert store.linguistic_table_sizes == [len(v) for v in index["linguistic"]["vocabularies"].values()]
+    assert store.linguistic_column_tables == [0, 0, 0, 0, 0, 1, 2, 2, 2, 3]
+    kept_as_is = [hts_labels.FRAME_REAL_FIELDS.index(f) for f in hts_labels.UNNORMALIZED_FIELDS]
     vuv = index["acoustic_fields"].index("vuv")
     for speaker in index["speakers"]:
         ids = [u["id"] for u in index["utterances"] if u["speaker"] == speaker["id"] and u["split"] == "train"]
@@ -93,14 +134,18 @@ def test_store_normalized_training_frames(demo_prepared):
         others = [d for d in range(43) if d != vuv]
         np.testing.assert_allclose(acoustic[:, others].mean(0), 0, atol=1e-3)
         np.testing.assert_allclose(acoustic[:, others].std(0), 1, atol=1e-3)
+        assert real[:, kept_as_is].min() >= 0 and real[:, kept_as_is].max() <= 1  # position and flags
+        assert set(np.unique(real[:, hts_labels.FRAME_REAL_FIELDS.index("b1")])) == {0.0, 1.0}
         varying = real.std(0) > 1e-6  # dimensions constant for this speaker normalize to 0
+        varying[kept_as_is] = False
         np.testing.assert_allclose(real[:, varying].mean(0), 0, atol=1e-3)
         np.testing.assert_allclose(real[:, varying].std(0), 1, atol=1e-3)
-        assert varying.sum() > 20
+        assert varying.sum() > 20 and varying[hts_labels.FRAME_REAL_FIELDS.index("phone_duration")]
     u = store.load(store.ids("test", "adaptation")[0])
     assert u.audio.dtype == np.float32 and len(u.audio) == u.num_frames * 80
     assert u.linguistic_categorical.dtype == np.int64 and u.linguistic_categorical.shape == (u.num_frames, 10)
-    assert (u.linguistic_categorical < np.array(store.categorical_vocab_sizes)).all()
+    sizes = np.array(store.linguistic_table_sizes)[store.linguistic_column_tables]
+    assert (u.linguistic_categorical < sizes).all() and (u.linguistic_categorical != 1).all()  # none unknown
     assert u.speaker_index == store.speakers[store.utterances[u.id]["speaker"]]["index"]
     assert index["speakers"][u.speaker_index]["set"] == "adaptation"
     assert store.load(u.id) is u  # in-memory cache
@@ -108,14 +153,17 @@ def test_store_normalized_training_frames(demo_prepared):
         u.acoustic[0, 0] = 1.0  # read-only: shared between callers
 
 
-def test_unknown_symbols_map_to_index_zero(demo_prepared):
+def test_unknown_symbols_map_to_the_reserved_unknown_not_to_x(demo_prepared):
     index, normalization, data_path = demo_prepared
     index = json.loads(json.dumps(index))
-    vocabulary = index["linguistic"]["vocabularies"]["p3"]
-    index["linguistic"]["vocabularies"]["p3"] = [s for s in vocabulary if s != "sil"]  # as if unseen
+    vocabulary = index["linguistic"]["vocabularies"]["phoneme"]
+    index["linguistic"]["vocabularies"]["phoneme"] = [s for s in vocabulary if s != "sil"]  # as if unseen
     store = UtteranceStore(index, normalization, data_path)
     u = store.load(index["utterances"][0]["id"])
-    assert u.linguistic_categorical[0, 2] == 0  # the first frame is silence
+    unknown = vocabulary.index("<unknown>")
+    assert unknown == 1 and vocabulary[0] == "x"
+    assert u.linguistic_categorical[0, 2] == unknown  # p3 of the first frame: silence, now unknown
+    assert u.linguistic_categorical[0, 0] == 0        # p1 of the first phone: x, not applicable
 
 
 def test_second_prepare_computes_nothing(demo_prepared, make_data_config, monkeypatch):

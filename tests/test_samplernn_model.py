@@ -28,7 +28,7 @@ def tiny(conditioning="linguistic_lf0", **overrides):
     options = dict(ratios=[4, 2], rnn_hidden_size=[12, 16], rnn_layers=[1, 2], embedding_size=8,
                    mlp_layers=1, conditioning=conditioning, conds_size=6, speaker_embedding_size=4,
                    linguistic_embedding_size=3, num_speakers=3, acoustic_dim=43,
-                   categorical_vocab_sizes=[5, 7], linguistic_real_dim=3)
+                   linguistic_table_sizes=[5, 7], linguistic_column_tables=[0, 1, 0], linguistic_real_dim=3)
     options.update(overrides)
     return SampleRNN(SampleRNNConfig(**options))
 
@@ -37,7 +37,8 @@ def features(batch, frames, seed=0):
     g = torch.Generator().manual_seed(seed)
     return {"acoustic": torch.randn(batch, frames, 43, generator=g),
             "linguistic_categorical": torch.stack([torch.randint(0, 5, (batch, frames), generator=g),
-                                                   torch.randint(0, 7, (batch, frames), generator=g)], -1),
+                                                   torch.randint(0, 7, (batch, frames), generator=g),
+                                                   torch.randint(0, 5, (batch, frames), generator=g)], -1),
             "linguistic_real": torch.randn(batch, frames, 3, generator=g)}
 
 
@@ -180,3 +181,21 @@ def test_schema_defaults_build_the_default_config():
     assert config == reference
     assert config.frame_sizes == [80, 20]            # ratios [20, 4] are listed bottom first
     assert SampleRNNConfig(**config.to_dict()) == config
+
+
+def test_categorical_columns_of_one_kind_share_a_table():
+    """Columns 0 and 2 look up table 0, so both train that one table; table 1 serves column 1 only."""
+    model = tiny("linguistic")
+    mixer = model.mixer
+    assert len(mixer.linguistic_tables) == 2
+    assert [t.num_embeddings for t in mixer.linguistic_tables] == [5, 7]
+    assert mixer.content_size == 3 * 3 + 3 and mixer.mix.in_features == 4 + 12
+    conds = features(1, 2)
+    conds["linguistic_categorical"] = torch.tensor([[[4, 1, 4], [2, 6, 3]]])
+    mixed = mixer(conds, torch.tensor([1]))
+    mixed.sum().backward()
+    grad = mixer.linguistic_tables[0].weight.grad
+    assert set(grad.abs().sum(1).nonzero().flatten().tolist()) == {2, 3, 4}   # rows of columns 0 and 2
+    assert set(mixer.linguistic_tables[1].weight.grad.abs().sum(1).nonzero().flatten().tolist()) == {1, 6}
+    with pytest.raises(ValueError, match="linguistic_column_tables"):
+        SampleRNNConfig(linguistic_table_sizes=[5], linguistic_column_tables=[0, 1])

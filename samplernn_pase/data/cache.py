@@ -9,8 +9,8 @@ finds every file and extracts nothing. Files that were left out are cached too
 
 An entry holds (see features.extract_utterance): audio (float32, trimmed to
 whole frames, at the experiment rate), acoustic (T, 43), and with labels
-phone_index (T,), position_in_phone (T,), phone_categorical (P, 10) symbols,
-phone_real (P, 43); plus per-utterance sums and sums of squares of the
+phone_index (T,), position_in_phone (T,), phone_duration (P,) seconds,
+phone_categorical (P, 10) symbols, phone_real (P, 43); plus per-utterance sums and sums of squares of the
 real-valued frame features, from which prepare.py builds the per-speaker
 normalization without reading every frame again.
 """

@@ -11,8 +11,10 @@ Layouts:
 - vctk: 0.80 `wav48/pNNN/pNNN_MMM.wav` or 0.92 `wav48_silence_trimmed/pNNN/pNNN_MMM_mic1.flac`
   (`vctk_mic` picks mic1/mic2), genders from `speaker-info.txt`.
 - cmu_arctic: `cmu_us_<spk>_arctic/wav/*.wav` folders (or `path` is one such folder);
-  genders of the 18 ARCTIC voices are known. The corpus's own `lab/` files are
-  Festival segment labels, not HTS full-context ones, and are not used.
+  genders of the 18 ARCTIC voices are known. Labels: a `.lab` beside the audio, else
+  `lab/<stem>.lab` when it is an HTS full-context file (phone or state level, as
+  HTS-demo or Merlin write them); the corpus's own `lab/` files are Festival
+  segment labels, not full-context ones, and are passed over.
 - ljspeech: `metadata.csv` (id|text|normalized text) + `wavs/<id>.wav`; one female speaker.
 - folder: `<speaker>/<utterance>.wav|.flac` with an optional `speakers.csv` (id,gender).
 - demo: the embedded eSpeak NG corpus (demo_corpus.py), built on first use.
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
+from .hts_labels import is_full_context_file
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
 CORPUS_TYPES = ("demo", "vctk", "cmu_arctic", "ljspeech", "folder")
@@ -134,7 +137,11 @@ def read_cmu_arctic(root: Path, name: str) -> Corpus:
             if stem not in files:
                 builder.corpus.missing.append(str(wav_folder / f"{stem}.wav"))
                 continue
-            builder.utterance(raw, stem, files[stem], _labels_beside(files[stem]))
+            labels = _labels_beside(files[stem])
+            in_lab_folder = folder / "lab" / f"{stem}.lab"
+            if labels is None and is_full_context_file(in_lab_folder):
+                labels = in_lab_folder
+            builder.utterance(raw, stem, files[stem], labels)
     return builder.corpus
 
 

@@ -205,14 +205,16 @@ def labels_from_events(events: list[tuple], text: str, num_samples: int, sample_
     final_mark = text.rstrip()[-1:] if text.rstrip() else "."
     tone = "H-H%" if final_mark == "?" else "L-L%"
 
+    # As Festival writes them: a neighbour that does not exist is 0; the fields of the
+    # current syllable, word and phrase of a pause are x; a pause's tone is 0.
     def word_fields(position):
         if position is None:
-            return "x", "x"
+            return 0, 0
         return word_info[position]["gpos"], len(word_info[position]["syllables"])
 
     def phrase_fields(index):
         if index is None or not 0 <= index < len(phrases):
-            return "x", "x"
+            return 0, 0
         return len(phrase_syllables[index]), len(phrases[index])
 
     all_words = [w for phrase in phrases for w in phrase]
@@ -231,6 +233,10 @@ def labels_from_events(events: list[tuple], text: str, num_samples: int, sample_
             next_word = syllables[next_syllable]["word"] if next_syllable is not None else None
             previous_phrase = syllables[previous_syllable]["phrase"] if previous_syllable is not None else None
             next_phrase = syllables[next_syllable]["phrase"] if next_syllable is not None else None
+            phrase = next_phrase if next_phrase is not None else previous_phrase
+            if phrase is not None:
+                f["h3"], f["h4"] = phrase + 1, len(phrases) - phrase
+            f["h5"] = 0
         else:
             syllable = syllables[s]
             previous_syllable = s - 1 if s > 0 else None
@@ -269,6 +275,7 @@ def labels_from_events(events: list[tuple], text: str, num_samples: int, sample_
             f["h1"], f["h2"] = phrase_fields(syllable["phrase"])
             f["h3"], f["h4"] = syllable["phrase"] + 1, len(phrases) - syllable["phrase"]
             f["h5"] = tone if syllable["phrase"] == len(phrases) - 1 else "L-H%"
+        f["a1"] = f["a2"] = f["a3"] = f["c1"] = f["c2"] = f["c3"] = 0
         if previous_syllable is not None:
             f["a1"], f["a2"] = syllables[previous_syllable]["stress"], syllables[previous_syllable]["accent"]
             f["a3"] = len(syllables[previous_syllable]["phones"])

@@ -16,8 +16,9 @@ centred on sample t * hop_length; an utterance of N samples has N // hop_length
 frames and its audio is trimmed to that many frames.
 
 Linguistic features (when an HTS label file is present) stay at phone level in
-the cache (symbols and numbers, see hts_labels); `phone_index` and
-`position_in_phone` map every frame onto its phone.
+the cache (symbols, numbers and durations, see hts_labels); `phone_index` and
+`position_in_phone` map every frame onto its phone, and `expand_linguistic`
+gives the 45 real columns of every frame (docs/linguistic_features.md).
 """
 
 import functools
@@ -28,7 +29,7 @@ import numpy as np
 from ..audio.io import AudioReadError, read_audio
 from . import hts_labels
 
-FEATURE_VERSION = 1  # bump when the extraction changes, so caches are recomputed
+FEATURE_VERSION = 2  # bump when the extraction changes, so caches are recomputed
 
 
 class BadInput(Exception):
@@ -147,8 +148,9 @@ def extract_utterance(audio_path: Path, label_path: Path | None, params: dict) -
             raise BadInput("label_duration_mismatch",
                            f"{label_path}: labels last {labels.duration:.3f} s, audio {seconds:.3f} s")
         phone_index, position = hts_labels.frame_alignment(labels, num_frames, hop_length / sample_rate)
-        frame_real = np.concatenate([labels.real[phone_index], position[:, None]], axis=1).astype(np.float64)
-        result.update(phone_index=phone_index, position_in_phone=position,
+        durations = labels.phone_durations
+        frame_real = expand_linguistic(phone_index, position, durations, labels.real).astype(np.float64)
+        result.update(phone_index=phone_index, position_in_phone=position, phone_duration=durations,
                       phone_categorical=labels.categorical, phone_real=labels.real,
                       linguistic_sum=frame_real.sum(axis=0), linguistic_sumsq=np.square(frame_real).sum(axis=0))
 
@@ -160,6 +162,9 @@ def extract_utterance(audio_path: Path, label_path: Path | None, params: dict) -
     return result
 
 
-def expand_linguistic(phone_index: np.ndarray, position_in_phone: np.ndarray, phone_real: np.ndarray) -> np.ndarray:
-    """(num_frames, 44) real linguistic features: the phone's 43 numbers + position_in_phone."""
-    return np.concatenate([phone_real[phone_index], position_in_phone[:, None]], axis=1).astype(np.float32)
+def expand_linguistic(phone_index: np.ndarray, position_in_phone: np.ndarray, phone_duration: np.ndarray,
+                      phone_real: np.ndarray) -> np.ndarray:
+    """(num_frames, 45) real linguistic columns (hts_labels.FRAME_REAL_FIELDS): the phone's
+    duration in seconds, the frame's position in the phone, the phone's 43 numeric fields."""
+    return np.concatenate([phone_duration[phone_index, None], position_in_phone[:, None], phone_real[phone_index]],
+                          axis=1).astype(np.float32)

@@ -1,19 +1,28 @@
-"""HTS full-context labels (the 55-field Merlin / HTS-demo English format).
+"""HTS full-context labels, as Festival + HTS-demo and Merlin write them (English, HTS-2.x).
 
-A label line is `start end context`, times in units of 100 ns, and the context is
+A label line is `start end context`, times in units of 100 ns. The context is
+53 fields in 11 sections (field meanings: docs/linguistic_features.md):
 
-    p1^p2-p3+p4=p5@p6_p7/A:a1_a2_a3/B:b1-b2-b3@b4-b5&b6-b7#b8-b9$b10-b11!b12-b13;b14-b15|b16
-    /C:c1+c2+c3/D:d1_d2/E:e1+e2@e3+e4&e5+e6#e7+e8/F:f1_f2/G:g1_g2/H:h1=h2@h3=h4|h5/I:i1_i2/J:j1+j2-j3
+    p1^p2-p3+p4=p5@p6_p7/A:a1_a2_a3
+    /B:b1-b2-b3@b4-b5&b6-b7#b8-b9$b10-b11!b12-b13;b14-b15|b16/C:c1+c2+c3/D:d1_d2
+    /E:e1+e2@e3+e4&e5+e6#e7+e8/F:f1_f2/G:g1_g2/H:h1=h2@h3=h4|h5/I:i1=i2/J:j1+j2-j3
 
-(2 times + 53 context fields = 55). State-level files repeat each phone on 5
-lines whose context ends in `[2]` .. `[6]`; they are merged back into phones.
+for example (Merlin's `slt_arctic` labels)
 
-Categorical fields (`CATEGORICAL_FIELDS`: quinphone p1-p5, vowel of the syllable
-b16, guessed part of speech of previous/current/next word d1/e1/f1, ToBI end tone
-h5) are kept as symbols; the vocabularies are built at `init` from the corpus,
-index 0 being `x` (absent) or unknown. The other 43 fields are numbers
-(`REAL_FIELDS`); `x` there becomes 0. At the frame rate a 44th real feature,
-`position_in_phone` in [0, 1), says how far into its phone a frame is.
+    2050000 3400000 sil^sil-ao+th=er@1_2/A:0_0_0/B:1-1-2@1-2&1-7#1-4$1-3!0-2;0-4|ao/C:0+0+1
+    /D:0_0/E:content+2@1+5&1+2#0+3/F:in_1/G:0_0/H:7=5@1=2|L-L%/I:7=3/J:14+8-2
+
+(one line in the file). `x` marks a field that does not apply (the syllable
+fields of a pause); a missing neighbour is usually `0`. State-level files (the
+output of forced alignment) repeat each phone on one line per HMM state, the
+context followed by `[2]` .. `[6]`; they are merged back into phones.
+
+The seed's linguistic input has 55 columns per frame (`COLUMNS`): the phone's
+duration, the frame's position in the phone, then the 53 fields in layout
+order. 10 fields are symbols (`CATEGORICAL_TABLES`) looked up in four tables
+shared by fields of one kind: phoneme (p1-p5), vowel (b16), part of speech
+(d1, e1, f1) and ToBI end tone (h5). The other 45 columns are numbers
+(`FRAME_REAL_FIELDS`); `x` there becomes 0.
 """
 
 import re
@@ -24,36 +33,54 @@ import numpy as np
 
 HTS_TIME_UNITS_PER_SECOND = 10_000_000
 
-# Field names in order of appearance, with the delimiter that follows each.
-_LAYOUT = [
-    ("p1", "^"), ("p2", "-"), ("p3", "+"), ("p4", "="), ("p5", "@"), ("p6", "_"), ("p7", "/A:"),
-    ("a1", "_"), ("a2", "_"), ("a3", "/B:"),
-    ("b1", "-"), ("b2", "-"), ("b3", "@"), ("b4", "-"), ("b5", "&"), ("b6", "-"), ("b7", "#"),
-    ("b8", "-"), ("b9", "$"), ("b10", "-"), ("b11", "!"), ("b12", "-"), ("b13", ";"), ("b14", "-"),
-    ("b15", "|"), ("b16", "/C:"),
-    ("c1", "+"), ("c2", "+"), ("c3", "/D:"),
-    ("d1", "_"), ("d2", "/E:"),
-    ("e1", "+"), ("e2", "@"), ("e3", "+"), ("e4", "&"), ("e5", "+"), ("e6", "#"), ("e7", "+"), ("e8", "/F:"),
-    ("f1", "_"), ("f2", "/G:"),
-    ("g1", "_"), ("g2", "/H:"),
-    ("h1", "="), ("h2", "@"), ("h3", "="), ("h4", "|"), ("h5", "/I:"),
-    ("i1", "_"), ("i2", "/J:"),
-    ("j1", "+"), ("j2", "-"), ("j3", ""),
+# Section by section: the prefix, then each field with the separator that follows it.
+_SECTIONS = [
+    ("", [("p1", "^"), ("p2", "-"), ("p3", "+"), ("p4", "="), ("p5", "@"), ("p6", "_"), ("p7", "")]),
+    ("/A:", [("a1", "_"), ("a2", "_"), ("a3", "")]),
+    ("/B:", [("b1", "-"), ("b2", "-"), ("b3", "@"), ("b4", "-"), ("b5", "&"), ("b6", "-"), ("b7", "#"),
+             ("b8", "-"), ("b9", "$"), ("b10", "-"), ("b11", "!"), ("b12", "-"), ("b13", ";"), ("b14", "-"),
+             ("b15", "|"), ("b16", "")]),
+    ("/C:", [("c1", "+"), ("c2", "+"), ("c3", "")]),
+    ("/D:", [("d1", "_"), ("d2", "")]),
+    ("/E:", [("e1", "+"), ("e2", "@"), ("e3", "+"), ("e4", "&"), ("e5", "+"), ("e6", "#"), ("e7", "+"),
+             ("e8", "")]),
+    ("/F:", [("f1", "_"), ("f2", "")]),
+    ("/G:", [("g1", "_"), ("g2", "")]),
+    ("/H:", [("h1", "="), ("h2", "@"), ("h3", "="), ("h4", "|"), ("h5", "")]),
+    ("/I:", [("i1", "="), ("i2", "")]),
+    ("/J:", [("j1", "+"), ("j2", "-"), ("j3", "")]),
 ]
-FIELDS = [name for name, _ in _LAYOUT]
-CATEGORICAL_FIELDS = ["p1", "p2", "p3", "p4", "p5", "b16", "d1", "e1", "f1", "h5"]
-REAL_FIELDS = [name for name in FIELDS if name not in CATEGORICAL_FIELDS]
-FRAME_REAL_FIELDS = REAL_FIELDS + ["position_in_phone"]
-UNKNOWN = "x"
+FIELDS = [name for _, section in _SECTIONS for name, _ in section]
 
-_CONTEXT_PATTERN = re.compile(
-    "^" + "".join(f"(?P<{name}>.*?){re.escape(sep)}" for name, sep in _LAYOUT[:-1])
-    + f"(?P<{_LAYOUT[-1][0]}>[^/\\[]*?)(?:\\[(?P<state>\\d+)\\])?$"
-)
+# Categorical fields and the shared embedding table each one indexes (the seed's four tables).
+TABLES = ("phoneme", "vowel", "pos", "tobi")
+CATEGORICAL_TABLES = {"p1": "phoneme", "p2": "phoneme", "p3": "phoneme", "p4": "phoneme", "p5": "phoneme",
+                      "b16": "vowel", "d1": "pos", "e1": "pos", "f1": "pos", "h5": "tobi"}
+CATEGORICAL_FIELDS = list(CATEGORICAL_TABLES)
+LABEL_REAL_FIELDS = [name for name in FIELDS if name not in CATEGORICAL_TABLES]           # 43
+FRAME_REAL_FIELDS = ["phone_duration", "position_in_phone"] + LABEL_REAL_FIELDS          # 45
+COLUMNS = ["phone_duration", "position_in_phone"] + FIELDS                               # 55, the seed's order
+# Real columns already in [0, 1] that the seed leaves unnormalized: the position and the stress/accent flags.
+UNNORMALIZED_FIELDS = ("position_in_phone", "a1", "a2", "b1", "b2", "c1", "c2")
+
+NOT_APPLICABLE = "x"
+UNKNOWN_SYMBOL = "<unknown>"   # vocabulary entry for symbols not seen at `init`
+
+
+def _section_pattern(prefix: str, section: list[tuple[str, str]]) -> re.Pattern:
+    body = "".join(f"(?P<{name}>[^/]+?){re.escape(separator)}" for name, separator in section)
+    return re.compile(f"^{body}$")
+
+
+_SECTION_PATTERNS = [(prefix, _section_pattern(prefix, section)) for prefix, section in _SECTIONS]
+_SECTION_LAYOUT = {prefix: prefix + "".join(name + separator for name, separator in section)
+                   for prefix, section in _SECTIONS}
+_SECTION_SPLIT = re.compile(r"(/[A-Z]:)")
+_STATE_SUFFIX = re.compile(r"\[(\d+)\]$")
 
 
 class LabelError(Exception):
-    """The label file is not in the expected HTS full-context format."""
+    """The label file is not in the HTS full-context format."""
 
 
 @dataclass
@@ -62,35 +89,54 @@ class PhoneLabels:
     starts: np.ndarray        # (P,) seconds
     ends: np.ndarray          # (P,) seconds
     categorical: np.ndarray   # (P, len(CATEGORICAL_FIELDS)) unicode symbols
-    real: np.ndarray          # (P, len(REAL_FIELDS)) float32
+    real: np.ndarray          # (P, len(LABEL_REAL_FIELDS)) float32
 
     @property
     def duration(self) -> float:
         return float(self.ends[-1]) if len(self.ends) else 0.0
 
+    @property
+    def phone_durations(self) -> np.ndarray:
+        return (self.ends - self.starts).astype(np.float32)
+
 
 def parse_context(context: str) -> tuple[dict[str, str], int | None]:
     """Field values of one full-context string and its state index (None for phone level)."""
-    match = _CONTEXT_PATTERN.match(context.strip())
-    if match is None:
-        raise LabelError(f"not an HTS full-context label: {context[:60]!r}")
-    fields = {name: match.group(name) for name in FIELDS}
-    state = match.group("state")
-    return fields, (int(state) if state is not None else None)
+    context = context.strip()
+    state = None
+    suffix = _STATE_SUFFIX.search(context)
+    if suffix:
+        state, context = int(suffix.group(1)), context[: suffix.start()]
+    pieces = _SECTION_SPLIT.split(context)
+    prefixes = [""] + pieces[1::2]
+    expected = [prefix for prefix, _ in _SECTIONS]
+    if prefixes != expected:
+        shown = "".join(prefixes[1:]) or "none"
+        raise LabelError(f"not an HTS full-context label (sections {shown}, expected /A: .. /J:): "
+                         f"{context[:60]!r}")
+    fields = {}
+    for (prefix, pattern), body in zip(_SECTION_PATTERNS, pieces[0::2]):
+        match = pattern.match(body)
+        if match is None:
+            raise LabelError(f"section {prefix or 'p'} is {prefix + body!r}; the HTS layout is "
+                             f"{_SECTION_LAYOUT[prefix]!r}")
+        fields.update(match.groupdict())
+    return fields, state
 
 
-def _real_value(text: str) -> float:
-    if text in ("", UNKNOWN):
+def _real_value(name: str, text: str) -> float:
+    if text == NOT_APPLICABLE:
         return 0.0
     try:
         return float(text)
     except ValueError:
-        raise LabelError(f"expected a number or x, got {text!r}") from None
+        raise LabelError(f"field {name} is {text!r}, not a number or {NOT_APPLICABLE}") from None
 
 
 def parse_lines(lines: list[str]) -> PhoneLabels:
     """Phone-level labels from the lines of a phone- or state-level label file."""
-    starts, ends, contexts = [], [], []
+    starts, ends, contexts, reals = [], [], [], []
+    previous = None  # (context without state, state) of the last line
     for number, line in enumerate(lines, 1):
         parts = line.split()
         if not parts:
@@ -101,25 +147,31 @@ def parse_lines(lines: list[str]) -> PhoneLabels:
             start, end = int(parts[0]), int(parts[1])
         except ValueError:
             raise LabelError(f"line {number}: times must be integers (100 ns units)") from None
-        fields, state = parse_context(parts[2])
-        # State-level: states of one phone share the context; the first state opens
-        # the phone, later states only extend its end.
-        if state is not None and contexts and state != 2 and contexts[-1][1] == parts[2].rsplit("[", 1)[0]:
+        try:
+            fields, state = parse_context(parts[2])
+            numbers = [_real_value(name, fields[name]) for name in LABEL_REAL_FIELDS]
+        except LabelError as error:
+            raise LabelError(f"line {number}: {error}") from None
+        context = _STATE_SUFFIX.sub("", parts[2])
+        # States of one phone share its context and count up; a later state only extends the phone.
+        if state is not None and previous is not None and previous[1] is not None \
+                and context == previous[0] and state > previous[1]:
             ends[-1] = end
-            continue
-        starts.append(start)
-        ends.append(end)
-        contexts.append((fields, parts[2].rsplit("[", 1)[0] if state is not None else parts[2]))
+        else:
+            starts.append(start)
+            ends.append(end)
+            contexts.append(fields)
+            reals.append(numbers)
+        previous = (context, state)
     if not contexts:
         raise LabelError("no label lines")
     starts_array = np.asarray(starts, dtype=np.float64) / HTS_TIME_UNITS_PER_SECOND
     ends_array = np.asarray(ends, dtype=np.float64) / HTS_TIME_UNITS_PER_SECOND
     if np.any(ends_array < starts_array) or np.any(np.diff(starts_array) < 0):
         raise LabelError("times are not increasing")
-    categorical = np.array([[fields[name] or UNKNOWN for name in CATEGORICAL_FIELDS] for fields, _ in contexts],
+    categorical = np.array([[fields[name] for name in CATEGORICAL_FIELDS] for fields in contexts],
                            dtype=str).reshape(len(contexts), len(CATEGORICAL_FIELDS))
-    real = np.array([[_real_value(fields[name]) for name in REAL_FIELDS] for fields, _ in contexts],
-                    dtype=np.float32).reshape(len(contexts), len(REAL_FIELDS))
+    real = np.array(reals, dtype=np.float32).reshape(len(contexts), len(LABEL_REAL_FIELDS))
     return PhoneLabels(starts_array, ends_array, categorical, real)
 
 
@@ -129,6 +181,19 @@ def read_labels(path: Path) -> PhoneLabels:
     except (OSError, UnicodeDecodeError) as error:
         raise LabelError(f"cannot read ({error})") from None
     return parse_lines(text.splitlines())
+
+
+def is_full_context_file(path: Path) -> bool:
+    """Whether a .lab file looks like HTS full-context labels (its first line has a /A: section),
+    as opposed to, say, the Festival segment labels in CMU ARCTIC's own lab/ folder."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            for line in file:
+                if line.strip():
+                    return "/A:" in line
+    except OSError:
+        return False
+    return False
 
 
 def frame_alignment(labels: PhoneLabels, num_frames: int, hop_seconds: float) -> tuple[np.ndarray, np.ndarray]:
@@ -144,4 +209,5 @@ def frame_alignment(labels: PhoneLabels, num_frames: int, hop_seconds: float) ->
 
 def format_context(fields: dict[str, object]) -> str:
     """The full-context string of a phone from its field values (missing fields are `x`)."""
-    return "".join(f"{fields.get(name, UNKNOWN)}{sep}" for name, sep in _LAYOUT)
+    return "".join(prefix + "".join(f"{fields.get(name, NOT_APPLICABLE)}{separator}" for name, separator in section)
+                   for prefix, section in _SECTIONS)

@@ -2,8 +2,9 @@
 
 Statistics come from each speaker's training-split frames (all its frames
 when it has no training utterance), accumulated from per-utterance sums and
-sums of squares kept in the feature cache. Flag dimensions (the voiced flag)
-get mean 0 / std 1 so that normalizing leaves them as they are; a dimension
+sums of squares kept in the feature cache. Flag dimensions (the voiced flag;
+the linguistic position in the phone and stress/accent flags, already in
+[0, 1]) get mean 0 / std 1 so that normalizing leaves them as they are; a dimension
 that is constant for a speaker gets std 1 (it normalizes to 0 rather than
 dividing by zero).
 """

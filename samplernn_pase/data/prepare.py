@@ -132,18 +132,15 @@ def prepare_data(data_config: dict, data_path: Path, seed: int, num_workers: int
             seed, speaker, data_config["train_seconds_per_speaker"]))
     used = {uid: kept[uid] for uid in sorted(split_of)}
 
-    # Linguistic vocabularies: every symbol seen in the used utterances, index 0 = x / unknown.
+    # Linguistic vocabularies, one per shared table: index 0 = x (not applicable), index 1 =
+    # the unknown symbol (a symbol never seen here, met later), then every symbol seen.
     labelled = [r for _, r in used.values() if r["has_labels"]]
     linguistic = None
     if labelled:
-        vocabularies = {}
-        for column, name in enumerate(hts_labels.CATEGORICAL_FIELDS):
-            symbols = set()
-            for result in labelled:
-                symbols.update(result["phone_categorical"][:, column].tolist())
-            symbols.discard(hts_labels.UNKNOWN)
-            vocabularies[name] = [hts_labels.UNKNOWN] + sorted(symbols)
-        linguistic = {"categorical_fields": list(hts_labels.CATEGORICAL_FIELDS), "vocabularies": vocabularies,
+        linguistic = {"columns": list(hts_labels.COLUMNS),
+                      "categorical_fields": list(hts_labels.CATEGORICAL_FIELDS),
+                      "table_of_field": dict(hts_labels.CATEGORICAL_TABLES),
+                      "vocabularies": linguistic_vocabularies([r["phone_categorical"] for r in labelled]),
                       "real_fields": list(hts_labels.FRAME_REAL_FIELDS)}
 
     # Per-speaker normalization from training frames (all frames for a speaker without any).
@@ -164,7 +161,8 @@ def prepare_data(data_config: dict, data_path: Path, seed: int, num_workers: int
     means, stds = zip(*(acoustic_stats[s].mean_std(flag_dims) for s in speaker_ids))
     normalization["acoustic_mean"], normalization["acoustic_std"] = np.stack(means), np.stack(stds)
     if linguistic is not None:
-        means, stds = zip(*(linguistic_stats[s].mean_std() for s in speaker_ids))
+        unnormalized = tuple(hts_labels.FRAME_REAL_FIELDS.index(f) for f in hts_labels.UNNORMALIZED_FIELDS)
+        means, stds = zip(*(linguistic_stats[s].mean_std(unnormalized) for s in speaker_ids))
         normalization["linguistic_real_mean"], normalization["linguistic_real_std"] = np.stack(means), np.stack(stds)
 
     utterances = []
@@ -191,6 +189,16 @@ def prepare_data(data_config: dict, data_path: Path, seed: int, num_workers: int
     }
     _log_summary(index, log)
     return index, normalization
+
+
+def linguistic_vocabularies(phone_categoricals: list[np.ndarray]) -> dict[str, list[str]]:
+    """{table: [x, <unknown>, symbols seen in the fields of that table, sorted]}."""
+    seen = {table: set() for table in hts_labels.TABLES}
+    for symbols in phone_categoricals:
+        for column, field in enumerate(hts_labels.CATEGORICAL_FIELDS):
+            seen[hts_labels.CATEGORICAL_TABLES[field]].update(symbols[:, column].tolist())
+    reserved = [hts_labels.NOT_APPLICABLE, hts_labels.UNKNOWN_SYMBOL]
+    return {table: reserved + sorted(seen[table] - set(reserved)) for table in hts_labels.TABLES}
 
 
 def _log_summary(index: dict, log: logging.Logger) -> None:

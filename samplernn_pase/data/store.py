@@ -14,7 +14,8 @@ import numpy as np
 
 from ..errors import UserError
 
-from . import cache
+from . import cache, hts_labels
+from .features import expand_linguistic
 from .normalization import normalize
 
 
@@ -24,8 +25,8 @@ class Utterance:
     speaker_index: int
     audio: np.ndarray                          # float32 (num_frames * hop_length,)
     acoustic: np.ndarray                       # float32 (num_frames, 43), normalized
-    linguistic_categorical: np.ndarray | None  # int64 (num_frames, C) vocabulary indices
-    linguistic_real: np.ndarray | None         # float32 (num_frames, R), normalized
+    linguistic_categorical: np.ndarray | None  # int64 (num_frames, 10) indices into each field's table
+    linguistic_real: np.ndarray | None         # float32 (num_frames, 45), normalized
 
     @property
     def num_frames(self) -> int:
@@ -47,12 +48,18 @@ class UtteranceStore:
         self.acoustic_std = np.asarray(normalization["acoustic_std"], np.float32)[order]
         linguistic = index.get("linguistic")
         if linguistic is not None:
-            self.vocabularies = [{symbol: i for i, symbol in enumerate(linguistic["vocabularies"][field])}
+            if linguistic.get("columns") != hts_labels.COLUMNS:
+                raise UserError("data.json: the linguistic features are of an older layout; run `init` again")
+            tables = {table: {symbol: i for i, symbol in enumerate(symbols)}
+                      for table, symbols in linguistic["vocabularies"].items()}
+            # One dict per categorical column: the vocabulary of the table it indexes.
+            self.vocabularies = [tables[linguistic["table_of_field"][field]]
                                  for field in linguistic["categorical_fields"]]
+            self.linguistic_tables = [linguistic["vocabularies"][table] for table in hts_labels.TABLES]
             self.linguistic_mean = np.asarray(normalization["linguistic_real_mean"], np.float32)[order]
             self.linguistic_std = np.asarray(normalization["linguistic_real_std"], np.float32)[order]
         else:
-            self.vocabularies = []
+            self.vocabularies, self.linguistic_tables = [], []
         self._cache: OrderedDict[str, Utterance] = OrderedDict()
         self._cache_size = cache_size
 
@@ -62,8 +69,16 @@ class UtteranceStore:
         return len(self.index["acoustic_fields"])
 
     @property
-    def categorical_vocab_sizes(self) -> list[int]:
-        return [len(v) for v in self.vocabularies]
+    def linguistic_table_sizes(self) -> list[int]:
+        """Vocabulary size of each shared table (hts_labels.TABLES order), [] without labels."""
+        return [len(symbols) for symbols in self.linguistic_tables]
+
+    @property
+    def linguistic_column_tables(self) -> list[int]:
+        """For each categorical column, the index of the table it looks up."""
+        if not self.linguistic_tables:
+            return []
+        return [hts_labels.TABLES.index(hts_labels.CATEGORICAL_TABLES[f]) for f in hts_labels.CATEGORICAL_FIELDS]
 
     @property
     def linguistic_real_dim(self) -> int:
@@ -99,11 +114,13 @@ class UtteranceStore:
         categorical = real = None
         if self.vocabularies and "phone_categorical" in arrays:
             phone_symbols = arrays["phone_categorical"]
-            phone_indices = np.array([[vocabulary.get(symbol, 0) for vocabulary, symbol in zip(self.vocabularies, row)]
+            phone_indices = np.array([[vocabulary.get(symbol, vocabulary[hts_labels.UNKNOWN_SYMBOL])
+                                       for vocabulary, symbol in zip(self.vocabularies, row)]
                                       for row in phone_symbols.tolist()], dtype=np.int64)
             phone_index = arrays["phone_index"]
             categorical = phone_indices.reshape(len(phone_symbols), len(self.vocabularies))[phone_index]
-            real_values = np.concatenate([arrays["phone_real"][phone_index], arrays["position_in_phone"][:, None]], axis=1)
+            real_values = expand_linguistic(phone_index, arrays["position_in_phone"], arrays["phone_duration"],
+                                            arrays["phone_real"])
             real = normalize(real_values, self.linguistic_mean[speaker], self.linguistic_std[speaker])
         utterance = Utterance(utterance_id, speaker, arrays["audio"].astype(np.float32, copy=False), acoustic,
                               categorical, real)

@@ -52,12 +52,13 @@ class SampleRNNConfig:
     conds_size: int = 50                # output of the conditioning mixer
     speaker_embedding_size: int = 15
     speaker_vector_size: int = 0        # > 0: speakers are given as float vectors
-    linguistic_embedding_size: int = 15
+    linguistic_embedding_size: int = 15  # width of each of the four shared linguistic tables
     sequence_length: int = 13           # frames per training chunk (the loader's)
     # from the data, not the user
     num_speakers: int = 1
     acoustic_dim: int = 43
-    categorical_vocab_sizes: list = field(default_factory=list)
+    linguistic_table_sizes: list = field(default_factory=list)    # vocabulary size of each shared table
+    linguistic_column_tables: list = field(default_factory=list)  # table of each categorical column
     linguistic_real_dim: int = 0
 
     def __post_init__(self):
@@ -73,7 +74,11 @@ class SampleRNNConfig:
             setattr(self, name, value)
         if self.conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}")
-        self.categorical_vocab_sizes = [int(v) for v in self.categorical_vocab_sizes]
+        self.linguistic_table_sizes = [int(v) for v in self.linguistic_table_sizes]
+        self.linguistic_column_tables = [int(t) for t in self.linguistic_column_tables]
+        if any(not 0 <= t < len(self.linguistic_table_sizes) for t in self.linguistic_column_tables):
+            raise ValueError(f"linguistic_column_tables {self.linguistic_column_tables} index tables "
+                             f"that do not exist ({len(self.linguistic_table_sizes)} tables)")
 
     # The config lists tiers bottom first, as the seed does ([20, 4]: a tier of
     # 20-sample frames under a tier of 80-sample frames); the model builds them
@@ -105,7 +110,7 @@ class SampleRNNConfig:
     def from_dict(cls, section, **data):
         """From the config's ``model`` section (``type`` and unknown keys ignored)
         plus data-derived fields (``num_speakers``, ``acoustic_dim``,
-        ``categorical_vocab_sizes``, ``linguistic_real_dim``)."""
+        ``linguistic_table_sizes``, ``linguistic_column_tables``, ``linguistic_real_dim``)."""
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in dict(section).items() if k in names}
         values.update(data)
@@ -116,7 +121,15 @@ class SampleRNNConfig:
 
 
 class ConditioningMixer(nn.Module):
-    """Speaker + content features of each frame -> one ``conds_size`` vector."""
+    """Speaker + content features of each frame -> one ``conds_size`` vector.
+
+    Linguistic content as in the seed: each categorical column (the 10 symbol
+    fields of an HTS label) is looked up in one of a few tables shared by the
+    columns of one kind (phoneme for the quinphone, vowel, part of speech, ToBI
+    tone), and the embeddings are concatenated with the real columns (and with
+    log-F0 + voicing for ``linguistic_lf0``): 10 x 15 + 45 = 195 (197) wide with
+    the seed's sizes, before the speaker's vector.
+    """
 
     def __init__(self, config):
         super().__init__()
@@ -125,15 +138,15 @@ class ConditioningMixer(nn.Module):
             self.speaker_projection = nn.Linear(config.speaker_vector_size, config.speaker_embedding_size)
         else:
             self.speaker_embedding = nn.Embedding(config.num_speakers, config.speaker_embedding_size)
-        content = 0
         if config.conditioning == "acoustic":
-            content = config.acoustic_dim
+            self.content_size = config.acoustic_dim
         else:
-            self.linguistic_embeddings = nn.ModuleList(
-                nn.Embedding(v, config.linguistic_embedding_size) for v in config.categorical_vocab_sizes)
-            content = (len(config.categorical_vocab_sizes) * config.linguistic_embedding_size
-                       + config.linguistic_real_dim + (2 if config.conditioning == "linguistic_lf0" else 0))
-        self.mix = nn.Linear(config.speaker_embedding_size + content, config.conds_size)
+            self.linguistic_tables = nn.ModuleList(
+                nn.Embedding(v, config.linguistic_embedding_size) for v in config.linguistic_table_sizes)
+            self.column_tables = list(config.linguistic_column_tables)
+            self.content_size = (len(self.column_tables) * config.linguistic_embedding_size
+                                 + config.linguistic_real_dim + (2 if config.conditioning == "linguistic_lf0" else 0))
+        self.mix = nn.Linear(config.speaker_embedding_size + self.content_size, config.conds_size)
 
     def forward(self, conds, speaker):
         """conds: dict of (B, n, .) features; speaker: int64 (B,) or float (B, D)."""
@@ -149,7 +162,8 @@ class ConditioningMixer(nn.Module):
             parts = [conds["acoustic"]]
         else:
             categorical = conds["linguistic_categorical"]
-            parts = [emb(categorical[..., i]) for i, emb in enumerate(self.linguistic_embeddings)]
+            parts = [self.linguistic_tables[table](categorical[..., column])
+                     for column, table in enumerate(self.column_tables)]
             parts.append(conds["linguistic_real"])
             if self.conditioning == "linguistic_lf0":
                 parts.append(conds["acoustic"][..., :2])   # log-F0 and voiced flag

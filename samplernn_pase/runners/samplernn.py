@@ -31,7 +31,8 @@ class SampleRNNRunner(Runner):
             model_config,
             num_speakers=self.store.num_speakers,
             acoustic_dim=self.store.acoustic_dim,
-            categorical_vocab_sizes=list(self.store.categorical_vocab_sizes),
+            linguistic_table_sizes=self.store.linguistic_table_sizes,
+            linguistic_column_tables=self.store.linguistic_column_tables,
             linguistic_real_dim=self.store.linguistic_real_dim,
             speaker_vector_size=0 if self.speaker_vectors is None else self.speaker_vectors.shape[1],
             sequence_length=self.config["training"]["sequence_length"])
@@ -45,8 +46,8 @@ class SampleRNNRunner(Runner):
         """`init`: check the corpus fits the conditioning; PASE speaker seeds when asked for."""
         conditioning = config["model"]["conditioning"]
         if conditioning != "acoustic" and not data_index.get("linguistic"):
-            raise UserError(f"model.conditioning: {conditioning!r} needs HTS labels (.lab beside the "
-                            "audio) and the corpus has none; use \"acoustic\"")
+            raise UserError(f"model.conditioning: {conditioning!r} needs HTS full-context labels (.lab beside "
+                            "the audio, or in lab/ for CMU ARCTIC) and the corpus has none; use \"acoustic\"")
         if config["model"].get("conds_speaker_type", "embedding") != "pase":
             return {}
         from .pase import compute_speaker_seeds
