@@ -17,6 +17,7 @@ import torch
 
 from ..audio.mel import griffin_lim, mel_spectrogram
 from ..audio.plots import save_images
+from ..data.stateful_loader import pad_frames
 from ..data.store import UtteranceStore
 from ..errors import UserError
 from ..models.melnet import MelNet, MelNetConfig
@@ -71,7 +72,8 @@ class MelSource:
         return self._frames[item]
 
     def chunk(self, item, start_frame, num_frames):
-        return {"mel": self.normalized(item)[start_frame:start_frame + num_frames]}
+        return {"mel": pad_frames(self.normalized(item)[start_frame:start_frame + num_frames],
+                                  num_frames)}
 
 
 class MelNetRunner(Runner):
@@ -111,9 +113,13 @@ class MelNetRunner(Runner):
             self.state = None
         return loader
 
+    def frame_mask(self, batch) -> torch.Tensor:
+        """(B, T): real frames of filled slots (an utterance's last chunk is padded)."""
+        return (batch["frame_mask"] & batch["mask"][:, None]).to(self.device)
+
     def train_step(self, model, batch):
         mel = batch["mel"].to(self.device)
-        reset, mask = batch["reset"].to(self.device), batch["mask"].to(self.device)
+        reset, mask = batch["reset"].to(self.device), self.frame_mask(batch)
         loss, state, stats = model(mel, self.state, reset, mask, tiers=self.train_tiers)
         self.state = {k: {name: t.detach() for name, t in s.items()} for k, s in state.items()}
         return loss, {name: float(value) for name, value in stats.items()}
@@ -137,12 +143,12 @@ class MelNetRunner(Runner):
         state, total, count = None, 0.0, 0
         for batch in self.loader("validation", 0, shuffle=False):
             mel = batch["mel"].to(self.device)
-            mask = batch["mask"].to(self.device)
+            mask = self.frame_mask(batch)
             loss, state, _ = self.model(mel, state, batch["reset"].to(self.device), mask,
                                         tiers=self.train_tiers)
-            rows = int(mask.sum())
-            total += float(loss) * rows
-            count += rows
+            frames = int(mask.sum())
+            total += float(loss) * frames
+            count += frames
         return total, count
 
     # --- test rendering -------------------------------------------------------------

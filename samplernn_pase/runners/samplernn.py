@@ -10,13 +10,12 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..audio.mulaw import mulaw_decode, mulaw_encode
 from ..data.stateful_loader import SampleRNNSource
 from ..errors import UserError
 from ..metrics.speech import speech_metrics
-from ..models.samplernn import CONDITIONING_KEYS, SampleRNN, SampleRNNConfig, unpack_batch
+from ..models.samplernn import CONDITIONING_KEYS, SampleRNN, SampleRNNConfig, nll_bits, unpack_batch
 from .base import Runner
 from .rendering import choose_test_utterances, write_results
 
@@ -77,11 +76,9 @@ class SampleRNNRunner(Runner):
         return self.stateful_loader(self.source, self.config["training"]["sequence_length"],
                                     split, epoch, shuffle)
 
-    def bits_per_row(self, logits, samples):
-        """NLL in bits per sample of each row of a chunk (the targets follow the look-back frame)."""
-        targets = samples[:, self.model_config.frame_size:]
-        nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
-        return nll.mean(1) / math.log(2)
+    def bits(self, logits, samples, mask):
+        """Mean NLL in bits per target sample in `mask` (the targets follow the look-back frame)."""
+        return nll_bits(logits, samples[:, self.model_config.frame_size:], mask)
 
     def train_batches(self, epoch, position):
         loader = self.loader("train", epoch, shuffle=True)
@@ -95,8 +92,7 @@ class SampleRNNRunner(Runner):
         samples, conds, speaker, reset, mask = unpack_batch(batch, self.device)
         logits, hidden = model(samples, conds, self.speaker_input(speaker), self.hidden, reset)
         self.hidden = [h.detach() for h in hidden]
-        loss = (self.bits_per_row(logits, samples) * mask).sum() / mask.sum().clamp(min=1)
-        return loss, {}
+        return self.bits(logits, samples, mask), {}
 
     def on_skipped_step(self):
         self.hidden = None
@@ -115,8 +111,9 @@ class SampleRNNRunner(Runner):
         for batch in self.loader("validation", 0, shuffle=False):
             samples, conds, speaker, reset, mask = unpack_batch(batch, self.device)
             logits, hidden = self.model(samples, conds, self.speaker_input(speaker), hidden, reset)
-            total += float((self.bits_per_row(logits, samples) * mask).sum())
-            count += int(mask.sum())
+            samples_in_mask = int(mask.sum())
+            total += float(self.bits(logits, samples, mask)) * samples_in_mask
+            count += samples_in_mask
         return total, count
 
     # --- test rendering -------------------------------------------------------------
