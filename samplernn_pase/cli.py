@@ -113,6 +113,7 @@ def cmd_init(args, experiment) -> None:
         data_index, normalization = prepare_data(config["data"], args.data_path, config["seed"],
                                                  workers, log)
         extra = prepare_model_data(config, data_index, normalization, args, log)
+        normalization.update(extra.pop("normalization.npz", {}))   # a family's own statistics
         atomic_write_json(staging / "config.json", config)
         atomic_write_json(staging / "data.json", data_index)
         atomic_save_npz(staging / "normalization.npz", normalization)
@@ -123,7 +124,8 @@ def cmd_init(args, experiment) -> None:
 
 
 def prepare_model_data(config, data_index, normalization, args, log) -> dict:
-    """Model-specific files computed at init: {file name: arrays} (e.g. PASE speaker seeds)."""
+    """Model-specific files computed at init: {file name: arrays} (e.g. PASE speaker seeds;
+    arrays under "normalization.npz" are added to that file, e.g. MelNet's log-mel statistics)."""
     from .runners import runner_class
     runner_cls = runner_class(config["model"]["type"])
     prepare = getattr(runner_cls, "prepare_experiment", None)
@@ -171,7 +173,7 @@ def make_runner(args, experiment, device, dist=None, num_workers=0):
     from .runners import runner_class
     from .runners.base import RunContext
     from .training.distributed import Distributed
-    from .training.loop import seed_everything
+    from .training.rng import seed_everything
 
     config = experiment.config()
     dist = dist or Distributed()
@@ -203,10 +205,10 @@ def cmd_train(args, experiment) -> None:
             log.info("train %s on %s (world size %d), epochs %d..%d", experiment.name, device,
                      dist.world_size, trainer.epoch, trainer.max_epochs)
 
-            def render(epoch, writer):
-                out_dir = experiment.epoch_results_dir(epoch)
-                metrics = runner.test(epoch, out_dir, writer)
-                log.info("test epoch %d: %s", epoch, json.dumps(metrics))
+            def render(epoch, writer):   # on every rank: each renders its share, rank 0 writes
+                metrics = runner.test(epoch, experiment.epoch_results_dir(epoch), writer, dist=dist)
+                if metrics is not None:
+                    log.info("test epoch %d: %s", epoch, json.dumps(metrics))
 
             trainer.run(test_callback=render)
             if dist.is_main and trainer.epoch > trainer.max_epochs:

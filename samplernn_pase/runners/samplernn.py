@@ -17,7 +17,7 @@ from ..errors import UserError
 from ..metrics.speech import speech_metrics
 from ..models.samplernn import CONDITIONING_KEYS, SampleRNN, SampleRNNConfig, nll_bits, unpack_batch
 from .base import Runner
-from .rendering import choose_test_utterances, write_results
+from .rendering import choose_test_utterances, test_tag, write_results
 
 
 class SampleRNNRunner(Runner):
@@ -118,19 +118,24 @@ class SampleRNNRunner(Runner):
 
     # --- test rendering -------------------------------------------------------------
 
-    def test(self, epoch, out_dir, writer=None, utterance_ids=None, speaker_set="modeling"):
-        test_config = self.config["test"]
+    def test_plan(self, utterance_ids, speaker_set):
         if utterance_ids is None:
-            utterance_ids = choose_test_utterances(self.index, test_config["utterances"], speaker_set)
+            utterance_ids = choose_test_utterances(self.index, self.config["test"]["utterances"],
+                                                   speaker_set)
         if not utterance_ids:
             raise UserError(f"test: no test utterance of {speaker_set} speakers in data.json")
-        self.model.eval()
+        return list(utterance_ids)
+
+    def render(self, epoch, items, speaker_set):
+        batch_size = self.config["test"]["batch_size"]
         rendered = []
-        batch_size = test_config["batch_size"]
-        for start in range(0, len(utterance_ids), batch_size):
-            rendered += self.render_batch(utterance_ids[start:start + batch_size], epoch)
-        tag = "test" if speaker_set == "modeling" else f"test_{speaker_set}"
-        return write_results(out_dir, epoch, self.index["sample_rate"], rendered, writer, tag)
+        for start in range(0, len(items), batch_size):
+            rendered += self.render_batch(items[start:start + batch_size], epoch)
+        return rendered
+
+    def write_test(self, epoch, out_dir, rendered, writer, speaker_set):
+        return write_results(out_dir, epoch, self.index["sample_rate"], rendered, writer,
+                             test_tag(speaker_set))
 
     def speaker_similarity(self, audio, utterance) -> float:
         """Cosine between the PASE embedding of the rendered audio and the speaker's seed."""
