@@ -97,15 +97,14 @@ def setup_logging(log_path: Path | None, verbose: bool, is_main: bool = True) ->
 def cmd_init(args, experiment) -> None:
     from .experiment.config import SCHEMA_DIR, read_config_file, validate_config
     from .experiment.folder import atomic_save_npz, atomic_write_json
-    from .data.prepare import prepare_data
+    from .data.prepare import prepare_data, require_data_path
 
     config = read_config_file(args.config_path)
     config = validate_config(config, str(args.config_path), args.config_schema_path or SCHEMA_DIR)
     if args.seed is not None:
         config["seed"] = args.seed
     config["package_version"] = __version__
-    if not args.data_path.is_dir():
-        raise UserError(f"--data-path {args.data_path}: data folder not found")
+    require_data_path(config["data"], args.data_path)   # made here for the demo corpus
     with experiment.creating() as staging:
         log = setup_logging(staging / "verbose.log", args.verbose)
         log.info("init %s from %s (samplernn_pase %s)", experiment.name, args.config_path, __version__)
