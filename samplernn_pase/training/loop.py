@@ -7,6 +7,7 @@ learning-rate scheduler, early stopping and the test rendering. A model
 family only provides a Runner (runners/base.py).
 """
 
+import io
 import math
 import signal
 import time
@@ -78,6 +79,12 @@ def saved_rank_states(state: dict) -> list[dict]:
              "epoch_loss": loop.get("epoch_loss", [0.0, 0])}]
 
 
+def saved_bytes(value) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
+
+
 def move_tensors(value, device):
     """`value` with every tensor in its dicts and lists moved to `device`."""
     if isinstance(value, torch.Tensor):
@@ -125,9 +132,11 @@ class Trainer:
 
     def state(self, epoch_complete: bool, loader_position=None) -> dict | None:
         """The checkpoint (on rank 0; None on the others). Every rank must call it."""
-        ranks = self.dist.gather_to_main(self.rank_state(loader_position))
+        # Sent as torch.save bytes: what a checkpoint holds, loadable with weights_only.
+        ranks = self.dist.gather_to_main(saved_bytes(self.rank_state(loader_position)))
         if not self.dist.is_main:
             return None
+        ranks = [torch.load(io.BytesIO(data), weights_only=True) for data in ranks]
         return {
             "format": 2,
             "package_version": __version__,
