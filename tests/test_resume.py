@@ -1,5 +1,5 @@
 """Exact resume on the real CLI and demo corpus: under torchrun (2 CPU processes, gloo) after a
-SIGKILL in the middle of an epoch, and from an epoch checkpoint after test rendering; MelNet's
+SIGKILL in the middle of an epoch, and from an epoch checkpoint before test rendering; MelNet's
 normalization computed once, by `init`.
 
 Every comparison is against an uninterrupted run of the same command: the per-iteration
@@ -140,6 +140,7 @@ def space(tmp_path_factory, demo_data_path):
 
 def test_samplernn_torchrun_sigkill_mid_epoch_resumes_exactly(space):
     config = tiny_config(max_epochs=2, checkpoint_period=4, sequence_length=8)
+    config["test"]["period"] = None     # rendering under torchrun: the MelNet test below
     straight, killed = sigkill_and_resume_under_torchrun(space, config, "samplernn")
     # The ranks read disjoint halves: an epoch took the iterations of one shard, not of the split.
     from samplernn_pase.data.stateful_loader import StatefulLoader
@@ -160,13 +161,11 @@ def test_samplernn_torchrun_sigkill_mid_epoch_resumes_exactly(space):
     per_epoch = [sum(1 for epoch, _ in losses(straight).values() if epoch == e) for e in (1, 2)]
     assert per_epoch[0] == batches(0, 2) == batches(1, 2) < batches(0, 1)
     assert "world size 2" in (straight / "verbose.log").read_text()
-    # Test rendering was shared out: rank 0 wrote both ranks' utterances.
-    for run in (straight, killed):
-        metrics = json.loads((run / "results" / "epoch-2" / "metrics.json").read_text())
-        assert len(metrics["utterances"]) == 2 == len(list((run / "results" / "epoch-2").glob("*.wav")))
 
 
 def test_melnet_torchrun_epoch_checkpoint_then_sigkill_mid_epoch_resumes_exactly(space):
+    """Also MelNet's resume from an epoch checkpoint written before test rendering, and the
+    rendering shared out over the ranks (rank 0 writes both ranks' items)."""
     config = tiny_melnet_config()
     config["training"].update({"max_epochs": 2, "checkpoint_period": 3, "batch_size": 2})
     config["test"].update({"period": 1, "max_seconds": 0.16})
@@ -188,18 +187,6 @@ def test_pase_resume_from_epoch_checkpoint_after_test_rendering(space):
     assert (space.experiment("pase-resumed") / "results" / "epoch-1" / "metrics.json").is_file()
     space.run("pase-resumed", "train")
     assert_same_run(space.experiment("pase-resumed"), space.experiment("pase-straight"))
-
-
-def test_melnet_resume_from_epoch_checkpoint_after_test_rendering(space):
-    config = tiny_melnet_config()
-    config["training"].update({"max_epochs": 2})
-    config["test"].update({"period": 1, "max_seconds": 0.16})
-    space.init("melnet1-straight", config)
-    space.init("melnet1-resumed", config)
-    space.run("melnet1-straight", "train")
-    space.run("melnet1-resumed", "train", "--max-epochs", "1")
-    space.run("melnet1-resumed", "train")
-    assert_same_run(space.experiment("melnet1-resumed"), space.experiment("melnet1-straight"))
 
 
 def test_melnet_normalization_is_computed_by_init_and_only_read_later(space):
