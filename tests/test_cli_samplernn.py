@@ -1,4 +1,4 @@
-"""The real CLI on the real demo corpus: init, info, train, kill and resume, torchrun, test.
+"""The real CLI on the real demo corpus: init, info, train, kill and resume, test (torchrun: test_resume.py).
 
 One small SampleRNN config (tiny widths, a few seconds of training audio per
 speaker) keeps every command in seconds on a 2-core CPU; the code path is the
