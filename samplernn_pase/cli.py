@@ -97,15 +97,14 @@ def setup_logging(log_path: Path | None, verbose: bool, is_main: bool = True) ->
 def cmd_init(args, experiment) -> None:
     from .experiment.config import SCHEMA_DIR, read_config_file, validate_config
     from .experiment.folder import atomic_save_npz, atomic_write_json
-    from .data.prepare import prepare_data
+    from .data.prepare import prepare_data, require_data_path
 
     config = read_config_file(args.config_path)
     config = validate_config(config, str(args.config_path), args.config_schema_path or SCHEMA_DIR)
     if args.seed is not None:
         config["seed"] = args.seed
     config["package_version"] = __version__
-    if not args.data_path.is_dir():
-        raise UserError(f"--data-path {args.data_path}: data folder not found")
+    require_data_path(config["data"], args.data_path)   # made here for the demo corpus
     with experiment.creating() as staging:
         log = setup_logging(staging / "verbose.log", args.verbose)
         log.info("init %s from %s (samplernn_pase %s)", experiment.name, args.config_path, __version__)
@@ -113,6 +112,7 @@ def cmd_init(args, experiment) -> None:
         data_index, normalization = prepare_data(config["data"], args.data_path, config["seed"],
                                                  workers, log)
         extra = prepare_model_data(config, data_index, normalization, args, log)
+        normalization.update(extra.pop("normalization.npz", {}))   # a family's own statistics
         atomic_write_json(staging / "config.json", config)
         atomic_write_json(staging / "data.json", data_index)
         atomic_save_npz(staging / "normalization.npz", normalization)
@@ -123,7 +123,8 @@ def cmd_init(args, experiment) -> None:
 
 
 def prepare_model_data(config, data_index, normalization, args, log) -> dict:
-    """Model-specific files computed at init: {file name: arrays} (e.g. PASE speaker seeds)."""
+    """Model-specific files computed at init: {file name: arrays} (e.g. PASE speaker seeds;
+    arrays under "normalization.npz" are added to that file, e.g. MelNet's log-mel statistics)."""
     from .runners import runner_class
     runner_cls = runner_class(config["model"]["type"])
     prepare = getattr(runner_cls, "prepare_experiment", None)
@@ -171,7 +172,7 @@ def make_runner(args, experiment, device, dist=None, num_workers=0):
     from .runners import runner_class
     from .runners.base import RunContext
     from .training.distributed import Distributed
-    from .training.loop import seed_everything
+    from .training.rng import seed_everything
 
     config = experiment.config()
     dist = dist or Distributed()
@@ -203,10 +204,10 @@ def cmd_train(args, experiment) -> None:
             log.info("train %s on %s (world size %d), epochs %d..%d", experiment.name, device,
                      dist.world_size, trainer.epoch, trainer.max_epochs)
 
-            def render(epoch, writer):
-                out_dir = experiment.epoch_results_dir(epoch)
-                metrics = runner.test(epoch, out_dir, writer)
-                log.info("test epoch %d: %s", epoch, json.dumps(metrics))
+            def render(epoch, writer):   # on every rank: each renders its share, rank 0 writes
+                metrics = runner.test(epoch, experiment.epoch_results_dir(epoch), writer, dist=dist)
+                if metrics is not None:
+                    log.info("test epoch %d: %s", epoch, json.dumps(metrics))
 
             trainer.run(test_callback=render)
             if dist.is_main and trainer.epoch > trainer.max_epochs:

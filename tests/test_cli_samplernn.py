@@ -1,4 +1,4 @@
-"""The real CLI on the real demo corpus: init, info, train, kill and resume, torchrun, test.
+"""The real CLI on the real demo corpus: init, info, train, kill and resume, test (torchrun: test_resume.py).
 
 One small SampleRNN config (tiny widths, a few seconds of training audio per
 speaker) keeps every command in seconds on a 2-core CPU; the code path is the
@@ -215,41 +215,6 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(workspace):
     assert "Traceback" not in stderr and "SIGTERM received" in stderr
     state = torch.load(root / "checkpoints" / "partial.checkpoint.pt", weights_only=True)
     assert state["loop"]["iteration"] >= 3 and not state["loop"]["epoch_complete"]
-
-
-def test_torchrun_two_cpu_processes(workspace):
-    config = tiny_config(max_epochs=1)
-    config["test"]["period"] = None
-    workspace.init("ddp", config)
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_port", "29533", "-m", *workspace.command("ddp", "train", "--device", "cpu")[2:]]
-    result = subprocess.run(command, cwd=workspace.root, capture_output=True, text=True,
-                            timeout=900, env=workspace.env())
-    assert result.returncode == 0, result.stderr[-3000:]
-    root = workspace.experiment("ddp")
-    log = (root / "verbose.log").read_text()
-    assert "world size 2" in log
-    assert (root / "checkpoints" / "1.checkpoint.pt").is_file()
-    state = torch.load(root / "checkpoints" / "1.checkpoint.pt", weights_only=True)
-    assert state["loop"]["loader"] is None and state["loop"]["epoch_complete"]
-    # Each rank read its own half of the training utterances: the epoch took the
-    # iterations of the longer shard, not those of the whole split.
-    from samplernn_pase.data.stateful_loader import StatefulLoader
-
-    index = json.loads((root / "data.json").read_text())
-    modeling = {s["id"] for s in index["speakers"] if s["set"] == "modeling"}
-    frames = {u["id"]: u["num_frames"] for u in index["utterances"]
-              if u["split"] == "train" and u["speaker"] in modeling}
-
-    class Lengths:
-        def num_frames(self, item):
-            return frames[item]
-
-    def batches(rank, world_size):
-        return len(StatefulLoader(Lengths(), list(frames), 3, 4, seed=0, epoch=1, rank=rank,
-                                  world_size=world_size))
-
-    assert state["loop"]["iteration"] == batches(0, 2) == batches(1, 2) < batches(0, 1)
 
 
 def test_tensorboard_serves_the_experiment_on_localhost(workspace):

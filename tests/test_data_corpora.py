@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from samplernn_pase.data.prepare import prepare_data
+from samplernn_pase.data.prepare import prepare_data, require_data_path
 from samplernn_pase.errors import UserError
 
 LOG = logging.getLogger("test")
@@ -56,9 +56,19 @@ def test_nothing_valid_is_a_user_error(tmp_path, make_data_config):
         prepare(make_data_config(corpora=[{"type": "folder", "path": "corpus"}], **SINGLE), tmp_path)
 
 
+def test_a_missing_data_folder_is_created_for_the_demo_corpus_only(tmp_path, make_data_config):
+    require_data_path(make_data_config(), tmp_path / "new" / "data")      # the demo: built there
+    assert (tmp_path / "new" / "data").is_dir()
+    corpora = [{"type": "demo", "path": "demo"}, {"type": "vctk", "path": "VCTK"}]
+    with pytest.raises(UserError, match="other.*data folder not found"):
+        require_data_path(make_data_config(corpora=corpora), tmp_path / "other")
+    assert not (tmp_path / "other").exists()
+
+
 def test_user_errors_name_the_problem(tmp_path, copy_demo_files, make_data_config):
     with pytest.raises(UserError, match="data folder not found"):
-        prepare(make_data_config(), tmp_path / "nowhere")
+        prepare(make_data_config(corpora=[{"type": "folder", "path": "corpus"}]), tmp_path / "nowhere")
+    assert not (tmp_path / "nowhere").exists()
     with pytest.raises(UserError, match="corpus folder not found"):
         prepare(make_data_config(corpora=[{"type": "folder", "path": "missing"}]), tmp_path)
     with pytest.raises(UserError, match="unknown corpus type 'timit'"):
@@ -146,3 +156,20 @@ def test_two_corpora_at_once(tmp_path, copy_demo_files, make_data_config):
     config["corpora"] = [{"type": "folder", "path": "one"}, {"type": "folder", "path": "two"}]
     with pytest.raises(UserError, match="two corpora"):
         prepare(config, tmp_path)
+
+
+def test_a_damaged_cache_entry_is_logged_by_name_and_recomputed(tmp_path, copy_demo_files,
+                                                                make_data_config, caplog):
+    copy_demo_files("f1", [1, 2, 3, 4], tmp_path / "corpus" / "alice")
+    config = make_data_config(corpora=[{"type": "folder", "path": "corpus"}], **SINGLE)
+    first, _ = prepare(config, tmp_path)
+    damaged = tmp_path / first["utterances"][0]["features"]
+    intact = damaged.read_bytes()
+    damaged.write_bytes(intact[:100])                   # truncated, as by a full disk
+    with caplog.at_level(logging.WARNING, logger="test"):
+        again, _ = prepare(config, tmp_path)
+    warnings = [r.getMessage() for r in caplog.records if "could not be read" in r.getMessage()]
+    assert len(warnings) == 1 and str(damaged) in warnings[0] and "recomputed" in warnings[0]
+    assert again == first
+    with np.load(damaged, allow_pickle=False) as entry:            # rewritten whole
+        assert len(entry["audio"]) == int(entry["num_samples"]) > 0

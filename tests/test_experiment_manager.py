@@ -133,9 +133,13 @@ def test_cli_user_errors_are_one_line(tmp_path):
     result = run_cli("--experiment-name", "x", "init", "--config-path", "broken.json", cwd=tmp_path)
     assert_one_line_error(result, "broken.json", "invalid JSON")
 
+    folder = json.loads((ROOT / "config.default.json").read_text())
+    folder["data"]["corpora"] = [{"type": "folder", "path": "speakers"}]   # not built by init
+    (tmp_path / "folder.json").write_text(json.dumps(folder))
     result = run_cli("--experiment-name", "x", "--data-path", "absent", "init", "--config-path",
-                     str(ROOT / "config.default.json"), cwd=tmp_path)
+                     "folder.json", cwd=tmp_path)
     assert_one_line_error(result, "absent", "data folder not found")
+    assert not (tmp_path / "absent").exists()
     # None of the failures left an experiment (or a staging folder) behind.
     assert not (tmp_path / "experiments").exists() or list((tmp_path / "experiments").iterdir()) == []
 

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from samplernn_pase.audio.mulaw import mulaw_encode, mulaw_zero
-from samplernn_pase.data.stateful_loader import SampleRNNSource, StatefulLoader
+from samplernn_pase.data.stateful_loader import SampleRNNSource, StatefulLoader, pad_frames
 
 
 class FrameSource:
-    """Each frame of item i holds (i, frame index), so every chunk says where it came from."""
+    """Each frame of item i holds (i, frame index + 1), so every chunk says where it came
+    from; frames past the item's end are zeros (the source contract)."""
 
     def __init__(self, lengths):
         self.lengths = lengths
@@ -19,8 +20,9 @@ class FrameSource:
         return self.lengths[item]
 
     def chunk(self, item, start, n):
-        frames = np.arange(start, start + n)
-        return {"where": np.stack([np.full(n, item), frames], axis=1).astype(np.int64)}
+        frames = np.arange(start, min(start + n, self.lengths[item]))
+        where = np.stack([np.full(len(frames), item), frames + 1], axis=1).astype(np.int64)
+        return {"where": pad_frames(where, n)}
 
 
 LENGTHS = {f"u{i}": n for i, n in enumerate([7, 3, 12, 1, 9, 5, 6, 2, 10, 4, 8, 11, 3])}
@@ -43,30 +45,30 @@ def test_chunks_in_order_in_one_slot_flags_and_coverage():
     assert len(batches) == len(loader)
     seen = {}          # item -> list of (batch, slot, start, reset)
     for b, batch in enumerate(batches):
-        assert batch["where"].shape == (3, 3, 2)
+        assert batch["where"].shape == (3, 3, 2) and batch["frame_mask"].shape == (3, 3)
         for s in range(3):
             if not batch["mask"][s]:
                 assert batch["item"][s] is None and not batch["reset"][s]
                 assert int(batch["where"][s].abs().sum()) == 0
+                assert not batch["frame_mask"][s].any()
                 continue
             item = batch["item"][s]
             where = batch["where"][s].numpy()
-            assert (where[:, 0] == item).all()
-            assert int(batch["start_frame"][s]) == where[0, 1]
-            seen.setdefault(item, []).append((b, s, int(where[0, 1]), bool(batch["reset"][s])))
-    dropped = 0
+            real = batch["frame_mask"][s].numpy()
+            # real frames first, then padding: zeros, only in the item's last chunk
+            assert real[0] and list(real) == sorted(real, reverse=True)
+            assert (where[real, 0] == item).all() and (where[~real] == 0).all()
+            assert int(batch["start_frame"][s]) + 1 == where[0, 1]
+            seen.setdefault(item, []).append((b, s, int(where[0, 1]) - 1, bool(batch["reset"][s]),
+                                              [int(f) - 1 for f in where[real, 1]]))
     for item, n in enumerate(LENGTHS.values()):
-        chunks = seen.get(item, [])
-        assert len(chunks) == n // 3
-        dropped += n % 3 if n >= 3 else n
-        if not chunks:
-            continue
-        assert len({s for _, s, _, _ in chunks}) == 1                       # one slot
+        chunks = seen[item]
+        assert len(chunks) == -(-n // 3)                                      # endings included
+        assert [f for *_, frames in chunks for f in frames] == list(range(n))  # every frame once
+        assert len({s for _, s, *_ in chunks}) == 1                          # one slot
         assert [b for b, *_ in chunks] == list(range(chunks[0][0], chunks[0][0] + len(chunks)))
-        assert [start for _, _, start, _ in chunks] == [3 * k for k in range(len(chunks))]
-        assert [r for *_, r in chunks] == [True] + [False] * (len(chunks) - 1)
-    assert loader.dropped_frames == dropped
-    assert loader.dropped_items == sum(1 for n in LENGTHS.values() if n < 3)
+        assert [start for _, _, start, *_ in chunks] == [3 * k for k in range(len(chunks))]
+        assert [r for *_, r, _ in chunks] == [True] + [False] * (len(chunks) - 1)
     # the epoch is over: the iterator ended and a slot is never left empty while items wait
     assert loader.position == len(loader)
     assert any(not m for m in batches[-1]["mask"].tolist())
@@ -117,8 +119,8 @@ def test_ddp_shards_are_disjoint_complete_and_equally_long():
         items = {i for b in batches for i in b["item"] if i is not None}
         assert items <= shard
         covered += [tuple(frame) for b in batches for s, rows in enumerate(b["where"].numpy())
-                    if b["mask"][s] for frame in rows]
-    assert len(covered) == len(set(covered)) == sum(n // 3 * 3 for n in LENGTHS.values())
+                    for frame in rows[b["frame_mask"][s].numpy()]]
+    assert len(covered) == len(set(covered)) == sum(LENGTHS.values())
 
 
 class FakeStore:
@@ -158,12 +160,15 @@ def test_samplernn_source_chunks_rebuild_the_utterance():
                 assert (codes[:8] == mulaw_zero(256)).all()
             else:
                 assert (codes[:8] == mulaw_encode(audio[(start - 1) * 8:start * 8])).all()
-            targets.setdefault(item, []).append(codes[8:])
-            conds.setdefault(item, []).append(batch["acoustic"][s].numpy())
+            real = batch["frame_mask"][s].numpy()
+            samples = codes[8:].reshape(3, 8)
+            assert (samples[~real] == mulaw_zero(256)).all()                  # padded with silence
+            assert (batch["acoustic"][s].numpy()[~real] == 0).all()
+            targets.setdefault(item, []).append(samples[real].reshape(-1))
+            conds.setdefault(item, []).append(batch["acoustic"][s].numpy()[real])
             assert int(batch["speaker_index"][s]) == store.utterances[item].speaker_index
-    for item, u in store.utterances.items():
-        n = len(u.acoustic) // 3 * 3
-        assert (np.concatenate(targets[item]) == mulaw_encode(u.audio[:n * 8])).all()
-        assert np.allclose(np.concatenate(conds[item]), u.acoustic[:n])
+    for item, u in store.utterances.items():      # the whole utterance, its ending included
+        assert (np.concatenate(targets[item]) == mulaw_encode(u.audio)).all()
+        assert np.allclose(np.concatenate(conds[item]), u.acoustic)
     with pytest.raises(ValueError):
         SampleRNNSource(store, frame_size=16)

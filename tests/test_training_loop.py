@@ -51,8 +51,14 @@ class LineRunner(Runner):
             loss = loss * float("nan")
         return loss, {}
 
-    def test(self, epoch, out_dir, writer=None, utterance_ids=None, speaker_set="modeling"):
-        return {"epoch": epoch}       # test.period is None here: the loop never renders
+    def test_plan(self, utterance_ids, speaker_set):   # test.period is None: never rendered
+        return []
+
+    def render(self, epoch, items, speaker_set):
+        return []
+
+    def write_test(self, epoch, out_dir, rendered, writer, speaker_set):
+        return {"epoch": epoch}
 
     def validation_loss(self):
         if self.validation is not None:
@@ -188,3 +194,34 @@ def test_several_optimizers_step_in_order_and_resume_exactly(tmp_path):
     trainer.run()
     for a, b in zip(straight, runner.model.parameters()):
         assert torch.equal(a, b)
+
+
+def test_mid_epoch_checkpoint_of_another_world_size_restarts_the_epoch(tmp_path, caplog):
+    from samplernn_pase.experiment.folder import atomic_torch_save, torch_load
+
+    experiment, runner = make(tmp_path, {"max_epochs": 2, "checkpoint_period": 3})
+    trainer = Trainer(experiment, runner, Distributed())
+    batches = runner.train_batches(1, None)
+    for batch in batches:                       # three steps into epoch 1, then a checkpoint
+        trainer.step(batch)
+        if trainer.iteration == 3:
+            break
+    trainer.save_partial(batches.state_dict())
+    state = torch_load(experiment.partial_checkpoint_path)
+    assert len(state["ranks"]) == 1 and state["ranks"][0]["loader"] == {"position": 3}
+
+    # The same run resumes at batch 4 of epoch 1 with its own RNG state.
+    experiment, runner = make(tmp_path, {"max_epochs": 2, "checkpoint_period": 3})
+    resumed = Trainer(experiment, runner, Distributed())
+    assert resumed.resume() and resumed.epoch == 1 and resumed.loader_position == {"position": 3}
+
+    # Written by two processes: one rank cannot continue both shards, the epoch restarts.
+    state["ranks"] = state["ranks"] * 2
+    atomic_torch_save(experiment.partial_checkpoint_path, state)
+    experiment, runner = make(tmp_path, {"max_epochs": 2, "checkpoint_period": 3})
+    restarted = Trainer(experiment, runner, Distributed())
+    with caplog.at_level(logging.WARNING, logger="test-loop"):
+        assert restarted.resume()
+    assert restarted.epoch == 1 and restarted.loader_position is None and restarted.iteration == 3
+    assert any("by 2 process(es), this run has 1: epoch 1 restarts from its first batch" in r.getMessage()
+               for r in caplog.records)

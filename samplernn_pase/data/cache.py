@@ -76,7 +76,9 @@ def cached_extract(task: dict) -> dict:
 
     task: {"audio": path, "labels": path | None, "data_path": path, "params": dict}.
     Returns {"status": "kept", "features", "has_labels", "num_samples", "num_frames", sums...}
-    or {"status": "dropped", "reason", "message"}. Runs in worker processes.
+    or {"status": "dropped", "reason", "message"}, plus "recomputed": "<file> (<error>)"
+    when a cached entry could not be read and was computed again. Runs in worker
+    processes, so the caller logs (prepare.py).
     """
     data_path, params = Path(task["data_path"]), task["params"]
     audio_path = Path(task["audio"])
@@ -85,31 +87,47 @@ def cached_extract(task: dict) -> dict:
     relative = entry_path(params, key)
     path = data_path / relative
     dropped_path = path.with_suffix(".dropped.json")
+    unreadable = None   # a damaged entry is recomputed; the caller logs its name
     if path.exists():
         try:
             with np.load(path, allow_pickle=False) as entry:
                 return _summary({name: entry[name] for name in SUMMARY_KEYS if name in entry.files}, relative)
-        except Exception:  # a damaged entry is recomputed
-            pass
+        except Exception as error:
+            unreadable = f"{path} ({type(error).__name__}: {error})"
     if dropped_path.exists():
         try:
             return json.loads(dropped_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            pass
+        except (OSError, json.JSONDecodeError) as error:
+            unreadable = f"{dropped_path} ({type(error).__name__}: {error})"
     try:
         entry = features.extract_utterance(audio_path, label_path, params)
     except features.BadInput as error:
         result = {"status": "dropped", "reason": error.reason, "message": str(error)}
         atomic_write_bytes(dropped_path, json.dumps(result).encode())
-        return result
+        return {**result, "recomputed": unreadable} if unreadable else result
     entry["num_samples"] = np.int64(len(entry["audio"]))
     entry["num_frames"] = np.int64(len(entry["acoustic"]))
     with atomic_open(path) as file:
         np.savez(file, **entry)
-    return _summary(entry, relative)
+    summary = _summary(entry, relative)
+    return {**summary, "recomputed": unreadable} if unreadable else summary
 
 
 def load_entry(data_path: Path, relative_path: str) -> dict[str, np.ndarray]:
-    """All arrays of a cache entry (used by the UtteranceStore)."""
-    with np.load(Path(data_path) / relative_path, allow_pickle=False) as entry:
-        return {name: entry[name] for name in entry.files}
+    """All arrays of a cache entry (used by the UtteranceStore).
+
+    FileNotFoundError when it is missing, UnreadableEntry when it is damaged.
+    """
+    path = Path(data_path) / relative_path
+    try:
+        with np.load(path, allow_pickle=False) as entry:
+            return {name: entry[name] for name in entry.files}
+    except FileNotFoundError:
+        raise
+    except Exception as error:
+        raise UnreadableEntry(f"{path}: feature cache entry cannot be read ({type(error).__name__}); "
+                              "run `init` again to recompute it") from None
+
+
+class UnreadableEntry(ValueError):
+    """A damaged feature cache entry (truncated, overwritten)."""

@@ -30,6 +30,7 @@ from .hts_labels import is_full_context_file
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
 CORPUS_TYPES = ("demo", "vctk", "cmu_arctic", "ljspeech", "folder")
+BUILT_CORPORA = ("demo",)   # built by the package inside --data-path (created if missing)
 ARCTIC_GENDERS = {"aew": "m", "ahw": "m", "aup": "m", "awb": "m", "axb": "f", "bdl": "m", "clb": "f",
                   "eey": "f", "fem": "m", "gka": "m", "jmk": "m", "ksp": "m", "ljm": "f", "lnh": "f",
                   "rms": "m", "rxr": "m", "slp": "f", "slt": "f"}

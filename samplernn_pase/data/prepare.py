@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from . import allocation, cache, features, hts_labels
-from .corpora import read_corpus
+from .corpora import BUILT_CORPORA, read_corpus
 from .normalization import Accumulator
 
 
@@ -65,6 +65,19 @@ def extract_all(tasks: list[dict], num_workers: int, log: logging.Logger) -> lis
         return list(tqdm(pool.map(cache.cached_extract, tasks, chunksize=chunksize), **progress))
 
 
+def require_data_path(data_config: dict, data_path: Path, log: logging.Logger | None = None) -> None:
+    """The data folder must exist, unless every corpus is one the package builds there (the demo)."""
+    data_path = Path(data_path)
+    if data_path.is_dir():
+        return
+    if all(entry["type"] in BUILT_CORPORA for entry in data_config["corpora"]):
+        data_path.mkdir(parents=True)
+        if log is not None:
+            log.info("created the data folder %s for the corpus built there", data_path)
+        return
+    raise UserError(f"{data_path}: data folder not found (--data-path)")
+
+
 def prepare_data(data_config: dict, data_path: Path, seed: int, num_workers: int,
                  log: logging.Logger) -> tuple[dict, dict[str, np.ndarray]]:
     """Returns (data_index for data.json, normalization arrays for normalization.npz).
@@ -73,8 +86,7 @@ def prepare_data(data_config: dict, data_path: Path, seed: int, num_workers: int
     folder, an unknown corpus type, too few speakers of a gender, or no valid utterance.
     """
     data_path = Path(data_path)
-    if not data_path.is_dir():
-        raise UserError(f"{data_path}: data folder not found (--data-path)")
+    require_data_path(data_config, data_path, log)
     params = features.feature_params(data_config)
     sample_rate, hop_length = params["sample_rate"], params["hop_length"]
 
@@ -105,6 +117,9 @@ def prepare_data(data_config: dict, data_path: Path, seed: int, num_workers: int
     kept = {}
     converted = {"resampled": 0, "downmixed": 0}
     for source, result in zip(sources, results):
+        if result.get("recomputed"):
+            log.warning("feature cache entry of %s could not be read, recomputed: %s", source.audio,
+                        result["recomputed"])
         if result["status"] != "kept":
             dropped.setdefault(result["reason"], []).append(_relative(source.audio, data_path))
             log.warning("left out %s: %s (%s)", source.audio, result["reason"], result.get("message", ""))

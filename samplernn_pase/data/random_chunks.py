@@ -4,6 +4,12 @@ Each epoch, every utterance gives `floor(length / chunk)` chunks at offsets
 drawn from a generator seeded by (seed, epoch); the chunks are shuffled and
 dealt to the DDP ranks round-robin. Like the stateful loader, its position is
 a plain dict so a mid-epoch checkpoint resumes at the next batch.
+
+Offsets are multiples of `offset_step` (PASE: its frame hop, so that targets
+computed once per utterance line up with every chunk). A batch is
+{"wave": (B, chunk_samples), "chunks": [(item, offset)], **targets_of(chunks, wave)}:
+`targets_of` is where a model's training targets are computed, in the data
+pipeline (and in `train --num-workers`'s read-ahead thread) rather than in the step.
 """
 
 import numpy as np
@@ -13,8 +19,9 @@ import torch
 class RandomChunkLoader:
     def __init__(self, audio_of, items: list, lengths: list[int], batch_size: int,
                  chunk_samples: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
-                 shuffle: bool = True):
+                 shuffle: bool = True, offset_step: int = 1, targets_of=None):
         self.audio_of = audio_of          # item -> float32 waveform
+        self.targets_of = targets_of      # (chunks, wave) -> dict of extra batch entries
         self.batch_size = batch_size
         self.chunk_samples = chunk_samples
         self.position = 0
@@ -25,7 +32,8 @@ class RandomChunkLoader:
             if count == 0:
                 continue
             slack = length - count * chunk_samples
-            offsets = rng.integers(0, slack + 1, size=count) + np.arange(count) * chunk_samples
+            offsets = (rng.integers(0, slack // offset_step + 1, size=count) * offset_step
+                       + np.arange(count) * chunk_samples)
             chunks += [(item, int(o)) for o in offsets]
         if shuffle:
             chunks = [chunks[i] for i in rng.permutation(len(chunks))]
@@ -39,10 +47,14 @@ class RandomChunkLoader:
 
     def __iter__(self):
         while self.position < len(self.batches):
-            batch = self.batches[self.position]
+            chunks = self.batches[self.position]
             self.position += 1
-            yield torch.from_numpy(np.stack([
-                self.audio_of(item)[offset:offset + self.chunk_samples] for item, offset in batch]))
+            wave = torch.from_numpy(np.stack([
+                self.audio_of(item)[offset:offset + self.chunk_samples] for item, offset in chunks]))
+            batch = {"wave": wave, "chunks": chunks}
+            if self.targets_of is not None:
+                batch.update(self.targets_of(chunks, wave))
+            yield batch
 
     def state_dict(self) -> dict:
         return {"position": self.position}

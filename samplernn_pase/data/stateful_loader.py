@@ -17,12 +17,14 @@ The loader is generic over a *source*: any object with
 where ``item`` is one of the keys given to the loader (an utterance id, an
 index, ...). The source decides what a chunk holds (waveform samples with a
 look-back, conditioning frames, spectrogram frames); every chunk of a source
-must have the same keys, shapes and dtypes. ``SampleRNNSource`` below is the
+must have the same keys, shapes and dtypes, so a chunk that runs past the
+item's end is zero-padded by the source (``pad_frames``). ``SampleRNNSource`` below is the
 source for SampleRNN over an ``UtteranceStore``.
 
-Epochs are finite: the iterator stops once every item has been consumed. A
-trailing remainder shorter than a chunk is dropped and counted in
-``dropped_frames``; items shorter than one chunk are skipped entirely.
+Epochs are finite: the iterator stops once every item has been consumed. The
+last chunk of an item is usually shorter than ``chunk_frames``: it is padded
+with zeros to the full length and ``frame_mask`` marks its real frames, so
+utterance endings are trained (losses must weigh frames by ``frame_mask``).
 
 Distributed training: the shuffled list is dealt round-robin to the ranks
 (disjoint shards). Ranks would then finish after different numbers of batches
@@ -70,6 +72,8 @@ class StatefulLoader:
 
         reset        bool (B,)   first chunk of its item
         mask         bool (B,)   slot filled
+        frame_mask   bool (B, chunk_frames)  real frames (False: padding after the
+                                             item's end, or an empty slot)
         item         list (B,)   the item key in each slot, None if empty
         start_frame  int64 (B,)  first frame of the chunk in its item (-1 if empty)
     """
@@ -106,7 +110,7 @@ class StatefulLoader:
 
     def _schedule(self, shard):
         """Yields, per batch, a list of ``_Step`` or None for each slot."""
-        chunks = [self._frames[i] // self.chunk_frames for i in shard]
+        chunks = [-(-self._frames[i] // self.chunk_frames) for i in shard]   # last one padded
         queue = iter([p for p, n in enumerate(chunks) if n > 0])
         slots = [None] * self.batch_size   # [position, next chunk index]
         exhausted = False
@@ -148,18 +152,6 @@ class StatefulLoader:
         return self._num_batches
 
     @property
-    def dropped_frames(self):
-        """Frames of this rank's items that no chunk covers in this epoch."""
-        return sum(self._frames[i] % self.chunk_frames
-                   if self._frames[i] >= self.chunk_frames else self._frames[i]
-                   for i in self._items_of_rank)
-
-    @property
-    def dropped_items(self):
-        """Items of this rank shorter than one chunk (skipped)."""
-        return sum(1 for i in self._items_of_rank if self._frames[i] < self.chunk_frames)
-
-    @property
     def items_of_rank(self):
         """The item keys this rank reads in this epoch, in order."""
         return [self.items[i] for i in self._items_of_rank]
@@ -168,16 +160,17 @@ class StatefulLoader:
 
     def _empty_chunk(self):
         if self._template is None:
-            first = next((i for i, n in enumerate(self._frames) if n >= self.chunk_frames), None)
+            first = next((i for i, n in enumerate(self._frames) if n > 0), None)
             if first is None:
-                raise ValueError("no item is as long as one chunk")
+                raise ValueError("no item has a frame")
             chunk = self.source.chunk(self.items[first], 0, self.chunk_frames)
             self._template = {k: np.zeros_like(v) for k, v in chunk.items()}
         return self._template
 
     def _collate(self, batch):
         chunks, reset, mask, item, start = [], [], [], [], []
-        for step in batch:
+        frame_mask = np.zeros((len(batch), self.chunk_frames), dtype=bool)
+        for slot, step in enumerate(batch):
             if step is None:
                 chunks.append(None)
                 reset.append(False)
@@ -185,11 +178,10 @@ class StatefulLoader:
                 item.append(None)
                 start.append(-1)
                 continue
-            key = self.items[self._items_of_rank[step.position]]
-            chunk = self.source.chunk(key, step.start_frame, self.chunk_frames)
-            if self._template is None:
-                self._template = {k: np.zeros_like(v) for k, v in chunk.items()}
-            chunks.append(chunk)
+            index = self._items_of_rank[step.position]
+            key = self.items[index]
+            chunks.append(self.source.chunk(key, step.start_frame, self.chunk_frames))
+            frame_mask[slot, :self._frames[index] - step.start_frame] = True
             reset.append(step.first)
             mask.append(True)
             item.append(key)
@@ -199,6 +191,8 @@ class StatefulLoader:
                for k in empty}
         out["reset"] = torch.tensor(reset, dtype=torch.bool)
         out["mask"] = torch.tensor(mask, dtype=torch.bool)
+        out["frame_mask"] = torch.from_numpy(frame_mask)
+        out["frame_mask"] = torch.from_numpy(frame_mask)
         out["item"] = item
         out["start_frame"] = torch.tensor(start, dtype=torch.int64)
         return out
@@ -238,6 +232,14 @@ class StatefulLoader:
         self.epoch = None
         self.set_epoch(state["epoch"])
         self.position = int(state["position"])
+
+
+def pad_frames(values: np.ndarray, num_frames: int) -> np.ndarray:
+    """`values` (frames, ...) zero-padded at the end to `num_frames` frames."""
+    missing = num_frames - len(values)
+    if missing <= 0:
+        return np.ascontiguousarray(values)
+    return np.concatenate([values, np.zeros((missing, *values.shape[1:]), values.dtype)])
 
 
 class SampleRNNSource:
@@ -311,6 +313,5 @@ class SampleRNNSource:
         out = {"input_samples_q": codes,
                "speaker_index": np.asarray(u.speaker_index, dtype=np.int64)}
         for name in self.features:
-            values = getattr(u, name)[start_frame:start_frame + num_frames]
-            out[name] = np.ascontiguousarray(values)
+            out[name] = pad_frames(getattr(u, name)[start_frame:start_frame + num_frames], num_frames)
         return out

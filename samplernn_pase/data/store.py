@@ -110,6 +110,8 @@ class UtteranceStore:
             raise UserError(f"{Path(self.data_path) / entry['features']}: features of {utterance_id} "
                             "are missing (wrong --data-path, or the cache was deleted: run `init` "
                             "again)") from None
+        except cache.UnreadableEntry as error:
+            raise UserError(f"{error} (utterance {utterance_id})") from None
         acoustic = normalize(arrays["acoustic"], self.acoustic_mean[speaker], self.acoustic_std[speaker])
         categorical = real = None
         if self.vocabularies and "phone_categorical" in arrays:

@@ -94,6 +94,22 @@ class PASEConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
 
+def worker_targets(cfg: PASEConfig, wave, f0=None) -> dict:
+    """The regression workers' targets of chunks (B, N) on the encoder's frame grid (10 ms).
+
+    f0: (B, >= N // hop) WORLD F0 of the chunks computed beforehand, or None.
+    """
+    wanted = tuple(name for name in REGRESSION_TARGETS if cfg.worker_weights.get(name, 0) > 0)
+    if not wanted:
+        return {}
+    hop = math.prod(cfg.conv_strides)
+    return compute_targets(
+        wave, cfg.sample_rate, wave.shape[-1] // hop, hop_length=hop, n_fft=cfg.n_fft,
+        win_length=cfg.win_length, n_mels=cfg.n_mels, n_mfcc=cfg.n_mfcc, f0_floor=cfg.f0_floor,
+        f0_ceil=cfg.f0_ceil, workers=wanted, f0=f0,
+    )
+
+
 class SincConv(nn.Module):
     """Band-pass filters parameterised only by their two cut-off frequencies (SincNet)."""
 
@@ -246,23 +262,15 @@ class PASE(nn.Module):
         """Waveform (B, N) at cfg.sample_rate -> frames (B, N // hop, embedding_dim), one per 10 ms."""
         return self.encoder(wave).transpose(1, 2)
 
-    def targets(self, wave):
+    def targets(self, wave, f0=None):
         """The regression workers' targets of a chunk (B, N): {name: (B, C, N // hop)}."""
-        c = self.cfg
-        wanted = tuple(name for name in REGRESSION_TARGETS if name in self.weights)
-        if not wanted:
-            return {}
-        return compute_targets(
-            wave, c.sample_rate, wave.shape[-1] // self.hop, hop_length=self.hop, n_fft=c.n_fft,
-            win_length=c.win_length, n_mels=c.n_mels, n_mfcc=c.n_mfcc, f0_floor=c.f0_floor, f0_ceil=c.f0_ceil,
-            workers=wanted,
-        )
+        return worker_targets(self.cfg, wave, f0)
 
     def forward(self, wave, targets=None):
         """Training step: chunks (B, N) -> per-worker losses (unweighted) and their weighted `total`.
 
-        targets: this chunk's `targets(wave)`, computed here when not given (pass
-        them from data-loader workers to keep pyworld off the training process).
+        targets: this chunk's `targets(wave)`. Training computes them in the data
+        pipeline (runners/pase.py, ChunkTargets); computed here when not given.
         """
         frames = self.encoder(wave)  # (B, D, T)
         num_frames = frames.shape[-1]

@@ -115,13 +115,18 @@ def interpolated_log_f0(f0):
     return np.interp(t, t[voiced], np.log(f0[voiced]))
 
 
-def prosody(wave, sample_rate, hop_length, win_length, f0_floor, f0_ceil):
-    """(B, N) numpy -> (B, 4, 1 + N // hop): log-F0, voicing, ZCR, log energy."""
+def prosody(wave, sample_rate, hop_length, win_length, f0_floor, f0_ceil, f0=None):
+    """(B, N) numpy -> (B, 4, 1 + N // hop): log-F0, voicing, ZCR, log energy.
+
+    f0: (B, frames) WORLD F0 of the rows computed beforehand (e.g. once per
+    utterance, see `world_f0`); None computes it here from each row.
+    """
     zcr = zero_crossing_rate(wave, win_length, hop_length)
     energy = log_energy(wave, win_length, hop_length)
     out = np.zeros((wave.shape[0], 4, zcr.shape[1]), dtype=np.float32)
+    given = f0
     for b in range(wave.shape[0]):
-        f0 = world_f0(wave[b], sample_rate, hop_length, f0_floor, f0_ceil)
+        f0 = world_f0(wave[b], sample_rate, hop_length, f0_floor, f0_ceil) if given is None else given[b]
         n = min(len(f0), zcr.shape[1])
         out[b, 0, :n] = interpolated_log_f0(f0)[:n]
         out[b, 1, :n] = f0[:n] > 0
@@ -143,12 +148,14 @@ def compute_targets(
     f0_floor=60.0,
     f0_ceil=600.0,
     workers=("lps", "mfcc", "prosody"),
+    f0=None,
 ):
     """Worker targets of a chunk: wave (B, N) or (N,) -> {name: (B, C, frames)} float tensors.
 
     hop_length defaults to 10 ms; pass the encoder's hop and frames = N // hop
     to line the targets up with the encoder frames. Only the named workers'
-    targets are computed: prosody is the slow one (pyworld).
+    targets are computed: prosody is the slow one (pyworld), unless `f0`
+    (B, >= frames) gives the rows' WORLD F0, computed beforehand.
     """
     wave = torch.as_tensor(wave)
     if wave.dim() == 1:
@@ -167,6 +174,7 @@ def compute_targets(
         if "mfcc" in workers:
             out["mfcc"] = mfcc(power, sample_rate, n_fft, n_mels, n_mfcc)
     if "prosody" in workers:
-        values = prosody(wave.detach().cpu().double().numpy(), sample_rate, hop_length, win_length, f0_floor, f0_ceil)
+        values = prosody(wave.detach().cpu().double().numpy(), sample_rate, hop_length, win_length, f0_floor, f0_ceil,
+                         f0=None if f0 is None else np.asarray(f0)[:, :frames])
         out["prosody"] = torch.from_numpy(values[..., :frames]).to(wave.device)
     return out

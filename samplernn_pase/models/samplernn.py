@@ -574,21 +574,30 @@ class _TierPlan:
 
 
 def nll_bits(logits, targets, mask=None):
-    """Mean negative log-likelihood in bits per sample over the rows in ``mask``."""
+    """Mean negative log-likelihood in bits per sample over the samples in ``mask``:
+    (B,) selects rows, (B, T) samples (the padding after an utterance's end is left out)."""
     nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")   # (B, T)
     if mask is None:
         return nll.mean() / math.log(2)
-    per_row = nll.mean(dim=1)
-    count = mask.sum()
-    return (per_row * mask).sum() / (count.clamp(min=1) * math.log(2))
+    if mask.dim() == 1:
+        mask = mask[:, None].expand_as(nll)
+    mask = mask.to(nll.dtype)
+    return (nll * mask).sum() / (mask.sum().clamp(min=1) * math.log(2))
 
 
 def unpack_batch(batch, device=None):
     """A ``StatefulLoader`` batch of ``SampleRNNSource`` chunks -> model arguments:
-    (input_samples_q, conds, speaker, reset, mask), all on ``device``."""
+    (input_samples_q, conds, speaker, reset, mask), all on ``device``.
+
+    ``mask`` is (B, T) over the target samples when the batch has a ``frame_mask``
+    (the padded end of an utterance's last chunk is left out), else (B,) over rows."""
     def move(x):
         return x.to(device, non_blocking=True) if device is not None else x
     conds = {k: move(batch[k]) for k in CONDITIONING_KEYS if k in batch}
     speaker = batch["speaker_vector"] if "speaker_vector" in batch else batch["speaker_index"]
-    return (move(batch["input_samples_q"]), conds, move(speaker), move(batch["reset"]),
-            move(batch["mask"]))
+    mask = batch["mask"]
+    if "frame_mask" in batch:
+        frame_mask = batch["frame_mask"] & mask[:, None]
+        frame_size = batch["input_samples_q"].shape[1] // (frame_mask.shape[1] + 1)
+        mask = frame_mask.repeat_interleave(frame_size, dim=1)
+    return (move(batch["input_samples_q"]), conds, move(speaker), move(batch["reset"]), move(mask))

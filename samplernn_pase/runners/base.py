@@ -3,7 +3,8 @@
 The loop (training/loop.py) owns epochs, checkpoints, logging, the NaN guard,
 the scheduler, early stopping, autocast and DDP. A runner owns what differs
 between model families: the model, the batches, the loss of one batch, the
-validation loss and the test rendering. This is Skeltorch's "Runner" role.
+validation loss and the test rendering (a plan of items that the ranks
+render in shares, written by rank 0). This is Skeltorch's "Runner" role.
 """
 
 import logging
@@ -19,6 +20,10 @@ from ..data.stateful_loader import StatefulLoader
 from ..data.store import UtteranceStore
 from ..experiment.folder import Experiment
 from ..training.optim import build_optimizer
+from ..training.distributed import Distributed
+from ..training.rng import side_stream
+
+TEST_STREAM = 2   # side_stream key of test rendering
 
 
 @dataclass
@@ -110,9 +115,49 @@ class Runner(ABC):
         """(sum of losses, count) over this rank's share of the validation split."""
 
     @abstractmethod
+    def test_plan(self, utterance_ids: list[str] | None, speaker_set: str) -> list:
+        """The work of one test as a list of items (utterance ids, ...) that ranks share out.
+
+        `utterance_ids` None: the experiment's fixed test list for `speaker_set`.
+        """
+
+    @abstractmethod
+    def render(self, epoch: int, items: list, speaker_set: str) -> list:
+        """Render some items of the plan: one result per item (or None), plain data only
+        (arrays, numbers, strings), since other ranks send theirs to rank 0."""
+
+    @abstractmethod
+    def write_test(self, epoch: int, out_dir: Path, rendered: list, writer, speaker_set: str) -> dict:
+        """Write every rank's results (plan order) into `out_dir`; returns metrics.json's content."""
+
+    # --- test rendering: planned, rendered in shares, written once -----------------
+
     def test(self, epoch: int, out_dir: Path, writer=None, utterance_ids=None,
-             speaker_set: str = "modeling") -> dict:
-        """Render test utterances into `out_dir` and return the metrics written to metrics.json."""
+             speaker_set: str = "modeling", dist: Distributed | None = None) -> dict | None:
+        """Render the test into `out_dir` and return the metrics written to metrics.json.
+
+        Under torchrun (`dist`) every rank renders its share of the plan and rank 0
+        writes them all (the other ranks return None). The waits use the long-timeout
+        group (training/distributed.py): however long the test, no collective times out.
+        Rendering runs on its own RNG stream: the training stream is left as it was.
+        """
+        dist = dist or Distributed()
+        plan = self.test_plan(utterance_ids, speaker_set)
+        share = list(range(dist.rank, len(plan), dist.world_size))
+        self.model.eval()
+        with side_stream(self.config["seed"], epoch, TEST_STREAM):
+            rendered = self.render(epoch, [plan[i] for i in share], speaker_set)
+        shares = dist.gather_to_main((share, rendered))
+        metrics = None
+        if shares is not None:
+            ordered = [None] * len(plan)
+            for indices, results in shares:
+                for i, result in zip(indices, results):
+                    ordered[i] = result
+            metrics = self.write_test(epoch, Path(out_dir), [r for r in ordered if r is not None],
+                                      writer, speaker_set)
+        dist.slow_barrier()   # the other ranks wait for rank 0's writing here, not in training
+        return metrics
 
     # --- optional hooks ----------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 Spectrograms are computed from the store's audio (HiFi-GAN convention, see
 audio/mel.py) and standardized with the mean and standard deviation of the
-training split's log-mel values. Long spectrograms are cut into chunks of
+training split's log-mel values, computed once by `init` into
+normalization.npz (`mel_mean`, `mel_std`). Long spectrograms are cut into chunks of
 `model.chunk_frames` frames; the time-direction recurrent states of every
 trained tier are carried from one chunk to the next (detached) and saved in
 checkpoints. Test rendering: full multiscale samples, and "upsampling only"
@@ -16,34 +17,34 @@ import numpy as np
 import torch
 
 from ..audio.mel import griffin_lim, mel_spectrogram
-from ..audio.plots import save_images
+from ..data.stateful_loader import pad_frames
 from ..data.store import UtteranceStore
 from ..errors import UserError
 from ..models.melnet import MelNet, MelNetConfig
+from ..training.rng import stream_seed
 from .base import Runner
-from .rendering import choose_test_utterances, write_results
+from .rendering import choose_test_utterances, test_tag, write_results
+
+
+MEL_STD_FLOOR = 1e-5   # added to the std: a silent corpus must not divide by zero
 
 
 class MelSource:
     """Stateful-loader source of standardized log-mel chunks: {"mel": (n, n_mels)}.
 
-    Standardized with the mean and std of the log-mel values of `normalization_items`
-    (the training split); the standardized spectrograms are what is cached.
+    Standardized with `mean` and `std` (normalization.npz); the standardized
+    spectrograms are what is cached.
     """
 
     def __init__(self, store: UtteranceStore, index: dict, config: MelNetConfig,
-                 normalization_items, cache_size=256):
+                 mean: float, std: float, cache_size=256):
         self.store, self.config = store, config
         self.sample_rate = index["sample_rate"]
         self._frames = {u["id"]: (u["num_frames"] * index["hop_length"]) // config.hop_length
                         for u in index["utterances"]}
         self._cache = OrderedDict()
         self.cache_size = cache_size
-        raw = {item: self.log_mel(item) for item in normalization_items}
-        values = np.concatenate([mel.reshape(-1) for mel in raw.values()])
-        self.mean, self.std = float(values.mean()), float(values.std() + 1e-5)
-        for item, mel in list(raw.items())[:cache_size]:
-            self._remember(item, self.standardize(mel))
+        self.mean, self.std = float(mean), float(std)
 
     def log_mel(self, item) -> np.ndarray:
         """Un-standardized log-mel (frames, n_mels), computed from the store's audio."""
@@ -71,7 +72,8 @@ class MelSource:
         return self._frames[item]
 
     def chunk(self, item, start_frame, num_frames):
-        return {"mel": self.normalized(item)[start_frame:start_frame + num_frames]}
+        return {"mel": pad_frames(self.normalized(item)[start_frame:start_frame + num_frames],
+                                  num_frames)}
 
 
 class MelNetRunner(Runner):
@@ -83,14 +85,37 @@ class MelNetRunner(Runner):
         if self.model_config.chunk_frames < 1:
             raise UserError("model.chunk_frames: MelNet trains in chunks; give a positive multiple "
                             "of 2 ** (time-splitting tiers)")
+        normalization = self.context.experiment.normalization()
+        if "mel_mean" not in normalization:
+            raise UserError(f"{self.context.experiment.normalization_path}: no mel_mean / mel_std "
+                            "(the experiment was made by an older version: run `init` again)")
         self.source = MelSource(self.store, self.index, self.model_config,
-                                normalization_items=self.utterance_ids("train"))
+                                normalization["mel_mean"], normalization["mel_std"])
         self.state = None
         tier = self.config["training"]["tier"]
         self.train_tiers = list(range(1, self.model_config.tiers + 1))
         if tier is not None:
             self.select_tier(tier)
         return MelNet(self.model_config)
+
+    @staticmethod
+    def prepare_experiment(config, data_index, normalization, args, log) -> dict:
+        """`init`: mean and std of the log-mel values of the modeling speakers' training
+        split, added to normalization.npz (read by every later command)."""
+        model_config = MelNetConfig.from_dict(config["model"])
+        store = UtteranceStore(data_index, normalization, args.data_path)
+        source = MelSource(store, data_index, model_config, mean=0.0, std=1.0)
+        total = total_squares = count = 0.0
+        for item in store.ids(split="train", speaker_set="modeling"):
+            values = source.log_mel(item).astype(np.float64)
+            total, total_squares = total + values.sum(), total_squares + np.square(values).sum()
+            count += values.size
+        if count == 0:
+            raise UserError("data: no training audio of modeling speakers for MelNet's normalization")
+        mean = total / count
+        std = float(np.sqrt(max(total_squares / count - mean ** 2, 0.0))) + MEL_STD_FLOOR
+        log.info("log-mel normalization over %d values: mean %.4f, std %.4f", count, mean, std)
+        return {"normalization.npz": {"mel_mean": np.float64(mean), "mel_std": np.float64(std)}}
 
     def select_tier(self, tier: int) -> None:
         """Train only this tier (`train --tier K`); every tier stays in the checkpoints."""
@@ -111,9 +136,13 @@ class MelNetRunner(Runner):
             self.state = None
         return loader
 
+    def frame_mask(self, batch) -> torch.Tensor:
+        """(B, T): real frames of filled slots (an utterance's last chunk is padded)."""
+        return (batch["frame_mask"] & batch["mask"][:, None]).to(self.device)
+
     def train_step(self, model, batch, optimizer="model"):
         mel = batch["mel"].to(self.device)
-        reset, mask = batch["reset"].to(self.device), batch["mask"].to(self.device)
+        reset, mask = batch["reset"].to(self.device), self.frame_mask(batch)
         loss, state, stats = model(mel, self.state, reset, mask, tiers=self.train_tiers)
         self.state = {k: {name: t.detach() for name, t in s.items()} for k, s in state.items()}
         return loss, {name: float(value) for name, value in stats.items()}
@@ -137,12 +166,12 @@ class MelNetRunner(Runner):
         state, total, count = None, 0.0, 0
         for batch in self.loader("validation", 0, shuffle=False):
             mel = batch["mel"].to(self.device)
-            mask = batch["mask"].to(self.device)
+            mask = self.frame_mask(batch)
             loss, state, _ = self.model(mel, state, batch["reset"].to(self.device), mask,
                                         tiers=self.train_tiers)
-            rows = int(mask.sum())
-            total += float(loss) * rows
-            count += rows
+            frames = int(mask.sum())
+            total += float(loss) * frames
+            count += frames
         return total, count
 
     # --- test rendering -------------------------------------------------------------
@@ -153,58 +182,71 @@ class MelNetRunner(Runner):
         return griffin_lim(log_mel.cpu(), self.index["sample_rate"], c.n_fft, c.hop_length,
                            c.win_length, c.fmin, c.fmax).numpy()
 
-    def tier_images(self, stages: dict, reference: np.ndarray | None):
-        def draw(path):
-            panels = [(f"after tier {k}", stage.cpu().numpy().T) for k, stage in sorted(stages.items())]
-            if reference is not None:
-                panels.append(("reference", reference.T))
-            return save_images(path, panels)
-        return draw
+    @staticmethod
+    def tier_panels(stages: dict, reference: np.ndarray | None) -> list:
+        """PNG panels: the spectrogram after every tier (and the real one)."""
+        panels = [(f"after tier {k}", stage.cpu().numpy().T) for k, stage in sorted(stages.items())]
+        if reference is not None:
+            panels.append(("reference", reference.T))
+        return panels
 
-    def test(self, epoch, out_dir, writer=None, utterance_ids=None, speaker_set="modeling"):
-        test_config = self.config["test"]
-        c = self.model_config
-        factor = self.model.time_factor
+    def test_plan(self, utterance_ids, speaker_set):
+        """Upsampling of each test utterance, then as many unconditional samples."""
         if utterance_ids is None:
-            utterance_ids = choose_test_utterances(self.index, test_config["utterances"], speaker_set)
+            utterance_ids = choose_test_utterances(self.index, self.config["test"]["utterances"],
+                                                   speaker_set)
         if not utterance_ids:
             raise UserError(f"test: no test utterance of {speaker_set} speakers in data.json")
-        max_seconds = test_config["max_seconds"]
-        max_frames = None if max_seconds is None else \
-            int(max_seconds * self.index["sample_rate"]) // c.hop_length
-        generator = torch.Generator(device=self.device).manual_seed(self.config["seed"] + epoch)
-        self.model.eval()
+        return ([("upsampled", utterance_id, k) for k, utterance_id in enumerate(utterance_ids)]
+                + [("sample", f"sample-{k}", len(utterance_ids) + k)
+                   for k in range(len(utterance_ids))])
+
+    def test_frames(self, frames: int | None) -> int:
+        """Frames to render: the cap of test.max_seconds, a whole number of tier-1 frames."""
+        max_seconds = self.config["test"]["max_seconds"]
+        if max_seconds is not None:
+            cap = int(max_seconds * self.index["sample_rate"]) // self.model_config.hop_length
+            frames = cap if frames is None else min(frames, cap)
+        frames = self.model.time_factor * 16 if frames is None else frames
+        return frames - frames % self.model.time_factor
+
+    def render(self, epoch, items, speaker_set):
+        temperature = self.config["test"]["temperature"]
         rendered = []
-        for utterance_id in utterance_ids:
-            real = self.source.normalized(utterance_id)
-            frames = len(real) if max_frames is None else min(len(real), max_frames)
-            frames -= frames % factor
+        for kind, name, number in items:
+            # Each item has its own noise: what it renders does not depend on the number of ranks.
+            generator = torch.Generator(device=self.device).manual_seed(
+                stream_seed(self.config["seed"], epoch, number))
+            if kind == "sample":
+                samples, stages = self.model.sample(1, self.test_frames(None), temperature,
+                                                    generator, return_tiers=True)
+                rendered.append({"id": name, "audio": self.to_audio(samples[0]), "reference": None,
+                                 "metrics": {},
+                                 "images": self.tier_panels({k: v[0] for k, v in stages.items()}, None)})
+                continue
+            real = self.source.normalized(name)
+            frames = self.test_frames(len(real))
             if frames == 0:
+                rendered.append(None)
                 continue
             real = torch.from_numpy(real[:frames]).to(self.device)[None]
             # Upsampling only: tiers 2..G from the real tier-1 spectrogram (the seed's experiment).
-            lower = self.model.low_resolution(real, 2) if c.tiers > 1 else None
-            if c.tiers > 1:
-                upsampled, stages = self.model.upsample(lower, 2, frames, test_config["temperature"],
-                                                        generator, return_tiers=True)
+            if self.model_config.tiers > 1:
+                lower = self.model.low_resolution(real, 2)
+                upsampled, stages = self.model.upsample(lower, 2, frames, temperature, generator,
+                                                        return_tiers=True)
             else:
                 upsampled, stages = real, {1: real[0]}
             stages = {k: v[0] for k, v in stages.items()}
             nll, _, per_tier = self.model(real, None, None, None)
-            metrics = {"nll": float(nll) / c.tiers, **{k: float(v) for k, v in per_tier.items()},
+            metrics = {"nll": float(nll) / self.model_config.tiers,
+                       **{k: float(v) for k, v in per_tier.items()},
                        "upsampling_l1": float((upsampled - real).abs().mean())}
-            reference_audio = self.to_audio(real[0])
-            rendered.append({"id": utterance_id + ".upsampled", "audio": self.to_audio(upsampled[0]),
-                             "reference": reference_audio, "metrics": metrics,
-                             "images": self.tier_images(stages, real[0].cpu().numpy())})
-        # Full multiscale generation, unconditional: as many samples as test utterances.
-        frames = max_frames or (self.model.time_factor * 16)
-        frames -= frames % factor
-        samples, stages = self.model.sample(len(rendered) or 1, frames, test_config["temperature"],
-                                            generator, return_tiers=True)
-        for row in range(samples.shape[0]):
-            rendered.append({"id": f"sample-{row}", "audio": self.to_audio(samples[row]),
-                             "reference": None, "metrics": {},
-                             "images": self.tier_images({k: v[row] for k, v in stages.items()}, None)})
+            rendered.append({"id": name + ".upsampled", "audio": self.to_audio(upsampled[0]),
+                             "reference": self.to_audio(real[0]), "metrics": metrics,
+                             "images": self.tier_panels(stages, real[0].cpu().numpy())})
+        return rendered
+
+    def write_test(self, epoch, out_dir, rendered, writer, speaker_set):
         return write_results(out_dir, epoch, self.index["sample_rate"], rendered, writer,
-                             "test" if speaker_set == "modeling" else f"test_{speaker_set}")
+                             test_tag(speaker_set))

@@ -1,13 +1,15 @@
 """PASE in the shared loop, and the speaker seeds it gives to SampleRNN experiments.
 
 Training: random chunks of `chunk_seconds` of every training utterance (all
-speakers: no labels are used), the weighted worker losses as the loss. Test:
+speakers: no labels are used), the weighted worker losses as the loss; the
+workers' targets (WORLD F0 and the rest) are computed by the loader, in the
+read-ahead thread with `train --num-workers`, never in the training step. Test:
 the held-out worker losses and how well seeds tell speakers apart (mean
 cosine similarity of seeds of the same speaker vs. of different speakers),
 with the similarity matrix as a PNG.
 """
 
-import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +17,40 @@ import torch
 
 from ..audio.plots import png_to_array, save_images
 from ..data.random_chunks import RandomChunkLoader
+from ..data.stateful_loader import pad_frames
 from ..data.store import UtteranceStore
 from ..errors import UserError
 from ..experiment.folder import Experiment, atomic_write_json, torch_load
-from ..models.pase import PASE, PASEConfig, cosine_similarity, speaker_seed
+from ..models.pase import PASE, PASEConfig, cosine_similarity, speaker_seed, worker_targets
+from ..models.pase_targets import world_f0
 from .base import Runner
+
+
+class ChunkTargets:
+    """The workers' targets of a batch of random chunks, computed in the data pipeline.
+
+    WORLD F0, the slow part, is computed once per utterance on the encoder's
+    frame grid and sliced for every chunk (chunk offsets are whole frames);
+    the other targets come from the chunk itself (models/pase_targets.py).
+    """
+
+    def __init__(self, config: PASEConfig, audio_of):
+        self.config, self.audio_of = config, audio_of
+        self.hop = math.prod(config.conv_strides)
+        self._f0: dict[str, np.ndarray] = {}
+
+    def f0(self, item) -> np.ndarray:
+        if item not in self._f0:
+            c = self.config
+            self._f0[item] = world_f0(self.audio_of(item), c.sample_rate, self.hop, c.f0_floor,
+                                      c.f0_ceil)
+        return self._f0[item]
+
+    def __call__(self, chunks: list, wave: torch.Tensor) -> dict:
+        frames = wave.shape[-1] // self.hop
+        f0 = np.stack([pad_frames(self.f0(item)[offset // self.hop:offset // self.hop + frames], frames)
+                       for item, offset in chunks])
+        return {"targets": worker_targets(self.config, wave, f0)}
 
 
 class PASERunner(Runner):
@@ -31,7 +62,9 @@ class PASERunner(Runner):
         if self.pase_config.sample_rate != self.index["sample_rate"]:
             raise UserError(f"model.sample_rate: {self.pase_config.sample_rate} differs from the "
                             f"corpus rate data.sample_rate {self.index['sample_rate']}")
-        self.chunk_samples = int(self.pase_config.chunk_seconds * self.pase_config.sample_rate)
+        self.targets = ChunkTargets(self.pase_config, self.audio)
+        hop = self.targets.hop
+        self.chunk_samples = int(self.pase_config.chunk_seconds * self.pase_config.sample_rate) // hop * hop
         return PASE(self.pase_config)
 
     @property
@@ -42,13 +75,15 @@ class PASERunner(Runner):
     def audio(self, utterance_id: str) -> np.ndarray:
         return self.store.load(utterance_id).audio
 
-    def loader(self, split: str, epoch: int, shuffle: bool) -> RandomChunkLoader:
+    def loader(self, split: str, epoch: int, shuffle: bool, whole: bool = False) -> RandomChunkLoader:
+        """Random chunks of a split with their targets: this rank's shard, or the `whole` split."""
         utterances = [u for u in self.index["utterances"] if u["split"] == split]
         lengths = [u["num_frames"] * self.index["hop_length"] for u in utterances]
+        rank, world_size = (0, 1) if whole else (self.context.rank, self.context.world_size)
         return RandomChunkLoader(self.audio, [u["id"] for u in utterances], lengths,
                                  self.config["training"]["batch_size"], self.chunk_samples,
-                                 self.config["seed"], epoch, self.context.rank,
-                                 self.context.world_size, shuffle=shuffle)
+                                 self.config["seed"], epoch, rank, world_size, shuffle=shuffle,
+                                 offset_step=self.targets.hop, targets_of=self.targets)
 
     def train_batches(self, epoch, position):
         loader = self.loader("train", epoch, shuffle=True)
@@ -59,48 +94,63 @@ class PASERunner(Runner):
         return loader
 
     def train_step(self, model, batch, optimizer="model"):
-        losses = model(batch.to(self.device))
+        losses = model(batch["wave"].to(self.device),
+                       {k: v.to(self.device) for k, v in batch["targets"].items()})
         scalars = {k: float(v.detach()) for k, v in losses.items() if k != "total"}
         return losses["total"], scalars
 
     @torch.no_grad()
-    def validation_loss(self):
+    def validation_loss(self, whole: bool = False):
         self.model.eval()
         total, count = 0.0, 0
-        for batch in self.loader("validation", 0, shuffle=False):
-            total += float(self.model(batch.to(self.device))["total"]) * len(batch)
-            count += len(batch)
+        for batch in self.loader("validation", 0, shuffle=False, whole=whole):
+            wave = batch["wave"].to(self.device)
+            targets = {k: v.to(self.device) for k, v in batch["targets"].items()}
+            total += float(self.model(wave, targets)["total"]) * len(wave)
+            count += len(wave)
         return total, count
 
-    def test(self, epoch, out_dir, writer=None, utterance_ids=None, speaker_set="modeling"):
-        """Speaker discrimination of the seeds: same-speaker vs. other-speaker similarity."""
-        self.model.eval()
-        seconds = self.pase_config.seed_seconds
+    # --- test: speaker seeds, shared out by speaker ----------------------------------
+
+    def test_plan(self, utterance_ids, speaker_set):
+        """One item per speaker with test utterances (seeds of test vs train audio), and the
+        held-out worker losses over the whole validation split."""
         by_speaker = {}
         for utterance in self.index["utterances"]:
             if utterance["split"] == "test" and (utterance_ids is None or utterance["id"] in utterance_ids):
                 by_speaker.setdefault(utterance["speaker"], []).append(utterance["id"])
-        train_seeds, test_seeds = {}, {}
-        for speaker, ids in sorted(by_speaker.items()):
-            test_seeds[speaker] = speaker_seed(self.model, [self.audio(i) for i in sorted(ids)],
-                                               seconds, self.pase_config.sample_rate)
+        return [("validation", None)] + sorted(by_speaker.items())
+
+    def render(self, epoch, items, speaker_set):
+        seconds, rate = self.pase_config.seed_seconds, self.pase_config.sample_rate
+        rendered = []
+        for speaker, test_ids in items:
+            if speaker == "validation":
+                rendered.append({"validation": self.validation_loss(whole=True)})
+                continue
             train_ids = sorted(u["id"] for u in self.index["utterances"]
                                if u["speaker"] == speaker and u["split"] == "train")
-            train_seeds[speaker] = speaker_seed(self.model, [self.audio(i) for i in train_ids],
-                                                seconds, self.pase_config.sample_rate)
-        speakers = sorted(test_seeds)
-        matrix = np.array([[cosine_similarity(test_seeds[a], train_seeds[b]) for b in speakers]
-                           for a in speakers])
+            rendered.append({
+                "speaker": speaker,
+                "test_seed": speaker_seed(self.model, [self.audio(i) for i in sorted(test_ids)], seconds, rate),
+                "train_seed": speaker_seed(self.model, [self.audio(i) for i in train_ids], seconds, rate)})
+        return rendered
+
+    def write_test(self, epoch, out_dir, rendered, writer, speaker_set):
+        """Speaker discrimination of the seeds: same-speaker vs. other-speaker similarity."""
+        total, count = rendered[0]["validation"]
+        seeds = rendered[1:]
+        speakers = [s["speaker"] for s in seeds]
+        matrix = np.array([[cosine_similarity(a["test_seed"], b["train_seed"]) for b in seeds]
+                           for a in seeds])
         same = float(np.mean(np.diag(matrix))) if speakers else None
         other = float(np.mean(matrix[~np.eye(len(speakers), dtype=bool)])) if len(speakers) > 1 else None
-        correct = int(np.sum(np.argmax(matrix, axis=1) == np.arange(len(speakers))))
-        total, count = self.validation_loss()
+        correct = int(np.sum(np.argmax(matrix, axis=1) == np.arange(len(speakers)))) if speakers else 0
         metrics = {"epoch": epoch, "mean": {
             "validation_pase_loss": total / max(count, 1),
             "same_speaker_similarity": same, "other_speaker_similarity": other,
             "speaker_identification_accuracy": correct / max(len(speakers), 1)},
             "speakers": speakers}
-        out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         png = save_images(out_dir / "speaker_similarity.png",
                           [("cosine similarity: test seed (row) vs train seed (column)", matrix)])

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio.io import write_wav
-from ..audio.plots import png_to_array, save_spectrogram_comparison
+from ..audio.plots import png_to_array, save_images, save_spectrogram_comparison
 from ..experiment.folder import atomic_write_json
 
 
@@ -25,6 +25,11 @@ def choose_test_utterances(index: dict, count: int, speaker_set: str = "modeling
     return chosen[:count]
 
 
+def test_tag(speaker_set: str) -> str:
+    """TensorBoard prefix of a test of one speaker set."""
+    return "test" if speaker_set == "modeling" else f"test_{speaker_set}"
+
+
 def file_stem(utterance_id: str) -> str:
     return utterance_id.replace("/", "__")
 
@@ -41,10 +46,11 @@ def mean_metrics(per_utterance: dict[str, dict]) -> dict:
 
 def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[dict],
                   writer=None, tag: str = "test") -> dict:
-    """`rendered`: dicts with `id`, `audio` (generated), `reference`, `metrics`, optional `images`.
+    """`rendered`: dicts with `id`, `audio` (generated), `reference`, `metrics`, optional `images`
+    (panels for audio.plots.save_images: plain data, so that ranks can send it to rank 0).
 
     Writes `<id>.wav`, `<id>.png` (generated vs reference spectrogram, or the
-    given images) and `metrics.json` (per utterance and mean); mirrors audio,
+    given panels) and `metrics.json` (per utterance and mean); mirrors audio,
     images and the mean metrics to TensorBoard when a writer is given.
     """
     out_dir = Path(out_dir)
@@ -55,7 +61,7 @@ def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[di
         audio = np.clip(np.asarray(item["audio"], dtype=np.float32), -1.0, 1.0)
         write_wav(out_dir / f"{stem}.wav", audio, sample_rate)
         if item.get("images") is not None:
-            png = item["images"](out_dir / f"{stem}.png")
+            png = save_images(out_dir / f"{stem}.png", item["images"])
         else:
             png = save_spectrogram_comparison(out_dir / f"{stem}.png", audio, item["reference"])
         per_utterance[item["id"]] = item["metrics"]

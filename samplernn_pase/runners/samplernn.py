@@ -10,15 +10,14 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..audio.mulaw import mulaw_decode, mulaw_encode
 from ..data.stateful_loader import SampleRNNSource
 from ..errors import UserError
 from ..metrics.speech import speech_metrics
-from ..models.samplernn import CONDITIONING_KEYS, SampleRNN, SampleRNNConfig, unpack_batch
+from ..models.samplernn import CONDITIONING_KEYS, SampleRNN, SampleRNNConfig, nll_bits, unpack_batch
 from .base import Runner
-from .rendering import choose_test_utterances, write_results
+from .rendering import choose_test_utterances, test_tag, write_results
 
 
 class SampleRNNRunner(Runner):
@@ -78,11 +77,9 @@ class SampleRNNRunner(Runner):
         return self.stateful_loader(self.source, self.config["training"]["sequence_length"],
                                     split, epoch, shuffle)
 
-    def bits_per_row(self, logits, samples):
-        """NLL in bits per sample of each row of a chunk (the targets follow the look-back frame)."""
-        targets = samples[:, self.model_config.frame_size:]
-        nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
-        return nll.mean(1) / math.log(2)
+    def bits(self, logits, samples, mask):
+        """Mean NLL in bits per target sample in `mask` (the targets follow the look-back frame)."""
+        return nll_bits(logits, samples[:, self.model_config.frame_size:], mask)
 
     def train_batches(self, epoch, position):
         loader = self.loader("train", epoch, shuffle=True)
@@ -96,8 +93,7 @@ class SampleRNNRunner(Runner):
         samples, conds, speaker, reset, mask = unpack_batch(batch, self.device)
         logits, hidden = model(samples, conds, self.speaker_input(speaker), self.hidden, reset)
         self.hidden = [h.detach() for h in hidden]
-        loss = (self.bits_per_row(logits, samples) * mask).sum() / mask.sum().clamp(min=1)
-        return loss, {}
+        return self.bits(logits, samples, mask), {}
 
     def on_skipped_step(self):
         self.hidden = None
@@ -116,25 +112,31 @@ class SampleRNNRunner(Runner):
         for batch in self.loader("validation", 0, shuffle=False):
             samples, conds, speaker, reset, mask = unpack_batch(batch, self.device)
             logits, hidden = self.model(samples, conds, self.speaker_input(speaker), hidden, reset)
-            total += float((self.bits_per_row(logits, samples) * mask).sum())
-            count += int(mask.sum())
+            samples_in_mask = int(mask.sum())
+            total += float(self.bits(logits, samples, mask)) * samples_in_mask
+            count += samples_in_mask
         return total, count
 
     # --- test rendering -------------------------------------------------------------
 
-    def test(self, epoch, out_dir, writer=None, utterance_ids=None, speaker_set="modeling"):
-        test_config = self.config["test"]
+    def test_plan(self, utterance_ids, speaker_set):
         if utterance_ids is None:
-            utterance_ids = choose_test_utterances(self.index, test_config["utterances"], speaker_set)
+            utterance_ids = choose_test_utterances(self.index, self.config["test"]["utterances"],
+                                                   speaker_set)
         if not utterance_ids:
             raise UserError(f"test: no test utterance of {speaker_set} speakers in data.json")
-        self.model.eval()
+        return list(utterance_ids)
+
+    def render(self, epoch, items, speaker_set):
+        batch_size = self.config["test"]["batch_size"]
         rendered = []
-        batch_size = test_config["batch_size"]
-        for start in range(0, len(utterance_ids), batch_size):
-            rendered += self.render_batch(utterance_ids[start:start + batch_size], epoch)
-        tag = "test" if speaker_set == "modeling" else f"test_{speaker_set}"
-        return write_results(out_dir, epoch, self.index["sample_rate"], rendered, writer, tag)
+        for start in range(0, len(items), batch_size):
+            rendered += self.render_batch(items[start:start + batch_size], epoch)
+        return rendered
+
+    def write_test(self, epoch, out_dir, rendered, writer, speaker_set):
+        return write_results(out_dir, epoch, self.index["sample_rate"], rendered, writer,
+                             test_tag(speaker_set))
 
     def speaker_similarity(self, audio, utterance) -> float:
         """Cosine between the PASE embedding of the rendered audio and the speaker's seed."""

@@ -3,11 +3,18 @@
 `torchrun --nproc_per_node N -m samplernn_pase ... train` sets RANK,
 WORLD_SIZE and LOCAL_RANK; we then join a process group (nccl on CUDA, gloo
 on CPU) and every rank trains on its own shard of the utterances. Rank 0
-alone writes logs, TensorBoard and checkpoints.
+alone writes logs, TensorBoard and checkpoints; every rank's own training
+state (loader position, carried states, RNG) is gathered into them.
+
+Waits whose length depends on the work (test rendering, gathering the rendered
+audio) go through a second, gloo process group with a long timeout
+(`SLOW_WAIT_TIMEOUT`), so a long test can never trip the collective timeout
+of the training group (10 to 30 minutes by default).
 """
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -15,11 +22,15 @@ import torch.distributed as dist
 from ..errors import UserError
 
 
+SLOW_WAIT_TIMEOUT = timedelta(days=7)
+
+
 @dataclass
 class Distributed:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    slow_group: object = None   # gloo group with SLOW_WAIT_TIMEOUT (set by `setup`)
 
     @property
     def enabled(self) -> bool:
@@ -39,6 +50,23 @@ class Distributed:
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
+
+    def gather_to_main(self, value) -> list | None:
+        """Every rank's `value` (CPU objects) as a list on rank 0, None on the others.
+
+        Runs on the long-timeout group: rank 0 may wait here while the others finish
+        rendering their share of the test utterances.
+        """
+        if not self.enabled:
+            return [value]
+        gathered = [None] * self.world_size if self.is_main else None
+        dist.gather_object(value, gathered, dst=0, group=self.slow_group)
+        return gathered
+
+    def slow_barrier(self) -> None:
+        """A barrier that may wait as long as the work takes (see SLOW_WAIT_TIMEOUT)."""
+        if self.enabled:
+            dist.barrier(group=self.slow_group)
 
     def any_true(self, flag: bool, device: torch.device) -> bool:
         """True on every rank if it is true on one (e.g. an interruption)."""
@@ -77,6 +105,7 @@ def setup(device_name: str) -> tuple[torch.device, Distributed]:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    info.slow_group = dist.new_group(backend="gloo", timeout=SLOW_WAIT_TIMEOUT)
     return device, info
 
 

@@ -7,12 +7,11 @@ learning-rate scheduler, early stopping and the test rendering. A model
 family only provides a Runner (runners/base.py).
 """
 
+import io
 import math
-import random
 import signal
 import time
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
@@ -24,6 +23,10 @@ from .distributed import Distributed
 from .optim import build_scheduler
 from .prefetch import Prefetcher
 from .progress import progress
+from .rng import rng_state, set_rng_state, side_stream
+
+
+VALIDATION_STREAM = 1   # side_stream key: validation draws (e.g. PASE's negatives) apart from training
 
 
 class TrainingError(UserError):
@@ -50,33 +53,30 @@ class Interrupted:
             signal.signal(sig, handler)
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+def saved_rank_states(state: dict) -> list[dict]:
+    """Per-rank entries of a checkpoint; a format-1 checkpoint held rank 0's alone."""
+    if "ranks" in state:
+        return state["ranks"]
+    loop = state["loop"]
+    return [{"loader": loop.get("loader"), "runner": state["runner"], "rng": state["rng"],
+             "epoch_loss": loop.get("epoch_loss", [0.0, 0])}]
 
 
-def rng_state() -> dict:
-    numpy_state = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].copy()), *numpy_state[2:]],
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
+def saved_bytes(value) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
 
 
-def set_rng_state(state: dict) -> None:
-    random.setstate(_to_tuple(state["python"]))
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy(), *rest))
-    torch.set_rng_state(state["torch"])
-    if torch.cuda.is_available() and state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _to_tuple(value):
-    return tuple(_to_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+def move_tensors(value, device):
+    """`value` with every tensor in its dicts and lists moved to `device`."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: move_tensors(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(move_tensors(v, device) for v in value)
+    return value
 
 
 class Trainer:
@@ -121,9 +121,15 @@ class Trainer:
 
     # --- checkpoints -----------------------------------------------------------
 
-    def state(self, epoch_complete: bool, loader_position=None) -> dict:
+    def state(self, epoch_complete: bool, loader_position=None) -> dict | None:
+        """The checkpoint (on rank 0; None on the others). Every rank must call it."""
+        # Sent as torch.save bytes: what a checkpoint holds, loadable with weights_only.
+        ranks = self.dist.gather_to_main(saved_bytes(self.rank_state(loader_position)))
+        if not self.dist.is_main:
+            return None
+        ranks = [torch.load(io.BytesIO(data), weights_only=True) for data in ranks]
         return {
-            "format": 2,
+            "format": 3,
             "package_version": __version__,
             "model_type": self.config["model"]["type"],
             "config": self.config,
@@ -131,11 +137,9 @@ class Trainer:
             "optimizers": {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()},
             "schedulers": {name: scheduler.state_dict() if scheduler else None
                            for name, scheduler in self.schedulers.items()},
-            "runner": self.runner.state_dict(),
-            "rng": rng_state(),
+            "ranks": ranks,
             "loop": {
                 "epoch": self.epoch, "epoch_complete": epoch_complete, "iteration": self.iteration,
-                "loader": loader_position, "epoch_loss": list(self.epoch_loss),
                 "best_validation": self.best_validation, "bad_epochs": self.bad_epochs,
                 "nan_streak": self.nan_streak, "history": self.history,
             },
@@ -157,32 +161,52 @@ class Trainer:
             optimizer.load_state_dict(state["optimizers"][name])
             if self.schedulers[name] and state["schedulers"][name]:
                 self.schedulers[name].load_state_dict(state["schedulers"][name])
-        self.runner.load_state_dict(state["runner"])
-        set_rng_state(state["rng"])
         loop = state["loop"]
         self.iteration = loop["iteration"]
         self.best_validation, self.bad_epochs = loop["best_validation"], loop["bad_epochs"]
         self.nan_streak, self.history = loop["nan_streak"], loop["history"]
-        if loop["epoch_complete"]:
-            self.epoch, self.loader_position, self.epoch_loss = loop["epoch"] + 1, None, [0.0, 0]
-        else:
-            self.epoch, self.loader_position = loop["epoch"], loop["loader"]
-            self.epoch_loss = list(loop["epoch_loss"])
+        self.restore_rank_state(saved_rank_states(state), loop, path)
         self.log.info("resumed from %s (epoch %d, iteration %d)", path, self.epoch, self.iteration)
         return True
 
+    # --- what each rank alone knows -------------------------------------------------
+
+    def rank_state(self, loader_position) -> dict:
+        """This rank's loader position, carried states, RNG and running loss (CPU tensors)."""
+        return {"loader": loader_position, "runner": move_tensors(self.runner.state_dict(), "cpu"),
+                "rng": rng_state(), "epoch_loss": list(self.epoch_loss)}
+
+    def restore_rank_state(self, ranks: list[dict], loop: dict, path) -> None:
+        """Each rank takes its own entry. A mid-epoch checkpoint of another number of ranks
+        cannot continue the epoch (the shards differ): the epoch restarts from its start."""
+        mine = ranks[self.dist.rank] if self.dist.rank < len(ranks) else None
+        if mine is not None:    # a rank the checkpoint did not have keeps its fresh seed
+            set_rng_state(mine["rng"])
+            self.runner.load_state_dict(move_tensors(mine["runner"], self.device))
+        self.epoch, self.loader_position, self.epoch_loss = loop["epoch"], None, [0.0, 0]
+        if loop["epoch_complete"]:
+            self.epoch += 1
+        elif len(ranks) == self.dist.world_size:
+            self.loader_position, self.epoch_loss = mine["loader"], list(mine["epoch_loss"])
+        else:
+            self.log.warning("%s was written in the middle of epoch %d by %d process(es), this run "
+                             "has %d: epoch %d restarts from its first batch (the %d steps already "
+                             "taken stay in the model)", path, self.epoch, len(ranks),
+                             self.dist.world_size, self.epoch, self.iteration)
+
     def save_partial(self, loader_position) -> None:
+        state = self.state(epoch_complete=False, loader_position=loader_position)
         if self.dist.is_main:
-            atomic_torch_save(self.experiment.partial_checkpoint_path,
-                              self.state(epoch_complete=False, loader_position=loader_position))
+            atomic_torch_save(self.experiment.partial_checkpoint_path, state)
             self.log.info("checkpoint: %s (iteration %d)", self.experiment.partial_checkpoint_path,
                           self.iteration)
 
     def save_epoch(self, validation_loss: float) -> None:
+        state = self.state(epoch_complete=True)
         if not self.dist.is_main:
             return
         experiment = self.experiment
-        atomic_torch_save(experiment.checkpoint_path(self.epoch), self.state(epoch_complete=True))
+        atomic_torch_save(experiment.checkpoint_path(self.epoch), state)
         index = experiment.checkpoint_index()
         index["epochs"][str(self.epoch)] = {"validation_loss": validation_loss,
                                             "iteration": self.iteration}
@@ -316,7 +340,8 @@ class Trainer:
         """Validate, step the scheduler, checkpoint, test; True when early stopping."""
         started = time.time()
         self.model.eval()
-        loss_sum, count = self.runner.validation_loss()
+        with side_stream(self.config["seed"], self.epoch, self.dist.rank, VALIDATION_STREAM):
+            loss_sum, count = self.runner.validation_loss()
         loss_sum, count = self.dist.all_reduce_sum([loss_sum, count], self.device)
         validation = loss_sum / max(count, 1)
         train_loss = self.epoch_loss[0] / max(self.epoch_loss[1], 1)
@@ -339,9 +364,7 @@ class Trainer:
         self.save_epoch(validation)
         period = self.config["test"]["period"]
         if test_callback is not None and period and self.epoch % period == 0:
-            if self.dist.is_main:
-                test_callback(self.epoch, self.writer)
-            self.dist.barrier()
+            test_callback(self.epoch, self.writer)   # every rank renders its share (Runner.test)
         patience = self.training["early_stopping_patience"]
         if patience is not None and self.bad_epochs >= patience:
             self.log.warning("early stopping: validation loss has not improved for %d epochs",
