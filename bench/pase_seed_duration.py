@@ -167,6 +167,16 @@ class CLI:
         return time.perf_counter() - start
 
 
+def open_workspace(args, prefix: str) -> tuple[Path, Path, CLI]:
+    """(workspace, data path, CLI) from --workspace (default: a new temporary folder) and --data-path."""
+    workspace = (args.workspace or Path(tempfile.mkdtemp(prefix=prefix))).resolve()
+    workspace.mkdir(parents=True, exist_ok=True)
+    data_path = args.data_path.resolve()
+    data_path.mkdir(parents=True, exist_ok=True)
+    log(f"workspace: {workspace}")
+    return workspace, data_path, CLI(workspace, data_path, args.threads, args.device)
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -276,12 +286,7 @@ def study(args) -> dict:
 
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
-    workspace = (args.workspace or Path(tempfile.mkdtemp(prefix="pase_seed_duration_"))).resolve()
-    workspace.mkdir(parents=True, exist_ok=True)
-    data_path = args.data_path.resolve()
-    data_path.mkdir(parents=True, exist_ok=True)
-    log(f"workspace: {workspace}")
-    cli = CLI(workspace, data_path, args.threads, args.device)
+    workspace, data_path, cli = open_workspace(args, "pase_seed_duration_")
     runtime = {"pase_s": cli.init_and_train(PASE_NAME, pase_config(args))}
     pase_experiment = Experiment(cli.experiments_path, PASE_NAME)
     # Pinned, so that a later `train` of the encoder cannot silently change the seeds of a reused

@@ -24,7 +24,6 @@ Prints one JSON line.
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from pase_seed_duration import CLI, PASE_NAME, log, pase_config  # noqa: E402
+from pase_seed_duration import PASE_NAME, open_workspace, pase_config  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -57,12 +56,7 @@ def main(argv=None) -> int:
 
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
-    workspace = (args.workspace or Path(tempfile.mkdtemp(prefix="pase_speaker_id_"))).resolve()
-    workspace.mkdir(parents=True, exist_ok=True)
-    data_path = args.data_path.resolve()
-    data_path.mkdir(parents=True, exist_ok=True)
-    log(f"workspace: {workspace}")
-    cli = CLI(workspace, data_path, args.threads, args.device)
+    workspace, data_path, cli = open_workspace(args, "pase_speaker_id_")
     train_seconds = cli.init_and_train(PASE_NAME, pase_config(args))
 
     experiment = Experiment(cli.experiments_path, PASE_NAME)
