@@ -90,7 +90,7 @@ def main(argv=None) -> int:
                      "pase_model": {k: config["model"][k] for k in ("embedding_dim", "sinc_channels",
                                                                      "conv_channels")},
                      "speakers": len(speakers), "threads": args.threads},
-        "results": {k: {key: (round(v, 4) if isinstance(v, float) else v) for key, v in r.items()}
+        "results": {k: {key: (round(v, 6) if isinstance(v, float) else v) for key, v in r.items()}
                     for k, r in results.items()},
         "runtime_s": {"train": round(train_seconds, 1), "total": round(time.perf_counter() - started, 1)},
     }))

@@ -51,10 +51,11 @@ class Evaluation:
     def judge(self, audio: np.ndarray, utterance_id: str | None = None) -> dict:
         """Speaker similarity to the utterance's speaker (when it has one) and DNSMOS."""
         speaker = self.speaker_of.get(utterance_id)
-        scores = {}
-        if speaker is not None:
+        if speaker is None:          # e.g. an unconditional sample: no speaker to compare with
+            scores = SpeakerCentroids({}, {}).scores(None, None)
+        else:
             embedding = resemblyzer_embedding(audio, self.sample_rate)
-            scores.update(self.centroids.scores(embedding, speaker, exclude=utterance_id))
+            scores = self.centroids.scores(embedding, speaker, exclude=utterance_id)
         scores.update(dnsmos(audio, self.sample_rate))
         return scores
 

@@ -106,20 +106,25 @@ def speaker_identification(enrollment: dict[str, list[np.ndarray]],
     """Nearest-centroid speaker identification of held-out probes against enrollment centroids.
 
     enrollment: speaker -> embeddings of that speaker's enrollment utterances;
-    probes: (true speaker, embedding) of other utterances. Returns the accuracy,
-    chance (1 / speakers), and the mean cosine of a probe to its own centroid and to the
-    other speakers' centroids.
+    probes: (true speaker, embedding) of other utterances (None embeddings are left out).
+    Returns the accuracy, chance (1 / speakers), the mean cosine of a probe to its own
+    centroid and to the other speakers' centroids, and the confusions ("true->nearest": count).
     """
-    centroids = {s: centroid(e) for s, e in enrollment.items() if e}
+    centroids = {s: centroid([e for e in embeddings if e is not None])
+                 for s, embeddings in enrollment.items() if any(e is not None for e in embeddings)}
     speakers = sorted(centroids)
-    correct, own, other = 0, [], []
+    probes = [(s, e) for s, e in probes if e is not None and s in centroids]
+    correct, own, other, confusions = 0, [], [], {}
     for speaker, embedding in probes:
         cosines = {s: cosine_similarity(embedding, centroids[s]) for s in speakers}
-        correct += int(max(cosines, key=cosines.get) == speaker)
+        nearest = max(cosines, key=cosines.get)
+        correct += int(nearest == speaker)
+        if nearest != speaker:
+            confusions[f"{speaker}->{nearest}"] = confusions.get(f"{speaker}->{nearest}", 0) + 1
         own.append(cosines[speaker])
         other += [c for s, c in cosines.items() if s != speaker]
     return {"accuracy": correct / len(probes) if probes else None,
             "chance": 1.0 / len(speakers) if speakers else None,
             "own_cosine": float(np.mean(own)) if own else None,
             "other_cosine": float(np.mean(other)) if other else None,
-            "speakers": len(speakers), "probes": len(probes)}
+            "speakers": len(speakers), "probes": len(probes), "confusions": confusions}
