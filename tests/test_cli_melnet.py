@@ -48,7 +48,7 @@ def test_melnet_trains_renders_and_trains_one_tier(tmp_path, demo_data_path):
     for row in (metrics, *metrics["references"].values()):
         for utterance in upsampled:
             assert -1 <= row["utterances"][utterance]["speaker_similarity_own"] <= 1
-            assert 1 <= row["utterances"][utterance]["dnsmos_ovrl"] <= 5
+            assert 0 < row["utterances"][utterance]["dnsmos_ovrl"] <= 5   # P.835 maps noise a bit below 1
     assert metrics["utterances"]["sample-0"]["speaker_similarity_own"] is None
     assert metrics["frechet"]["log_mel"]["generated"] == 2
     assert np.isfinite(metrics["frechet"]["log_mel"]["floor"])

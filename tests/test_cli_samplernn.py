@@ -160,7 +160,7 @@ def check_evaluation(metrics: dict) -> None:
         for key in ("mcd_db", "vuv_error", *judged):
             assert math_finite(row["mean"][key]), (name, key)
         assert -1 <= row["mean"]["speaker_similarity_own"] <= 1
-        assert 1 <= row["mean"]["dnsmos_ovrl"] <= 5
+        assert 0 < row["mean"]["dnsmos_ovrl"] <= 5
     assert rows["real"]["mean"]["mcd_db"] == 0.0 and rows["real"]["mean"]["vuv_error"] == 0.0
     assert 0 < rows["world"]["mean"]["mcd_db"] < rows["model"]["mean"]["mcd_db"]
     for embedder in ("resemblyzer", "log_mel"):
