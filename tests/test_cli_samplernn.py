@@ -127,6 +127,11 @@ def test_train_renders_audio_metrics_and_release(workspace):
         assert rate == 16000 and len(audio) >= 1600
         assert np.sqrt(np.mean(audio ** 2)) > 1e-3          # not silence
     check_evaluation(json.loads((results / "metrics.json").read_text()))
+    # The `test` command renders and judges the same checkpoint again, TensorBoard included.
+    printed = workspace.run("trained", "test").stdout
+    metrics = json.loads((results / "metrics.json").read_text())
+    check_evaluation(metrics)
+    assert "results:" in printed and "epoch-1" in printed
     assert list((root / "tensorboard").glob("events.out.tfevents.*"))
     index = json.loads((root / "checkpoints" / "index.json").read_text())
     assert index["best_epoch"] == 1 and math_finite(index["epochs"]["1"]["validation_loss"])
