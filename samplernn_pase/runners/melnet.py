@@ -242,11 +242,21 @@ class MelNetRunner(Runner):
             metrics = {"nll": float(nll) / self.model_config.tiers,
                        **{k: float(v) for k, v in per_tier.items()},
                        "upsampling_l1": float((upsampled - real).abs().mean())}
+            reference_audio = self.to_audio(real[0])
+            recording = self.store.load(name).audio[:frames * self.model_config.hop_length]
             rendered.append({"id": name + ".upsampled", "audio": self.to_audio(upsampled[0]),
-                             "reference": self.to_audio(real[0]), "metrics": metrics,
-                             "images": self.tier_panels(stages, real[0].cpu().numpy())})
+                             "reference": reference_audio, "metrics": metrics,
+                             "images": self.tier_panels(stages, real[0].cpu().numpy()),
+                             "utterance": name,
+                             # The real recording, and Griffin-Lim from its real mel (the ceiling
+                             # of a mel model with this vocoder).
+                             "references": {"real": recording, "griffin_lim": reference_audio}})
         return rendered
 
     def write_test(self, epoch, out_dir, rendered, writer, speaker_set):
+        # Fréchet distances: the unconditional samples against the real test set.
         return write_results(out_dir, epoch, self.index["sample_rate"], rendered, writer,
-                             test_tag(speaker_set))
+                             test_tag(speaker_set), self.evaluation, speaker_set,
+                             self.test_frames(None) * self.model_config.hop_length,
+                             frechet_items={item["id"] for item in rendered
+                                            if item["id"].startswith("sample-")})

@@ -21,7 +21,8 @@ from ..data.stateful_loader import pad_frames
 from ..data.store import UtteranceStore
 from ..errors import UserError
 from ..experiment.folder import Experiment, atomic_write_json, torch_load
-from ..models.pase import PASE, PASEConfig, cosine_similarity, speaker_seed, worker_targets
+from ..metrics.speaker import cosine_similarity, speaker_identification
+from ..models.pase import PASE, PASEConfig, embed, speaker_seed, worker_targets
 from ..models.pase_targets import world_f0
 from .base import Runner
 
@@ -114,7 +115,9 @@ class PASERunner(Runner):
 
     def test_plan(self, utterance_ids, speaker_set):
         """One item per speaker with test utterances (seeds of test vs train audio), and the
-        held-out worker losses over the whole validation split."""
+        held-out worker losses over the whole validation split. Rank 0 adds the
+        identification of every held-out utterance by its nearest train seed
+        (metrics/speaker.py: speaker_identification)."""
         by_speaker = {}
         for utterance in self.index["utterances"]:
             if utterance["split"] == "test" and (utterance_ids is None or utterance["id"] in utterance_ids):
@@ -146,11 +149,18 @@ class PASERunner(Runner):
         same = float(np.mean(np.diag(matrix))) if speakers else None
         other = float(np.mean(matrix[~np.eye(len(speakers), dtype=bool)])) if len(speakers) > 1 else None
         correct = int(np.sum(np.argmax(matrix, axis=1) == np.arange(len(speakers)))) if speakers else 0
+        self.model.eval()
+        identification = held_out_identification(
+            self.model, self.index, self.audio, {s["speaker"]: s["train_seed"] for s in seeds})
         metrics = {"epoch": epoch, "mean": {
             "validation_pase_loss": total / max(count, 1),
             "same_speaker_similarity": same, "other_speaker_similarity": other,
-            "speaker_identification_accuracy": correct / max(len(speakers), 1)},
-            "speakers": speakers}
+            "speaker_identification_accuracy": correct / max(len(speakers), 1),
+            "utterance_identification_accuracy": identification["accuracy"],
+            "utterance_own_speaker_similarity": identification["own_cosine"],
+            "utterance_other_speaker_similarity": identification["other_cosine"]},
+            "speakers": speakers, "utterance_identification": identification}
+        out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         png = save_images(out_dir / "speaker_similarity.png",
                           [("cosine similarity: test seed (row) vs train seed (column)", matrix)])
@@ -161,6 +171,29 @@ class PASERunner(Runner):
                     writer.add_scalar(f"test/{key}", value, epoch)
             writer.add_image("test/speaker_similarity", png_to_array(png), epoch, dataformats="HWC")
         return metrics
+
+
+def speaker_train_seeds(model: PASE, index: dict, load_audio, speakers, seconds: float) -> dict:
+    """speaker -> seed from its train split (utterances sorted by id): what `init` gives SampleRNN.
+
+    `load_audio(utterance_id)` returns the utterance's audio at index["sample_rate"].
+    """
+    seeds = {}
+    for speaker in speakers:
+        ids = sorted(u["id"] for u in index["utterances"] if u["speaker"] == speaker and u["split"] == "train")
+        if ids:
+            seeds[speaker] = speaker_seed(model, [load_audio(i) for i in ids], seconds, index["sample_rate"])
+    return seeds
+
+
+def held_out_identification(model: PASE, index: dict, load_audio, seeds: dict) -> dict:
+    """Nearest-seed speaker identification of every validation and test utterance, each
+    embedded alone (accuracy, chance, own / other cosine: metrics/speaker.py)."""
+    held_out = [u for u in index["utterances"]
+                if u["split"] in ("validation", "test") and u["speaker"] in seeds]
+    return speaker_identification(
+        {speaker: [seed] for speaker, seed in seeds.items()},
+        [(u["speaker"], embed(model, [load_audio(u["id"])], index["sample_rate"])) for u in held_out])
 
 
 def load_pase(experiments_path: Path, name: str, epoch: int | None, device="cpu") -> PASE:
@@ -191,15 +224,13 @@ def compute_speaker_seeds(config: dict, data_index: dict, normalization: dict, a
                       model_config.get("pase_epoch"))
     store = UtteranceStore(data_index, normalization, args.data_path)
     seconds = model_config["pase_seed_seconds"]
-    seeds = []
     speakers = sorted(data_index["speakers"], key=lambda s: s["index"])   # rows = speaker indices
+    by_speaker = speaker_train_seeds(model, data_index, lambda i: store.load(i).audio,
+                                     [s["id"] for s in speakers], seconds)
     for speaker in speakers:
-        ids = sorted(u["id"] for u in data_index["utterances"]
-                     if u["speaker"] == speaker["id"] and u["split"] == "train")
-        if not ids:
+        if speaker["id"] not in by_speaker:
             raise UserError(f"speaker {speaker['id']}: no training audio to compute a PASE seed")
-        seeds.append(speaker_seed(model, [store.load(i).audio for i in ids], seconds,
-                                  data_index["sample_rate"]))
+    seeds = [by_speaker[s["id"]] for s in speakers]
     log.info("PASE seeds of %d speakers from %s (%.1f s each)", len(seeds),
              model_config["pase_experiment"], seconds)
     return {"speaker_seeds.npz": {
