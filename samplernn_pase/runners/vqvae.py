@@ -26,7 +26,7 @@ from ..experiment.folder import Experiment, torch_load
 from ..models.vqvae import MelVQVAE, VQVAEConfig
 from ..training.optim import build_optimizer
 from .base import Runner
-from .rendering import choose_test_utterances, file_stem, write_results
+from .rendering import file_stem, utterances_to_render, write_results
 
 
 def spectral_convergence(reconstruction: np.ndarray, reference: np.ndarray) -> float:
@@ -139,10 +139,7 @@ class VQVAERunner(Runner):
 
     def test(self, epoch, out_dir, writer=None, utterance_ids=None, speaker_set="modeling"):
         test_config = self.config["test"]
-        if utterance_ids is None:
-            utterance_ids = choose_test_utterances(self.index, test_config["utterances"], speaker_set)
-        if not utterance_ids:
-            raise UserError(f"test: no test utterance of {speaker_set} speakers in data.json")
+        utterance_ids = utterances_to_render(self.index, test_config, speaker_set, utterance_ids)
         settings = self.mels.settings
         max_seconds = test_config["max_seconds"]
         max_frames = None if max_seconds is None else max(1, int(max_seconds * settings.sample_rate)
