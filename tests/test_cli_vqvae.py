@@ -63,6 +63,7 @@ def test_vqvae_init_train_test_write_audio_images_and_metrics(tmp_path, demo_dat
             assert rate == 16000 and len(audio) >= 0.3 * 16000 and np.isfinite(audio).all()
         metrics = json.loads((results / "metrics.json").read_text())["mean"]
         assert metrics["mel_l1"] > 0 and 0 < metrics["spectral_convergence"] < 10
+        assert metrics["baseline_mel_l1"] > 0 and 0 < metrics["baseline_spectral_convergence"] < 10
         assert 1 <= metrics["codebook_codes_used"] <= 16 and metrics["codebook_size"] == 16
         assert 1 <= metrics["codebook_perplexity"] <= metrics["codebook_codes_used"]
     state = torch.load(root / "checkpoints" / "1.checkpoint.pt", weights_only=True)
