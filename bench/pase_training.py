@@ -59,7 +59,7 @@ def measure(config, utterances, epochs, batch_size, targets_in_loader, read_ahea
         batches = Prefetcher(loader, 2) if read_ahead else loader
         for batch in batches:
             optimizer.zero_grad()
-            losses = model(batch["wave"], batch.get("targets"))
+            losses = model(batch["chunk"], batch.get("targets"))
             losses["total"].backward()
             optimizer.step()
             steps += 1

@@ -1,4 +1,5 @@
-"""Random fixed-length waveform chunks, for models that are not recurrent (PASE).
+"""Random fixed-length chunks, for models that are not recurrent: waveform chunks (PASE),
+log-mel crops (data/mel_crops.py). Chunks are cut along the last axis of each array.
 
 Each epoch, every utterance gives `floor(length / chunk)` chunks at offsets
 drawn from a generator seeded by (seed, epoch); the chunks are shuffled and
@@ -20,7 +21,7 @@ class RandomChunkLoader:
     def __init__(self, audio_of, items: list, lengths: list[int], batch_size: int,
                  chunk_samples: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
                  shuffle: bool = True, offset_step: int = 1, targets_of=None):
-        self.audio_of = audio_of          # item -> float32 waveform
+        self.audio_of = audio_of          # item -> float32 array (..., length): waveform or mel
         self.targets_of = targets_of      # (chunks, wave) -> dict of extra batch entries
         self.batch_size = batch_size
         self.chunk_samples = chunk_samples
@@ -49,11 +50,11 @@ class RandomChunkLoader:
         while self.position < len(self.batches):
             chunks = self.batches[self.position]
             self.position += 1
-            wave = torch.from_numpy(np.stack([
-                self.audio_of(item)[offset:offset + self.chunk_samples] for item, offset in chunks]))
-            batch = {"wave": wave, "chunks": chunks}
+            signal = torch.from_numpy(np.stack([
+                self.audio_of(item)[..., offset:offset + self.chunk_samples] for item, offset in chunks]))
+            batch = {"chunk": signal, "chunks": chunks}
             if self.targets_of is not None:
-                batch.update(self.targets_of(chunks, wave))
+                batch.update(self.targets_of(chunks, signal))
             yield batch
 
     def state_dict(self) -> dict:

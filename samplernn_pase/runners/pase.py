@@ -95,7 +95,7 @@ class PASERunner(Runner):
         return loader
 
     def train_step(self, model, batch, optimizer="model"):
-        losses = model(batch["wave"].to(self.device),
+        losses = model(batch["chunk"].to(self.device),
                        {k: v.to(self.device) for k, v in batch["targets"].items()})
         scalars = {k: float(v.detach()) for k, v in losses.items() if k != "total"}
         return losses["total"], scalars
@@ -105,7 +105,7 @@ class PASERunner(Runner):
         self.model.eval()
         total, count = 0.0, 0
         for batch in self.loader("validation", 0, shuffle=False, whole=whole):
-            wave = batch["wave"].to(self.device)
+            wave = batch["chunk"].to(self.device)
             targets = {k: v.to(self.device) for k, v in batch["targets"].items()}
             total += float(self.model(wave, targets)["total"]) * len(wave)
             count += len(wave)

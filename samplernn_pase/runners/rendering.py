@@ -7,6 +7,7 @@ import numpy as np
 
 from ..audio.io import write_wav
 from ..audio.plots import png_to_array, save_images, save_spectrogram_comparison
+from ..errors import UserError
 from ..experiment.folder import atomic_write_json
 
 
@@ -30,6 +31,16 @@ def test_tag(speaker_set: str) -> str:
     return "test" if speaker_set == "modeling" else f"test_{speaker_set}"
 
 
+def utterances_to_render(index: dict, test_config: dict, speaker_set: str = "modeling",
+                         utterance_ids: list[str] | None = None) -> list[str]:
+    """The utterances a `test` renders: the given ones, or the fixed list of the config."""
+    if utterance_ids is None:
+        utterance_ids = choose_test_utterances(index, test_config["utterances"], speaker_set)
+    if not utterance_ids:
+        raise UserError(f"test: no test utterance of {speaker_set} speakers in data.json")
+    return utterance_ids
+
+
 def file_stem(utterance_id: str) -> str:
     return utterance_id.replace("/", "__")
 
@@ -46,7 +57,8 @@ def mean_metrics(per_utterance: dict[str, dict]) -> dict:
 
 def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[dict],
                   writer=None, tag: str = "test", evaluation=None, speaker_set: str = "modeling",
-                  max_samples: int | None = None, frechet_items=None) -> dict:
+                  max_samples: int | None = None, frechet_items=None,
+                  extra: dict | None = None) -> dict:
     """Write what a `test` renders, judged by the independent evaluation when one is given.
 
     `rendered`: dicts with `id`, `audio` (generated), `reference` (for the
@@ -67,7 +79,8 @@ def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[di
     and mirrors audio, images and every mean to TensorBoard (`<tag>/<key>`,
     `<tag>/<row>/<key>`, `<tag>/frechet_<embedder>/distance|floor`).
     `frechet_items`: ids of the items whose audio forms the generated set of the
-    Fréchet distances (default: all).
+    Fréchet distances (default: all). `extra`: figures over all utterances
+    together (e.g. codebook usage), added to the means.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -96,7 +109,7 @@ def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[di
         if writer is not None:
             writer.add_audio(f"{tag}/{stem}", audio, epoch, sample_rate=sample_rate)
             writer.add_image(f"{tag}/{stem}", png_to_array(png), epoch, dataformats="HWC")
-    metrics = {"epoch": epoch, "speaker_set": speaker_set, "mean": mean_metrics(per_utterance),
+    metrics = {"epoch": epoch, "speaker_set": speaker_set, "mean": {**mean_metrics(per_utterance), **(extra or {})},
                "utterances": per_utterance,
                "references": {row: {"mean": mean_metrics(rows), "utterances": rows}
                               for row, rows in reference_rows.items()}}
