@@ -163,3 +163,17 @@ MEDIA_CHECK = """
   };
 })()
 """
+
+
+def broken_media(found: dict) -> list[str]:
+    """The images and audio files of a MEDIA_CHECK result that did not load."""
+    broken = [f"img {i['src']}" for i in found["images"] if not i["width"]]
+    broken += [f"audio {a['src']} (error {a['error']})" for a in found["audios"]
+               if a["readyState"] < 1 or a["error"] is not None]
+    return broken
+
+
+def non_relative_links(found: dict) -> list[str]:
+    """Links that would not survive zipping the folder: absolute paths and URLs with a scheme."""
+    links = [i["src"] for i in found["images"]] + [a["src"] for a in found["audios"]] + found["links"]
+    return [link for link in links if not link or link.startswith("/") or ":" in link.split("/")[0]]
