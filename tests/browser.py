@@ -177,3 +177,14 @@ def non_relative_links(found: dict) -> list[str]:
     """Links that would not survive zipping the folder: absolute paths and URLs with a scheme."""
     links = [i["src"] for i in found["images"]] + [a["src"] for a in found["audios"]] + found["links"]
     return [link for link in links if not link or link.startswith("/") or ":" in link.split("/")[0]]
+
+
+def load_page(page: Path) -> dict | None:
+    """MEDIA_CHECK of `page` opened from file:// in a fresh Chromium; None where Chromium is
+    not installed (the callers still check the HTML itself)."""
+    executable = find_chromium()
+    if executable is None:
+        return None
+    with Browser(executable) as browser:
+        browser.open(Path(page).resolve().as_uri())
+        return browser.evaluate(MEDIA_CHECK)

@@ -7,6 +7,7 @@ import numpy as np
 import soundfile
 import torch
 
+from browser import broken_media, load_page
 from test_cli_samplernn import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +40,16 @@ def test_melnet_trains_renders_and_trains_one_tier(tmp_path, demo_data_path):
         assert np.isfinite(audio).all() and np.sqrt(np.mean(audio ** 2)) > 1e-4
     metrics = json.loads((results / "metrics.json").read_text())
     assert np.isfinite(metrics["mean"]["nll"]) and "nll_tier3" in metrics["mean"]
+    # The report (written by train after its test): each upsampled utterance beside its recording.
+    page = (root / "report.html").read_text()
+    for wav in wavs:
+        assert f'src="results/epoch-1/{wav.name}"' in page
+        if wav.name.endswith(".upsampled.wav"):
+            assert f'src="report/recordings/{wav.name.removesuffix(".upsampled.wav")}.wav"' in page
+    found = load_page(root / "report.html")
+    if found is not None:
+        assert broken_media(found) == [] and "loss-plot" in [i["id"] for i in found["images"]]
+        assert len(found["audios"]) == 6                # 4 renderings + 2 recordings
 
     before = torch.load(root / "checkpoints" / "1.checkpoint.pt", weights_only=True)["model"]
     space.run("melnet", "train", "--tier", "2", "--max-epochs", "2")

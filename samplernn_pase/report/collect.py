@@ -136,7 +136,10 @@ def read_section(name: str, folder: Path, known_stems: list[str]) -> ResultSecti
     """Group the media files of `folder` by utterance and attach the metrics."""
     metrics = read_json(folder / "metrics.json") or {}
     per_utterance = per_utterance_metrics(metrics)
-    stems = sorted(set(known_stems) | {file_stem(i) for i in per_utterance}, key=len, reverse=True)
+    # Corpus utterances first (so "X.upsampled.wav" is a variant of X, next to X's recording),
+    # then names that only metrics.json knows (MelNet's unconditional "sample-0").
+    stems = sorted(known_stems, key=len, reverse=True)
+    stems += sorted({file_stem(i) for i in per_utterance} - set(stems), key=len, reverse=True)
     groups: dict[str, UtteranceResult] = {}
     other_audio, other_images = [], []
     for path in sorted(folder.iterdir()):

@@ -85,13 +85,14 @@ class Recordings:
     def add_to(self, section: collect.ResultSection) -> None:
         for result in section.utterances:
             if result.variant("real recording") is None and result.stem in self.ids and result.audio:
-                path = self.recording(result.stem, soundfile.info(str(result.audio[0].path)).frames)
+                num_samples = audio_length(result.audio[0].path)
+                path = self.recording(result.stem, num_samples) if num_samples else None
                 if path is not None:
                     result.audio.insert(1, collect.Media("real recording", path))
 
     def recording(self, stem: str, num_samples: int) -> Path | None:
         path = self.folder / f"{stem}.wav"
-        if path.is_file() and soundfile.info(str(path)).frames == num_samples:
+        if audio_length(path) == num_samples:
             return path
         if self.problem is not None:
             return None
@@ -108,6 +109,14 @@ class Recordings:
         from ..audio.io import write_wav
         write_wav(path, audio, self.index["sample_rate"])
         return path
+
+
+def audio_length(path: Path) -> int | None:
+    """Samples in an audio file; None when it is missing or unreadable."""
+    try:
+        return soundfile.info(str(path)).frames
+    except (RuntimeError, OSError):
+        return None
 
 
 # --- one experiment --------------------------------------------------------------------

@@ -17,17 +17,23 @@ def save_curves(path: Path, title: str, ylabel: str, series: dict[str, list[tupl
     """One line per series over epochs (markers, since a run may have few epochs); the best
     epoch as a dashed vertical line."""
     figure, axis = plt.subplots(figsize=(5.2, 3.0), constrained_layout=True)
+    epochs = set()
     for label, points in series.items():
         if points:
             xs, ys = zip(*sorted(points))
             axis.plot(xs, ys, marker="o", markersize=4, label=label or ylabel)
+            epochs.update(xs)
+    if 0 < len(epochs) <= 12:   # few epochs: a tick on each, and room around a single one
+        axis.set_xticks(sorted(epochs))
+        axis.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+    else:
+        axis.xaxis.get_major_locator().set_params(integer=True)
     if best_epoch is not None:
         axis.axvline(best_epoch, color="0.5", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch})")
     axis.set_title(title)
     axis.set_xlabel(xlabel)
     axis.set_ylabel(ylabel)
     axis.grid(alpha=0.3)
-    axis.xaxis.get_major_locator().set_params(integer=True)
     if len(series) > 1 or best_epoch is not None:
         axis.legend(fontsize="small")
     atomic_write_bytes(path, figure_to_png(figure))
