@@ -162,6 +162,10 @@ def test_report_shows_reference_rows_and_nested_metrics_generically(reports, tmp
                "per_utterance": [{"id": stem, "mcd_db": 10.0 + i, "<b>odd</b>": 1.0}
                                  for i, stem in enumerate(stems)]}
     (results / "metrics.json").write_text(json.dumps(metrics))
+    data = json.loads((root / "data.json").read_text())       # files left out, as prepare.py lists them
+    data["report"]["dropped"] = {"bad_labels": ["demo/demo_f1/a.wav", "demo/demo_f1/b.wav"],
+                                 "empty_audio": ["demo/demo_m1/c.wav"]}
+    (root / "data.json").write_text(json.dumps(data))
     reports.run("references", "report")
     html = (root / "report.html").read_text()
     for stem in stems:
@@ -174,6 +178,8 @@ def test_report_shows_reference_rows_and_nested_metrics_generically(reports, tmp
         assert f"<td>{key}</td>" in html
     assert "model.note" not in html and "<b>odd</b>" not in html and "&lt;b&gt;odd&lt;/b&gt;" in html
     assert (root / "report" / "plots" / "metric-dnsmos.ovrl.png").is_file()
+    assert "left out: 3." in html and "bad_labels: 2 files" in html and "empty_audio: 1 file<" in html
+    assert "<code>demo/demo_m1/c.wav</code>" in html
     from samplernn_pase.experiment.folder import Experiment
     from samplernn_pase.report.collect import metrics_over_epochs
     curves = metrics_over_epochs(Experiment(reports.root / "experiments", "references"))

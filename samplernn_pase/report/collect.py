@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..experiment.folder import Experiment, torch_load
+from ..runners.rendering import file_stem  # the name an utterance's results are written under
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".svg"}
@@ -72,12 +73,6 @@ def series_of(key: str) -> tuple[str, str]:
     model and its reference rows share one plot; a top-level number is its own series."""
     head, _, rest = key.partition(".")
     return (rest, head) if rest else (key, "")
-
-
-def file_stem(utterance_id: str) -> str:
-    """The file name an utterance's results are written under (runners/rendering.py)."""
-    from ..runners.rendering import file_stem as stem
-    return stem(utterance_id)
 
 
 def read_json(path: Path):
