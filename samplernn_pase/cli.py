@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m samplernn_pase",
         description="Experiment manager for SampleRNN, MelNet and PASE speech generation.")
     parser.add_argument("--version", action="version", version=f"samplernn_pase {__version__}")
-    parser.add_argument("--experiment-name", required=True, help="folder under --experiments-path")
+    parser.add_argument("--experiment-name", help="folder under --experiments-path "
+                        "(required, except by `report --compare` and `tensorboard --compare`)")
     parser.add_argument("--experiments-path", type=Path, default=Path("experiments"))
     parser.add_argument("--data-path", type=Path, default=Path("data"))
     parser.add_argument("--verbose", action="store_true", help="log to stderr too")
@@ -67,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--port", type=int, default=6006)
     board.add_argument("--host", default="127.0.0.1")
     board.add_argument("--compare", action="store_true", help="all experiments side by side")
+
+    report = commands.add_parser("report", help="write report.html, or compare experiments")
+    report.add_argument("--compare", nargs="*", metavar="NAME", default=None,
+                        help="one page comparing these experiments (all when no name is given)")
+    report.add_argument("--output", type=Path, default=None,
+                        help="comparison page (default: <experiments-path>/compare.html)")
     return parser
 
 
@@ -208,6 +215,7 @@ def cmd_train(args, experiment) -> None:
                 metrics = runner.test(epoch, experiment.epoch_results_dir(epoch), writer, dist=dist)
                 if metrics is not None:
                     log.info("test epoch %d: %s", epoch, json.dumps(metrics))
+                    update_report(args, experiment, log)
 
             trainer.run(test_callback=render)
             if dist.is_main and trainer.epoch > trainer.max_epochs:
@@ -246,6 +254,7 @@ def cmd_test(args, experiment) -> None:
         metrics = runner.test(epoch, out_dir, writer, speaker_set=args.speakers)
     print(json.dumps(metrics, indent=2))
     print(f"results: {out_dir}")
+    print(f"report: {update_report(args, experiment)}")
 
 
 def cmd_test_sample(args, experiment) -> None:
@@ -262,6 +271,7 @@ def cmd_test_sample(args, experiment) -> None:
     metrics = runner.test(epoch, out_dir, None, utterance_ids=[args.sample])
     print(json.dumps(metrics, indent=2))
     print(f"results: {out_dir}")
+    print(f"report: {update_report(args, experiment)}")
 
 
 def cmd_create_release(args, experiment) -> None:
@@ -292,19 +302,45 @@ def cmd_tensorboard(args, experiment) -> None:
     os.execv(sys.executable, command)
 
 
+def update_report(args, experiment, log=None) -> Path | None:
+    """report.html after a test. During training a failing report is logged, not fatal:
+    an epoch of training is worth more than a page."""
+    from .report import write_report
+    if log is None:
+        return write_report(experiment, args.data_path)
+    try:
+        return write_report(experiment, args.data_path)
+    except Exception:
+        log.exception("report: could not write %s/report.html", experiment.root)
+        return None
+
+
+def cmd_report(args, experiment) -> None:
+    from .report import write_comparison, write_report
+    if args.compare is None:
+        print(f"report: {write_report(experiment, args.data_path)}")
+        return
+    output = args.output or args.experiments_path / "compare.html"
+    print(f"report: {write_comparison(args.experiments_path, args.compare, output, args.data_path)}")
+
+
 COMMANDS = {
     "init": cmd_init, "info": cmd_info, "train": cmd_train, "test": cmd_test,
     "test_sample": cmd_test_sample, "create_release": cmd_create_release,
-    "tensorboard": cmd_tensorboard,
+    "tensorboard": cmd_tensorboard, "report": cmd_report,
 }
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    comparing = getattr(args, "compare", None) not in (None, False)
+    if args.experiment_name is None and not comparing:
+        parser.error("the following arguments are required: --experiment-name")
     from .experiment.folder import Experiment
     try:
-        experiment = Experiment(args.experiments_path, args.experiment_name)
-        if args.command != "init" and not (args.command == "tensorboard" and args.compare):
+        experiment = Experiment(args.experiments_path, args.experiment_name) if args.experiment_name else None
+        if args.command != "init" and not comparing:
             experiment.require()
         COMMANDS[args.command](args, experiment)
     except UserError as error:

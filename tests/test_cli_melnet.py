@@ -7,6 +7,7 @@ import numpy as np
 import soundfile
 import torch
 
+from browser import broken_media, load_page
 from test_cli_samplernn import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +53,13 @@ def test_melnet_trains_renders_and_trains_one_tier(tmp_path, demo_data_path):
     assert metrics["utterances"]["sample-0"]["speaker_similarity_own"] is None
     assert metrics["frechet"]["log_mel"]["generated"] == 2
     assert np.isfinite(metrics["frechet"]["log_mel"]["floor"])
+    # The report (written by train after its test): every rendering and reference row on the page.
+    page = (root / "report.html").read_text()
+    for wav in every_wav:
+        assert f'src="results/epoch-1/{wav.name}"' in page
+    found = load_page(root / "report.html")
+    if found is not None:
+        assert broken_media(found) == [] and "loss-plot" in [i["id"] for i in found["images"]]
 
     before = torch.load(root / "checkpoints" / "1.checkpoint.pt", weights_only=True)["model"]
     space.run("melnet", "train", "--tier", "2", "--max-epochs", "2")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from browser import broken_media, load_page
 from test_cli_samplernn import Workspace, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +42,11 @@ def test_pase_trains_and_tests(pase_workspace):
     assert -1 <= mean["other_speaker_similarity"] <= 1 and -1 <= mean["same_speaker_similarity"] <= 1
     assert len(metrics["speakers"]) == 8
     assert (root / "results" / "epoch-1" / "speaker_similarity.png").is_file()
+    page = (root / "report.html").read_text()        # written by train after its test
+    assert 'src="results/epoch-1/speaker_similarity.png"' in page
+    found = load_page(root / "report.html")
+    if found is not None:
+        assert broken_media(found) == [] and "loss-plot" in [i["id"] for i in found["images"]]
 
 
 def test_pase_seeds_identify_held_out_speakers(pase_workspace):

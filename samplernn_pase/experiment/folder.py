@@ -45,9 +45,10 @@ def atomic_torch_save(path: Path, obj) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def torch_load(path: Path, map_location="cpu"):
+def torch_load(path: Path, map_location="cpu", mmap: bool = False):
+    """`mmap=True` maps tensors from the file instead of reading them (for reading metadata)."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as error:  # a corrupt or foreign file
         raise UserError(f"{path}: cannot be loaded as a checkpoint ({type(error).__name__})") from None
 

@@ -1,0 +1,40 @@
+"""The report's curves: matplotlib (Agg, through audio/plots.py), one PNG per figure."""
+
+import re
+from pathlib import Path
+
+from ..audio.plots import figure_to_png, plt
+from ..files import atomic_write_bytes
+
+
+def safe_name(text: str) -> str:
+    """A file name for a metric: letters, digits, '-', '_' and '.' only."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_.") or "metric"
+
+
+def save_curves(path: Path, title: str, ylabel: str, series: dict[str, list[tuple[int, float]]],
+                best_epoch: int | None = None, xlabel: str = "epoch") -> Path:
+    """One line per series over epochs (markers, since a run may have few epochs); the best
+    epoch as a dashed vertical line."""
+    figure, axis = plt.subplots(figsize=(5.2, 3.0), constrained_layout=True)
+    epochs = set()
+    for label, points in series.items():
+        if points:
+            xs, ys = zip(*sorted(points))
+            axis.plot(xs, ys, marker="o", markersize=4, label=label or ylabel)
+            epochs.update(xs)
+    if 0 < len(epochs) <= 12:   # few epochs: a tick on each, and room around a single one
+        axis.set_xticks(sorted(epochs))
+        axis.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+    else:
+        axis.xaxis.get_major_locator().set_params(integer=True)
+    if best_epoch is not None:
+        axis.axvline(best_epoch, color="0.5", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch})")
+    axis.set_title(title)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.grid(alpha=0.3)
+    if len(series) > 1 or best_epoch is not None:
+        axis.legend(fontsize="small")
+    atomic_write_bytes(path, figure_to_png(figure))
+    return path
