@@ -222,14 +222,16 @@ class GPT(nn.Module):
 
     # --- cached incremental pass -------------------------------------------------------
 
-    def setup_cache(self, batch_size: int) -> None:
-        """Allocate a key/value cache per layer for `batch_size` sequences of up to max_tokens."""
+    def setup_cache(self, batch_size: int, max_tokens: int | None = None) -> None:
+        """Allocate a key/value cache per layer for `batch_size` sequences of up to `max_tokens`
+        tokens (default and at most config.max_tokens): each step attends over all of it."""
         c = self.config
+        max_tokens = c.max_tokens if max_tokens is None else min(max_tokens, c.max_tokens)
         weight = self.code_embedding.weight
         for block in self.blocks:
-            block.attn.kv_cache = KVCache(batch_size, c.max_tokens, c.n_head, c.n_embd // c.n_head,
+            block.attn.kv_cache = KVCache(batch_size, max_tokens, c.n_head, c.n_embd // c.n_head,
                                           weight.dtype, weight.device)
-        self.causal_mask = torch.tril(torch.ones(c.max_tokens, c.max_tokens, dtype=torch.bool,
+        self.causal_mask = torch.tril(torch.ones(max_tokens, max_tokens, dtype=torch.bool,
                                                  device=weight.device))
 
     def clear_cache(self) -> None:
@@ -301,7 +303,7 @@ def generate(model: GPT, conditions: torch.Tensor, num_codes: int, prompt: torch
     codes = conditions.new_zeros(batch, 0) if prompt is None else prompt.long()
     total = codes.shape[1] + num_codes
     window = window_start(codes.shape[1], c)
-    model.setup_cache(batch)
+    model.setup_cache(batch, c.prefix_length + total)
     try:
         logits = prefill(model, conditions, codes[:, window:])
         while codes.shape[1] < total:
