@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -170,3 +172,63 @@ def test_learns_structure_beyond_the_unigram_baseline():
     assert unigram_bits > 0.95 * math.log2(codebook)
     # The first code is uniform (4 bits), every later one is determined: the floor is 4 / 24.
     assert test_bits < 0.25 * unigram_bits, (test_bits, unigram_bits)
+
+
+# --- code grids and windows (data/code_windows.py) ------------------------------------------
+
+
+def stored_grids(tmp_path, widths, height=3):
+    from samplernn_pase.data.code_windows import CodeGrids
+    rng = np.random.default_rng(0)
+    grids = {f"spk/u{k}": rng.integers(0, 50, size=(height, w)) for k, w in enumerate(widths)}
+    path = tmp_path / "codes.npz"
+    np.savez(path, **CodeGrids.arrays(grids, 50, "vq", 3))
+    return grids, CodeGrids(path)
+
+
+def test_code_grids_round_trip(tmp_path):
+    grids, stored = stored_grids(tmp_path, [4, 1, 7])
+    assert stored.column_height == 3 and stored.codebook_size == 50 and stored.vqvae_epoch == 3
+    for utterance_id, grid in grids.items():
+        assert np.array_equal(stored.grid(utterance_id), grid)
+        assert np.array_equal(stored.sequence(utterance_id), grid_to_sequence(torch.from_numpy(grid)).numpy())
+
+
+def test_windows_tile_every_code_once_in_evaluation(tmp_path):
+    from samplernn_pase.data.code_windows import CodeWindowLoader
+    grids, stored = stored_grids(tmp_path, [4, 1, 7, 9])
+    loader = CodeWindowLoader(stored, list(grids), window_columns=3, batch_size=2, seed=0, epoch=0,
+                              shuffle=False)
+    seen = {i: [] for i in grids}
+    for batch in loader:
+        assert batch["codes"].shape[1] <= 9 and batch["codes"].shape == batch["mask"].shape
+        for codes, mask, k in zip(batch["codes"], batch["mask"], batch["utterances"]):
+            assert mask.sum() % 3 == 0                     # whole columns
+            seen[stored.ids[k]].append(codes[mask].numpy())
+    for utterance_id in grids:
+        assert np.array_equal(np.concatenate(seen[utterance_id]), stored.sequence(utterance_id))
+
+
+def test_training_windows_start_on_columns_and_resume(tmp_path):
+    from samplernn_pase.data.code_windows import CodeWindowLoader
+    grids, stored = stored_grids(tmp_path, [4, 1, 7, 9, 12])
+
+    def make():
+        return CodeWindowLoader(stored, list(grids), 3, 2, seed=5, epoch=1, shuffle=True)
+
+    batches = list(make())
+    for batch in batches:
+        for codes, mask, k in zip(batch["codes"], batch["mask"], batch["utterances"]):
+            sequence = stored.sequence(stored.ids[k])
+            window = codes[mask].numpy()
+            starts = [s for s in range(0, len(sequence), 3)
+                      if np.array_equal(sequence[s:s + len(window)], window)]
+            assert starts, "a window must be a column-aligned piece of its sequence"
+    resumed = make()
+    next(iter(resumed)), next(iter(resumed))                # two batches, then a checkpoint
+    again = make()
+    again.load_state_dict(resumed.state_dict())
+    rest = list(again)
+    assert len(rest) == len(batches) - 2
+    for a, b in zip(rest, batches[2:]):
+        assert torch.equal(a["codes"], b["codes"])

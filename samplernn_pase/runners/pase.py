@@ -17,9 +17,9 @@ from ..audio.plots import png_to_array, save_images
 from ..data.random_chunks import RandomChunkLoader
 from ..data.store import UtteranceStore
 from ..errors import UserError
-from ..experiment.folder import Experiment, atomic_write_json, torch_load
+from ..experiment.folder import atomic_write_json
 from ..models.pase import PASE, PASEConfig, cosine_similarity, speaker_seed
-from .base import Runner
+from .base import Runner, load_named_experiment
 
 
 class PASERunner(Runner):
@@ -115,15 +115,8 @@ class PASERunner(Runner):
 
 def load_pase(experiments_path: Path, name: str, epoch: int | None, device="cpu") -> PASE:
     """The PASE encoder of another experiment (the one a SampleRNN config names)."""
-    experiment = Experiment(experiments_path, name)
-    if not experiment.exists():
-        raise UserError(f"model.pase_experiment: no such experiment {experiment.root}")
-    config = experiment.config()
-    if config["model"]["type"] != "pase":
-        raise UserError(f"model.pase_experiment: {name} is a {config['model']['type']} experiment, "
-                        "not pase")
-    epoch = experiment.resolve_epoch(epoch)
-    state = torch_load(experiment.checkpoint_path(epoch), map_location=device)
+    config, _, state = load_named_experiment(experiments_path, name, epoch, "pase",
+                                             "model.pase_experiment")
     model = PASE(PASEConfig.from_dict({k: v for k, v in config["model"].items() if k != "type"}))
     model.load_state_dict(state["model"])
     return model.to(device).eval()
