@@ -8,6 +8,7 @@ RUNNERS = {
     "samplernn": "samplernn_pase.runners.samplernn:SampleRNNRunner",
     "melnet": "samplernn_pase.runners.melnet:MelNetRunner",
     "pase": "samplernn_pase.runners.pase:PASERunner",
+    "vqvae": "samplernn_pase.runners.vqvae:VQVAERunner",
     "gpt_prior": "samplernn_pase.runners.gpt_prior:GPTPriorRunner",
 }
 

@@ -40,12 +40,13 @@ def mean_metrics(per_utterance: dict[str, dict]) -> dict:
 
 
 def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[dict],
-                  writer=None, tag: str = "test") -> dict:
+                  writer=None, tag: str = "test", extra: dict | None = None) -> dict:
     """`rendered`: dicts with `id`, `audio` (generated), `reference`, `metrics`, optional `images`.
 
     Writes `<id>.wav`, `<id>.png` (generated vs reference spectrogram, or the
     given images) and `metrics.json` (per utterance and mean); mirrors audio,
-    images and the mean metrics to TensorBoard when a writer is given.
+    images and the mean metrics to TensorBoard when a writer is given. `extra`: figures
+    over all utterances together (e.g. codebook usage), added to the means.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -62,7 +63,8 @@ def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[di
         if writer is not None:
             writer.add_audio(f"{tag}/{stem}", audio, epoch, sample_rate=sample_rate)
             writer.add_image(f"{tag}/{stem}", png_to_array(png), epoch, dataformats="HWC")
-    metrics = {"epoch": epoch, "mean": mean_metrics(per_utterance), "utterances": per_utterance}
+    metrics = {"epoch": epoch, "mean": {**mean_metrics(per_utterance), **(extra or {})},
+               "utterances": per_utterance}
     atomic_write_json(out_dir / "metrics.json", metrics)
     if writer is not None:
         for key, value in metrics["mean"].items():

@@ -1,0 +1,200 @@
+"""Mel VQ-VAE in the shared loop: two optimizers, "autoencoder" then "discriminator".
+
+`init` stores the scaled log-mels of the corpus (data/mel_crops.py, `mels.npz`).
+Training: random crops (n_mels x crop_frames) of the modeling speakers'
+training utterances, new offsets every epoch. Each batch steps the
+autoencoder, then, from batch `disc_start` on, the discriminator on the same
+batch's (detached) reconstruction; the batch counter is runner state, so a
+resumed run switches the GAN on at the same batch. Validation loss: the
+autoencoder loss without its GAN term (L1 + codebook_weight * quantizer loss)
+on fixed validation crops. Test: reconstructions of whole
+test utterances (mel image beside the original, Griffin-Lim audio) and
+metrics: mel L1, spectral convergence, codebook usage.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..audio.io import write_wav
+from ..audio.plots import save_images
+from ..data.mel_crops import MelCrops, prepare_mels
+from ..errors import UserError
+from ..experiment.folder import Experiment, torch_load
+from ..models.vqvae import MelVQVAE, VQVAEConfig
+from ..training.optim import build_optimizer
+from .base import Runner
+from .rendering import choose_test_utterances, file_stem, write_results
+
+
+def spectral_convergence(reconstruction: np.ndarray, reference: np.ndarray) -> float:
+    """||S - S'||_F / ||S||_F of two magnitude spectrograms (here linear mel magnitudes)."""
+    return float(np.linalg.norm(reference - reconstruction) / max(np.linalg.norm(reference), 1e-12))
+
+
+def code_perplexity(codes: np.ndarray, codebook_size: int) -> float:
+    """exp(entropy) of the code histogram: the number of equally used codes it amounts to."""
+    counts = np.bincount(np.asarray(codes).reshape(-1), minlength=codebook_size).astype(np.float64)
+    probabilities = counts[counts > 0] / counts.sum()
+    return float(np.exp(-np.sum(probabilities * np.log(probabilities))))
+
+
+def vqvae_config(config: dict) -> VQVAEConfig:
+    model_config = VQVAEConfig.from_dict(config["model"])
+    problem = model_config.check()
+    if problem:
+        raise UserError(problem)
+    return model_config
+
+
+class VQVAERunner(Runner):
+    loss_name = "autoencoder_loss"
+    find_unused_parameters = True     # the discriminator gets no gradient before disc_start
+
+    @staticmethod
+    def prepare_experiment(config, data_index, normalization, args, log) -> dict:
+        """`init`: the scaled log-mel of every utterance (mels.npz)."""
+        vqvae_config(config)
+        return prepare_mels(config, data_index, normalization, args, log)
+
+    def build_model(self):
+        self.model_config = vqvae_config(self.config)
+        self.mels = MelCrops.of_experiment(self.context.experiment.root)
+        self.batches_seen = 0         # autoencoder batches, all epochs: the GAN starts at disc_start
+        self.reconstruction = None    # this batch's, for the discriminator step
+        return MelVQVAE(self.model_config)
+
+    def optimizers(self, training):
+        overrides = {}
+        if training["optimizer"] in ("adam", "adamw"):
+            overrides["betas"] = tuple(self.model_config.adam_betas)
+        return {"autoencoder": build_optimizer(self.model.autoencoder_parameters(), training, **overrides),
+                "discriminator": build_optimizer(self.model.discriminator_parameters(), training, **overrides)}
+
+    def loader(self, split: str, epoch: int, shuffle: bool, batch_size: int | None = None):
+        return self.mels.loader(self.utterance_ids(split), batch_size or self.config["training"]["batch_size"],
+                                self.model_config.crop_frames, self.config["seed"], epoch,
+                                self.context.rank, self.context.world_size, shuffle=shuffle)
+
+    def train_batches(self, epoch, position):
+        loader = self.loader("train", epoch, shuffle=True)
+        if len(loader) == 0:
+            raise UserError("training.batch_size: fewer training crops than one batch (lower "
+                            "training.batch_size or model.crop_frames)")
+        if position is not None:
+            loader.load_state_dict(position)
+        return loader
+
+    def gan_active(self) -> bool:
+        """True from the `disc_start`-th batch on (counted from 0)."""
+        return self.batches_seen > self.model_config.disc_start
+
+    def train_step(self, model, batch, optimizer="autoencoder"):
+        mel = batch.to(self.device)
+        if optimizer == "autoencoder":
+            self.batches_seen += 1
+            loss, scalars, reconstruction = model(mel, "autoencoder", use_gan=self.gan_active())
+            self.reconstruction = reconstruction.detach()
+            return loss, scalars
+        if not self.gan_active():
+            return None
+        loss, scalars, _ = model(mel, "discriminator", reconstruction=self.reconstruction)
+        return loss, scalars
+
+    def state_dict(self):
+        return {"batches_seen": self.batches_seen}
+
+    def load_state_dict(self, state):
+        self.batches_seen = int(state.get("batches_seen", 0))
+
+    @torch.no_grad()
+    def validation_loss(self):
+        self.model.eval()
+        crops = sum(self.mels.num_frames(i) // self.model_config.crop_frames
+                    for i in self.utterance_ids("validation"))
+        batch_size = max(1, min(self.config["training"]["batch_size"], crops // self.context.world_size))
+        total, count = 0.0, 0
+        for batch in self.loader("validation", 0, shuffle=False, batch_size=batch_size):
+            mel = batch.to(self.device)
+            reconstruction, quantizer_loss, _ = self.model.autoencode(mel)
+            loss = (reconstruction - mel).abs().mean() + self.model_config.codebook_weight * quantizer_loss
+            total += float(loss) * len(mel)
+            count += len(mel)
+        return total, count
+
+    # --- test rendering -------------------------------------------------------------
+
+    @torch.no_grad()
+    def reconstruct(self, scaled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(reconstruction (n_mels, frames), codes (H, W)) of a whole scaled mel; the end is
+        padded with silence (-1) to a multiple of the time downsampling."""
+        frames = scaled.shape[1]
+        factor = self.model_config.downsample_time
+        mel = torch.from_numpy(scaled).to(self.device)[None]
+        mel = F.pad(mel, (0, (-frames) % factor), value=-1.0)
+        reconstruction, _, codes = self.model.autoencode(mel)
+        return reconstruction[0, :, :frames].float().cpu().numpy(), codes[0].cpu().numpy()
+
+    def test(self, epoch, out_dir, writer=None, utterance_ids=None, speaker_set="modeling"):
+        test_config = self.config["test"]
+        if utterance_ids is None:
+            utterance_ids = choose_test_utterances(self.index, test_config["utterances"], speaker_set)
+        if not utterance_ids:
+            raise UserError(f"test: no test utterance of {speaker_set} speakers in data.json")
+        settings = self.mels.settings
+        max_seconds = test_config["max_seconds"]
+        max_frames = None if max_seconds is None else max(1, int(max_seconds * settings.sample_rate)
+                                                          // settings.hop_length)
+        self.model.eval()
+        out_dir = Path(out_dir)
+        rendered, all_codes = [], []
+        for utterance_id in utterance_ids:
+            original = self.mels.mel(utterance_id)[:, :max_frames]
+            reconstruction, codes = self.reconstruct(original)
+            all_codes.append(codes.reshape(-1))
+            log_original, log_reconstruction = (self.mels.to_log_mel(original),
+                                                self.mels.to_log_mel(reconstruction))
+            metrics = {
+                "mel_l1": float(np.abs(log_reconstruction - log_original).mean()),
+                "spectral_convergence": spectral_convergence(np.exp(log_reconstruction), np.exp(log_original)),
+                "codes_used": int(len(np.unique(codes))),
+                "code_perplexity": code_perplexity(codes, self.model_config.codebook_size),
+                "seconds": original.shape[1] * settings.hop_length / settings.sample_rate}
+            audio = self.mels.to_audio(torch.from_numpy(reconstruction))
+            # The vocoder's ceiling: the original mel through the same Griffin-Lim.
+            write_wav(out_dir / f"{file_stem(utterance_id)}.original_griffin_lim.wav",
+                      np.clip(self.mels.to_audio(torch.from_numpy(original)), -1, 1), settings.sample_rate)
+            reference = np.array(self.store.load(utterance_id).audio[:len(audio)])
+            rendered.append({"id": utterance_id, "audio": audio, "reference": reference, "metrics": metrics,
+                             "images": self.mel_images(log_reconstruction, log_original)})
+        codes = np.concatenate(all_codes)
+        summary = {"codebook_codes_used": int(len(np.unique(codes))),
+                   "codebook_perplexity": code_perplexity(codes, self.model_config.codebook_size),
+                   "codebook_size": self.model_config.codebook_size}
+        return write_results(out_dir, epoch, settings.sample_rate, rendered, writer,
+                             "test" if speaker_set == "modeling" else f"test_{speaker_set}", extra=summary)
+
+    @staticmethod
+    def mel_images(reconstruction: np.ndarray, original: np.ndarray):
+        def draw(path):
+            return save_images(path, [("reconstruction (log-mel)", reconstruction), ("original (log-mel)", original)])
+        return draw
+
+
+def load_vqvae(experiments_path: Path, name: str, epoch: int | None = None,
+               device="cpu") -> tuple[MelVQVAE, MelCrops]:
+    """The VQ-VAE of another experiment (the one a GPT prior names) and its mels, in eval mode."""
+    experiment = Experiment(experiments_path, name)
+    if not experiment.exists():
+        raise UserError(f"model.vqvae_experiment: no such experiment {experiment.root}")
+    config = experiment.config()
+    if config["model"]["type"] != "vqvae":
+        raise UserError(f"model.vqvae_experiment: {name} is a {config['model']['type']} experiment, not vqvae")
+    epoch = experiment.resolve_epoch(epoch)
+    state = torch_load(experiment.checkpoint_path(epoch), map_location=device)
+    model = MelVQVAE(vqvae_config(config))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), MelCrops.of_experiment(experiment.root)
+

@@ -1,0 +1,115 @@
+"""Mel VQ-VAE on the real CLI and demo corpus: init stores the mels, train and test write
+wav + PNG + metrics.json, and SIGKILL with the discriminator active resumes exactly."""
+
+import json
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+
+from test_cli_samplernn import Workspace
+
+ROOT = Path(__file__).resolve().parents[1]
+LOSS_RE = re.compile(r"epoch (\d+) iteration (\d+) autoencoder_loss (\S+)(?: discriminator_loss (\S+))?")
+
+
+def tiny_vqvae_config(**training) -> dict:
+    config = json.loads((ROOT / "configs" / "vqvae.json").read_text())
+    config["data"].update({"train_seconds_per_speaker": 3.0, "validation_seconds_per_speaker": 1.0,
+                           "test_seconds_per_speaker": 1.0})
+    config["model"].update({"n_mels": 16, "crop_frames": 32, "channels": 8, "channel_multipliers": [1, 2, 2],
+                            "downsample_freq": 4, "downsample_time": 4, "codebook_size": 16,
+                            "codebook_dim": 8, "dead_code_steps": 3, "disc_start": 4,
+                            "disc_channels": 8, "disc_layers": 2})
+    config["training"].update({"batch_size": 4, "max_epochs": 1, "log_period": 1, "checkpoint_period": 4,
+                               **training})
+    config["test"].update({"utterances": 2, "max_seconds": 0.64, "period": 1})
+    return config
+
+
+def logged_losses(experiment: Path) -> dict:
+    """Iteration -> (epoch, autoencoder loss, discriminator loss or None) from verbose.log."""
+    losses = {}
+    for line in (experiment / "verbose.log").read_text().splitlines():
+        match = LOSS_RE.search(line)
+        if match:
+            discriminator = None if match.group(4) is None else float(match.group(4))
+            losses[int(match.group(2))] = (int(match.group(1)), float(match.group(3)), discriminator)
+    return losses
+
+
+def test_vqvae_init_train_test_write_audio_images_and_metrics(tmp_path, demo_data_path):
+    space = Workspace(tmp_path, demo_data_path)
+    space.init("vq", tiny_vqvae_config())
+    root = space.experiment("vq")
+    with np.load(root / "mels.npz", allow_pickle=False) as mels:
+        assert mels["mels"].shape[0] == 16 and mels["mels"].dtype == np.float16
+    space.run("vq", "train")
+    losses = logged_losses(root)
+    assert losses[4][2] is None and losses[5][2] is not None     # the discriminator from batch 4 on
+    for results in (root / "results" / "epoch-1", None):
+        if results is None:                                        # `test` renders the same again
+            (root / "results" / "epoch-1" / "metrics.json").unlink()
+            space.run("vq", "test")
+            results = root / "results" / "epoch-1"
+        wavs = sorted(results.glob("*.wav"))
+        assert len(wavs) == 4 and len(list(results.glob("*.png"))) == 2   # + the originals' Griffin-Lim
+        for wav in wavs:
+            audio, rate = soundfile.read(wav)
+            assert rate == 16000 and len(audio) >= 0.3 * 16000 and np.isfinite(audio).all()
+        metrics = json.loads((results / "metrics.json").read_text())["mean"]
+        assert metrics["mel_l1"] > 0 and 0 < metrics["spectral_convergence"] < 10
+        assert 1 <= metrics["codebook_codes_used"] <= 16 and metrics["codebook_size"] == 16
+        assert 1 <= metrics["codebook_perplexity"] <= metrics["codebook_codes_used"]
+    state = torch.load(root / "checkpoints" / "1.checkpoint.pt", weights_only=True)
+    assert set(state["optimizers"]) == {"autoencoder", "discriminator"}
+
+
+def wait_for_iteration(experiment: Path, iteration: int, process, timeout=600):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (experiment / "verbose.log").exists() and max(logged_losses(experiment), default=0) >= iteration:
+            return
+        if process.poll() is not None:
+            raise AssertionError(f"train ended early:\n{process.stderr.read()[-3000:]}")
+        time.sleep(0.2)
+    raise AssertionError("training did not reach the iteration in time")
+
+
+def test_vqvae_sigkill_with_the_discriminator_active_resumes_exactly(tmp_path, demo_data_path):
+    space = Workspace(tmp_path, demo_data_path)
+    config = tiny_vqvae_config(max_epochs=2)
+    config["model"]["disc_start"] = 0
+    config["test"]["period"] = None
+    space.init("straight", config)
+    space.init("killed", config)
+    space.run("straight", "train")
+    reference = logged_losses(space.experiment("straight"))
+    second_epoch = [i for i, (epoch, _, _) in reference.items() if epoch == 2]
+    assert len(second_epoch) > 8, "the test needs several iterations per epoch"
+    assert all(d is not None for _, _, d in reference.values())
+
+    killed = space.experiment("killed")
+    process = subprocess.Popen(space.command("killed", "train"), cwd=space.root, env=space.env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_iteration(killed, min(second_epoch) + 6, process)      # past a mid-epoch checkpoint
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert (killed / "checkpoints" / "partial.checkpoint.pt").is_file()
+    space.run("killed", "train")
+    resumed = logged_losses(killed)
+    assert sorted(resumed) == sorted(reference)
+    for iteration, (epoch, autoencoder, discriminator) in reference.items():
+        assert resumed[iteration][0] == epoch
+        assert abs(resumed[iteration][1] - autoencoder) <= 1e-6, (iteration, resumed[iteration], autoencoder)
+        assert abs(resumed[iteration][2] - discriminator) <= 1e-6, (iteration, resumed[iteration], discriminator)
+    indexes = [json.loads((space.experiment(n) / "checkpoints/index.json").read_text())
+               for n in ("straight", "killed")]
+    for epoch in ("1", "2"):
+        assert abs(indexes[0]["epochs"][epoch]["validation_loss"]
+                   - indexes[1]["epochs"][epoch]["validation_loss"]) <= 1e-6
