@@ -39,6 +39,9 @@ def load_named_experiment(experiments_path: Path, name: str, epoch: int | str | 
         epoch = experiment.checkpoint_index().get("best_epoch")
         if epoch is None:
             raise UserError(f"{field}: {name} has no validated checkpoint to call best (train it first)")
+    if epoch is not None and epoch not in experiment.checkpoint_epochs():
+        available = ", ".join(map(str, experiment.checkpoint_epochs())) or "none"
+        raise UserError(f"{field}: {name} has no checkpoint of epoch {epoch} (available: {available})")
     epoch = experiment.resolve_epoch(epoch)
     return config, epoch, torch_load(experiment.checkpoint_path(epoch))
 
