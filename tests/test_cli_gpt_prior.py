@@ -49,7 +49,13 @@ def test_gpt_prior_on_a_vqvae_experiment(tmp_path, demo_data_path):
 
     space.init("vq", tiny_vqvae_config())
     space.run("vq", "train")
-    space.init("prior", tiny_gpt_config("vq"))
+    config = tiny_gpt_config("vq")
+    config["model"]["vqvae_epoch"] = 7
+    path.write_text(json.dumps(config))
+    bad = space.run("orphan", "init", "--config-path", str(path), check=False)
+    assert bad.returncode == 2 and "model.vqvae_experiment: vq has no checkpoint of epoch 7" in bad.stderr
+    config["model"]["vqvae_epoch"] = "best"
+    space.init("prior", config)
     prior = space.experiment("prior")
 
     # codes.npz: a grid per utterance of data.json, one column per 16 frames of the VQ-VAE's mels.

@@ -23,7 +23,7 @@ aligned to a column, and prefills again.
 """
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -52,12 +52,6 @@ class GPTConfig:
         if self.block_size < 2 * self.column_height:
             raise ValueError(f"block_size={self.block_size} must hold at least two columns of "
                              f"{self.column_height} codes (the sliding window keeps half of it)")
-
-    @classmethod
-    def from_dict(cls, section: dict) -> "GPTConfig":
-        """Build from a dict (extra keys such as `type` ignored)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in section.items() if key in names})
 
     @property
     def condition_sizes(self) -> list[int]:
