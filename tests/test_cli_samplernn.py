@@ -150,10 +150,12 @@ def math_finite(value) -> bool:
     return isinstance(value, float) and np.isfinite(value)
 
 
-def wait_for_iteration(experiment: Path, iteration: int, process, timeout=600):
+def wait_for_iteration(experiment: Path, iteration: int, process, timeout=600, parse=None):
+    """Wait until verbose.log shows `iteration` (`parse`: the log parser, logged_losses by default)."""
+    parse = parse or logged_losses
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if (experiment / "verbose.log").exists() and max(logged_losses(experiment), default=0) >= iteration:
+        if (experiment / "verbose.log").exists() and max(parse(experiment), default=0) >= iteration:
             return
         if process.poll() is not None:
             raise AssertionError(f"train ended early:\n{process.stderr.read()[-3000:]}")

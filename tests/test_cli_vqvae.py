@@ -5,14 +5,13 @@ import json
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import soundfile
 import torch
 
-from test_cli_samplernn import Workspace
+from test_cli_samplernn import Workspace, wait_for_iteration
 
 ROOT = Path(__file__).resolve().parents[1]
 LOSS_RE = re.compile(r"epoch (\d+) iteration (\d+) autoencoder_loss (\S+)(?: discriminator_loss (\S+))?")
@@ -64,21 +63,11 @@ def test_vqvae_init_train_test_write_audio_images_and_metrics(tmp_path, demo_dat
             assert rate == 16000 and len(audio) >= 0.3 * 16000 and np.isfinite(audio).all()
         metrics = json.loads((results / "metrics.json").read_text())["mean"]
         assert metrics["mel_l1"] > 0 and 0 < metrics["spectral_convergence"] < 10
+        assert metrics["baseline_mel_l1"] > 0 and 0 < metrics["baseline_spectral_convergence"] < 10
         assert 1 <= metrics["codebook_codes_used"] <= 16 and metrics["codebook_size"] == 16
         assert 1 <= metrics["codebook_perplexity"] <= metrics["codebook_codes_used"]
     state = torch.load(root / "checkpoints" / "1.checkpoint.pt", weights_only=True)
     assert set(state["optimizers"]) == {"autoencoder", "discriminator"}
-
-
-def wait_for_iteration(experiment: Path, iteration: int, process, timeout=600):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if (experiment / "verbose.log").exists() and max(logged_losses(experiment), default=0) >= iteration:
-            return
-        if process.poll() is not None:
-            raise AssertionError(f"train ended early:\n{process.stderr.read()[-3000:]}")
-        time.sleep(0.2)
-    raise AssertionError("training did not reach the iteration in time")
 
 
 def test_vqvae_sigkill_with_the_discriminator_active_resumes_exactly(tmp_path, demo_data_path):
@@ -97,7 +86,7 @@ def test_vqvae_sigkill_with_the_discriminator_active_resumes_exactly(tmp_path, d
     killed = space.experiment("killed")
     process = subprocess.Popen(space.command("killed", "train"), cwd=space.root, env=space.env(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for_iteration(killed, min(second_epoch) + 6, process)      # past a mid-epoch checkpoint
+    wait_for_iteration(killed, min(second_epoch) + 6, process, parse=logged_losses)      # past a mid-epoch checkpoint
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert (killed / "checkpoints" / "partial.checkpoint.pt").is_file()

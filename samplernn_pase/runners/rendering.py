@@ -7,6 +7,7 @@ import numpy as np
 
 from ..audio.io import write_wav
 from ..audio.plots import png_to_array, save_spectrogram_comparison
+from ..errors import UserError
 from ..experiment.folder import atomic_write_json
 
 
@@ -23,6 +24,16 @@ def choose_test_utterances(index: dict, count: int, speaker_set: str = "modeling
         if utterance["id"] not in chosen:
             chosen.append(utterance["id"])
     return chosen[:count]
+
+
+def utterances_to_render(index: dict, test_config: dict, speaker_set: str = "modeling",
+                         utterance_ids: list[str] | None = None) -> list[str]:
+    """The utterances a `test` renders: the given ones, or the fixed list of the config."""
+    if utterance_ids is None:
+        utterance_ids = choose_test_utterances(index, test_config["utterances"], speaker_set)
+    if not utterance_ids:
+        raise UserError(f"test: no test utterance of {speaker_set} speakers in data.json")
+    return utterance_ids
 
 
 def file_stem(utterance_id: str) -> str:

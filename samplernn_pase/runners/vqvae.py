@@ -9,7 +9,9 @@ resumed run switches the GAN on at the same batch. Validation loss: the
 autoencoder loss without its GAN term (L1 + codebook_weight * quantizer loss)
 on fixed validation crops. Test: reconstructions of whole
 test utterances (mel image beside the original, Griffin-Lim audio) and
-metrics: mel L1, spectral convergence, codebook usage.
+metrics: mel L1, spectral convergence, codebook usage; `baseline_*`: the
+same figures for the trivial reconstruction (the training split's mean
+spectrum in every frame), which a useful model must beat.
 """
 
 from pathlib import Path
@@ -25,7 +27,7 @@ from ..errors import UserError
 from ..models.vqvae import MelVQVAE, VQVAEConfig
 from ..training.optim import build_optimizer
 from .base import Runner, load_named_experiment
-from .rendering import choose_test_utterances, file_stem, write_results
+from .rendering import file_stem, utterances_to_render, write_results
 
 
 def spectral_convergence(reconstruction: np.ndarray, reference: np.ndarray) -> float:
@@ -138,10 +140,7 @@ class VQVAERunner(Runner):
 
     def test(self, epoch, out_dir, writer=None, utterance_ids=None, speaker_set="modeling"):
         test_config = self.config["test"]
-        if utterance_ids is None:
-            utterance_ids = choose_test_utterances(self.index, test_config["utterances"], speaker_set)
-        if not utterance_ids:
-            raise UserError(f"test: no test utterance of {speaker_set} speakers in data.json")
+        utterance_ids = utterances_to_render(self.index, test_config, speaker_set, utterance_ids)
         settings = self.mels.settings
         max_seconds = test_config["max_seconds"]
         max_frames = None if max_seconds is None else max(1, int(max_seconds * settings.sample_rate)
@@ -155,9 +154,12 @@ class VQVAERunner(Runner):
             all_codes.append(codes.reshape(-1))
             log_original, log_reconstruction = (self.mels.to_log_mel(original),
                                                 self.mels.to_log_mel(reconstruction))
+            log_baseline = np.broadcast_to(self.mels.to_log_mel(self.mean_spectrum())[:, None], original.shape)
             metrics = {
                 "mel_l1": float(np.abs(log_reconstruction - log_original).mean()),
                 "spectral_convergence": spectral_convergence(np.exp(log_reconstruction), np.exp(log_original)),
+                "baseline_mel_l1": float(np.abs(log_baseline - log_original).mean()),
+                "baseline_spectral_convergence": spectral_convergence(np.exp(log_baseline), np.exp(log_original)),
                 "codes_used": int(len(np.unique(codes))),
                 "code_perplexity": code_perplexity(codes, self.model_config.codebook_size),
                 "seconds": original.shape[1] * settings.hop_length / settings.sample_rate}
@@ -174,6 +176,15 @@ class VQVAERunner(Runner):
                    "codebook_size": self.model_config.codebook_size}
         return write_results(out_dir, epoch, settings.sample_rate, rendered, writer,
                              "test" if speaker_set == "modeling" else f"test_{speaker_set}", extra=summary)
+
+    def mean_spectrum(self) -> np.ndarray:
+        """Mean scaled mel of every band over the training crops' utterances: the trivial
+        "reconstruction" (one spectrum for every frame) the metrics are compared with."""
+        if not hasattr(self, "_mean_spectrum"):
+            ids = self.utterance_ids("train")
+            total = sum(self.mels.mel(i).sum(1) for i in ids)
+            self._mean_spectrum = (total / sum(self.mels.num_frames(i) for i in ids)).astype(np.float32)
+        return self._mean_spectrum
 
     @staticmethod
     def mel_images(reconstruction: np.ndarray, original: np.ndarray):
