@@ -25,7 +25,7 @@ from ..data.store import UtteranceStore
 from ..errors import UserError
 from ..models.gpt import GPT, GPTConfig, bits_per_code, generate, grid_to_sequence, sequence_to_grid
 from .base import Runner
-from .rendering import choose_test_utterances, write_results
+from .rendering import utterances_to_render, write_results
 from .vqvae import load_vqvae
 
 UNKNOWN_GENDER = "unknown"
@@ -272,8 +272,7 @@ class GPTPriorRunner(Runner):
     def test(self, epoch, out_dir, writer=None, utterance_ids=None, speaker_set="modeling"):
         """Continuations of test utterances and per-speaker samples; the test split's NLL."""
         test_config = self.config["test"]
-        chosen = utterance_ids if utterance_ids is not None else \
-            choose_test_utterances(self.index, test_config["utterances"], speaker_set)
+        chosen = utterances_to_render(self.index, test_config, speaker_set, utterance_ids)
         chosen = [i for i in self.coded_ids(chosen) if self.codes.num_columns(i) >= 2]
         if not chosen:
             raise UserError(f"test: no test utterance of {speaker_set} speakers with two code columns")
