@@ -12,12 +12,7 @@ from samplernn_pase.models.gpt import (GPT, GPTConfig, bits_per_code, decode_one
                                        top_k_filter, top_p_filter, window_start)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(seed=0, **overrides):
