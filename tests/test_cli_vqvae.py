@@ -44,6 +44,12 @@ def logged_losses(experiment: Path) -> dict:
 
 def test_vqvae_init_train_test_write_audio_images_and_metrics(tmp_path, demo_data_path):
     space = Workspace(tmp_path, demo_data_path)
+    bad = tiny_vqvae_config()
+    bad["model"]["downsample_time"] = 8                 # 2 downsamplings cannot give 8
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    result = space.run("bad", "init", "--config-path", str(tmp_path / "bad.json"), check=False)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "model.channel_multipliers" in result.stderr and not space.experiment("bad").exists()
     space.init("vq", tiny_vqvae_config())
     root = space.experiment("vq")
     with np.load(root / "mels.npz", allow_pickle=False) as mels:

@@ -137,6 +137,7 @@ def test_config_problems_are_named():
     assert "channel_multipliers" in tiny_config(downsample_freq=16).check()
     assert "n_mels" in tiny_config(n_mels=18).check()
     assert "crop_frames" in tiny_config(crop_frames=36).check()
+    assert "disc_layers" in tiny_config(disc_layers=3).check()          # 16 mels < 3 * 8
     assert tiny_config().check() is None
 
 

@@ -77,6 +77,11 @@ def validate_config(config: dict, source: str = "config", schema_dir: Path = SCH
 def check_consistency(config: dict, source: str) -> None:
     """Rules that span sections, which a JSON schema cannot express."""
     model = config["model"]
+    if model["type"] == "vqvae":
+        from ..models.vqvae import VQVAEConfig
+        problem = VQVAEConfig.from_dict(model).check()
+        if problem:
+            raise UserError(f"{source}: {problem}")
     if model["type"] == "samplernn":
         frame_size = 1
         for ratio in model["ratios"]:

@@ -82,6 +82,11 @@ class VQVAEConfig:
         if self.crop_frames % self.downsample_time:
             return (f"model.crop_frames: {self.crop_frames} is not a multiple of downsample_time "
                     f"{self.downsample_time}")
+        # The PatchGAN halves both axes disc_layers times, then two 4x4 convolutions take 3 more.
+        if min(self.n_mels, self.crop_frames) < 3 * 2 ** self.disc_layers:
+            return (f"model.disc_layers: {self.disc_layers} layers need crops of at least "
+                    f"{3 * 2 ** self.disc_layers} mels and frames (n_mels {self.n_mels}, "
+                    f"crop_frames {self.crop_frames})")
         return None
 
 
@@ -239,6 +244,7 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("ema_count", torch.ones(size))
         self.register_buffer("ema_sum", self.codebook.detach().clone())
         self.register_buffer("unused_steps", torch.zeros(size, dtype=torch.long))
+        self.restarted = 0      # codes re-seeded by the last training batch (logged)
 
     def nearest(self, flat: torch.Tensor) -> torch.Tensor:
         """Index of the nearest codebook entry of every row of `flat` (N, dim)."""
@@ -266,7 +272,7 @@ class VectorQuantizer(nn.Module):
                 if self.update == "ema":
                     self.ema_update(flat.detach().float(), codes, counts)
                 if self.dead_code_steps > 0:
-                    self.restart_dead_codes(flat.detach().float(), counts)
+                    self.restarted = self.restart_dead_codes(flat.detach().float(), counts)
         out = out.reshape(batch, height, width, dim).permute(0, 3, 1, 2)
         return out, loss, codes.reshape(batch, height, width)
 
@@ -397,7 +403,7 @@ class MelVQVAE(nn.Module):
         loss = reconstruction_loss + c.codebook_weight * quantizer_loss
         scalars = {"reconstruction_l1": float(reconstruction_loss.detach()),
                    "quantizer_loss": float(quantizer_loss.detach()),
-                   "codes_used": int(codes.unique().numel())}
+                   "codes_used": int(codes.unique().numel()), "codes_restarted": self.quantizer.restarted}
         if use_gan:
             generator_loss = -self.discriminator(reconstruction[:, None]).mean()
             weight = adaptive_gan_weight(reconstruction_loss, generator_loss, self.decoder.last_layer,
