@@ -11,6 +11,18 @@ from samplernn_pase.data.prepare import prepare_data
 from samplernn_pase.experiment.config import fill_defaults, load_schema
 
 
+@pytest.fixture
+def one_thread():
+    """Model tests of tiny ops: one intra-op thread is faster, and steady on a busy shared
+    machine (a module opts in with `pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def data_config(**overrides) -> dict:
     """The `data` section with every default filled in, as `init` passes it."""
     return fill_defaults(load_schema("data"), dict(overrides))

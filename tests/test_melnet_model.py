@@ -13,13 +13,7 @@ from samplernn_pase.models.melnet import (FREQ, TIME, MelNet, MelNetConfig, inte
 SCHEMA = Path(__file__).resolve().parents[1] / "samplernn_pase/experiment/schema/model_melnet.json"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops: one intra-op thread is faster, and steady on a busy shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(tiers=3, n_mels=8, layers=None, hidden=12, components=3, chunk=8, seed=0):

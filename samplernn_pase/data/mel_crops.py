@@ -72,6 +72,11 @@ class MelSettings:
         return cls(**values)
 
 
+def scale_log_mel(log_mel: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Natural-log mel -> [-1, 1], linear between `low` and `high`, clipped outside."""
+    return np.clip(2.0 * (log_mel - low) / (high - low) - 1.0, -1.0, 1.0)
+
+
 def compute_mels(data_index: dict, normalization: dict, data_path: Path, settings: MelSettings,
                  log) -> dict[str, np.ndarray]:
     """The arrays of `mels.npz`: scaled log-mels of every utterance of data.json."""
@@ -93,7 +98,7 @@ def compute_mels(data_index: dict, normalization: dict, data_path: Path, setting
         raise UserError("data: the training audio has a constant log-mel spectrogram (silence?)")
     lengths = np.array([m.shape[1] for m in mels], dtype=np.int64)
     joined = np.concatenate(mels, axis=1) if mels else np.zeros((settings.n_mels, 0), np.float32)
-    scaled = np.clip(2.0 * (joined - low) / (high - low) - 1.0, -1.0, 1.0).astype(np.float16)
+    scaled = scale_log_mel(joined, low, high).astype(np.float16)
     log.info("log-mel of %d utterances (%d frames, %d mels), scaled from [%.3f, %.3f] to [-1, 1]",
              len(mels), joined.shape[1], settings.n_mels, low, high)
     return {"ids": np.array([u["id"] for u in utterances]),
@@ -144,6 +149,10 @@ class MelCrops:
         """Scaled log-mel (n_mels, frames), float32 in [-1, 1]."""
         start, end = self._spans[utterance_id]
         return self._mels[:, start:end].astype(np.float32)
+
+    def scale(self, log_mel: np.ndarray) -> np.ndarray:
+        """Natural-log mel -> this experiment's [-1, 1] scaling (e.g. another corpus's audio)."""
+        return scale_log_mel(log_mel, self.scale_min, self.scale_max).astype(np.float32)
 
     def to_log_mel(self, scaled):
         """Back to natural-log mel (inverse of the scaling); numpy arrays or tensors."""

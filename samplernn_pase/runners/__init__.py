@@ -9,6 +9,7 @@ RUNNERS = {
     "melnet": "samplernn_pase.runners.melnet:MelNetRunner",
     "pase": "samplernn_pase.runners.pase:PASERunner",
     "vqvae": "samplernn_pase.runners.vqvae:VQVAERunner",
+    "gpt_prior": "samplernn_pase.runners.gpt_prior:GPTPriorRunner",
 }
 
 

@@ -18,12 +18,37 @@ from torch import nn
 
 from ..data.stateful_loader import StatefulLoader
 from ..data.store import UtteranceStore
-from ..experiment.folder import Experiment
+from ..errors import UserError
+from ..experiment.folder import Experiment, torch_load
 from ..training.optim import build_optimizer
 from ..training.distributed import Distributed
 from ..training.rng import side_stream
 
 TEST_STREAM = 2   # side_stream key of test rendering
+
+
+def load_named_experiment(experiments_path: Path, name: str, epoch: int | str | None,
+                          model_type: str, field: str) -> tuple[dict, int, dict]:
+    """(config, epoch, checkpoint state) of another experiment a config names by `field`
+    (a PASE experiment for SampleRNN, a VQ-VAE experiment for the GPT prior).
+
+    `epoch`: a checkpoint epoch, None for the latest, "best" for the lowest validation loss.
+    """
+    experiment = Experiment(experiments_path, name)
+    if not experiment.exists():
+        raise UserError(f"{field}: no such experiment {experiment.root}")
+    config = experiment.config()
+    if config["model"]["type"] != model_type:
+        raise UserError(f"{field}: {name} is a {config['model']['type']} experiment, not {model_type}")
+    if epoch == "best":
+        epoch = experiment.checkpoint_index().get("best_epoch")
+        if epoch is None:
+            raise UserError(f"{field}: {name} has no validated checkpoint to call best (train it first)")
+    if epoch is not None and epoch not in experiment.checkpoint_epochs():
+        available = ", ".join(map(str, experiment.checkpoint_epochs())) or "none"
+        raise UserError(f"{field}: {name} has no checkpoint of epoch {epoch} (available: {available})")
+    epoch = experiment.resolve_epoch(epoch)
+    return config, epoch, torch_load(experiment.checkpoint_path(epoch))
 
 
 @dataclass

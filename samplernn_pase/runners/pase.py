@@ -20,11 +20,11 @@ from ..data.random_chunks import RandomChunkLoader
 from ..data.stateful_loader import pad_frames
 from ..data.store import UtteranceStore
 from ..errors import UserError
-from ..experiment.folder import Experiment, atomic_write_json, torch_load
+from ..experiment.folder import atomic_write_json
 from ..metrics.speaker import cosine_similarity, speaker_identification
 from ..models.pase import PASE, PASEConfig, embed, speaker_seed, worker_targets
 from ..models.pase_targets import world_f0
-from .base import Runner
+from .base import Runner, load_named_experiment
 
 
 class ChunkTargets:
@@ -198,15 +198,8 @@ def held_out_identification(model: PASE, index: dict, load_audio, seeds: dict) -
 
 def load_pase(experiments_path: Path, name: str, epoch: int | None, device="cpu") -> PASE:
     """The PASE encoder of another experiment (the one a SampleRNN config names)."""
-    experiment = Experiment(experiments_path, name)
-    if not experiment.exists():
-        raise UserError(f"model.pase_experiment: no such experiment {experiment.root}")
-    config = experiment.config()
-    if config["model"]["type"] != "pase":
-        raise UserError(f"model.pase_experiment: {name} is a {config['model']['type']} experiment, "
-                        "not pase")
-    epoch = experiment.resolve_epoch(epoch)
-    state = torch_load(experiment.checkpoint_path(epoch), map_location=device)
+    config, _, state = load_named_experiment(experiments_path, name, epoch, "pase",
+                                             "model.pase_experiment")
     model = PASE(PASEConfig.from_dict({k: v for k, v in config["model"].items() if k != "type"}))
     model.load_state_dict(state["model"])
     return model.to(device).eval()

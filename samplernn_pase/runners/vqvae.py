@@ -22,10 +22,9 @@ import torch.nn.functional as F
 
 from ..data.mel_crops import MelCrops, prepare_mels
 from ..errors import UserError
-from ..experiment.folder import Experiment, torch_load
 from ..models.vqvae import MelVQVAE, VQVAEConfig
 from ..training.optim import build_optimizer
-from .base import Runner
+from .base import Runner, load_named_experiment
 from .rendering import test_tag, utterances_to_render, write_results
 
 
@@ -191,18 +190,13 @@ class VQVAERunner(Runner):
         return self._mean_spectrum
 
 
-def load_vqvae(experiments_path: Path, name: str, epoch: int | None = None,
-               device="cpu") -> tuple[MelVQVAE, MelCrops]:
-    """The VQ-VAE of another experiment (the one a GPT prior names) and its mels, in eval mode."""
-    experiment = Experiment(experiments_path, name)
-    if not experiment.exists():
-        raise UserError(f"model.vqvae_experiment: no such experiment {experiment.root}")
-    config = experiment.config()
-    if config["model"]["type"] != "vqvae":
-        raise UserError(f"model.vqvae_experiment: {name} is a {config['model']['type']} experiment, not vqvae")
-    epoch = experiment.resolve_epoch(epoch)
-    state = torch_load(experiment.checkpoint_path(epoch), map_location=device)
+def load_vqvae(experiments_path: Path, name: str, epoch: int | str | None = None,
+               device="cpu") -> tuple[MelVQVAE, MelCrops, int]:
+    """The VQ-VAE of another experiment (the one a GPT prior names) in eval mode, its mels and
+    the epoch loaded (`epoch`: an epoch, None for the latest, "best")."""
+    config, epoch, state = load_named_experiment(experiments_path, name, epoch, "vqvae",
+                                                 "model.vqvae_experiment")
     model = MelVQVAE(vqvae_config(config))
     model.load_state_dict(state["model"])
-    return model.to(device).eval(), MelCrops.of_experiment(experiment.root)
+    return model.to(device).eval(), MelCrops.of_experiment(Path(experiments_path) / name), epoch
 
