@@ -8,6 +8,7 @@ RUNNERS = {
     "samplernn": "samplernn_pase.runners.samplernn:SampleRNNRunner",
     "melnet": "samplernn_pase.runners.melnet:MelNetRunner",
     "pase": "samplernn_pase.runners.pase:PASERunner",
+    "cwgan_gp": "samplernn_pase.runners.cwgan_gp:CWGANGPRunner",
 }
 
 
