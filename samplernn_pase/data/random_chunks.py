@@ -1,4 +1,5 @@
-"""Random fixed-length waveform chunks, for models that are not recurrent (PASE).
+"""Random fixed-length chunks, for models that are not recurrent: waveform chunks (PASE),
+log-mel crops (data/mel_crops.py). Chunks are cut along the last axis of each array.
 
 Each epoch, every utterance gives `floor(length / chunk)` chunks at offsets
 drawn from a generator seeded by (seed, epoch); the chunks are shuffled and
@@ -14,7 +15,7 @@ class RandomChunkLoader:
     def __init__(self, audio_of, items: list, lengths: list[int], batch_size: int,
                  chunk_samples: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
                  shuffle: bool = True):
-        self.audio_of = audio_of          # item -> float32 waveform
+        self.audio_of = audio_of          # item -> float32 array (..., length): waveform or mel
         self.batch_size = batch_size
         self.chunk_samples = chunk_samples
         self.position = 0
@@ -42,7 +43,7 @@ class RandomChunkLoader:
             batch = self.batches[self.position]
             self.position += 1
             yield torch.from_numpy(np.stack([
-                self.audio_of(item)[offset:offset + self.chunk_samples] for item, offset in batch]))
+                self.audio_of(item)[..., offset:offset + self.chunk_samples] for item, offset in batch]))
 
     def state_dict(self) -> dict:
         return {"position": self.position}
