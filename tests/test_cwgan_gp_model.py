@@ -138,15 +138,16 @@ def class_mels(labels: torch.Tensor) -> torch.Tensor:
 
 
 def test_a_tiny_trained_model_separates_two_labels():
-    """After a short WGAN-GP training on toy data, the generated mean of each label lies
-    nearer its own class mean than the other's, and outputs differ more between the labels
-    than within one."""
+    """After a short WGAN-GP training on toy data (100 critic and 20 generator steps), the
+    generated mean of each label lies nearer its own class mean than the other's, and outputs
+    differ more between the labels than within one. (Seeds 0-4 pass with margins > 1 with the
+    projection critic; an untrained generator fails half of these checks.)"""
     torch.manual_seed(0)
     model = CWGANGP(tiny_config(label_sizes=(2,), generator_channels=8, critic_channels=8,
-                                critic_features=16))
-    critic_opt = torch.optim.Adam(model.critic.parameters(), lr=1e-3, betas=(0.5, 0.9))
-    generator_opt = torch.optim.Adam(model.generator.parameters(), lr=1e-3, betas=(0.5, 0.9))
-    for step in range(300):
+                                critic_features=16, critic_conditioning="projection"))
+    critic_opt = torch.optim.Adam(model.critic.parameters(), lr=2e-3, betas=(0.5, 0.9))
+    generator_opt = torch.optim.Adam(model.generator.parameters(), lr=2e-3, betas=(0.5, 0.9))
+    for step in range(100):
         labels = torch.randint(0, 2, (16, 1))
         critic_opt.zero_grad(set_to_none=True)
         model("critic", class_mels(labels), labels, torch.randn(16, 8))[0].backward()

@@ -104,6 +104,9 @@ class CWGANGPRunner(Runner):
     def prepare_experiment(config, data_index, normalization, args, log) -> dict:
         """`init`: the labels must exist in the corpus; the scaled log-mels go into mels.npz."""
         labels = SpeakerLabels(data_index, config["model"]["labels"])
+        problem = CWGANGPConfig.from_dict(config["model"], label_sizes=labels.sizes).check()
+        if problem:
+            raise UserError(problem)
         log.info("cwgan_gp labels: %s (classes %s)", labels.kinds, list(labels.sizes))
         return prepare_mels(config, data_index, normalization, args, log)
 
