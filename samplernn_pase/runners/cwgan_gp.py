@@ -22,8 +22,8 @@ epoch whose critic separated validation mels best.
 
 Test: for every label (each modeling speaker, with its gender), the same
 `samples_per_label` noise vectors through the generator; wav by Griffin-Lim
-after undoing the scaling, a PNG per sample, grid.png (one row per label, a
-real test crop first), and metrics.json with per-sample spectral-profile
+after undoing the scaling, grid.png (one row per label, a real test crop
+first, on one colour scale), and metrics.json with per-sample spectral-profile
 distances to the own label's and the other labels' real test mels, and the
 critic's Wasserstein estimate on the test crops.
 """
@@ -31,7 +31,7 @@ critic's Wasserstein estimate on the test crops.
 import numpy as np
 import torch
 
-from ..audio.plots import png_to_array, save_image_grid, save_images
+from ..audio.plots import png_to_array, save_image_grid
 from ..data.mel_crops import MelCrops, prepare_mels
 from ..errors import UserError
 from ..experiment.folder import atomic_write_json
@@ -225,23 +225,21 @@ class CWGANGPRunner(Runner):
         for row, speakers in rows.items():
             real = self.real_test_mels(speakers)
             profiles[row] = np.concatenate(real, axis=1).mean(1) if real else None
-        rendered, grid = [], []
+        names, mels, grid = [], [], []
         for row, speakers in rows.items():
             name = self.labels.name(row, speaker_ids)
             labels = torch.tensor([row] * count, dtype=torch.long, device=self.device)
-            mels = self.model.generator(noise, labels)[:, 0].float().cpu()
+            generated = self.model.generator(noise, labels)[:, 0].float().cpu()
             real = [m for m in self.real_test_mels(speakers) if m.shape[1] >= frames]
             panels = [("real", real[0][:, :frames])] if real else []
-            for i, mel in enumerate(mels.numpy()):
-                sample_id = f"{name}-{i}"
-                panels.append((f"sample {i}", mel))
-                rendered.append({
-                    "id": sample_id, "reference": None,
-                    "audio": self.crops.to_audio(torch.from_numpy(mel).clamp(-1, 1)),
-                    "metrics": self.profile_distances(mel, row, profiles),
-                    "images": lambda path, mel=mel, title=sample_id: save_images(
-                        path, [(f"{title}: generated scaled log-mel", mel)])})
-            grid.append((name, panels))
+            grid.append((name, panels + [(f"sample {i}", m) for i, m in enumerate(generated.numpy())]))
+            names += [(name, row, i) for i in range(count)]
+            mels.append(generated)
+        mels = torch.cat(mels)
+        audio = self.crops.to_audio(mels.clamp(-1, 1))          # one batched Griffin-Lim
+        rendered = [{"id": f"{name}-{i}", "audio": wave, "reference": None,
+                     "metrics": self.profile_distances(mel, row, profiles)}
+                    for (name, row, i), wave, mel in zip(names, audio, mels.numpy())]
         # Fréchet distances: when metrics/evaluation.py (issue 9) is merged, pass
         # `evaluation=self.evaluation` to write_results here (this is the one call site).
         metrics = write_results(out_dir, epoch, self.crops.settings.sample_rate, rendered, writer,

@@ -44,7 +44,7 @@ def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[di
     """`rendered`: dicts with `id`, `audio` (generated), `reference`, `metrics`, optional `images`.
 
     Writes `<id>.wav`, `<id>.png` (generated vs reference spectrogram, or the
-    given images) and `metrics.json` (per utterance and mean); mirrors audio,
+    given images; none when there is neither) and `metrics.json` (per utterance and mean); mirrors audio,
     images and the mean metrics to TensorBoard when a writer is given.
     """
     out_dir = Path(out_dir)
@@ -56,12 +56,15 @@ def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[di
         write_wav(out_dir / f"{stem}.wav", audio, sample_rate)
         if item.get("images") is not None:
             png = item["images"](out_dir / f"{stem}.png")
-        else:
+        elif item.get("reference") is not None:
             png = save_spectrogram_comparison(out_dir / f"{stem}.png", audio, item["reference"])
+        else:       # nothing to compare with (e.g. GAN samples, drawn together by the runner)
+            png = None
         per_utterance[item["id"]] = item["metrics"]
         if writer is not None:
             writer.add_audio(f"{tag}/{stem}", audio, epoch, sample_rate=sample_rate)
-            writer.add_image(f"{tag}/{stem}", png_to_array(png), epoch, dataformats="HWC")
+            if png is not None:
+                writer.add_image(f"{tag}/{stem}", png_to_array(png), epoch, dataformats="HWC")
     metrics = {"epoch": epoch, "mean": mean_metrics(per_utterance), "utterances": per_utterance}
     atomic_write_json(out_dir / "metrics.json", metrics)
     if writer is not None:
