@@ -169,3 +169,27 @@ def test_a_tiny_trained_model_separates_two_labels():
     between = (zeros - ones).abs().mean()
     within = torch.stack([(g - g.roll(1, 0)).abs().mean() for g in (zeros, ones)]).mean()
     assert between > within
+
+
+def test_labels_come_from_data_json_speakers_and_their_known_genders():
+    from samplernn_pase.errors import UserError
+    from samplernn_pase.runners.cwgan_gp import SpeakerLabels
+
+    def index(genders):
+        speakers = [{"id": f"s{i}", "gender": g, "index": i, "set": "modeling"} for i, g in enumerate(genders)]
+        return {"speakers": speakers,
+                "utterances": [{"id": f"s{i}/u", "speaker": f"s{i}"} for i in range(len(genders))]}
+
+    labels = SpeakerLabels(index(["m", "f", None]), ["speaker", "gender"])
+    assert labels.kinds == ["speaker", "gender"] and labels.genders == ["f", "m", "unknown"]
+    assert labels.sizes == (3, 3)
+    assert [labels.of_utterance(f"s{i}/u") for i in range(3)] == [(0, 1), (1, 0), (2, 2)]
+    # A `folder` corpus knows no gender: the speaker folder is the only class.
+    folder = SpeakerLabels(index([None, None]), ["speaker", "gender"])
+    assert folder.kinds == ["speaker"] and folder.sizes == (2,)
+    try:
+        SpeakerLabels(index([None, None]), ["gender"])
+    except UserError as error:
+        assert "model.labels" in str(error)
+    else:
+        raise AssertionError("a gender-only label on a corpus without genders must be refused")

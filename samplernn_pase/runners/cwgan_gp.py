@@ -247,11 +247,12 @@ class CWGANGPRunner(Runner):
         png = save_image_grid(out_dir / "grid.png", grid)
         total, crops = self.wasserstein_estimate("test")
         metrics.update({"labels": self.labels.kinds, "samples_per_label": count,
-                        "wasserstein_test": total / max(crops, 1), "test_crops": crops})
+                        "wasserstein_test": total / crops if crops else None, "test_crops": crops})
         atomic_write_json(out_dir / "metrics.json", metrics)
         if writer is not None:
             writer.add_image("test/grid", png_to_array(png), epoch, dataformats="HWC")
-            writer.add_scalar("test/wasserstein_test", metrics["wasserstein_test"], epoch)
+            if crops:
+                writer.add_scalar("test/wasserstein_test", metrics["wasserstein_test"], epoch)
         return metrics
 
     @staticmethod
