@@ -4,7 +4,7 @@
         [--pase-epochs 10] [--samplernn-epochs 8] [--hidden-size 128] \
         [--train-seconds-per-speaker S] [--seed-seconds 1 3 10] [--markdown]
 
-About 8 minutes with the defaults on an idle 2-core CPU (the README's table).
+About 10 minutes with the defaults on an idle 2-core CPU (the README's table).
 
 What it does, with the real commands and the real runner:
 
@@ -31,21 +31,22 @@ What it does, with the real commands and the real runner:
    not decide how many seconds a seed can have. The seconds a seed actually
    used (less than asked when a speaker has less audio) are reported.
 
-Per utterance it collects what `metrics.json` holds (`mcd_db`, `f0_rmse_hz`,
-`vuv_error`, `nll_bits`, and `speaker_similarity`: cosine between the PASE
-embedding of the generated audio and the seed that conditioned it) and, with
-the same PASE encoder (the experiment's `pase_epoch`), cosines that do not
-move with the seed's own length:
+Per utterance it collects what `metrics.json` holds: `mcd_db`, `f0_rmse_hz`,
+`vuv_error`, `nll_bits`, `dnsmos_ovrl`, `speaker_similarity` (cosine between
+the PASE embedding of the generated audio and the seed that conditioned it:
+circular, the same encoder made the seed) and the independent speaker
+similarity from Resemblyzer, which does not move with the seed's length:
 
-- `similarity_to_real`: generated audio vs. the speaker's real speech (all of
-  its validation-split utterances: other sentences, never in a seed);
-- `similarity_to_other_speakers`: generated audio vs. the other speakers' real
-  speech, averaged (the floor: identity is carried when the previous number is
-  clearly above this one);
-- `real_to_seed_similarity`: the real recording of the rendered utterance vs.
-  the seed (how well a seed of that length captures the speaker);
-- `real_to_real_similarity`: that real recording vs. the speaker's real speech
-  (the ceiling of `similarity_to_real`).
+- `speaker_similarity_own`: generated audio vs. the centroid of its speaker's
+  real recordings (metrics/evaluation.py, without the rendered utterance's own
+  recording);
+- `speaker_similarity_other`: the same against the other speakers' centroids,
+  averaged (the floor: identity is carried when the previous number is clearly
+  above this one); `speaker_identified`: the own centroid is the nearest;
+- `real_speaker_similarity_own` / `_other` / `_identified`, `real_dnsmos_ovrl`:
+  the real recording of the rendered utterance, judged the same way (the ceiling);
+- `real_to_seed_similarity`: PASE cosine of that real recording to the seed
+  (how well a seed of that length captures the speaker, in the encoder's space).
 
 Each row also says whether its seeds equal the ones `init` wrote
 (`same_as_training_seeds`): with no training cap, the row whose duration is
@@ -166,6 +167,16 @@ class CLI:
         return time.perf_counter() - start
 
 
+def open_workspace(args, prefix: str) -> tuple[Path, Path, CLI]:
+    """(workspace, data path, CLI) from --workspace (default: a new temporary folder) and --data-path."""
+    workspace = (args.workspace or Path(tempfile.mkdtemp(prefix=prefix))).resolve()
+    workspace.mkdir(parents=True, exist_ok=True)
+    data_path = args.data_path.resolve()
+    data_path.mkdir(parents=True, exist_ok=True)
+    log(f"workspace: {workspace}")
+    return workspace, data_path, CLI(workspace, data_path, args.threads, args.device)
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -230,12 +241,13 @@ def load_runner(experiments_path: Path, name: str, data_path: Path, device: str)
 
 
 def render_with_seeds(runner, epoch: int, seeds: np.ndarray, utterance_ids: list[str],
-                      out_dir: Path, references: dict[int, np.ndarray]) -> dict[str, dict]:
-    """runner.test with the seeds swapped in; per-utterance metrics plus the similarities here."""
+                      out_dir: Path) -> dict[str, dict]:
+    """runner.test with the seeds swapped in; per-utterance metrics of the model row (what
+    metrics.json holds, Resemblyzer similarities included), the real recording's Resemblyzer
+    similarities (the ceiling) and the PASE cosine of the real recording to the seed."""
     import torch
-    from samplernn_pase.audio.io import read_audio
-    from samplernn_pase.models.pase import cosine_similarity, embed
-    from samplernn_pase.runners.rendering import file_stem
+    from samplernn_pase.metrics.speaker import cosine_similarity
+    from samplernn_pase.models.pase import embed
 
     trained = runner.speaker_vectors
     runner.speaker_vectors = torch.from_numpy(np.asarray(seeds, dtype=np.float32))
@@ -244,37 +256,19 @@ def render_with_seeds(runner, epoch: int, seeds: np.ndarray, utterance_ids: list
     finally:
         runner.speaker_vectors = trained
     rate = runner.index["sample_rate"]
+    real_rows = metrics["references"]["real"]["utterances"]
     per_utterance = {}
     for utterance_id in utterance_ids:
         row = dict(metrics["utterances"][utterance_id])
         utterance = runner.store.load(utterance_id)
-        generated = read_audio(out_dir / f"{file_stem(utterance_id)}.wav", rate)[0]
-        real = utterance.audio[:len(generated)]
-        speaker = utterance.speaker_index
-        generated_embedding = embed(runner.pase, [generated], rate)
-        real_embedding = embed(runner.pase, [real], rate)
-        own = references.get(speaker)          # None: the speaker has no validation audio
-        others = [r for s, r in references.items() if s != speaker]
-        row["similarity_to_real"] = None if own is None else cosine_similarity(generated_embedding, own)
-        row["similarity_to_other_speakers"] = float(np.mean(
-            [cosine_similarity(generated_embedding, r) for r in others])) if others else None
-        row["real_to_seed_similarity"] = cosine_similarity(real_embedding, seeds[speaker])
-        row["real_to_real_similarity"] = None if own is None else cosine_similarity(real_embedding, own)
+        real = utterance.audio[:round(row["seconds"] * rate)]
+        for key in ("speaker_similarity_own", "speaker_similarity_other", "speaker_identified",
+                    "dnsmos_ovrl"):
+            row[f"real_{key}"] = real_rows[utterance_id][key]
+        row["real_to_seed_similarity"] = cosine_similarity(embed(runner.pase, [real], rate),
+                                                           seeds[utterance.speaker_index])
         per_utterance[utterance_id] = row
     return per_utterance
-
-
-def speaker_references(runner) -> dict[int, np.ndarray]:
-    """Speaker index -> PASE embedding of all that speaker's real validation-split speech."""
-    from samplernn_pase.models.pase import embed
-    references = {}
-    for speaker in runner.index["speakers"]:
-        ids = sorted(u["id"] for u in runner.index["utterances"]
-                     if u["speaker"] == speaker["id"] and u["split"] == "validation")
-        if ids:
-            references[speaker["index"]] = embed(
-                runner.pase, [runner.store.load(i).audio for i in ids], runner.index["sample_rate"])
-    return references
 
 
 def mean_of(rows: list[dict], key: str):
@@ -292,12 +286,7 @@ def study(args) -> dict:
 
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
-    workspace = (args.workspace or Path(tempfile.mkdtemp(prefix="pase_seed_duration_"))).resolve()
-    workspace.mkdir(parents=True, exist_ok=True)
-    data_path = args.data_path.resolve()
-    data_path.mkdir(parents=True, exist_ok=True)
-    log(f"workspace: {workspace}")
-    cli = CLI(workspace, data_path, args.threads, args.device)
+    workspace, data_path, cli = open_workspace(args, "pase_seed_duration_")
     runtime = {"pase_s": cli.init_and_train(PASE_NAME, pase_config(args))}
     pase_experiment = Experiment(cli.experiments_path, PASE_NAME)
     # Pinned, so that a later `train` of the encoder cannot silently change the seeds of a reused
@@ -321,7 +310,6 @@ def study(args) -> dict:
         utterance_ids += choose_test_utterances(index, count, speaker_set)
     speaker_of = {u["id"]: u["speaker"] for u in index["utterances"]}
     runner.config["test"]["batch_size"] = len(utterance_ids)   # one batch: one pass of the RNN
-    references = speaker_references(runner)
     training_seeds = runner.speaker_vectors.numpy()     # what `init` wrote, SampleRNN trained with
 
     rows, per_duration = [], {}
@@ -331,7 +319,7 @@ def study(args) -> dict:
                               seconds)
         same_as_training = bool(np.allclose(seeds, training_seeds, atol=1e-6))
         out_dir = workspace / f"seed-{seconds:g}s"
-        per_utterance = render_with_seeds(runner, epoch, seeds, utterance_ids, out_dir, references)
+        per_utterance = render_with_seeds(runner, epoch, seeds, utterance_ids, out_dir)
         per_duration[f"{seconds:g}"] = per_utterance
         for speaker_set in SPEAKER_SETS:
             speakers = sorted(s for s, v in set_of.items() if v == speaker_set)
@@ -342,9 +330,11 @@ def study(args) -> dict:
                 "utterances": len(chosen), "same_as_training_seeds": same_as_training,
                 "seconds_used_min": float(min(used)), "seconds_used_mean": float(np.mean(used)),
                 **{key: mean_of(chosen, key) for key in (
-                    "mcd_db", "speaker_similarity", "similarity_to_real",
-                    "similarity_to_other_speakers", "real_to_seed_similarity",
-                    "real_to_real_similarity", "f0_rmse_hz", "vuv_error", "nll_bits")}})
+                    "mcd_db", "dnsmos_ovrl", "speaker_similarity", "speaker_similarity_own",
+                    "speaker_similarity_other", "speaker_identified", "real_to_seed_similarity",
+                    "real_speaker_similarity_own", "real_speaker_similarity_other",
+                    "real_speaker_identified", "real_dnsmos_ovrl", "f0_rmse_hz", "vuv_error",
+                    "nll_bits")}})
     atomic_write_json(workspace / "study.json", {"rows": rows, "utterances": per_duration})
     runtime["render_s"] = time.perf_counter() - render_start
     runtime["total_s"] = time.perf_counter() - started
@@ -382,22 +372,26 @@ def markdown(result: dict) -> str:
     def number(value, digits):
         return "n/a" if value is None else f"{value:.{digits}f}"
 
-    lines = ["| seed (s) | speakers | seed seconds used (min / mean) | MCD (dB) | "
-             "generated vs seed | generated vs own speaker | generated vs other speakers | "
-             "real vs seed |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| seed (s) | speakers | seed seconds used (min / mean) | MCD (dB) | DNSMOS OVRL | "
+             "PASE: generated vs seed | Resemblyzer: generated vs own speaker | "
+             "Resemblyzer: generated vs other speakers | identified | PASE: real vs seed |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in result["rows"]:
         lines.append(
             f"| {row['seed_seconds']:g} | {row['speakers']} ({row['num_speakers']} spk, "
             f"{row['utterances']} utt) | {row['seconds_used_min']:.1f} / {row['seconds_used_mean']:.1f} | "
-            f"{number(row['mcd_db'], 2)} | {number(row['speaker_similarity'], 3)} | "
-            f"{number(row['similarity_to_real'], 3)} | "
-            f"{number(row['similarity_to_other_speakers'], 3)} | "
+            f"{number(row['mcd_db'], 2)} | {number(row['dnsmos_ovrl'], 2)} | "
+            f"{number(row['speaker_similarity'], 3)} | {number(row['speaker_similarity_own'], 3)} | "
+            f"{number(row['speaker_similarity_other'], 3)} | {number(row['speaker_identified'], 2)} | "
             f"{number(row['real_to_seed_similarity'], 3)} |")
-    ceilings = {row["speakers"]: row["real_to_real_similarity"] for row in result["rows"]}
+    ceilings = {row["speakers"]: row for row in result["rows"]}
     lines.append("")
-    lines.append("Real recording vs own speaker's real speech (ceiling of \"generated vs own speaker\"): "
-                 + ", ".join(f"{k} {number(v, 3)}" for k, v in ceilings.items()) + ".")
+    lines.append("The real recordings, judged the same way (Resemblyzer own / other, identified, "
+                 "DNSMOS OVRL): " + "; ".join(
+                     f"{k} {number(r['real_speaker_similarity_own'], 3)} / "
+                     f"{number(r['real_speaker_similarity_other'], 3)}, "
+                     f"{number(r['real_speaker_identified'], 2)}, {number(r['real_dnsmos_ovrl'], 2)}"
+                     for k, r in ceilings.items()) + ".")
     return "\n".join(lines)
 
 

@@ -29,9 +29,11 @@ def test_melnet_trains_renders_and_trains_one_tier(tmp_path, demo_data_path):
     space.run("melnet", "train")
     root = space.experiment("melnet")
     results = root / "results" / "epoch-1"
-    wavs = sorted(results.glob("*.wav"))
+    every_wav = sorted(results.glob("*.wav"))
+    wavs = [w for w in every_wav if not w.name.endswith((".real.wav", ".griffin_lim.wav"))]
     pngs = sorted(results.glob("*.png"))
     assert len(wavs) == 4 and len(pngs) == 4       # 2 upsampled test utterances + 2 full samples
+    assert len(every_wav) == 8                      # + the real and Griffin-Lim references of the 2
     assert sum(w.name.startswith("sample-") for w in wavs) == 2
     for wav in wavs:
         audio, rate = soundfile.read(wav)
@@ -39,6 +41,17 @@ def test_melnet_trains_renders_and_trains_one_tier(tmp_path, demo_data_path):
         assert np.isfinite(audio).all() and np.sqrt(np.mean(audio ** 2)) > 1e-4
     metrics = json.loads((results / "metrics.json").read_text())
     assert np.isfinite(metrics["mean"]["nll"]) and "nll_tier3" in metrics["mean"]
+    # The independent evaluation: DNSMOS of everything, speaker similarity where there is a
+    # speaker, reference rows, Fréchet distances of the 2 samples to the real test set.
+    assert set(metrics["references"]) == {"real", "griffin_lim"}
+    upsampled = [u for u in metrics["utterances"] if u.endswith(".upsampled")]
+    for row in (metrics, *metrics["references"].values()):
+        for utterance in upsampled:
+            assert -1 <= row["utterances"][utterance]["speaker_similarity_own"] <= 1
+            assert 1 <= row["utterances"][utterance]["dnsmos_ovrl"] <= 5
+    assert metrics["utterances"]["sample-0"]["speaker_similarity_own"] is None
+    assert metrics["frechet"]["log_mel"]["generated"] == 2
+    assert np.isfinite(metrics["frechet"]["log_mel"]["floor"])
 
     before = torch.load(root / "checkpoints" / "1.checkpoint.pt", weights_only=True)["model"]
     space.run("melnet", "train", "--tier", "2", "--max-epochs", "2")

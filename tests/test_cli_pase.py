@@ -43,6 +43,22 @@ def test_pase_trains_and_tests(pase_workspace):
     assert (root / "results" / "epoch-1" / "speaker_similarity.png").is_file()
 
 
+def test_pase_seeds_identify_held_out_speakers(pase_workspace):
+    """The `test` that `train` ran: every validation and test utterance, embedded alone by the
+    trained encoder, is nearest to its own speaker's seed (from the train split, as `init` makes
+    seeds for SampleRNN) far more often than chance, and closer to it than to the others."""
+    root = pase_workspace.experiment("pase")
+    metrics = json.loads((root / "results" / "epoch-1" / "metrics.json").read_text())
+    identification = metrics["utterance_identification"]
+    index = json.loads((root / "data.json").read_text())
+    held_out = [u for u in index["utterances"] if u["split"] in ("validation", "test")]
+    assert identification["speakers"] == 8 and identification["probes"] == len(held_out) >= 16
+    assert identification["chance"] == 1 / 8
+    assert identification["accuracy"] >= 2 * identification["chance"]
+    assert identification["own_cosine"] > identification["other_cosine"]
+    assert metrics["mean"]["utterance_identification_accuracy"] == identification["accuracy"]
+
+
 def test_samplernn_with_pase_speakers_renders_adaptation_speakers(pase_workspace):
     space = pase_workspace
     config = tiny_config(max_epochs=1)
@@ -65,11 +81,19 @@ def test_samplernn_with_pase_speakers_renders_adaptation_speakers(pase_workspace
     speaker_of = {u["id"]: u["speaker"] for u in index["utterances"]}
     assert metrics["utterances"] and all(speaker_of[u] in adaptation for u in metrics["utterances"])
     assert all(-1 <= m["speaker_similarity"] <= 1 for m in metrics["utterances"].values())
-    wavs = sorted(results.glob("*.wav"))
+    assert metrics["speaker_set"] == "adaptation"
+    assert all(-1 <= m["speaker_similarity_own"] <= 1 for m in metrics["utterances"].values())
+    assert "pase" in metrics["frechet"] and metrics["frechet"]["pase"]["generated"] == len(wavs_of(results))
+    wavs = wavs_of(results)
     assert len(wavs) == len(metrics["utterances"])
     for wav in wavs:
         audio, rate = soundfile.read(wav)
         assert rate == 16000 and np.sqrt(np.mean(audio ** 2)) > 1e-3
+
+
+def wavs_of(results):
+    """The generated wavs of a results folder (not the .real / .world references beside them)."""
+    return sorted(w for w in results.glob("*.wav") if not w.name.endswith((".real.wav", ".world.wav")))
 
 
 def test_missing_pase_experiment_is_one_line(pase_workspace):

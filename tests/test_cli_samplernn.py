@@ -118,15 +118,15 @@ def test_train_renders_audio_metrics_and_release(workspace):
     assert not (root / "train.lock").exists()
     results = root / "results" / "epoch-1"
     wavs = sorted(results.glob("*.wav"))
-    assert len(wavs) == 2 and len(list(results.glob("*.png"))) == 2
+    generated = [w for w in wavs if not w.name.endswith((".real.wav", ".world.wav"))]
+    assert len(generated) == 2 and len(list(results.glob("*.png"))) == 2
+    for wav in generated:       # beside each: the real recording and its WORLD resynthesis
+        assert {w.name for w in wavs} >= {f"{wav.stem}.real.wav", f"{wav.stem}.world.wav"}
     for wav in wavs:
         audio, rate = soundfile.read(wav)
         assert rate == 16000 and len(audio) >= 1600
         assert np.sqrt(np.mean(audio ** 2)) > 1e-3          # not silence
-    metrics = json.loads((results / "metrics.json").read_text())
-    for key in ("nll_bits", "mcd_db", "f0_rmse_hz", "vuv_error"):
-        assert key in metrics["mean"]
-    assert 0 < metrics["mean"]["nll_bits"] < 8.5
+    check_evaluation(json.loads((results / "metrics.json").read_text()))
     assert list((root / "tensorboard").glob("events.out.tfevents.*"))
     index = json.loads((root / "checkpoints" / "index.json").read_text())
     assert index["best_epoch"] == 1 and math_finite(index["epochs"]["1"]["validation_loss"])
@@ -144,6 +144,30 @@ def test_train_renders_audio_metrics_and_release(workspace):
     missing = workspace.run("trained", "test_sample", "--sample", "nope", check=False)
     assert missing.returncode == 2 and "nope" in missing.stderr
     assert not list(root.rglob("*.pkl"))
+
+
+def check_evaluation(metrics: dict) -> None:
+    """metrics.json of a SampleRNN `test`: the model row, the real and WORLD reference rows, each
+    with MCD / F0 / V/UV, Resemblyzer similarities and DNSMOS, and Fréchet distances with floors."""
+    judged = ("speaker_similarity_own", "speaker_similarity_other", "speaker_identified",
+              "dnsmos_p808", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")
+    assert metrics["speaker_set"] == "modeling"
+    assert 0 < metrics["mean"]["nll_bits"] < 8.5
+    rows = {"model": metrics, **metrics["references"]}
+    assert set(rows) == {"model", "real", "world"}
+    for name, row in rows.items():
+        assert set(row["utterances"]) == set(metrics["utterances"]), name
+        for key in ("mcd_db", "vuv_error", *judged):
+            assert math_finite(row["mean"][key]), (name, key)
+        assert -1 <= row["mean"]["speaker_similarity_own"] <= 1
+        assert 1 <= row["mean"]["dnsmos_ovrl"] <= 5
+    assert rows["real"]["mean"]["mcd_db"] == 0.0 and rows["real"]["mean"]["vuv_error"] == 0.0
+    assert 0 < rows["world"]["mean"]["mcd_db"] < rows["model"]["mean"]["mcd_db"]
+    for embedder in ("resemblyzer", "log_mel"):
+        figures = metrics["frechet"][embedder]
+        assert figures["generated"] == 2 and figures["real"] >= 2
+        assert math_finite(figures["distance"]) and math_finite(figures["floor"])
+    assert metrics["evaluation"]["analysis"]["mcep_alpha"] == 0.41
 
 
 def math_finite(value) -> bool:

@@ -68,21 +68,42 @@ def feature_params(data_config: dict) -> dict:
     }
 
 
+def world_f0(signal: np.ndarray, params: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(f0 in Hz, 0 where unvoiced; frame times in s) at one frame per hop_length samples.
+
+    The project's one F0 analysis: the features and the metrics (F0 RMSE, V/UV,
+    the envelope behind MCD) all call it, with the estimator and F0 range of
+    `params` (feature_params of data.json).
+    """
+    import pyworld
+
+    signal = np.ascontiguousarray(signal, dtype=np.float64)
+    sample_rate = params["sample_rate"]
+    frame_period = 1000.0 * params["hop_length"] / sample_rate
+    if params["f0_method"] == "harvest":
+        return pyworld.harvest(signal, sample_rate, params["f0_floor"], params["f0_ceil"], frame_period)
+    f0, times = pyworld.dio(signal, sample_rate, params["f0_floor"], params["f0_ceil"],
+                            frame_period=frame_period)
+    return pyworld.stonemask(signal, f0, times, sample_rate), times
+
+
+def spectral_envelope(signal: np.ndarray, f0: np.ndarray, times: np.ndarray, params: dict) -> np.ndarray:
+    """WORLD (CheapTrick) power spectral envelope, (frames, fft_size // 2 + 1)."""
+    import pyworld
+
+    signal = np.ascontiguousarray(signal, dtype=np.float64)
+    return pyworld.cheaptrick(signal, f0, times, params["sample_rate"], f0_floor=params["f0_floor"])
+
+
 def acoustic_features(audio: np.ndarray, params: dict) -> np.ndarray:
     """(num_frames, 43) float32 WORLD features of mono audio at params["sample_rate"]."""
-    import pysptk
     import pyworld
 
     sample_rate, hop_length = params["sample_rate"], params["hop_length"]
     num_frames = len(audio) // hop_length
     signal = audio.astype(np.float64)
-    frame_period = 1000.0 * hop_length / sample_rate
-    if params["f0_method"] == "harvest":
-        f0, times = pyworld.harvest(signal, sample_rate, params["f0_floor"], params["f0_ceil"], frame_period)
-    else:
-        f0, times = pyworld.dio(signal, sample_rate, params["f0_floor"], params["f0_ceil"], frame_period=frame_period)
-        f0 = pyworld.stonemask(signal, f0, times, sample_rate)
-    envelope = pyworld.cheaptrick(signal, f0, times, sample_rate, f0_floor=params["f0_floor"])
+    f0, times = world_f0(signal, params)
+    envelope = spectral_envelope(signal, f0, times, params)
     aperiodicity = pyworld.d4c(signal, f0, times, sample_rate)
 
     mcep = mel_cepstrum(envelope, params["mcep_order"], params["mcep_alpha"])
@@ -100,6 +121,36 @@ def acoustic_features(audio: np.ndarray, params: dict) -> np.ndarray:
     if len(features) < num_frames:  # WORLD gives N // hop + 1 frames; pad defensively
         features = np.concatenate([features, np.repeat(features[-1:], num_frames - len(features), axis=0)])
     return features[:num_frames].astype(np.float32)
+
+
+def world_resynthesis(acoustic: np.ndarray, params: dict) -> np.ndarray:
+    """Audio from (un-normalized) acoustic features by the WORLD vocoder: the classical baseline.
+
+    The inverse of `acoustic_features`: F0 = exp(lf0) where the voiced flag is
+    set, the envelope from the mel-cepstrum by pysptk.mc2sp with the same
+    all-pass constant, the aperiodicity from the band aperiodicity by
+    pyworld.decode_aperiodicity (the one averaged band repeated over the bands).
+    """
+    import pysptk
+    import pyworld
+
+    sample_rate, order = params["sample_rate"], params["mcep_order"]
+    acoustic = np.asarray(acoustic, dtype=np.float64)
+    f0 = np.where(acoustic[:, 1] > 0.5, np.exp(acoustic[:, 0]), 0.0)
+    mcep = np.ascontiguousarray(acoustic[:, 2:3 + order])
+    fft_size = pyworld.get_cheaptrick_fft_size(sample_rate, params["f0_floor"])
+    envelope = np.ascontiguousarray(pysptk.mc2sp(mcep, params["mcep_alpha"], fft_size))
+    bap = acoustic[:, 3 + order]
+    bands = pyworld.get_num_aperiodicities(sample_rate)
+    if bands > 0:
+        coded = np.ascontiguousarray(np.repeat(bap[:, None], bands, axis=1))
+        aperiodicity = pyworld.decode_aperiodicity(coded, sample_rate, fft_size)
+    else:
+        aperiodicity = np.repeat(10.0 ** (bap[:, None] / 20.0), fft_size // 2 + 1, axis=1)
+    frame_period = 1000.0 * params["hop_length"] / sample_rate
+    audio = pyworld.synthesize(np.ascontiguousarray(f0), envelope, np.ascontiguousarray(aperiodicity),
+                               sample_rate, frame_period)
+    return audio[:len(acoustic) * params["hop_length"]].astype(np.float32)
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,63 +1,55 @@
-"""Objective measures of generated speech against the reference recording.
+"""MCD, F0 RMSE and V/UV error of generated speech against a time-aligned reference.
 
-Both signals are analysed the same way (WORLD F0 by DIO + StoneMask, WORLD
-spectral envelope to mel-cepstrum with pysptk), frame by frame over their
-common length: generation is conditioned on the reference's own frames, so
-the two are time-aligned and no DTW is needed.
+Both signals go through the features' own WORLD analysis (data/features.py:
+`world_f0`, `spectral_envelope`, `mel_cepstrum`) with the experiment's feature
+parameters (`feature_params` of data.json): the same F0 estimator and range,
+all-pass constant, mel-cepstrum order and frame period as the conditioning
+features, so a metric and a feature never disagree about what F0 or c_n is.
+Generation is conditioned on the reference's own frames, so the two are
+compared frame by frame over their common length (no DTW).
 """
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
-import pysptk
-import pyworld
 
-FRAME_PERIOD_MS = 5.0
-MCEP_ORDER = 24
+from ..data.features import mel_cepstrum, spectral_envelope, world_f0
 
 
-def _all_pass_constant(sample_rate: int) -> float:
-    return {8000: 0.31, 16000: 0.42, 22050: 0.455, 24000: 0.466, 44100: 0.544,
-            48000: 0.554}.get(sample_rate, 0.42)
+@dataclass
+class Analysis:
+    """What the metrics need of one signal: F0 (Hz, 0 = unvoiced) and mel-cepstrum per frame."""
+
+    f0: np.ndarray          # (frames,)
+    mcep: np.ndarray        # (frames, order + 1), c0 first
 
 
-def world_f0(audio: np.ndarray, sample_rate: int) -> np.ndarray:
-    audio = np.ascontiguousarray(audio, dtype=np.float64)
-    f0, times = pyworld.dio(audio, sample_rate, frame_period=FRAME_PERIOD_MS)
-    return pyworld.stonemask(audio, f0, times, sample_rate)
+def analyse(audio: np.ndarray, params: dict) -> Analysis:
+    signal = np.ascontiguousarray(audio, dtype=np.float64)
+    f0, times = world_f0(signal, params)
+    envelope = spectral_envelope(signal, f0, times, params)
+    return Analysis(f0, mel_cepstrum(envelope, params["mcep_order"], params["mcep_alpha"]))
 
 
-def mel_cepstrum(audio: np.ndarray, sample_rate: int, order: int = MCEP_ORDER) -> np.ndarray:
-    audio = np.ascontiguousarray(audio, dtype=np.float64)
-    f0 = world_f0(audio, sample_rate)
-    times = np.arange(len(f0)) * FRAME_PERIOD_MS / 1000.0
-    envelope = pyworld.cheaptrick(audio, f0, times, sample_rate)
-    return pysptk.sp2mc(envelope, order=order, alpha=_all_pass_constant(sample_rate))
-
-
-def mel_cepstral_distortion(generated: np.ndarray, reference: np.ndarray, sample_rate: int) -> float:
-    """MCD in dB over c1..c24, averaged over frames (c0, the energy, excluded)."""
-    mc_gen = mel_cepstrum(generated, sample_rate)
-    mc_ref = mel_cepstrum(reference, sample_rate)
-    frames = min(len(mc_gen), len(mc_ref))
-    diff = mc_gen[:frames, 1:] - mc_ref[:frames, 1:]
+def mel_cepstral_distortion(mcep_a: np.ndarray, mcep_b: np.ndarray) -> float:
+    """MCD in dB, mean over frames of (10 / ln 10) sqrt(2 sum_{n>=1} (a_n - b_n)^2); c0 (energy) excluded."""
+    frames = min(len(mcep_a), len(mcep_b))
+    diff = np.asarray(mcep_a[:frames, 1:], np.float64) - np.asarray(mcep_b[:frames, 1:], np.float64)
     return float(np.mean(10.0 / math.log(10.0) * np.sqrt(2.0 * np.sum(diff ** 2, axis=1))))
 
 
-def f0_errors(generated: np.ndarray, reference: np.ndarray, sample_rate: int) -> dict:
-    """F0 RMSE in Hz over frames voiced in both (None when there is none), and the V/UV
-    decision error rate."""
-    f0_gen = world_f0(generated, sample_rate)
-    f0_ref = world_f0(reference, sample_rate)
-    frames = min(len(f0_gen), len(f0_ref))
-    f0_gen, f0_ref = f0_gen[:frames], f0_ref[:frames]
+def compare(generated: Analysis, reference: Analysis) -> dict:
+    """mcd_db; f0_rmse_hz over frames voiced in both (None when there is none); vuv_error,
+    the fraction of frames whose voicing decisions differ."""
+    frames = min(len(generated.f0), len(reference.f0))
+    f0_gen, f0_ref = generated.f0[:frames], reference.f0[:frames]
     voiced_gen, voiced_ref = f0_gen > 0, f0_ref > 0
     both = voiced_gen & voiced_ref
     rmse = float(np.sqrt(np.mean((f0_gen[both] - f0_ref[both]) ** 2))) if both.any() else None
-    return {"f0_rmse_hz": rmse, "vuv_error": float(np.mean(voiced_gen != voiced_ref))}
+    return {"mcd_db": mel_cepstral_distortion(generated.mcep, reference.mcep),
+            "f0_rmse_hz": rmse, "vuv_error": float(np.mean(voiced_gen != voiced_ref))}
 
 
-def speech_metrics(generated: np.ndarray, reference: np.ndarray, sample_rate: int) -> dict:
-    metrics = {"mcd_db": mel_cepstral_distortion(generated, reference, sample_rate)}
-    metrics.update(f0_errors(generated, reference, sample_rate))
-    return metrics
+def speech_metrics(generated: np.ndarray, reference: np.ndarray, params: dict) -> dict:
+    return compare(analyse(generated, params), analyse(reference, params))

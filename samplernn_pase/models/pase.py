@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from samplernn_pase.metrics.speaker import cosine_similarity  # noqa: F401  (also used by callers)
 from samplernn_pase.models.pase_targets import compute_targets
 
 WORKERS = ("waveform", "lps", "mfcc", "prosody", "lim", "gim")
@@ -357,11 +358,6 @@ def speaker_seed(model, waves, seed_seconds, sample_rate):
     them, e.g. by utterance id), so the same speaker always gets the same seed.
     """
     return embed(model, waves, sample_rate, seconds=seed_seconds)
-
-
-def cosine_similarity(a, b):
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
 
 
 def speaker_similarity(model, generated_wave, reference_waves, sample_rate, seed_seconds=None):

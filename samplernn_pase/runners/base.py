@@ -68,6 +68,16 @@ class Runner(ABC):
     #: Utterances the store keeps in memory.
     store_cache_size = 64
 
+    @cached_property
+    def evaluation(self):
+        """The independent judges of `test` (metrics/evaluation.py), built on first use."""
+        from ..metrics.evaluation import Evaluation
+        return Evaluation(self.index, self.store, self.config["data"], pase=self.pase_encoder())
+
+    def pase_encoder(self):
+        """The PASE encoder the experiment names (model.pase_experiment), for its Fréchet distance."""
+        return None
+
     def utterance_ids(self, split: str) -> list[str]:
         """Utterances of the modeling speakers in one split (what training sees)."""
         return self.store.ids(split=split, speaker_set="modeling")

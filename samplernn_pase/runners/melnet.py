@@ -194,9 +194,14 @@ class MelNetRunner(Runner):
             metrics = {"nll": float(nll) / c.tiers, **{k: float(v) for k, v in per_tier.items()},
                        "upsampling_l1": float((upsampled - real).abs().mean())}
             reference_audio = self.to_audio(real[0])
+            recording = self.store.load(utterance_id).audio[:frames * c.hop_length]
             rendered.append({"id": utterance_id + ".upsampled", "audio": self.to_audio(upsampled[0]),
                              "reference": reference_audio, "metrics": metrics,
-                             "images": self.tier_images(stages, real[0].cpu().numpy())})
+                             "images": self.tier_images(stages, real[0].cpu().numpy()),
+                             "utterance": utterance_id,
+                             # The real recording, and Griffin-Lim from its real mel (the ceiling
+                             # of a mel model with this vocoder).
+                             "references": {"real": recording, "griffin_lim": reference_audio}})
         # Full multiscale generation, unconditional: as many samples as test utterances.
         frames = max_frames or (self.model.time_factor * 16)
         frames -= frames % factor
@@ -206,5 +211,9 @@ class MelNetRunner(Runner):
             rendered.append({"id": f"sample-{row}", "audio": self.to_audio(samples[row]),
                              "reference": None, "metrics": {},
                              "images": self.tier_images({k: v[row] for k, v in stages.items()}, None)})
+        # Fréchet distances: the unconditional samples against the real test set.
         return write_results(out_dir, epoch, self.index["sample_rate"], rendered, writer,
-                             "test" if speaker_set == "modeling" else f"test_{speaker_set}")
+                             "test" if speaker_set == "modeling" else f"test_{speaker_set}",
+                             self.evaluation, speaker_set, frames * c.hop_length,
+                             frechet_items={item["id"] for item in rendered
+                                            if item["id"].startswith("sample-")})

@@ -18,7 +18,8 @@ from ..data.random_chunks import RandomChunkLoader
 from ..data.store import UtteranceStore
 from ..errors import UserError
 from ..experiment.folder import Experiment, atomic_write_json, torch_load
-from ..models.pase import PASE, PASEConfig, cosine_similarity, speaker_seed
+from ..metrics.speaker import cosine_similarity, speaker_identification
+from ..models.pase import PASE, PASEConfig, embed, speaker_seed
 from .base import Runner
 
 
@@ -73,33 +74,39 @@ class PASERunner(Runner):
         return total, count
 
     def test(self, epoch, out_dir, writer=None, utterance_ids=None, speaker_set="modeling"):
-        """Speaker discrimination of the seeds: same-speaker vs. other-speaker similarity."""
+        """How well seeds tell speakers apart, on audio the encoder never trained on.
+
+        Per speaker: seeds (mean frame over `seed_seconds`) of its test split and of its
+        train split, their cosine matrix (PNG), same- vs other-speaker mean and
+        identification of each test seed. Per utterance: every held-out
+        (validation and test) utterance embedded alone and identified by its nearest
+        train seed (metrics/speaker.py: speaker_identification).
+        """
         self.model.eval()
-        seconds = self.pase_config.seed_seconds
+        seconds, rate = self.pase_config.seed_seconds, self.pase_config.sample_rate
         by_speaker = {}
         for utterance in self.index["utterances"]:
             if utterance["split"] == "test" and (utterance_ids is None or utterance["id"] in utterance_ids):
                 by_speaker.setdefault(utterance["speaker"], []).append(utterance["id"])
-        train_seeds, test_seeds = {}, {}
-        for speaker, ids in sorted(by_speaker.items()):
-            test_seeds[speaker] = speaker_seed(self.model, [self.audio(i) for i in sorted(ids)],
-                                               seconds, self.pase_config.sample_rate)
-            train_ids = sorted(u["id"] for u in self.index["utterances"]
-                               if u["speaker"] == speaker and u["split"] == "train")
-            train_seeds[speaker] = speaker_seed(self.model, [self.audio(i) for i in train_ids],
-                                                seconds, self.pase_config.sample_rate)
-        speakers = sorted(test_seeds)
+        train_seeds = speaker_train_seeds(self.model, self.index, self.audio, sorted(by_speaker), seconds)
+        test_seeds = {speaker: speaker_seed(self.model, [self.audio(i) for i in sorted(ids)], seconds, rate)
+                      for speaker, ids in sorted(by_speaker.items())}
+        speakers = sorted(s for s in test_seeds if s in train_seeds)
         matrix = np.array([[cosine_similarity(test_seeds[a], train_seeds[b]) for b in speakers]
                            for a in speakers])
         same = float(np.mean(np.diag(matrix))) if speakers else None
         other = float(np.mean(matrix[~np.eye(len(speakers), dtype=bool)])) if len(speakers) > 1 else None
         correct = int(np.sum(np.argmax(matrix, axis=1) == np.arange(len(speakers))))
+        identification = held_out_identification(self.model, self.index, self.audio, train_seeds)
         total, count = self.validation_loss()
         metrics = {"epoch": epoch, "mean": {
             "validation_pase_loss": total / max(count, 1),
             "same_speaker_similarity": same, "other_speaker_similarity": other,
-            "speaker_identification_accuracy": correct / max(len(speakers), 1)},
-            "speakers": speakers}
+            "speaker_identification_accuracy": correct / max(len(speakers), 1),
+            "utterance_identification_accuracy": identification["accuracy"],
+            "utterance_own_speaker_similarity": identification["own_cosine"],
+            "utterance_other_speaker_similarity": identification["other_cosine"]},
+            "speakers": speakers, "utterance_identification": identification}
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         png = save_images(out_dir / "speaker_similarity.png",
@@ -111,6 +118,29 @@ class PASERunner(Runner):
                     writer.add_scalar(f"test/{key}", value, epoch)
             writer.add_image("test/speaker_similarity", png_to_array(png), epoch, dataformats="HWC")
         return metrics
+
+
+def speaker_train_seeds(model: PASE, index: dict, load_audio, speakers, seconds: float) -> dict:
+    """speaker -> seed from its train split (utterances sorted by id): what `init` gives SampleRNN.
+
+    `load_audio(utterance_id)` returns the utterance's audio at index["sample_rate"].
+    """
+    seeds = {}
+    for speaker in speakers:
+        ids = sorted(u["id"] for u in index["utterances"] if u["speaker"] == speaker and u["split"] == "train")
+        if ids:
+            seeds[speaker] = speaker_seed(model, [load_audio(i) for i in ids], seconds, index["sample_rate"])
+    return seeds
+
+
+def held_out_identification(model: PASE, index: dict, load_audio, seeds: dict) -> dict:
+    """Nearest-seed speaker identification of every validation and test utterance, each
+    embedded alone (accuracy, chance, own / other cosine: metrics/speaker.py)."""
+    held_out = [u for u in index["utterances"]
+                if u["split"] in ("validation", "test") and u["speaker"] in seeds]
+    return speaker_identification(
+        {speaker: [seed] for speaker, seed in seeds.items()},
+        [(u["speaker"], embed(model, [load_audio(u["id"])], index["sample_rate"])) for u in held_out])
 
 
 def load_pase(experiments_path: Path, name: str, epoch: int | None, device="cpu") -> PASE:
@@ -141,15 +171,13 @@ def compute_speaker_seeds(config: dict, data_index: dict, normalization: dict, a
                       model_config.get("pase_epoch"))
     store = UtteranceStore(data_index, normalization, args.data_path)
     seconds = model_config["pase_seed_seconds"]
-    seeds = []
     speakers = sorted(data_index["speakers"], key=lambda s: s["index"])   # rows = speaker indices
+    by_speaker = speaker_train_seeds(model, data_index, lambda i: store.load(i).audio,
+                                     [s["id"] for s in speakers], seconds)
     for speaker in speakers:
-        ids = sorted(u["id"] for u in data_index["utterances"]
-                     if u["speaker"] == speaker["id"] and u["split"] == "train")
-        if not ids:
+        if speaker["id"] not in by_speaker:
             raise UserError(f"speaker {speaker['id']}: no training audio to compute a PASE seed")
-        seeds.append(speaker_seed(model, [store.load(i).audio for i in ids], seconds,
-                                  data_index["sample_rate"]))
+    seeds = [by_speaker[s["id"]] for s in speakers]
     log.info("PASE seeds of %d speakers from %s (%.1f s each)", len(seeds),
              model_config["pase_experiment"], seconds)
     return {"speaker_seeds.npz": {

@@ -40,16 +40,33 @@ def mean_metrics(per_utterance: dict[str, dict]) -> dict:
 
 
 def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[dict],
-                  writer=None, tag: str = "test") -> dict:
-    """`rendered`: dicts with `id`, `audio` (generated), `reference`, `metrics`, optional `images`.
+                  writer=None, tag: str = "test", evaluation=None, speaker_set: str = "modeling",
+                  max_samples: int | None = None, frechet_items=None) -> dict:
+    """Write what a `test` renders, judged by the independent evaluation when one is given.
 
-    Writes `<id>.wav`, `<id>.png` (generated vs reference spectrogram, or the
-    given images; none when there is neither) and `metrics.json` (per utterance and mean); mirrors audio,
-    images and the mean metrics to TensorBoard when a writer is given.
+    `rendered`: dicts with `id`, `audio` (generated), `reference` (for the
+    spectrogram image), `metrics`, and optionally `images` (a function drawing
+    the PNG), `utterance` (the test utterance it renders: its speaker is
+    judged), `references` ({row name: audio}, e.g. the real recording and the
+    WORLD resynthesis) with `reference_metrics` ({row name: metrics}).
+
+    Writes `<id>.wav`, `<id>.<row>.wav` for every reference row, `<id>.png`
+    (none for an item with neither `images` nor `reference`) and `metrics.json`:
+
+        epoch, speaker_set,
+        mean, utterances           the generated audio (as before: per utterance and mean)
+        references: {row: {mean, utterances}}   the same figures for each reference row
+        frechet: {embedder: {distance, floor, generated, real, ...}}
+        evaluation                 how it was judged (encoder, MOS model, analysis settings)
+
+    and mirrors audio, images and every mean to TensorBoard (`<tag>/<key>`,
+    `<tag>/<row>/<key>`, `<tag>/frechet_<embedder>/distance|floor`).
+    `frechet_items`: ids of the items whose audio forms the generated set of the
+    Fréchet distances (default: all).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    per_utterance = {}
+    per_utterance, reference_rows, generated_set = {}, {}, []
     for item in rendered:
         stem = file_stem(item["id"])
         audio = np.clip(np.asarray(item["audio"], dtype=np.float32), -1.0, 1.0)
@@ -60,15 +77,39 @@ def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[di
             png = save_spectrogram_comparison(out_dir / f"{stem}.png", audio, item["reference"])
         else:       # nothing to compare with (e.g. GAN samples, drawn together by the runner)
             png = None
-        per_utterance[item["id"]] = item["metrics"]
+        metrics = dict(item["metrics"])
+        if evaluation is not None:
+            metrics.update(evaluation.judge(audio, item.get("utterance")))
+        per_utterance[item["id"]] = metrics
+        if frechet_items is None or item["id"] in frechet_items:
+            generated_set.append(audio)
+        for row, reference in (item.get("references") or {}).items():
+            reference = np.clip(np.asarray(reference, dtype=np.float32), -1.0, 1.0)
+            write_wav(out_dir / f"{stem}.{row}.wav", reference, sample_rate)
+            row_metrics = dict((item.get("reference_metrics") or {}).get(row, {}))
+            if evaluation is not None:
+                row_metrics.update(evaluation.judge_reference(row, reference, item.get("utterance")))
+            reference_rows.setdefault(row, {})[item["id"]] = row_metrics
         if writer is not None:
             writer.add_audio(f"{tag}/{stem}", audio, epoch, sample_rate=sample_rate)
             if png is not None:
                 writer.add_image(f"{tag}/{stem}", png_to_array(png), epoch, dataformats="HWC")
-    metrics = {"epoch": epoch, "mean": mean_metrics(per_utterance), "utterances": per_utterance}
+    metrics = {"epoch": epoch, "speaker_set": speaker_set, "mean": mean_metrics(per_utterance),
+               "utterances": per_utterance,
+               "references": {row: {"mean": mean_metrics(rows), "utterances": rows}
+                              for row, rows in reference_rows.items()}}
+    if evaluation is not None:
+        metrics["frechet"] = evaluation.frechet(generated_set, speaker_set, max_samples)
+        metrics["evaluation"] = evaluation.settings()
     atomic_write_json(out_dir / "metrics.json", metrics)
     if writer is not None:
-        for key, value in metrics["mean"].items():
+        scalars = {f"{tag}/{key}": value for key, value in metrics["mean"].items()}
+        for row, rows in metrics["references"].items():
+            scalars.update({f"{tag}/{row}/{key}": value for key, value in rows["mean"].items()})
+        for embedder, figures in metrics.get("frechet", {}).items():
+            scalars.update({f"{tag}/frechet_{embedder}/{key}": figures[key]
+                            for key in ("distance", "floor")})
+        for name, value in scalars.items():
             if value is not None:
-                writer.add_scalar(f"{tag}/{key}", value, epoch)
+                writer.add_scalar(name, value, epoch)
     return metrics

@@ -15,7 +15,9 @@ import torch.nn.functional as F
 from ..audio.mulaw import mulaw_decode, mulaw_encode
 from ..data.stateful_loader import SampleRNNSource
 from ..errors import UserError
-from ..metrics.speech import speech_metrics
+from ..data import cache
+from ..data.features import world_resynthesis
+from ..metrics.speech import analyse, compare
 from ..models.samplernn import CONDITIONING_KEYS, SampleRNN, SampleRNNConfig, unpack_batch
 from .base import Runner
 from .rendering import choose_test_utterances, write_results
@@ -38,6 +40,7 @@ class SampleRNNRunner(Runner):
         self.source = SampleRNNSource(self.store, self.model_config.frame_size,
                                       self.model_config.conditioning, self.model_config.q_levels)
         self.hidden = None
+        self._reference_rows = {}
         return SampleRNN(self.model_config)
 
     @staticmethod
@@ -65,6 +68,9 @@ class SampleRNNRunner(Runner):
         self.pase = load_pase(self.context.experiment.root.parent, model_config["pase_experiment"],
                               model_config["pase_epoch"])
         return vectors
+
+    def pase_encoder(self):
+        return getattr(self, "pase", None)
 
     def speaker_input(self, speaker_index: torch.Tensor) -> torch.Tensor:
         if self.speaker_vectors is None:
@@ -133,18 +139,44 @@ class SampleRNNRunner(Runner):
         for start in range(0, len(utterance_ids), batch_size):
             rendered += self.render_batch(utterance_ids[start:start + batch_size], epoch)
         tag = "test" if speaker_set == "modeling" else f"test_{speaker_set}"
-        return write_results(out_dir, epoch, self.index["sample_rate"], rendered, writer, tag)
+        max_frames = self.max_frames()
+        return write_results(out_dir, epoch, self.index["sample_rate"], rendered, writer, tag,
+                             self.evaluation, speaker_set,
+                             None if max_frames is None else max_frames * self.model_config.frame_size)
+
+    def max_frames(self) -> int | None:
+        """Frames rendered per utterance at most (test.max_seconds), None: whole utterances."""
+        max_seconds = self.config["test"]["max_seconds"]
+        return None if max_seconds is None else \
+            int(max_seconds * self.index["sample_rate"] // self.model_config.frame_size)
+
+    def reference_rows(self, utterance_id: str, real: np.ndarray) -> dict:
+        """The real recording's analysis and the WORLD resynthesis from the utterance's
+        (un-normalized) acoustic features with its metrics; the same every epoch, so kept."""
+        key = (utterance_id, len(real))
+        if key not in self._reference_rows:
+            params = self.evaluation.params
+            entry = self.store.utterances[utterance_id]
+            acoustic = cache.load_entry(self.context.data_path, entry["features"])["acoustic"]
+            frames = -(-len(real) // self.index["hop_length"])
+            world = world_resynthesis(acoustic[:frames], params)[:len(real)]
+            real_analysis = analyse(real, params)
+            self._reference_rows[key] = {
+                "analysis": real_analysis, "world": world,
+                "metrics": {"real": compare(real_analysis, real_analysis),
+                            "world": compare(analyse(world, params), real_analysis)}}
+        return self._reference_rows[key]
 
     def speaker_similarity(self, audio, utterance) -> float:
         """Cosine between the PASE embedding of the rendered audio and the speaker's seed."""
-        from ..models.pase import cosine_similarity, embed
+        from ..metrics.speaker import cosine_similarity
+        from ..models.pase import embed
         generated = embed(self.pase, [audio], self.index["sample_rate"])
         return float(cosine_similarity(generated, self.speaker_vectors[utterance.speaker_index].numpy()))
 
     def render_batch(self, ids, epoch):
         fs = self.model_config.frame_size
-        max_seconds = self.config["test"]["max_seconds"]
-        max_frames = None if max_seconds is None else int(max_seconds * self.index["sample_rate"] // fs)
+        max_frames = self.max_frames()
         utterances = [self.store.load(i) for i in ids]
         frames = [u.acoustic.shape[0] if max_frames is None else min(u.acoustic.shape[0], max_frames)
                   for u in utterances]
@@ -172,13 +204,20 @@ class SampleRNNRunner(Runner):
                                         chunk_frames=self.config["training"]["sequence_length"] * 8)
         rendered = []
         sample_rate = self.index["sample_rate"]
+        params = self.evaluation.params
         for row, (utterance_id, n) in enumerate(zip(ids, frames)):
             audio = mulaw_decode(codes[row, :n * fs].cpu(), self.model_config.q_levels).numpy()
+            seconds = n * fs / sample_rate
             metrics = {"nll_bits": float(-log_probs[row, :n * fs].mean() / math.log(2)),
-                       "seconds": n * fs / sample_rate}
-            metrics.update(speech_metrics(audio, references[row], sample_rate))
+                       "seconds": seconds}
+            real = references[row]
+            reference = self.reference_rows(utterance_id, real)
+            metrics.update(compare(analyse(audio, params), reference["analysis"]))
             if self.speaker_vectors is not None:
                 metrics["speaker_similarity"] = self.speaker_similarity(audio, utterances[row])
-            rendered.append({"id": utterance_id, "audio": audio, "reference": references[row],
-                             "metrics": metrics})
+            rendered.append({
+                "id": utterance_id, "utterance": utterance_id, "audio": audio, "reference": real,
+                "metrics": metrics, "references": {"real": real, "world": reference["world"]},
+                "reference_metrics": {row_name: {"seconds": seconds, **row_metrics} for row_name, row_metrics
+                                      in reference["metrics"].items()}})
         return rendered

@@ -1,0 +1,92 @@
+"""The independent judges of a `test`: speaker similarity, DNSMOS and Fréchet distances.
+
+One `Evaluation` per runner, built on first use: Resemblyzer and DNSMOS
+load lazily, and what does not change between epochs is computed once (the
+embeddings of each speaker's real recordings, the scores of the reference
+rows, the real set's Fréchet embeddings).
+
+Speaker references: for every speaker of the experiment, up to
+`REFERENCE_UTTERANCES_PER_SPEAKER` of its real recordings (validation split
+first, then test, then train; each in data.json order), one Resemblyzer
+embedding each. A rendered utterance is scored against its own speaker's
+centroid without the recording of that same utterance, and against the
+other speakers' centroids (mean cosine), for the model's audio and for the
+reference rows alike.
+"""
+
+import numpy as np
+
+from ..data.features import feature_params
+from .frechet import audio_frechet
+from .mos import dnsmos
+from .speaker import SpeakerCentroids, resemblyzer_embedding
+
+REFERENCE_UTTERANCES_PER_SPEAKER = 6
+SPLIT_ORDER = {"validation": 0, "test": 1, "train": 2}
+
+
+class Evaluation:
+    def __init__(self, index: dict, store, data_config: dict, pase=None):
+        self.index, self.store, self.pase = index, store, pase
+        self.sample_rate = index["sample_rate"]
+        self.params = index.get("feature_params") or feature_params(data_config)
+        self.speaker_of = {u["id"]: u["speaker"] for u in index["utterances"]}
+        self._centroids = None
+        self._reference_scores: dict[tuple, dict] = {}
+        self._frechet_cache: dict = {}
+
+    @property
+    def centroids(self) -> SpeakerCentroids:
+        if self._centroids is None:
+            chosen = {}
+            for utterance in sorted(self.index["utterances"], key=lambda u: SPLIT_ORDER[u["split"]]):
+                ids = chosen.setdefault(utterance["speaker"], [])
+                if len(ids) < REFERENCE_UTTERANCES_PER_SPEAKER:
+                    ids.append(utterance["id"])
+            embeddings = {i: resemblyzer_embedding(self.store.load(i).audio, self.sample_rate)
+                          for ids in chosen.values() for i in ids}
+            self._centroids = SpeakerCentroids(embeddings, self.speaker_of)
+        return self._centroids
+
+    def judge(self, audio: np.ndarray, utterance_id: str | None = None) -> dict:
+        """Speaker similarity to the utterance's speaker (when it has one) and DNSMOS."""
+        speaker = self.speaker_of.get(utterance_id)
+        if speaker is None:          # e.g. an unconditional sample: no speaker to compare with
+            scores = SpeakerCentroids({}, {}).scores(None, None)
+        else:
+            embedding = resemblyzer_embedding(audio, self.sample_rate)
+            scores = self.centroids.scores(embedding, speaker, exclude=utterance_id)
+        scores.update(dnsmos(audio, self.sample_rate))
+        return scores
+
+    def judge_reference(self, row: str, audio: np.ndarray, utterance_id: str) -> dict:
+        """`judge` of a reference row (real, world, ...), remembered: it does not change by epoch."""
+        key = (row, utterance_id, len(audio))
+        if key not in self._reference_scores:
+            self._reference_scores[key] = self.judge(audio, utterance_id)
+        return self._reference_scores[key]
+
+    def real_set(self, speaker_set: str, max_samples: int | None) -> tuple[list[str], list[np.ndarray]]:
+        """The real test-split recordings of a speaker set, cut like the rendered audio."""
+        speakers = {s["id"] for s in self.index["speakers"] if s["set"] == speaker_set}
+        ids = [u["id"] for u in self.index["utterances"]
+               if u["split"] == "test" and u["speaker"] in speakers]
+        return ids, [self.store.load(i).audio[:max_samples] for i in ids]
+
+    def frechet(self, generated: list[np.ndarray], speaker_set: str, max_samples: int | None) -> dict:
+        """Fréchet distances of generated audio to the real test set of the speaker set, with floors."""
+        ids, real = self.real_set(speaker_set, max_samples)
+        keys = [(i, None if max_samples is None else int(max_samples)) for i in ids]
+        return audio_frechet(generated, real, self.sample_rate, self.pase, self._frechet_cache, keys)
+
+    def settings(self) -> dict:
+        """What metrics.json says about how it was judged."""
+        from importlib.metadata import version
+        return {
+            "speaker_encoder": f"Resemblyzer {version('Resemblyzer')} (GE2E, weights from its wheel)",
+            "speaker_references_per_speaker": REFERENCE_UTTERANCES_PER_SPEAKER,
+            "mos": f"DNSMOS P.808 and P.835 (speechmos {version('speechmos')}, "
+                   f"onnxruntime {version('onnxruntime')})",
+            "analysis": {k: self.params[k] for k in ("f0_method", "f0_floor", "f0_ceil", "mcep_order",
+                                                     "mcep_alpha", "hop_length", "sample_rate")},
+        }
