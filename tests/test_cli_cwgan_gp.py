@@ -64,6 +64,12 @@ def test_cwgan_gp_renders_every_label_and_resumes(tmp_path, demo_data_path):
     assert np.isfinite(metrics["wasserstein_test"]) and metrics["test_crops"] > 0
     assert np.isfinite(metrics["mean"]["profile_l1_own"]) and np.isfinite(metrics["mean"]["profile_l1_others"])
     assert set(metrics["utterances"]) == {f"{speaker}-{i}" for speaker in modeling for i in range(2)}
+    # Fréchet distances with their floor: on audio embeddings and on the model's own mels.
+    for embedder in ("resemblyzer", "log_mel", "scaled_log_mel"):
+        figures = metrics["frechet"][embedder]
+        assert np.isfinite(figures["distance"]) and np.isfinite(figures["floor"]), embedder
+        assert figures["generated"] == 12 and figures["real"] > 1
+    assert -1 <= metrics["mean"]["speaker_similarity_own"] <= 1
 
     # Both optimizers stepped and are checkpointed; the generator every n_critic-th batch.
     losses = logged_losses(root)

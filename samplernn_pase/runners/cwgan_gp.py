@@ -25,7 +25,10 @@ Test: for every label (each modeling speaker, with its gender), the same
 after undoing the scaling, grid.png (one row per label, a real test crop
 first, on one colour scale), and metrics.json with per-sample spectral-profile
 distances to the own label's and the other labels' real test mels, and the
-critic's Wasserstein estimate on the test crops.
+critic's Wasserstein estimate on the test crops; the project's evaluation
+(speaker similarity of each sample to its label's speaker, DNSMOS, Fréchet
+distances of the generated audio to the real test set with their floor) and
+a Fréchet distance on the scaled log-mel frames themselves.
 """
 
 import numpy as np
@@ -35,6 +38,7 @@ from ..audio.plots import png_to_array, save_image_grid
 from ..data.mel_crops import MelCrops, prepare_mels
 from ..errors import UserError
 from ..experiment.folder import atomic_write_json
+from ..metrics.frechet import mel_frechet
 from ..models.cwgan_gp import CWGANGP, CWGANGPConfig
 from ..training.optim import build_optimizer
 from .base import Runner
@@ -225,25 +229,36 @@ class CWGANGPRunner(Runner):
         for row, speakers in rows.items():
             real = self.real_test_mels(speakers)
             profiles[row] = np.concatenate(real, axis=1).mean(1) if real else None
-        names, mels, grid = [], [], []
+        names, mels, grid, real_mels = [], [], [], []
         for row, speakers in rows.items():
             name = self.labels.name(row, speaker_ids)
             labels = torch.tensor([row] * count, dtype=torch.long, device=self.device)
             generated = self.model.generator(noise, labels)[:, 0].float().cpu()
-            real = [m for m in self.real_test_mels(speakers) if m.shape[1] >= frames]
-            panels = [("real", real[0][:, :frames])] if real else []
+            real = self.real_test_mels(speakers)
+            real_mels += real
+            long_enough = [m for m in real if m.shape[1] >= frames]
+            panels = [("real", long_enough[0][:, :frames])] if long_enough else []
             grid.append((name, panels + [(f"sample {i}", m) for i, m in enumerate(generated.numpy())]))
-            names += [(name, row, i) for i in range(count)]
+            names += [(name, row, speakers, i) for i in range(count)]
             mels.append(generated)
         mels = torch.cat(mels)
         audio = self.crops.to_audio(mels.clamp(-1, 1))          # one batched Griffin-Lim
+        # A sample is judged as speech of its label's speaker: `utterance` names one of the
+        # speaker's test utterances (the speaker-similarity reference leaves it out).
+        test_utterance = {u["speaker"]: u["id"] for u in reversed(self.index["utterances"])
+                          if u["split"] == "test"}
         rendered = [{"id": f"{name}-{i}", "audio": wave, "reference": None,
+                     "utterance": test_utterance.get(speakers[0]),
                      "metrics": self.profile_distances(mel, row, profiles)}
-                    for (name, row, i), wave, mel in zip(names, audio, mels.numpy())]
-        # Fréchet distances: when metrics/evaluation.py (issue 9) is merged, pass
-        # `evaluation=self.evaluation` to write_results here (this is the one call site).
+                    for (name, row, speakers, i), wave, mel in zip(names, audio, mels.numpy())]
+        # Fréchet distances to the real test set of the modeling speakers, cut to the crop
+        # length, with their floor (metrics/frechet.py), plus speaker similarity and DNSMOS.
         metrics = write_results(out_dir, epoch, self.crops.settings.sample_rate, rendered, writer,
-                                "test")
+                                "test", self.evaluation, speaker_set,
+                                frames * self.crops.settings.hop_length)
+        # And on the model's own output: frames of the scaled log-mel, generated vs. real.
+        metrics.setdefault("frechet", {})["scaled_log_mel"] = mel_frechet(
+            [m.T for m in mels.numpy()], [m.T for m in real_mels])
         png = save_image_grid(out_dir / "grid.png", grid)
         total, crops = self.wasserstein_estimate("test")
         metrics.update({"labels": self.labels.kinds, "samples_per_label": count,
