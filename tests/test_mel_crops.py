@@ -44,15 +44,15 @@ def test_mels_are_scaled_log_mels_and_crops_resume(tmp_path, demo_prepared):
 
     # Crops: fixed size, inside their utterance, resumable mid-epoch, fixed without shuffle.
     loader = crops.loader(train, batch_size=4, crop_frames=64, seed=3, epoch=2)
-    batches = list(loader)
+    batches = [batch["chunk"] for batch in loader]
     assert len(batches) == len(loader) > 2
     assert all(b.shape == (4, 32, 64) and b.dtype == torch.float32 for b in batches)
     resumed = crops.loader(train, batch_size=4, crop_frames=64, seed=3, epoch=2)
     resumed.load_state_dict({"position": 2})
-    assert all(torch.equal(a, b) for a, b in zip(batches[2:], list(resumed), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(batches[2:], [b["chunk"] for b in resumed], strict=True))
     other_epoch = list(crops.loader(train, batch_size=4, crop_frames=64, seed=3, epoch=3))
-    assert not torch.equal(other_epoch[0], batches[0])
+    assert not torch.equal(other_epoch[0]["chunk"], batches[0])
     fixed = [list(crops.loader(train, 4, 64, seed=3, epoch=e, shuffle=False))[0] for e in (1, 5)]
-    assert torch.equal(fixed[0], fixed[1])
+    assert torch.equal(fixed[0]["chunk"], fixed[1]["chunk"])
     audio = crops.to_audio(torch.from_numpy(crops.mel(train[0])))
     assert audio.shape == (crops.num_frames(train[0]) * 160,) and np.isfinite(audio).all()

@@ -57,3 +57,28 @@ def save_images(path: Path, images: list[tuple[str, np.ndarray]], sample_rate: i
 def save_spectrogram_comparison(path: Path, generated: np.ndarray, reference: np.ndarray) -> bytes:
     return save_images(path, [("generated", log_spectrogram(generated)),
                               ("reference", log_spectrogram(reference))])
+
+
+def save_image_grid(path: Path, rows: list[tuple[str, list[tuple[str, np.ndarray]]]]) -> bytes:
+    """A grid of 2-D arrays (frequency x time): one row per (row title, [(panel title, image)]),
+    all on one colour scale so rows can be compared; write a PNG."""
+    columns = max(len(panels) for _, panels in rows)
+    figure, axes = plt.subplots(len(rows), columns, figsize=(2.4 * columns, 2.0 * len(rows)),
+                                squeeze=False, constrained_layout=True)
+    values = np.concatenate([image.ravel() for _, panels in rows for _, image in panels])
+    low, high = np.percentile(values, 1), np.percentile(values, 99.5)
+    for row, (row_title, panels) in enumerate(rows):
+        for column in range(columns):
+            axis = axes[row, column]
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if column >= len(panels):
+                axis.axis("off")
+                continue
+            title, image = panels[column]
+            axis.imshow(image, origin="lower", aspect="auto", cmap="magma", vmin=low, vmax=high)
+            axis.set_title(title, fontsize=8)
+        axes[row, 0].set_ylabel(row_title, fontsize=8)
+    png = figure_to_png(figure)
+    atomic_write_bytes(path, png)
+    return png

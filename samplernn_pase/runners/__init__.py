@@ -10,6 +10,7 @@ RUNNERS = {
     "pase": "samplernn_pase.runners.pase:PASERunner",
     "vqvae": "samplernn_pase.runners.vqvae:VQVAERunner",
     "gpt_prior": "samplernn_pase.runners.gpt_prior:GPTPriorRunner",
+    "cwgan_gp": "samplernn_pase.runners.cwgan_gp:CWGANGPRunner",
 }
 
 

@@ -68,7 +68,7 @@ def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[di
     WORLD resynthesis) with `reference_metrics` ({row name: metrics}).
 
     Writes `<id>.wav`, `<id>.<row>.wav` for every reference row, `<id>.png`
-    and `metrics.json`:
+    (none for an item with neither `images` nor `reference`) and `metrics.json`:
 
         epoch, speaker_set,
         mean, utterances           the generated audio (as before: per utterance and mean)
@@ -91,8 +91,10 @@ def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[di
         write_wav(out_dir / f"{stem}.wav", audio, sample_rate)
         if item.get("images") is not None:
             png = save_images(out_dir / f"{stem}.png", item["images"])
-        else:
+        elif item.get("reference") is not None:
             png = save_spectrogram_comparison(out_dir / f"{stem}.png", audio, item["reference"])
+        else:       # nothing to compare with (e.g. GAN samples, drawn together by the runner)
+            png = None
         metrics = dict(item["metrics"])
         if evaluation is not None:
             metrics.update(evaluation.judge(audio, item.get("utterance")))
@@ -108,7 +110,8 @@ def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[di
             reference_rows.setdefault(row, {})[item["id"]] = row_metrics
         if writer is not None:
             writer.add_audio(f"{tag}/{stem}", audio, epoch, sample_rate=sample_rate)
-            writer.add_image(f"{tag}/{stem}", png_to_array(png), epoch, dataformats="HWC")
+            if png is not None:
+                writer.add_image(f"{tag}/{stem}", png_to_array(png), epoch, dataformats="HWC")
     metrics = {"epoch": epoch, "speaker_set": speaker_set, "mean": {**mean_metrics(per_utterance), **(extra or {})},
                "utterances": per_utterance,
                "references": {row: {"mean": mean_metrics(rows), "utterances": rows}
