@@ -63,11 +63,17 @@ def test_vqvae_init_train_test_write_audio_images_and_metrics(tmp_path, demo_dat
             space.run("vq", "test")
             results = root / "results" / "epoch-1"
         wavs = sorted(results.glob("*.wav"))
-        assert len(wavs) == 4 and len(list(results.glob("*.png"))) == 2   # + the originals' Griffin-Lim
+        # Each reconstruction beside its real recording and the original mel's Griffin-Lim.
+        assert len(wavs) == 6 and len(list(results.glob("*.png"))) == 2
+        assert sum(w.name.endswith(".real.wav") for w in wavs) == 2
+        assert sum(w.name.endswith(".griffin_lim.wav") for w in wavs) == 2
         for wav in wavs:
             audio, rate = soundfile.read(wav)
             assert rate == 16000 and len(audio) >= 0.3 * 16000 and np.isfinite(audio).all()
-        metrics = json.loads((results / "metrics.json").read_text())["mean"]
+        judged = json.loads((results / "metrics.json").read_text())
+        assert set(judged["references"]) == {"real", "griffin_lim"}
+        assert 0 < judged["mean"]["dnsmos_ovrl"] <= 5 and "log_mel" in judged["frechet"]
+        metrics = judged["mean"]
         assert metrics["mel_l1"] > 0 and 0 < metrics["spectral_convergence"] < 10
         assert metrics["baseline_mel_l1"] > 0 and 0 < metrics["baseline_spectral_convergence"] < 10
         assert 1 <= metrics["codebook_codes_used"] <= 16 and metrics["codebook_size"] == 16
