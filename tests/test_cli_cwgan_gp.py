@@ -78,7 +78,7 @@ def test_cwgan_gp_renders_every_label_and_resumes(tmp_path, demo_data_path):
     assert generator_steps and all(i % 5 == 0 for i in generator_steps)
     state = torch.load(root / "checkpoints" / "2.checkpoint.pt", weights_only=True)
     assert set(state["optimizers"]) == {"critic", "generator"}
-    assert state["runner"]["critic_steps"] == max(losses)
+    assert state["ranks"][0]["runner"]["critic_steps"] == max(losses)
     assert state["optimizers"]["critic"]["param_groups"][0]["betas"] == (0.5, 0.9)
 
     # Epoch 2 again from the epoch-1 checkpoint, in a new process: the same losses.
