@@ -25,6 +25,9 @@ from test_cli_samplernn import Workspace, tiny_config
 
 
 @pytest.fixture(scope="module")
+#: Reference rows written beside each rendering (runners/rendering.py).
+REFERENCE_ROWS = (".real.wav", ".world.wav", ".griffin_lim.wav")
+
 def reports(tmp_path_factory, demo_data_path):
     space = Workspace(tmp_path_factory.mktemp("report"), demo_data_path)
     space.init("first", tiny_config(max_epochs=2))
@@ -81,7 +84,8 @@ def test_report_page_loads_every_image_and_audio_in_chromium(reports, browser, t
     for epoch in shown:
         for wav in (root / "results" / f"epoch-{epoch}").glob("*.wav"):
             assert f"results/epoch-{epoch}/{wav.name}" in sources
-            assert f"report/recordings/{wav.name}" in sources
+            if not wav.name.endswith(REFERENCE_ROWS):   # a rendering: its recording beside it
+                assert f"results/epoch-{epoch}/{wav.stem}.real.wav" in sources
     assert all(audio["duration"] > 0 for audio in found["audios"])
     spectrograms = [i for i in found["images"] if i["src"].startswith("results/")]
     assert len(spectrograms) == sum(len(list((root / "results" / f"epoch-{e}").glob("*.png"))) for e in shown)
@@ -99,11 +103,11 @@ def test_report_page_loads_every_image_and_audio_in_chromium(reports, browser, t
 
     # The check can fail: a missing recording and a missing plot are reported by name.
     (copy / "report" / "plots" / "loss.png").unlink()
-    missing_wav = next((copy / "report" / "recordings").glob("*.wav"))
+    missing_wav = next((copy / "results" / "epoch-2").glob("*.real.wav"))
     missing_wav.unlink()
     browser.open((copy / "report.html").as_uri())
     assert sorted(broken_media(browser.evaluate(MEDIA_CHECK))) == [
-        f"audio report/recordings/{missing_wav.name} (error 4)", "img report/plots/loss.png"]
+        f"audio results/epoch-2/{missing_wav.name} (error 4)", "img report/plots/loss.png"]
 
 
 def test_compare_page_puts_the_same_utterances_side_by_side(reports, browser, tmp_path):
@@ -124,14 +128,16 @@ def test_compare_page_puts_the_same_utterances_side_by_side(reports, browser, tm
     rows = browser.evaluate("""[...document.querySelectorAll('table.utterances tr')].slice(1).map(
         row => [...row.cells].slice(1).map(cell => [...cell.querySelectorAll('audio')].map(
             audio => audio.getAttribute('src'))))""")
-    first = sorted(p.name for p in (reports.experiment("first") / "results" / "epoch-2").glob("*.wav"))
+    first = sorted(p.name for p in (reports.experiment("first") / "results" / "epoch-2").glob("*.wav")
+                   if not p.name.endswith(REFERENCE_ROWS))
     assert len(rows) == len(first) == 2
     for row in rows:
         real, from_first, from_second = row
         name = from_first[0].rsplit("/", 1)[1]
-        assert real == [f"first/report/recordings/{name}"] or real == [f"second/report/recordings/{name}"]
-        assert from_first == [f"first/results/epoch-{best_epoch(reports, 'first')}/{name}"]
-        assert from_second == [f"second/results/epoch-1/{name}"]
+        stem = name.removesuffix(".wav")
+        assert len(real) == 1 and real[0].endswith((f"/{stem}.real.wav", f"/recordings/{name}"))
+        assert f"first/results/epoch-{best_epoch(reports, 'first')}/{name}" in from_first
+        assert f"second/results/epoch-1/{name}" in from_second
 
     # Without names: every experiment; the page may live anywhere (links stay relative).
     elsewhere = reports.root / "pages" / "all.html"
@@ -151,7 +157,7 @@ def test_report_shows_reference_rows_and_nested_metrics_generically(reports, tmp
     root = reports.root / "experiments" / "references"
     shutil.copytree(source, root)
     results = root / "results" / "epoch-1"
-    stems = sorted(p.stem for p in results.glob("*.wav"))
+    stems = sorted(p.stem for p in results.glob("*.wav") if not p.name.endswith(REFERENCE_ROWS))
     for stem in stems:
         audio, rate = soundfile.read(results / f"{stem}.wav")
         soundfile.write(results / f"{stem}.real.wav", np.zeros_like(audio), rate)
