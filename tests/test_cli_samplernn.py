@@ -127,7 +127,7 @@ def test_train_renders_audio_metrics_and_release(workspace):
     for key in ("nll_bits", "mcd_db", "f0_rmse_hz", "vuv_error"):
         assert key in metrics["mean"]
     assert 0 < metrics["mean"]["nll_bits"] < 8.5
-    assert list((root / "tensorboard").glob("events.out.tfevents.*"))
+    assert_tensorboard_files_images_and_audio_apart(root / "tensorboard", count=2)
     index = json.loads((root / "checkpoints" / "index.json").read_text())
     assert index["best_epoch"] == 1 and math_finite(index["epochs"]["1"]["validation_loss"])
 
@@ -144,6 +144,23 @@ def test_train_renders_audio_metrics_and_release(workspace):
     missing = workspace.run("trained", "test_sample", "--sample", "nope", check=False)
     assert missing.returncode == 2 and "nope" in missing.stderr
     assert not list(root.rglob("*.pkl"))
+
+
+def assert_tensorboard_files_images_and_audio_apart(logdir: Path, count: int) -> None:
+    """TensorBoard's own reader finds each spectrogram under an image tag and each audio
+    under a different audio tag (one tag holding both shows under audio only)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(logdir), size_guidance={"images": 0, "audio": 0})
+    events.Reload()
+    images, audio = events.Tags()["images"], events.Tags()["audio"]
+    assert len(images) == count and len(audio) == count, (images, audio)
+    assert not set(images) & set(audio)
+    assert all(tag.startswith("test_spectrogram/") for tag in images)
+    assert all(tag.startswith("test_audio/") for tag in audio)
+    image = events.Images(images[0])[-1]
+    assert image.encoded_image_string.startswith(b"\x89PNG") and image.width > 100
+    assert events.Audio(audio[0])[-1].sample_rate == 16000
 
 
 def math_finite(value) -> bool:
@@ -200,19 +217,24 @@ def test_sigkill_and_resume_gives_the_uninterrupted_losses(workspace):
     assert not (killed / "train.lock").exists()
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(workspace):
+@pytest.mark.parametrize("sent, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_interrupted_train_saves_a_checkpoint_and_exits_non_zero(workspace, sent, status):
+    name = f"interrupted-{sent.name.lower()}"
     config = tiny_config(max_epochs=3, checkpoint_period=None)
     config["test"]["period"] = None
-    workspace.init("terminated", config)
-    root = workspace.experiment("terminated")
-    process = subprocess.Popen(workspace.command("terminated", "train"), cwd=workspace.root,
+    workspace.init(name, config)
+    root = workspace.experiment(name)
+    process = subprocess.Popen(workspace.command(name, "train"), cwd=workspace.root,
                                env=workspace.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     wait_for_iteration(root, 3, process)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 0, stderr
-    assert "Traceback" not in stderr and "SIGTERM received" in stderr
+    process.send_signal(sent)
+    stdout, stderr = process.communicate(timeout=120)
+    # 128 + the signal number, as a shell reports a process killed by it: `train && test`
+    # must not go on after an interrupted run.
+    assert process.returncode == status, stderr
+    assert "Traceback" not in stderr and f"{sent.name} received" in stderr
+    assert "training done" not in stdout
     state = torch.load(root / "checkpoints" / "partial.checkpoint.pt", weights_only=True)
     assert state["loop"]["iteration"] >= 3 and not state["loop"]["epoch_complete"]
 

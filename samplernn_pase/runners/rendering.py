@@ -60,8 +60,10 @@ def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[di
             png = save_spectrogram_comparison(out_dir / f"{stem}.png", audio, item["reference"])
         per_utterance[item["id"]] = item["metrics"]
         if writer is not None:
-            writer.add_audio(f"{tag}/{stem}", audio, epoch, sample_rate=sample_rate)
-            writer.add_image(f"{tag}/{stem}", png_to_array(png), epoch, dataformats="HWC")
+            # One tag per kind: TensorBoard files a tag under one plugin only.
+            writer.add_audio(f"{tag}_audio/{stem}", audio, epoch, sample_rate=sample_rate)
+            writer.add_image(f"{tag}_spectrogram/{stem}", png_to_array(png), epoch,
+                             dataformats="HWC")
     metrics = {"epoch": epoch, "mean": mean_metrics(per_utterance), "utterances": per_utterance}
     atomic_write_json(out_dir / "metrics.json", metrics)
     if writer is not None:

@@ -127,6 +127,7 @@ class SampleRNNRunner(Runner):
             utterance_ids = choose_test_utterances(self.index, test_config["utterances"], speaker_set)
         if not utterance_ids:
             raise UserError(f"test: no test utterance of {speaker_set} speakers in data.json")
+        self.refuse_untrained_speakers(utterance_ids)
         self.model.eval()
         rendered = []
         batch_size = test_config["batch_size"]
@@ -134,6 +135,21 @@ class SampleRNNRunner(Runner):
             rendered += self.render_batch(utterance_ids[start:start + batch_size], epoch)
         tag = "test" if speaker_set == "modeling" else f"test_{speaker_set}"
         return write_results(out_dir, epoch, self.index["sample_rate"], rendered, writer, tag)
+
+    def refuse_untrained_speakers(self, utterance_ids) -> None:
+        """A learned speaker table has rows for every speaker, but training only ever
+        updates the modeling speakers' rows: audio from another row would be noise
+        passed off as that speaker. PASE seeds voice any speaker."""
+        if self.speaker_vectors is not None:
+            return
+        modeling = {s["id"] for s in self.index["speakers"] if s["set"] == "modeling"}
+        speaker_of = {u["id"]: u["speaker"] for u in self.index["utterances"]}
+        untrained = sorted({speaker_of[i] for i in utterance_ids} - modeling)
+        if untrained:
+            raise UserError(
+                f"speaker {', '.join(untrained)}: not a modeling speaker, so its row of the speaker "
+                "embedding table was never trained (model.conds_speaker_type \"embedding\"); "
+                "voice unseen speakers with conds_speaker_type \"pase\"")
 
     def speaker_similarity(self, audio, utterance) -> float:
         """Cosine between the PASE embedding of the rendered audio and the speaker's seed."""
