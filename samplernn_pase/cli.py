@@ -82,8 +82,24 @@ def build_parser() -> argparse.ArgumentParser:
     test_sample.add_argument("--epoch", type=int, default=None)
     test_sample.add_argument("--device", default="cpu")
 
-    release = commands.add_parser("create_release", help="weights + config only, for sharing")
+    release = commands.add_parser("create_release",
+                                  help="one self-contained file for sharing and `synthesize`")
     release.add_argument("--epoch", type=int, required=True)
+
+    synthesize = commands.add_parser(
+        "synthesize", help="render an utterance from a checkpoint or from a release file alone")
+    synthesize.add_argument("--release", type=Path, default=None,
+                            help="a file written by create_release (then no --experiment-name "
+                                 "is needed)")
+    synthesize.add_argument("--epoch", type=int, default=None,
+                            help="checkpoint of the experiment (default: the latest)")
+    synthesize.add_argument("--utterance", required=True,
+                            help="id of a test utterance whose conditioning is rendered "
+                                 "(see `info`; a release holds the config's test utterances)")
+    synthesize.add_argument("--output-dir", type=Path, default=None,
+                            help="default: results/epoch-N/synthesized of the experiment, or "
+                                 "./synthesized for a release")
+    synthesize.add_argument("--device", default="cpu")
 
     board = commands.add_parser("tensorboard", help="serve the TensorBoard logs")
     board.add_argument("--port", type=int, default=6006)
@@ -206,7 +222,7 @@ def print_utterance_ids(index: dict, split: str) -> None:
                 print(f"  {speaker['id']} ({speaker['set']}): {' '.join(ids)}")
 
 
-def make_runner(args, experiment, device, dist=None, num_workers=0):
+def make_runner(args, experiment, device, dist=None, num_workers=0, from_release=False):
     """The experiment's runner (model built, seeded) on `device`, a torch.device."""
     from .runners import runner_class
     from .runners.base import RunContext
@@ -218,7 +234,8 @@ def make_runner(args, experiment, device, dist=None, num_workers=0):
     seed_everything(config["seed"] + dist.rank)
     context = RunContext(experiment=experiment, config=config, data_path=args.data_path,
                          device=device, rank=dist.rank, world_size=dist.world_size,
-                         num_workers=num_workers, log=logging.getLogger(LOGGER_NAME))
+                         num_workers=num_workers, log=logging.getLogger(LOGGER_NAME),
+                         from_release=from_release)
     return runner_class(config["model"]["type"])(context)
 
 
@@ -330,13 +347,45 @@ def cmd_test_sample(args, experiment) -> None:
 
 
 def cmd_create_release(args, experiment) -> None:
-    from .experiment.folder import atomic_torch_save, torch_load
+    from .experiment.folder import atomic_torch_save
+    from .experiment.release import build_release
+    from .runners.rendering import choose_test_utterances
     epoch = experiment.resolve_epoch(args.epoch)
-    state = torch_load(experiment.checkpoint_path(epoch))
-    release = {"format": 1, "package_version": __version__, "epoch": epoch,
-               "config": state["config"], "model": state["model"]}
+    config = experiment.config()
+    utterances = choose_test_utterances(experiment.data_index(), config["test"]["utterances"])
+    release = build_release(experiment, epoch, args.data_path, utterances)
     atomic_torch_save(experiment.release_path(epoch), release)
-    print(f"release: {experiment.release_path(epoch)}")
+    print(f"release: {experiment.release_path(epoch)} (test utterances: {' '.join(utterances)})")
+
+
+def cmd_synthesize(args, experiment) -> None:
+    import tempfile
+    from .experiment.release import load_release, unpack_release
+    from .training.distributed import parse_device
+    setup_logging(None if args.release else experiment.log_path, args.verbose)
+    device = parse_device(args.device)
+    with tempfile.TemporaryDirectory(prefix="samplernn_pase-release-") as unpacked:
+        if args.release is not None:
+            release = load_release(args.release)
+            experiment, epoch = unpack_release(release, Path(unpacked)), release["epoch"]
+            out_dir = args.output_dir or Path("synthesized")
+        else:
+            epoch = experiment.resolve_epoch(args.epoch)
+            out_dir = args.output_dir or experiment.epoch_results_dir(epoch) / "synthesized"
+        ids = [u["id"] for u in experiment.data_index()["utterances"]]
+        if args.utterance not in ids:
+            raise UserError(f"--utterance {args.utterance}: not in "
+                            f"{args.release or experiment.data_index_path} (it has: "
+                            f"{' '.join(ids[:20])}{' ...' if len(ids) > 20 else ''})")
+        runner = make_runner(args, experiment, device, from_release=args.release is not None)
+        load_weights(experiment, runner, epoch)
+        log = logging.getLogger(LOGGER_NAME)
+        log.info("synthesize %s from %s epoch %d", args.utterance,
+                 args.release or experiment.name, epoch)
+        metrics = runner.test(epoch, out_dir, None, utterance_ids=[args.utterance])
+    summary = metrics_summary(f"synthesize {args.utterance}", metrics, out_dir)
+    log.info("%s", summary)
+    print(summary)
 
 
 def cmd_tensorboard(args, experiment) -> None:
@@ -364,22 +413,27 @@ def cmd_tensorboard(args, experiment) -> None:
 COMMANDS = {
     "init": cmd_init, "info": cmd_info, "train": cmd_train, "test": cmd_test,
     "test_sample": cmd_test_sample, "create_release": cmd_create_release,
-    "tensorboard": cmd_tensorboard,
+    "tensorboard": cmd_tensorboard, "synthesize": cmd_synthesize,
 }
+
+
+def needs_experiment_name(args) -> bool:
+    return not ((args.command == "tensorboard" and args.compare)
+                or (args.command == "synthesize" and args.release is not None))
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.experiment_name is None and not (args.command == "tensorboard" and args.compare):
+    if args.experiment_name is None and needs_experiment_name(args):
         parser.error("the following arguments are required: --experiment-name")
     from .experiment.folder import Experiment
     try:
         experiment = None
-        if args.experiment_name is not None:
+        if needs_experiment_name(args):
             experiment = Experiment(args.experiments_path, args.experiment_name)
-        if args.command != "init" and not (args.command == "tensorboard" and args.compare):
-            experiment.require()
+            if args.command != "init":
+                experiment.require()
         status = COMMANDS[args.command](args, experiment)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

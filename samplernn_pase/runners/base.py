@@ -32,6 +32,8 @@ class RunContext:
     world_size: int = 1
     num_workers: int = 0
     log: logging.Logger = logging.getLogger("samplernn_pase")
+    #: The experiment folder was unpacked from a release: other experiments are not at hand.
+    from_release: bool = False
 
     @property
     def is_main(self) -> bool:

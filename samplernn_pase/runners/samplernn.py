@@ -25,6 +25,7 @@ class SampleRNNRunner(Runner):
     loss_name = "nll_bits"
 
     def build_model(self):
+        self.pase = None
         self.speaker_vectors = self.load_speaker_vectors()
         model_config = self.config["model"]
         self.model_config = SampleRNNConfig.from_dict(
@@ -61,6 +62,8 @@ class SampleRNNRunner(Runner):
             vectors = torch.from_numpy(seeds["seeds"].astype(np.float32))
         from .pase import load_pase
         model_config = self.config["model"]
+        if self.context.from_release:
+            return vectors    # the seeds are in the release; the encoder that scores is not
         # The encoder also scores the rendered audio (speaker similarity).
         self.pase = load_pase(self.context.experiment.root.parent, model_config["pase_experiment"],
                               model_config["pase_epoch"])
@@ -193,7 +196,7 @@ class SampleRNNRunner(Runner):
             metrics = {"nll_bits": float(-log_probs[row, :n * fs].mean() / math.log(2)),
                        "seconds": n * fs / sample_rate}
             metrics.update(speech_metrics(audio, references[row], sample_rate))
-            if self.speaker_vectors is not None:
+            if self.pase is not None:
                 metrics["speaker_similarity"] = self.speaker_similarity(audio, utterances[row])
             rendered.append({"id": utterance_id, "audio": audio, "reference": references[row],
                              "metrics": metrics})
