@@ -136,7 +136,7 @@ def test_train_renders_audio_metrics_and_release(workspace):
 
     workspace.run("trained", "create_release", "--epoch", "1")
     release = torch.load(root / "checkpoints" / "1.checkpoint.release.pt", weights_only=True)
-    assert set(release) == {"format", "package_version", "epoch", "config", "model"}
+    assert {"format", "epoch", "config", "model", "data", "normalization", "features"} <= set(release)
 
     sample = json.loads((root / "data.json").read_text())["utterances"][0]["id"]
     workspace.run("trained", "test_sample", "--sample", sample)
@@ -144,6 +144,58 @@ def test_train_renders_audio_metrics_and_release(workspace):
     missing = workspace.run("trained", "test_sample", "--sample", "nope", check=False)
     assert missing.returncode == 2 and "nope" in missing.stderr
     assert not list(root.rglob("*.pkl"))
+
+
+def test_info_lists_utterance_ids_and_options_follow_the_command(workspace):
+    index = json.loads((workspace.experiment("base") / "data.json").read_text())
+    # Global options after the command, as `info --experiment-name base`.
+    command = [sys.executable, "-m", "samplernn_pase", "info", "--experiment-name", "base",
+               "--data-path", str(workspace.data_path)]
+    shown = subprocess.run(command, cwd=workspace.root, capture_output=True, text=True,
+                           env=workspace.env(), check=True).stdout
+    lines = {line.split(" (")[0].strip(): line for line in shown.splitlines()
+             if line.startswith("  ") and "): " in line}
+    for utterance in index["utterances"]:
+        if utterance["split"] == "test":
+            assert utterance["id"] in lines[utterance["speaker"]].split()
+    every = workspace.run("base", "info", "--split", "all").stdout
+    assert all(u["id"] in every.split() for u in index["utterances"])
+
+
+def test_synthesize_from_a_release_alone(workspace, tmp_path):
+    config = tiny_config(max_epochs=1)
+    config["test"]["period"] = None
+    workspace.init("released", config)
+    workspace.run("released", "train")
+    again = workspace.run("released", "train")       # --max-epochs is absolute: nothing left
+    assert "nothing to train" in again.stdout and "epoch 1 is done" in again.stdout
+    # Adaptation speakers have a row in the embedding table that training never touched.
+    refused = workspace.run("released", "test", "--speakers", "adaptation", check=False)
+    assert refused.returncode == 2 and "never trained" in refused.stderr
+    tested = workspace.run("released", "test")
+    assert "test epoch 1 (2 utterances)" in tested.stdout
+    root = workspace.experiment("released")
+    assert "test released epoch 1" in (root / "verbose.log").read_text()
+    shown = workspace.run("released", "create_release", "--epoch", "1").stdout
+    utterance = shown.split("test utterances: ")[1].split()[0].rstrip(")")
+    release = tmp_path / "voice.release.pt"
+    (root / "checkpoints" / "1.checkpoint.release.pt").rename(release)
+    root.rename(tmp_path / "moved-away")                     # no experiment folder any more
+    empty_data = tmp_path / "no-data"
+    empty_data.mkdir()
+    loaded = torch.load(release, weights_only=True)
+    assert [s["id"] for s in loaded["data"]["speakers"]] == loaded["normalization"]["speakers"]
+    command = [sys.executable, "-m", "samplernn_pase", "synthesize", "--release", str(release),
+               "--utterance", utterance, "--output-dir", str(tmp_path / "out"),
+               "--data-path", str(empty_data)]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True,
+                            env=workspace.env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    audio, rate = soundfile.read(tmp_path / "out" / f"{utterance}.wav")
+    assert rate == 16000 and len(audio) >= 1600 and np.sqrt(np.mean(audio ** 2)) > 1e-3
+    missing = subprocess.run(command[:7] + ["nope"], cwd=tmp_path, capture_output=True,
+                             text=True, env=workspace.env())
+    assert missing.returncode == 2 and "--utterance nope" in missing.stderr
 
 
 def assert_tensorboard_files_images_and_audio_apart(logdir: Path, count: int) -> None:

@@ -150,8 +150,12 @@ class MelNetRunner(Runner):
     def to_audio(self, mel_normalized: torch.Tensor) -> np.ndarray:
         c = self.model_config
         log_mel = (mel_normalized * self.source.std + self.source.mean).T
-        return griffin_lim(log_mel.cpu(), self.index["sample_rate"], c.n_fft, c.hop_length,
-                           c.win_length, c.fmin, c.fmax).numpy()
+        audio = griffin_lim(log_mel.cpu(), self.index["sample_rate"], c.n_fft, c.hop_length,
+                            c.win_length, c.fmin, c.fmax).numpy()
+        # Griffin-Lim does not bound the amplitude: scale a loud result down rather than
+        # let the wav writer clip it.
+        peak = float(np.abs(audio).max(initial=0.0))
+        return audio * (0.95 / peak) if peak > 0.95 else audio
 
     def tier_images(self, stages: dict, reference: np.ndarray | None):
         def draw(path):
@@ -161,6 +165,7 @@ class MelNetRunner(Runner):
             return save_images(path, panels)
         return draw
 
+    @torch.no_grad()
     def test(self, epoch, out_dir, writer=None, utterance_ids=None, speaker_set="modeling"):
         test_config = self.config["test"]
         c = self.model_config
@@ -191,7 +196,8 @@ class MelNetRunner(Runner):
                 upsampled, stages = real, {1: real[0]}
             stages = {k: v[0] for k, v in stages.items()}
             nll, _, per_tier = self.model(real, None, None, None)
-            metrics = {"nll": float(nll) / c.tiers, **{k: float(v) for k, v in per_tier.items()},
+            # The training loss: the sum of the tiers' NLLs (each listed too).
+            metrics = {"nll": float(nll), **{k: float(v) for k, v in per_tier.items()},
                        "upsampling_l1": float((upsampled - real).abs().mean())}
             reference_audio = self.to_audio(real[0])
             rendered.append({"id": utterance_id + ".upsampled", "audio": self.to_audio(upsampled[0]),
@@ -204,7 +210,8 @@ class MelNetRunner(Runner):
                                             generator, return_tiers=True)
         for row in range(samples.shape[0]):
             rendered.append({"id": f"sample-{row}", "audio": self.to_audio(samples[row]),
-                             "reference": None, "metrics": {},
+                             "reference": None,
+                             "metrics": {"seconds": frames * c.hop_length / self.index["sample_rate"]},
                              "images": self.tier_images({k: v[row] for k, v in stages.items()}, None)})
         return write_results(out_dir, epoch, self.index["sample_rate"], rendered, writer,
                              "test" if speaker_set == "modeling" else f"test_{speaker_set}")

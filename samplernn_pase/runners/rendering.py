@@ -57,7 +57,8 @@ def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[di
         if item.get("images") is not None:
             png = item["images"](out_dir / f"{stem}.png")
         else:
-            png = save_spectrogram_comparison(out_dir / f"{stem}.png", audio, item["reference"])
+            png = save_spectrogram_comparison(out_dir / f"{stem}.png", audio, item["reference"],
+                                              sample_rate)
         per_utterance[item["id"]] = item["metrics"]
         if writer is not None:
             # One tag per kind: TensorBoard files a tag under one plugin only.
