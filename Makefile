@@ -7,10 +7,13 @@ DEMO_EPOCHS ?= 2
 
 .PHONY: venv demo test bench clean-demo
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade "pip>=23" "setuptools<81" wheel
 	$(PY) -m pip install -r requirements.txt
+	# The package itself, editable: `$(VENV)/bin/samplernn-pase` and `python -m samplernn_pase`
+	# from any folder, running this checkout's code.
+	$(PY) -m pip install --no-deps --no-build-isolation -e .
 	touch $@
 
 venv: $(VENV)/.installed
@@ -19,9 +22,9 @@ demo: venv
 	@if [ ! -f experiments/$(EXPERIMENT)/config.json ]; then \
 	  $(PY) -m samplernn_pase --experiment-name $(EXPERIMENT) --verbose init --config-path config.default.json; \
 	fi
-	$(PY) -m samplernn_pase --experiment-name $(EXPERIMENT) --verbose train --device cpu --max-epochs $(DEMO_EPOCHS)
-	$(PY) -m samplernn_pase --experiment-name $(EXPERIMENT) test
-	@echo "audio: $$(ls -d experiments/$(EXPERIMENT)/results/epoch-*)"
+	$(PY) -m samplernn_pase --experiment-name $(EXPERIMENT) train --device cpu --max-epochs $(DEMO_EPOCHS)
+	@echo "audio, spectrograms, metrics (train renders the test utterances after every epoch):"
+	@ls -d experiments/$(EXPERIMENT)/results/epoch-* | sort -t- -k2 -n | tail -1
 
 test: venv
 	$(PY) -m pytest -q tests

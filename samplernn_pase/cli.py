@@ -7,9 +7,11 @@ with a non-zero exit status, never as a traceback.
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -19,17 +21,32 @@ from .errors import UserError
 LOGGER_NAME = "samplernn_pase"
 
 
+def add_global_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """The options every command takes. They are accepted before or after the command:
+    the copy on each command's parser has no defaults, so it only overrides what was given."""
+    def default(value):
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("--experiment-name", default=default(None),
+                        help="folder under --experiments-path (required, except for "
+                             "`tensorboard --compare`, `report --compare` and `synthesize --release`)")
+    parser.add_argument("--experiments-path", type=Path, default=default(Path("experiments")))
+    parser.add_argument("--data-path", type=Path, default=default(Path("data")))
+    parser.add_argument("--verbose", action="store_true", default=default(False),
+                        help="log to stderr too")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m samplernn_pase",
         description="Experiment manager for SampleRNN, MelNet and PASE speech generation.")
     parser.add_argument("--version", action="version", version=f"samplernn_pase {__version__}")
-    parser.add_argument("--experiment-name", help="folder under --experiments-path "
-                        "(required, except by `report --compare` and `tensorboard --compare`)")
-    parser.add_argument("--experiments-path", type=Path, default=Path("experiments"))
-    parser.add_argument("--data-path", type=Path, default=Path("data"))
-    parser.add_argument("--verbose", action="store_true", help="log to stderr too")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+    add_global_options(parser, defaults=True)
+    global_options = argparse.ArgumentParser(add_help=False)
+    add_global_options(global_options, defaults=False)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="<command>",
+                                     parser_class=functools.partial(argparse.ArgumentParser,
+                                                                    parents=[global_options]))
 
     init = commands.add_parser("init", help="create an experiment from a config")
     init.add_argument("--config-path", type=Path, required=True)
@@ -39,12 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--num-workers", type=int, default=None,
                       help="feature-extraction processes (default: all cores)")
 
-    commands.add_parser("info", help="config, data summary and checkpoints")
+    info = commands.add_parser("info", help="config, data summary, utterance ids and checkpoints")
+    info.add_argument("--split", choices=["train", "validation", "test", "all"], default="test",
+                      help="whose utterance ids to list, per speaker (default: test)")
 
     train = commands.add_parser("train", help="train (resumes from the last checkpoint)")
     train.add_argument("--epoch", type=int, default=None,
                        help="restart from this epoch checkpoint instead of the latest one")
-    train.add_argument("--max-epochs", type=int, default=None)
+    train.add_argument("--max-epochs", type=int, default=None,
+                       help="the last epoch to train, counted from the experiment's first epoch "
+                            "(not from this run's); default: training.max_epochs")
     train.add_argument("--device", default="cpu")
     train.add_argument("--num-workers", type=int, default=0,
                        help="batches prepared ahead in a background thread (0: none)")
@@ -61,8 +82,24 @@ def build_parser() -> argparse.ArgumentParser:
     test_sample.add_argument("--epoch", type=int, default=None)
     test_sample.add_argument("--device", default="cpu")
 
-    release = commands.add_parser("create_release", help="weights + config only, for sharing")
+    release = commands.add_parser("create_release",
+                                  help="one self-contained file for sharing and `synthesize`")
     release.add_argument("--epoch", type=int, required=True)
+
+    synthesize = commands.add_parser(
+        "synthesize", help="render an utterance from a checkpoint or from a release file alone")
+    synthesize.add_argument("--release", type=Path, default=None,
+                            help="a file written by create_release (then no --experiment-name "
+                                 "is needed)")
+    synthesize.add_argument("--epoch", type=int, default=None,
+                            help="checkpoint of the experiment (default: the latest)")
+    synthesize.add_argument("--utterance", required=True,
+                            help="id of a test utterance whose conditioning is rendered "
+                                 "(see `info`; a release holds the config's test utterances)")
+    synthesize.add_argument("--output-dir", type=Path, default=None,
+                            help="default: results/epoch-N/synthesized of the experiment, or "
+                                 "./synthesized for a release")
+    synthesize.add_argument("--device", default="cpu")
 
     board = commands.add_parser("tensorboard", help="serve the TensorBoard logs")
     board.add_argument("--port", type=int, default=6006)
@@ -92,7 +129,11 @@ def setup_logging(log_path: Path | None, verbose: bool, is_main: bool = True) ->
         log.addHandler(file_handler)
     stream = logging.StreamHandler(sys.stderr)
     stream.setFormatter(logging.Formatter("%(message)s"))
-    stream.setLevel(logging.INFO if verbose and is_main else logging.WARNING)
+    # Without --verbose: warnings, and the records marked `extra={"summary": True}` (one
+    # line per epoch and per test), so that a run shows its progress under a pipe too.
+    stream.setLevel(logging.INFO if is_main else logging.WARNING)
+    stream.addFilter(lambda record: verbose or record.levelno >= logging.WARNING
+                     or getattr(record, "summary", False))
     log.addHandler(stream)
     log.propagate = False
     return log
@@ -161,6 +202,7 @@ def cmd_info(args, experiment) -> None:
     if report:
         dropped = sum(len(v) for v in report.get("dropped", {}).values())
         print(f"  files kept: {report.get('kept')}, dropped: {dropped}")
+    print_utterance_ids(index, args.split)
     checkpoints = experiment.checkpoint_index()
     epochs = experiment.checkpoint_epochs()
     print("checkpoints:" if epochs else "checkpoints: none")
@@ -174,7 +216,20 @@ def cmd_info(args, experiment) -> None:
         print(f"  partial (mid-epoch): {experiment.partial_checkpoint_path}")
 
 
-def make_runner(args, experiment, device, dist=None, num_workers=0):
+def print_utterance_ids(index: dict, split: str) -> None:
+    """The ids `test_sample --sample` and `synthesize --utterance` take, per split and speaker."""
+    splits = ("train", "validation", "test") if split == "all" else (split,)
+    for name in splits:
+        print(f"utterances ({name} split; `info --split all` lists every split):"
+              if split != "all" else f"utterances ({name} split):")
+        for speaker in index["speakers"]:
+            ids = [u["id"] for u in index["utterances"]
+                   if u["split"] == name and u["speaker"] == speaker["id"]]
+            if ids:
+                print(f"  {speaker['id']} ({speaker['set']}): {' '.join(ids)}")
+
+
+def make_runner(args, experiment, device, dist=None, num_workers=0, from_release=False):
     """The experiment's runner (model built, seeded) on `device`, a torch.device."""
     from .runners import runner_class
     from .runners.base import RunContext
@@ -186,7 +241,8 @@ def make_runner(args, experiment, device, dist=None, num_workers=0):
     seed_everything(config["seed"] + dist.rank)
     context = RunContext(experiment=experiment, config=config, data_path=args.data_path,
                          device=device, rank=dist.rank, world_size=dist.world_size,
-                         num_workers=num_workers, log=logging.getLogger(LOGGER_NAME))
+                         num_workers=num_workers, log=logging.getLogger(LOGGER_NAME),
+                         from_release=from_release)
     return runner_class(config["model"]["type"])(context)
 
 
@@ -208,20 +264,40 @@ def cmd_train(args, experiment) -> None:
                 restart_from_epoch(experiment, trainer, args.epoch)
             else:
                 trainer.resume()
-            log.info("train %s on %s (world size %d), epochs %d..%d", experiment.name, device,
+            if trainer.epoch > trainer.max_epochs:
+                if dist.is_main:
+                    print(f"nothing to train: epoch {trainer.epoch - 1} is done and max epochs is "
+                          f"{trainer.max_epochs} (the last epoch to train, counted from the "
+                          f"experiment's first); pass a larger --max-epochs to train on")
+                return 0
+            log.info("train %s on %s (world size %d): epoch %d to %d", experiment.name, device,
                      dist.world_size, trainer.epoch, trainer.max_epochs)
 
             def render(epoch, writer):   # on every rank: each renders its share, rank 0 writes
-                metrics = runner.test(epoch, experiment.epoch_results_dir(epoch), writer, dist=dist)
+                out_dir = experiment.epoch_results_dir(epoch)
+                metrics = runner.test(epoch, out_dir, writer, dist=dist)
                 if metrics is not None:
-                    log.info("test epoch %d: %s", epoch, json.dumps(metrics))
+                    log.info("%s", metrics_summary("test", metrics, out_dir), extra={"summary": True})
                     update_report(args, experiment, log)
 
             trainer.run(test_callback=render)
+            if trainer.interrupted_by:
+                # The conventional 128 + signal number, so that `train && test` and job
+                # schedulers tell an interrupted run from a finished one.
+                return 128 + signal.Signals[trainer.interrupted_by].value
             if dist.is_main and trainer.epoch > trainer.max_epochs:
                 print(f"training done: {experiment.checkpoints_dir}")
     finally:
         distributed.teardown()
+
+
+def metrics_summary(what: str, metrics: dict, out_dir: Path) -> str:
+    """One readable line: the mean of each figure of metrics.json, and where the files are."""
+    means = " ".join(f"{key} {value:.4g}" for key, value in metrics["mean"].items()
+                     if isinstance(value, (int, float)))
+    count = len(metrics["utterances"])
+    return (f"{what} epoch {metrics['epoch']} ({count} utterance{'s' * (count != 1)}): {means}; "
+            f"results: {out_dir}")
 
 
 def restart_from_epoch(experiment, trainer, epoch: int) -> None:
@@ -250,10 +326,14 @@ def cmd_test(args, experiment) -> None:
     if args.speakers != "modeling":
         out_dir = out_dir / args.speakers
     from tensorboardX import SummaryWriter
+    log = logging.getLogger(LOGGER_NAME)
+    log.info("test %s epoch %d (%s speakers) on %s", experiment.name, epoch, args.speakers,
+             args.device)
     with SummaryWriter(str(experiment.tensorboard_dir)) as writer:
         metrics = runner.test(epoch, out_dir, writer, speaker_set=args.speakers)
-    print(json.dumps(metrics, indent=2))
-    print(f"results: {out_dir}")
+    summary = metrics_summary("test", metrics, out_dir)
+    log.info("%s", summary)
+    print(summary)
     print(f"report: {update_report(args, experiment)}")
 
 
@@ -268,20 +348,55 @@ def cmd_test_sample(args, experiment) -> None:
     runner = make_runner(args, experiment, parse_device(args.device))
     load_weights(experiment, runner, epoch)
     out_dir = experiment.epoch_results_dir(epoch) / "samples"
+    log = logging.getLogger(LOGGER_NAME)
+    log.info("test_sample %s epoch %d: %s on %s", experiment.name, epoch, args.sample, args.device)
     metrics = runner.test(epoch, out_dir, None, utterance_ids=[args.sample])
-    print(json.dumps(metrics, indent=2))
-    print(f"results: {out_dir}")
+    summary = metrics_summary(f"test_sample {args.sample}", metrics, out_dir)
+    log.info("%s", summary)
+    print(summary)
     print(f"report: {update_report(args, experiment)}")
 
 
 def cmd_create_release(args, experiment) -> None:
-    from .experiment.folder import atomic_torch_save, torch_load
+    from .experiment.folder import atomic_torch_save
+    from .experiment.release import build_release
+    from .runners.rendering import choose_test_utterances
     epoch = experiment.resolve_epoch(args.epoch)
-    state = torch_load(experiment.checkpoint_path(epoch))
-    release = {"format": 1, "package_version": __version__, "epoch": epoch,
-               "config": state["config"], "model": state["model"]}
+    config = experiment.config()
+    utterances = choose_test_utterances(experiment.data_index(), config["test"]["utterances"])
+    release = build_release(experiment, epoch, args.data_path, utterances)
     atomic_torch_save(experiment.release_path(epoch), release)
-    print(f"release: {experiment.release_path(epoch)}")
+    print(f"release: {experiment.release_path(epoch)} (test utterances: {' '.join(utterances)})")
+
+
+def cmd_synthesize(args, experiment) -> None:
+    import tempfile
+    from .experiment.release import load_release, unpack_release
+    from .training.distributed import parse_device
+    setup_logging(None if args.release else experiment.log_path, args.verbose)
+    device = parse_device(args.device)
+    with tempfile.TemporaryDirectory(prefix="samplernn_pase-release-") as unpacked:
+        if args.release is not None:
+            release = load_release(args.release)
+            experiment, epoch = unpack_release(release, Path(unpacked)), release["epoch"]
+            out_dir = args.output_dir or Path("synthesized")
+        else:
+            epoch = experiment.resolve_epoch(args.epoch)
+            out_dir = args.output_dir or experiment.epoch_results_dir(epoch) / "synthesized"
+        ids = [u["id"] for u in experiment.data_index()["utterances"]]
+        if args.utterance not in ids:
+            raise UserError(f"--utterance {args.utterance}: not in "
+                            f"{args.release or experiment.data_index_path} (it has: "
+                            f"{' '.join(ids[:20])}{' ...' if len(ids) > 20 else ''})")
+        runner = make_runner(args, experiment, device, from_release=args.release is not None)
+        load_weights(experiment, runner, epoch)
+        log = logging.getLogger(LOGGER_NAME)
+        log.info("synthesize %s from %s epoch %d", args.utterance,
+                 args.release or experiment.name, epoch)
+        metrics = runner.test(epoch, out_dir, None, utterance_ids=[args.utterance])
+    summary = metrics_summary(f"synthesize {args.utterance}", metrics, out_dir)
+    log.info("%s", summary)
+    print(summary)
 
 
 def cmd_tensorboard(args, experiment) -> None:
@@ -291,7 +406,11 @@ def cmd_tensorboard(args, experiment) -> None:
         raise UserError("tensorboard: the `tensorboard` package is not installed "
                         "(pip install tensorboard)") from None
     if args.compare:
-        runs = [p for p in sorted(args.experiments_path.iterdir()) if (p / "tensorboard").is_dir()]
+        runs = ([p for p in sorted(args.experiments_path.iterdir()) if (p / "tensorboard").is_dir()]
+                if args.experiments_path.is_dir() else [])
+        if not runs:
+            raise UserError(f"--experiments-path {args.experiments_path}: no experiment with "
+                            "TensorBoard logs to compare")
         logdir = ["--logdir_spec", ",".join(f"{p.name}:{p / 'tensorboard'}" for p in runs)]
     else:
         logdir = ["--logdir", str(experiment.tensorboard_dir)]
@@ -327,26 +446,33 @@ def cmd_report(args, experiment) -> None:
 COMMANDS = {
     "init": cmd_init, "info": cmd_info, "train": cmd_train, "test": cmd_test,
     "test_sample": cmd_test_sample, "create_release": cmd_create_release,
-    "tensorboard": cmd_tensorboard, "report": cmd_report,
+    "tensorboard": cmd_tensorboard, "report": cmd_report, "synthesize": cmd_synthesize,
 }
+
+
+def needs_experiment_name(args) -> bool:
+    return not ((args.command == "tensorboard" and args.compare)
+                or (args.command == "report" and args.compare is not None)
+                or (args.command == "synthesize" and args.release is not None))
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    comparing = getattr(args, "compare", None) not in (None, False)
-    if args.experiment_name is None and not comparing:
+    if args.experiment_name is None and needs_experiment_name(args):
         parser.error("the following arguments are required: --experiment-name")
     from .experiment.folder import Experiment
     try:
-        experiment = Experiment(args.experiments_path, args.experiment_name) if args.experiment_name else None
-        if args.command != "init" and not comparing:
-            experiment.require()
-        COMMANDS[args.command](args, experiment)
+        experiment = None
+        if needs_experiment_name(args):
+            experiment = Experiment(args.experiments_path, args.experiment_name)
+            if args.command != "init":
+                experiment.require()
+        status = COMMANDS[args.command](args, experiment)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return status or 0

@@ -133,6 +133,7 @@ def test_train_renders_audio_metrics_and_release(workspace):
     check_evaluation(metrics)
     assert "results:" in printed and "epoch-1" in printed
     assert list((root / "tensorboard").glob("events.out.tfevents.*"))
+    assert_tensorboard_files_images_and_audio_apart(root / "tensorboard", count=2)
     index = json.loads((root / "checkpoints" / "index.json").read_text())
     assert index["best_epoch"] == 1 and math_finite(index["epochs"]["1"]["validation_loss"])
 
@@ -141,7 +142,7 @@ def test_train_renders_audio_metrics_and_release(workspace):
 
     workspace.run("trained", "create_release", "--epoch", "1")
     release = torch.load(root / "checkpoints" / "1.checkpoint.release.pt", weights_only=True)
-    assert set(release) == {"format", "package_version", "epoch", "config", "model"}
+    assert {"format", "epoch", "config", "model", "data", "normalization", "features"} <= set(release)
 
     sample = json.loads((root / "data.json").read_text())["utterances"][0]["id"]
     workspace.run("trained", "test_sample", "--sample", sample)
@@ -173,6 +174,75 @@ def check_evaluation(metrics: dict) -> None:
         assert figures["generated"] == 2 and figures["real"] >= 2
         assert math_finite(figures["distance"]) and math_finite(figures["floor"])
     assert metrics["evaluation"]["analysis"]["mcep_alpha"] == 0.41
+
+
+def test_info_lists_utterance_ids_and_options_follow_the_command(workspace):
+    index = json.loads((workspace.experiment("base") / "data.json").read_text())
+    # Global options after the command, as `info --experiment-name base`.
+    command = [sys.executable, "-m", "samplernn_pase", "info", "--experiment-name", "base",
+               "--data-path", str(workspace.data_path)]
+    shown = subprocess.run(command, cwd=workspace.root, capture_output=True, text=True,
+                           env=workspace.env(), check=True).stdout
+    lines = {line.split(" (")[0].strip(): line for line in shown.splitlines()
+             if line.startswith("  ") and "): " in line}
+    for utterance in index["utterances"]:
+        if utterance["split"] == "test":
+            assert utterance["id"] in lines[utterance["speaker"]].split()
+    every = workspace.run("base", "info", "--split", "all").stdout
+    assert all(u["id"] in every.split() for u in index["utterances"])
+
+
+def test_synthesize_from_a_release_alone(workspace, tmp_path):
+    config = tiny_config(max_epochs=1)
+    config["test"]["period"] = None
+    workspace.init("released", config)
+    workspace.run("released", "train")
+    again = workspace.run("released", "train")       # --max-epochs is absolute: nothing left
+    assert "nothing to train" in again.stdout and "epoch 1 is done" in again.stdout
+    # Adaptation speakers have a row in the embedding table that training never touched.
+    refused = workspace.run("released", "test", "--speakers", "adaptation", check=False)
+    assert refused.returncode == 2 and "never trained" in refused.stderr
+    tested = workspace.run("released", "test")
+    assert "test epoch 1 (2 utterances)" in tested.stdout
+    root = workspace.experiment("released")
+    assert "test released epoch 1" in (root / "verbose.log").read_text()
+    shown = workspace.run("released", "create_release", "--epoch", "1").stdout
+    utterance = shown.split("test utterances: ")[1].split()[0].rstrip(")")
+    release = tmp_path / "voice.release.pt"
+    (root / "checkpoints" / "1.checkpoint.release.pt").rename(release)
+    root.rename(tmp_path / "moved-away")                     # no experiment folder any more
+    empty_data = tmp_path / "no-data"
+    empty_data.mkdir()
+    loaded = torch.load(release, weights_only=True)
+    assert [s["id"] for s in loaded["data"]["speakers"]] == loaded["normalization"]["speakers"]
+    command = [sys.executable, "-m", "samplernn_pase", "synthesize", "--release", str(release),
+               "--utterance", utterance, "--output-dir", str(tmp_path / "out"),
+               "--data-path", str(empty_data)]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True,
+                            env=workspace.env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    audio, rate = soundfile.read(tmp_path / "out" / f"{utterance}.wav")
+    assert rate == 16000 and len(audio) >= 1600 and np.sqrt(np.mean(audio ** 2)) > 1e-3
+    missing = subprocess.run(command[:7] + ["nope"], cwd=tmp_path, capture_output=True,
+                             text=True, env=workspace.env())
+    assert missing.returncode == 2 and "--utterance nope" in missing.stderr
+
+
+def assert_tensorboard_files_images_and_audio_apart(logdir: Path, count: int) -> None:
+    """TensorBoard's own reader finds each spectrogram under an image tag and each audio
+    under a different audio tag (one tag holding both shows under audio only)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(logdir), size_guidance={"images": 0, "audio": 0})
+    events.Reload()
+    images, audio = events.Tags()["images"], events.Tags()["audio"]
+    assert len(images) == count and len(audio) == count, (images, audio)
+    assert not set(images) & set(audio)
+    assert all(tag.startswith("test_spectrogram/") for tag in images)
+    assert all(tag.startswith("test_audio/") for tag in audio)
+    image = events.Images(images[0])[-1]
+    assert image.encoded_image_string.startswith(b"\x89PNG") and image.width > 100
+    assert events.Audio(audio[0])[-1].sample_rate == 16000
 
 
 def math_finite(value) -> bool:
@@ -231,19 +301,24 @@ def test_sigkill_and_resume_gives_the_uninterrupted_losses(workspace):
     assert not (killed / "train.lock").exists()
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(workspace):
+@pytest.mark.parametrize("sent, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_interrupted_train_saves_a_checkpoint_and_exits_non_zero(workspace, sent, status):
+    name = f"interrupted-{sent.name.lower()}"
     config = tiny_config(max_epochs=3, checkpoint_period=None)
     config["test"]["period"] = None
-    workspace.init("terminated", config)
-    root = workspace.experiment("terminated")
-    process = subprocess.Popen(workspace.command("terminated", "train"), cwd=workspace.root,
+    workspace.init(name, config)
+    root = workspace.experiment(name)
+    process = subprocess.Popen(workspace.command(name, "train"), cwd=workspace.root,
                                env=workspace.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     wait_for_iteration(root, 3, process)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 0, stderr
-    assert "Traceback" not in stderr and "SIGTERM received" in stderr
+    process.send_signal(sent)
+    stdout, stderr = process.communicate(timeout=120)
+    # 128 + the signal number, as a shell reports a process killed by it: `train && test`
+    # must not go on after an interrupted run.
+    assert process.returncode == status, stderr
+    assert "Traceback" not in stderr and f"{sent.name} received" in stderr
+    assert "training done" not in stdout
     state = torch.load(root / "checkpoints" / "partial.checkpoint.pt", weights_only=True)
     assert state["loop"]["iteration"] >= 3 and not state["loop"]["epoch_complete"]
 

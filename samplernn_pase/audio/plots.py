@@ -39,24 +39,35 @@ def png_to_array(png: bytes) -> np.ndarray:
 
 
 def save_images(path: Path, images: list[tuple[str, np.ndarray]], sample_rate: int | None = None,
-                hop: int = 128) -> bytes:
-    """Stack 2-D arrays (frequency x time) vertically, one titled panel each; write a PNG."""
+                hop: int = 128, colorbar_label: str = "dB") -> bytes:
+    """Stack 2-D arrays (frequency x time) vertically, one titled panel each; write a PNG.
+
+    With `sample_rate` the rows are linear STFT bins up to Nyquist and the
+    columns frames `hop` samples apart: the axes read Hz and seconds.
+    """
     figure, axes = plt.subplots(len(images), 1, figsize=(10, 2.6 * len(images)), squeeze=False,
                                 constrained_layout=True)
     for axis, (title, image) in zip(axes[:, 0], images):
-        axis.imshow(image, origin="lower", aspect="auto", cmap="magma",
-                    vmin=np.percentile(image, 5), vmax=np.percentile(image, 99.5))
+        extent = None
+        if sample_rate is not None:
+            extent = [0, image.shape[1] * hop / sample_rate, 0, sample_rate / 2]
+        shown = axis.imshow(image, origin="lower", aspect="auto", cmap="magma", extent=extent,
+                            vmin=np.percentile(image, 5), vmax=np.percentile(image, 99.5))
+        figure.colorbar(shown, ax=axis, label=colorbar_label, pad=0.01)
         axis.set_title(title)
-        axis.set_ylabel("bin")
-    axes[-1, 0].set_xlabel("frame")
+        axis.set_ylabel("frequency (Hz)" if sample_rate is not None else "bin")
+    axes[-1, 0].set_xlabel("time (s)" if sample_rate is not None else "frame")
     png = figure_to_png(figure)
     atomic_write_bytes(path, png)
     return png
 
 
-def save_spectrogram_comparison(path: Path, generated: np.ndarray, reference: np.ndarray) -> bytes:
-    return save_images(path, [("generated", log_spectrogram(generated)),
-                              ("reference", log_spectrogram(reference))])
+def save_spectrogram_comparison(path: Path, generated: np.ndarray, reference: np.ndarray,
+                                sample_rate: int = 16000, n_fft: int = 512, hop: int = 128) -> bytes:
+    """Generated above reference, log-magnitude STFT in dB, Hz against seconds."""
+    return save_images(path, [("generated", log_spectrogram(generated, n_fft, hop)),
+                              ("reference", log_spectrogram(reference, n_fft, hop))],
+                       sample_rate=sample_rate, hop=hop)
 
 
 def save_image_grid(path: Path, rows: list[tuple[str, list[tuple[str, np.ndarray]]]]) -> bytes:

@@ -63,6 +63,8 @@ class RunContext:
     world_size: int = 1
     num_workers: int = 0
     log: logging.Logger = logging.getLogger("samplernn_pase")
+    #: The experiment folder was unpacked from a release: other experiments are not at hand.
+    from_release: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -180,7 +182,7 @@ class Runner(ABC):
         plan = self.test_plan(utterance_ids, speaker_set)
         share = list(range(dist.rank, len(plan), dist.world_size))
         self.model.eval()
-        with side_stream(self.config["seed"], epoch, TEST_STREAM):
+        with side_stream(self.config["seed"], epoch, TEST_STREAM), torch.no_grad():
             rendered = self.render(epoch, [plan[i] for i in share], speaker_set)
         shares = dist.gather_to_main((share, rendered))
         metrics = None

@@ -179,8 +179,12 @@ class MelNetRunner(Runner):
     def to_audio(self, mel_normalized: torch.Tensor) -> np.ndarray:
         c = self.model_config
         log_mel = (mel_normalized * self.source.std + self.source.mean).T
-        return griffin_lim(log_mel.cpu(), self.index["sample_rate"], c.n_fft, c.hop_length,
-                           c.win_length, c.fmin, c.fmax).numpy()
+        audio = griffin_lim(log_mel.cpu(), self.index["sample_rate"], c.n_fft, c.hop_length,
+                            c.win_length, c.fmin, c.fmax).numpy()
+        # Griffin-Lim does not bound the amplitude: scale a loud result down rather than
+        # let the wav writer clip it.
+        peak = float(np.abs(audio).max(initial=0.0))
+        return audio * (0.95 / peak) if peak > 0.95 else audio
 
     @staticmethod
     def tier_panels(stages: dict, reference: np.ndarray | None) -> list:
@@ -239,8 +243,8 @@ class MelNetRunner(Runner):
                 upsampled, stages = real, {1: real[0]}
             stages = {k: v[0] for k, v in stages.items()}
             nll, _, per_tier = self.model(real, None, None, None)
-            metrics = {"nll": float(nll) / self.model_config.tiers,
-                       **{k: float(v) for k, v in per_tier.items()},
+            # The training loss: the sum of the tiers' NLLs (each listed too).
+            metrics = {"nll": float(nll), **{k: float(v) for k, v in per_tier.items()},
                        "upsampling_l1": float((upsampled - real).abs().mean())}
             reference_audio = self.to_audio(real[0])
             recording = self.store.load(name).audio[:frames * self.model_config.hop_length]

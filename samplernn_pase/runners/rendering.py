@@ -92,7 +92,8 @@ def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[di
         if item.get("images") is not None:
             png = save_images(out_dir / f"{stem}.png", item["images"])
         elif item.get("reference") is not None:
-            png = save_spectrogram_comparison(out_dir / f"{stem}.png", audio, item["reference"])
+            png = save_spectrogram_comparison(out_dir / f"{stem}.png", audio, item["reference"],
+                                              sample_rate)
         else:       # nothing to compare with (e.g. GAN samples, drawn together by the runner)
             png = None
         metrics = dict(item["metrics"])
@@ -109,9 +110,11 @@ def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[di
                 row_metrics.update(evaluation.judge_reference(row, reference, item.get("utterance")))
             reference_rows.setdefault(row, {})[item["id"]] = row_metrics
         if writer is not None:
-            writer.add_audio(f"{tag}/{stem}", audio, epoch, sample_rate=sample_rate)
+            # One tag per kind: TensorBoard files a tag under one plugin only.
+            writer.add_audio(f"{tag}_audio/{stem}", audio, epoch, sample_rate=sample_rate)
             if png is not None:
-                writer.add_image(f"{tag}/{stem}", png_to_array(png), epoch, dataformats="HWC")
+                writer.add_image(f"{tag}_spectrogram/{stem}", png_to_array(png), epoch,
+                                 dataformats="HWC")
     metrics = {"epoch": epoch, "speaker_set": speaker_set, "mean": {**mean_metrics(per_utterance), **(extra or {})},
                "utterances": per_utterance,
                "references": {row: {"mean": mean_metrics(rows), "utterances": rows}

@@ -26,6 +26,7 @@ class SampleRNNRunner(Runner):
     loss_name = "nll_bits"
 
     def build_model(self):
+        self.pase = None
         self.speaker_vectors = self.load_speaker_vectors()
         model_config = self.config["model"]
         self.model_config = SampleRNNConfig.from_dict(
@@ -64,6 +65,8 @@ class SampleRNNRunner(Runner):
             vectors = torch.from_numpy(seeds["seeds"].astype(np.float32))
         from .pase import load_pase
         model_config = self.config["model"]
+        if self.context.from_release:
+            return vectors    # the seeds are in the release; the encoder that scores is not
         # The encoder also scores the rendered audio (speaker similarity).
         self.pase = load_pase(self.context.experiment.root.parent, model_config["pase_experiment"],
                               model_config["pase_epoch"])
@@ -131,6 +134,7 @@ class SampleRNNRunner(Runner):
                                                    speaker_set)
         if not utterance_ids:
             raise UserError(f"test: no test utterance of {speaker_set} speakers in data.json")
+        self.refuse_untrained_speakers(utterance_ids)
         return list(utterance_ids)
 
     def render(self, epoch, items, speaker_set):
@@ -168,6 +172,21 @@ class SampleRNNRunner(Runner):
                 "metrics": {"real": compare(real_analysis, real_analysis),
                             "world": compare(analyse(world, params), real_analysis)}}
         return self._reference_rows[key]
+
+    def refuse_untrained_speakers(self, utterance_ids) -> None:
+        """A learned speaker table has rows for every speaker, but training only ever
+        updates the modeling speakers' rows: audio from another row would be noise
+        passed off as that speaker. PASE seeds voice any speaker."""
+        if self.speaker_vectors is not None:
+            return
+        modeling = {s["id"] for s in self.index["speakers"] if s["set"] == "modeling"}
+        speaker_of = {u["id"]: u["speaker"] for u in self.index["utterances"]}
+        untrained = sorted({speaker_of[i] for i in utterance_ids} - modeling)
+        if untrained:
+            raise UserError(
+                f"speaker {', '.join(untrained)}: not a modeling speaker, so its row of the speaker "
+                "embedding table was never trained (model.conds_speaker_type \"embedding\"); "
+                "voice unseen speakers with conds_speaker_type \"pase\"")
 
     def speaker_similarity(self, audio, utterance) -> float:
         """Cosine between the PASE embedding of the rendered audio and the speaker's seed."""

@@ -104,6 +104,7 @@ class Trainer:
                 runner.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=runner.find_unused_parameters or len(self.optimizers) > 1)
         self.writer = None
+        self.interrupted_by = None  # the signal that stopped `run()` early, e.g. "SIGINT"
         # Counters saved in every checkpoint.
         self.epoch = 1              # the epoch in progress (or next to start)
         self.iteration = 0          # optimizer steps taken, all epochs together
@@ -305,11 +306,14 @@ class Trainer:
             with Interrupted() as interrupted:
                 while self.epoch <= self.max_epochs:
                     batches = self.runner.train_batches(self.epoch, self.loader_position)
+                    total = len(batches) if hasattr(batches, "__len__") else None
+                    done = getattr(batches, "position", 0)    # batches already trained (resume)
                     if self.runner.context.num_workers > 0:
                         batches = Prefetcher(batches, self.runner.context.num_workers)
                     self.loader_position = None
+                    epoch_started = time.time()
                     bar = progress(batches, desc=f"epoch {self.epoch}", enabled=self.dist.is_main,
-                                   log=self.log)
+                                   log=self.log, total=total, initial=done)
                     for batch in bar:
                         iteration_before = self.iteration
                         loss = self.step(batch)
@@ -323,12 +327,14 @@ class Trainer:
                                     and self.iteration % checkpoint_period == 0):
                             self.save_partial(batches.state_dict())
                         if stop:
+                            # Another rank's signal stops this one too: report it as SIGTERM.
+                            self.interrupted_by = interrupted.signal or "SIGTERM"
                             self.log.warning("%s received: checkpoint saved at iteration %d; run the "
                                              "same command to resume", interrupted.signal or "signal",
                                              self.iteration)
                             return
                     bar.close()
-                    if self.end_epoch(test_callback):
+                    if self.end_epoch(test_callback, time.time() - epoch_started):
                         break
                     self.epoch += 1
                     self.epoch_loss = [0.0, 0]
@@ -336,8 +342,10 @@ class Trainer:
             if self.writer is not None:
                 self.writer.close()
 
-    def end_epoch(self, test_callback) -> bool:
-        """Validate, step the scheduler, checkpoint, test; True when early stopping."""
+    def end_epoch(self, test_callback, train_seconds: float = 0.0) -> bool:
+        """Validate, step the scheduler, checkpoint, test; True when early stopping.
+
+        `train_seconds`: time spent on this epoch's training steps (in this process)."""
         started = time.time()
         self.model.eval()
         with side_stream(self.config["seed"], self.epoch, self.dist.rank, VALIDATION_STREAM):
@@ -355,9 +363,12 @@ class Trainer:
             self.bad_epochs += 1
         self.history.append({"epoch": self.epoch, "iteration": self.iteration,
                              "train_loss": train_loss, "validation_loss": validation})
-        self.log.info("epoch %d done: train %s %.6f, validation %s %.6f (%.1fs)", self.epoch,
-                      self.runner.loss_name, train_loss, self.runner.loss_name, validation,
-                      time.time() - started)
+        # On the terminal with or without --verbose (see cli.setup_logging: `summary`).
+        self.log.info("epoch %d done: train %s %.4f, validation %s %.4f%s; %d steps in %.1f s, "
+                      "validation %.1f s; iteration %d", self.epoch, self.runner.loss_name,
+                      train_loss, self.runner.loss_name, validation, " (best)" if improved else "",
+                      self.epoch_loss[1], train_seconds, time.time() - started, self.iteration,
+                      extra={"summary": True})
         if self.writer is not None:
             self.writer.add_scalar(f"epoch/train_{self.runner.loss_name}", train_loss, self.epoch)
             self.writer.add_scalar(f"epoch/validation_{self.runner.loss_name}", validation, self.epoch)
