@@ -24,10 +24,11 @@ from browser import MEDIA_CHECK, Browser, broken_media, find_chromium, non_relat
 from test_cli_samplernn import Workspace, tiny_config
 
 
-@pytest.fixture(scope="module")
 #: Reference rows written beside each rendering (runners/rendering.py).
 REFERENCE_ROWS = (".real.wav", ".world.wav", ".griffin_lim.wav")
 
+
+@pytest.fixture(scope="module")
 def reports(tmp_path_factory, demo_data_path):
     space = Workspace(tmp_path_factory.mktemp("report"), demo_data_path)
     space.init("first", tiny_config(max_epochs=2))
