@@ -23,7 +23,7 @@ from ..errors import UserError
 from ..models.melnet import MelNet, MelNetConfig
 from ..training.rng import stream_seed
 from .base import Runner
-from .rendering import choose_test_utterances, test_tag, write_results
+from .rendering import test_tag, utterances_to_render, write_results
 
 
 MEL_STD_FLOOR = 1e-5   # added to the std: a silent corpus must not divide by zero
@@ -196,11 +196,7 @@ class MelNetRunner(Runner):
 
     def test_plan(self, utterance_ids, speaker_set):
         """Upsampling of each test utterance, then as many unconditional samples."""
-        if utterance_ids is None:
-            utterance_ids = choose_test_utterances(self.index, self.config["test"]["utterances"],
-                                                   speaker_set)
-        if not utterance_ids:
-            raise UserError(f"test: no test utterance of {speaker_set} speakers in data.json")
+        utterance_ids = utterances_to_render(self.index, self.config["test"], speaker_set, utterance_ids)
         return ([("upsampled", utterance_id, k) for k, utterance_id in enumerate(utterance_ids)]
                 + [("sample", f"sample-{k}", len(utterance_ids) + k)
                    for k in range(len(utterance_ids))])

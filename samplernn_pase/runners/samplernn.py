@@ -19,7 +19,7 @@ from ..data.features import world_resynthesis
 from ..metrics.speech import analyse, compare
 from ..models.samplernn import CONDITIONING_KEYS, SampleRNN, SampleRNNConfig, nll_bits, unpack_batch
 from .base import Runner
-from .rendering import choose_test_utterances, test_tag, write_results
+from .rendering import test_tag, utterances_to_render, write_results
 
 
 class SampleRNNRunner(Runner):
@@ -129,11 +129,7 @@ class SampleRNNRunner(Runner):
     # --- test rendering -------------------------------------------------------------
 
     def test_plan(self, utterance_ids, speaker_set):
-        if utterance_ids is None:
-            utterance_ids = choose_test_utterances(self.index, self.config["test"]["utterances"],
-                                                   speaker_set)
-        if not utterance_ids:
-            raise UserError(f"test: no test utterance of {speaker_set} speakers in data.json")
+        utterance_ids = utterances_to_render(self.index, self.config["test"], speaker_set, utterance_ids)
         self.refuse_untrained_speakers(utterance_ids)
         return list(utterance_ids)
 
