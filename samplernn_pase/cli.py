@@ -295,9 +295,9 @@ def metrics_summary(what: str, metrics: dict, out_dir: Path) -> str:
     """One readable line: the mean of each figure of metrics.json, and where the files are."""
     means = " ".join(f"{key} {value:.4g}" for key, value in metrics["mean"].items()
                      if isinstance(value, (int, float)))
-    count = len(metrics["utterances"])
-    return (f"{what} epoch {metrics['epoch']} ({count} utterance{'s' * (count != 1)}): {means}; "
-            f"results: {out_dir}")
+    rendered = metrics.get("utterances")       # PASE's test renders speakers, not utterances
+    count = "" if rendered is None else f" ({len(rendered)} utterance{'s' * (len(rendered) != 1)})"
+    return f"{what} epoch {metrics.get('epoch')}{count}: {means}; results: {out_dir}"
 
 
 def restart_from_epoch(experiment, trainer, epoch: int) -> None:
