@@ -145,6 +145,10 @@ class Experiment:
                     f"on {owner.get('host')} (remove the file if that process is gone)")
         with os.fdopen(fd, "w") as handle:
             json.dump({"pid": os.getpid(), "host": socket.gethostname()}, handle)
+        # A trainer killed while writing leaves its temporary file (files.py); with the lock
+        # held nobody else is writing, so these are leftovers, never a checkpoint.
+        for leftover in self.checkpoints_dir.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
         try:
             yield
         finally:
