@@ -230,16 +230,15 @@ class CWGANGPRunner(Runner):
         noise = self.noise(count, noise_generator)         # the same noise for every label
         speaker_ids = [s["id"] for s in sorted(self.index["speakers"], key=lambda s: s["index"])]
         rows = self.label_rows(speaker_set)
-        profiles = {}                                      # label row -> mean real mel per band
-        for row, speakers in rows.items():
-            real = self.real_test_mels(speakers)
-            profiles[row] = np.concatenate(real, axis=1).mean(1) if real else None
+        real_by_row = {row: self.real_test_mels(speakers) for row, speakers in rows.items()}
+        profiles = {row: np.concatenate(real, axis=1).mean(1) if real else None   # mean mel per band
+                    for row, real in real_by_row.items()}
         names, mels, grid, real_mels = [], [], [], []
         for row, speakers in rows.items():
             name = self.labels.name(row, speaker_ids)
             labels = torch.tensor([row] * count, dtype=torch.long, device=self.device)
             generated = self.model.generator(noise, labels)[:, 0].float().cpu()
-            real = self.real_test_mels(speakers)
+            real = real_by_row[row]
             real_mels += real
             long_enough = [m for m in real if m.shape[1] >= frames]
             panels = [("real", long_enough[0][:, :frames])] if long_enough else []

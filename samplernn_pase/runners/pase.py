@@ -131,12 +131,11 @@ class PASERunner(Runner):
             if speaker == "validation":
                 rendered.append({"validation": self.validation_loss(whole=True)})
                 continue
-            train_ids = sorted(u["id"] for u in self.index["utterances"]
-                               if u["speaker"] == speaker and u["split"] == "train")
+            train_seed = speaker_train_seeds(self.model, self.index, self.audio, [speaker], seconds)
             rendered.append({
                 "speaker": speaker,
                 "test_seed": speaker_seed(self.model, [self.audio(i) for i in sorted(test_ids)], seconds, rate),
-                "train_seed": speaker_seed(self.model, [self.audio(i) for i in train_ids], seconds, rate)})
+                "train_seed": train_seed[speaker]})
         return rendered
 
     def write_test(self, epoch, out_dir, rendered, writer, speaker_set):
