@@ -19,13 +19,13 @@ offsets drawn per epoch by data/random_chunks.py, whose position is resumable
 (`state_dict`), like every loader of the project.
 """
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..audio.mel import griffin_lim, mel_spectrogram
+from ..audio.mel import MelAnalysis, griffin_lim, mel_spectrogram
 from ..errors import UserError
 from .random_chunks import RandomChunkLoader
 from .store import UtteranceStore
@@ -33,17 +33,11 @@ from .store import UtteranceStore
 MELS_FILE = "mels.npz"
 
 
-@dataclass(frozen=True)
-class MelSettings:
-    """The analysis behind the spectrograms (names as in the MelNet/VQ-VAE model config)."""
+@dataclass
+class MelSettings(MelAnalysis):
+    """The analysis behind the spectrograms: the model config's mel fields at the corpus's rate."""
 
-    sample_rate: int
-    n_mels: int = 80
-    n_fft: int = 1024
-    hop_length: int = 256
-    win_length: int = 1024
-    fmin: float = 0.0
-    fmax: float | None = None
+    sample_rate: int = field(kw_only=True)
 
     @classmethod
     def from_config(cls, model: dict, sample_rate: int) -> "MelSettings":

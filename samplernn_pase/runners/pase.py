@@ -23,7 +23,7 @@ from ..errors import UserError
 from ..experiment.folder import atomic_write_json
 from ..metrics.speaker import cosine_similarity, speaker_identification
 from ..models.pase import PASE, PASEConfig, embed, speaker_seed, worker_targets
-from ..models.pase_targets import world_f0
+from ..models.pase_targets import prosody_f0
 from .base import Runner, load_named_experiment
 
 
@@ -43,8 +43,8 @@ class ChunkTargets:
     def f0(self, item) -> np.ndarray:
         if item not in self._f0:
             c = self.config
-            self._f0[item] = world_f0(self.audio_of(item), c.sample_rate, self.hop, c.f0_floor,
-                                      c.f0_ceil)
+            self._f0[item] = prosody_f0(self.audio_of(item), c.sample_rate, self.hop, c.f0_floor,
+                                        c.f0_ceil)
         return self._f0[item]
 
     def __call__(self, chunks: list, wave: torch.Tensor) -> dict:
