@@ -27,6 +27,7 @@ import torch
 
 from ..audio.mel import MelAnalysis, griffin_lim, mel_spectrogram
 from ..errors import UserError
+from ..files import read_arrays
 from .random_chunks import RandomChunkLoader
 from .store import UtteranceStore
 
@@ -111,17 +112,14 @@ class MelCrops:
     """The `mels.npz` of an experiment: scaled spectrograms by utterance id, crops, audio."""
 
     def __init__(self, path: Path):
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"{path}: log-mel spectrograms not found (written by `init` of a mel "
-                            "model; run `init` again)")
-        with np.load(path, allow_pickle=False) as arrays:
-            self.settings = MelSettings.from_arrays(arrays)
-            self.scale_min = float(arrays["scale_min"])
-            self.scale_max = float(arrays["scale_max"])
-            offsets = arrays["offsets"]
-            self._mels = arrays["mels"]
-            ids = [str(i) for i in arrays["ids"]]
+        arrays = read_arrays(path, "log-mel spectrograms not found (written by `init` of a mel "
+                                   "model; run `init` again)")
+        self.settings = MelSettings.from_arrays(arrays)
+        self.scale_min = float(arrays["scale_min"])
+        self.scale_max = float(arrays["scale_max"])
+        offsets = arrays["offsets"]
+        self._mels = arrays["mels"]
+        ids = [str(i) for i in arrays["ids"]]
         self._spans = {i: (int(offsets[k]), int(offsets[k + 1])) for k, i in enumerate(ids)}
 
     @classmethod

@@ -21,6 +21,7 @@ from torch import nn
 from torch import distributed as torch_dist
 
 from ..audio.mel import MelAnalysis
+from . import checked
 
 
 @dataclass
@@ -346,10 +347,7 @@ class MelVQVAE(nn.Module):
 
     def __init__(self, config: VQVAEConfig):
         super().__init__()
-        problem = config.check()
-        if problem:
-            raise ValueError(problem)
-        self.config = config
+        self.config = checked(config)
         self.encoder = Encoder(config)
         self.quantizer = VectorQuantizer(config.codebook_size, config.codebook_dim, config.commitment_weight,
                                          config.codebook_update, config.ema_decay, config.dead_code_steps,
