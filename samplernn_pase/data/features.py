@@ -70,13 +70,14 @@ def feature_params(data_config: dict) -> dict:
     }
 
 
-def utterance_f0(signal: np.ndarray, params: dict) -> tuple[np.ndarray, np.ndarray]:
-    """audio/world.py's F0 (in Hz, 0 where unvoiced; frame times in s) at one frame per
-    hop_length samples, with the estimator and F0 range of `params` (feature_params of
-    data.json): the features and the metrics (F0 RMSE, V/UV, the envelope behind MCD) see
-    the same F0."""
-    return world_f0(signal, params["sample_rate"], params["hop_length"], params["f0_floor"],
-                    params["f0_ceil"], params["f0_method"])
+def utterance_f0(signal: np.ndarray, params: dict, hop_length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """audio/world.py's F0 (in Hz, 0 where unvoiced; frame times in s), with the estimator and
+    F0 range of `params` (feature_params of data.json, or the data config: the same keys), so
+    that the features, the metrics (F0 RMSE, V/UV, the envelope behind MCD) and PASE's
+    prosody target see the same F0. A frame every params["hop_length"] samples, or
+    `hop_length` for another frame grid (PASE's 10 ms)."""
+    return world_f0(signal, params["sample_rate"], hop_length or params["hop_length"], float(params["f0_floor"]),
+                    float(params["f0_ceil"]), params["f0_method"])
 
 
 def spectral_envelope(signal: np.ndarray, f0: np.ndarray, times: np.ndarray, params: dict) -> np.ndarray:
