@@ -1,11 +1,11 @@
 """PASE training steps per second: worker targets in the forward pass (before) vs. in the loader.
 
-Before (the old path, still what `PASE.forward(wave)` does without targets): every
-step computes WORLD F0 and the other targets of its chunks inside the step. After
+Before (the old path): every step computes WORLD F0 and the other targets of its
+chunks inside the step. After
 (what `train` does): the loader computes them (runners/pase.py, ChunkTargets), with
 WORLD F0 computed once per utterance and sliced per chunk, optionally read ahead in
 a thread (`train --num-workers`). Same model, same chunks, same number of epochs,
-measured in one run. Audio: synthetic voiced utterances (no corpus needed). Prints
+measured in one run; F0 with the data config's default settings. Audio: synthetic voiced utterances (no corpus needed). Prints
 one JSON line.
 
     python bench/pase_training.py [--epochs 3] [--utterances 24] [--threads 2]
@@ -22,7 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from samplernn_pase.data.features import utterance_f0  # noqa: E402
 from samplernn_pase.data.random_chunks import RandomChunkLoader  # noqa: E402
+from samplernn_pase.experiment.config import fill_defaults, load_schema  # noqa: E402
 from samplernn_pase.models.pase import PASE, PASEConfig  # noqa: E402
 from samplernn_pase.runners.pase import ChunkTargets  # noqa: E402
 from samplernn_pase.training.prefetch import Prefetcher  # noqa: E402
@@ -43,12 +45,19 @@ def voiced_utterances(count, sample_rate, seed=0):
     return utterances
 
 
+def targets_in_step(model, data_config, wave):
+    """The old path: WORLD F0 and the other targets of every chunk, inside the step."""
+    f0 = np.stack([utterance_f0(row, data_config, model.hop)[0] for row in wave.numpy()])
+    return model.targets(wave, f0)
+
+
 def measure(config, utterances, epochs, batch_size, targets_in_loader, read_ahead):
     torch.manual_seed(0)
     model = PASE(config)
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
     chunk = int(config.chunk_seconds * config.sample_rate)
-    targets = ChunkTargets(config, utterances.__getitem__) if targets_in_loader else None
+    data_config = fill_defaults(load_schema("data"), {"sample_rate": config.sample_rate})
+    targets = ChunkTargets(config, utterances.__getitem__, data_config) if targets_in_loader else None
     steps, per_epoch = 0, []
     started = time.perf_counter()
     for epoch in range(1, epochs + 1):
@@ -59,7 +68,8 @@ def measure(config, utterances, epochs, batch_size, targets_in_loader, read_ahea
         batches = Prefetcher(loader, 2) if read_ahead else loader
         for batch in batches:
             optimizer.zero_grad()
-            losses = model(batch["chunk"], batch.get("targets"))
+            losses = model(batch["chunk"], batch["targets"] if targets else targets_in_step(model, data_config,
+                                                                                            batch["chunk"]))
             losses["total"].backward()
             optimizer.step()
             steps += 1

@@ -10,6 +10,7 @@ import pytest
 import pyworld
 import torch
 
+from samplernn_pase.audio.world import world_f0
 from samplernn_pase.models.pase import PASE, PASEConfig, cosine_similarity, embed, speaker_seed, speaker_similarity
 from samplernn_pase.models.pase_targets import compute_targets
 
@@ -24,6 +25,12 @@ def tiny_config(**overrides):
         embedding_dim=16, worker_hidden=32,
     )
     return PASEConfig(**{**cfg, **overrides})
+
+
+def f0_of(rows) -> np.ndarray:
+    """(B, frames) WORLD F0 of each row on the 10 ms grid, with the data config's default
+    settings (dio, 50-600 Hz): what the PASE runner gives with the chunks."""
+    return np.stack([world_f0(row, SR, HOP, 50.0, 600.0, "dio")[0] for row in np.atleast_2d(rows)])
 
 
 def synthetic_speech(seconds, f0_mean=140.0, seed=0):
@@ -141,13 +148,16 @@ def test_mfcc_equals_librosa(speech):
 def test_prosody_equals_pyworld_and_librosa(speech):
     y, true_f0, true_voiced = speech
     frames = len(y) // HOP
-    prosody = compute_targets(torch.from_numpy(y), SR, frames, workers=("prosody",))["prosody"][0].double().numpy()
-    assert prosody.shape == (4, frames)
-    log_f0, voicing, zcr, energy = prosody
+    given = f0_of(y)
+    prosody = compute_targets(torch.from_numpy(y), SR, frames, workers=("prosody",), f0=given)["prosody"]
+    log_f0, voicing, zcr, energy = prosody[0].double().numpy()
+    assert prosody.shape == (1, 4, frames)
 
     x = y.astype(np.float64)
-    f0, times = pyworld.dio(x, SR, f0_floor=60.0, f0_ceil=600.0, frame_period=10.0)
-    f0 = pyworld.stonemask(x, f0, times, SR)[:frames]
+    f0, times = pyworld.dio(x, SR, f0_floor=50.0, f0_ceil=600.0, frame_period=10.0)
+    f0 = pyworld.stonemask(x, f0, times, SR)
+    np.testing.assert_array_equal(given[0], f0)  # the project's F0 is WORLD's
+    f0 = f0[:frames]
     voiced = f0 > 0
     np.testing.assert_array_equal(voicing, voiced.astype(float))
     np.testing.assert_allclose(log_f0[voiced], np.log(f0[voiced]), atol=1e-5)
@@ -166,14 +176,17 @@ def test_prosody_equals_pyworld_and_librosa(speech):
     assert voicing[clearly_voiced].mean() > 0.9
     assert np.median(np.abs(np.exp(log_f0[clearly_voiced]) / true_f0[centre][clearly_voiced] - 1)) < 0.03
     assert voicing[~true_voiced[centre]].mean() < 0.3
+    with pytest.raises(ValueError, match="F0"):
+        compute_targets(torch.from_numpy(y), SR, frames, workers=("prosody",))
 
 
 def test_targets_of_a_batch_are_those_of_each_chunk(speech):
     y = speech[0]
     batch = torch.from_numpy(np.stack([y[:8000], 0.1 * y[8000:16000]]))
-    together = compute_targets(batch, SR, 50)
+    f0 = f0_of(batch.numpy())
+    together = compute_targets(batch, SR, 50, f0=f0)
     for b in range(2):
-        alone = compute_targets(batch[b], SR, 50)
+        alone = compute_targets(batch[b], SR, 50, f0=f0[b:b + 1])
         for name in ("lps", "mfcc", "prosody"):
             assert together[name].shape[1:] == alone[name].shape[1:]
             torch.testing.assert_close(together[name][b], alone[name][0], rtol=1e-4, atol=1e-4)
@@ -189,7 +202,7 @@ def test_total_loss_falls_on_speech_like_audio():
     low, high = synthetic_speech(1.5, f0_mean=120.0, seed=2)[0], synthetic_speech(1.5, f0_mean=220.0, seed=3)[0]
     audio = np.concatenate([low, high])
     wave = torch.from_numpy(audio[: 6 * chunk].reshape(6, chunk))
-    targets = model.targets(wave)
+    targets = model.targets(wave, f0_of(wave.numpy()))
     assert set(targets) == {"lps", "mfcc", "prosody"}
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     history = []

@@ -1,11 +1,18 @@
-"""Log-mel spectrograms and Griffin-Lim, in torch.
+"""The project's one STFT, log-mel spectrogram and Griffin-Lim, in torch.
 
 The HiFi-GAN convention (most TTS code uses it, so mels are comparable with
 published vocoders): reflect padding of (n_fft - hop_length) / 2 on each side,
 `torch.stft` without centering, magnitude, `librosa.filters.mel`, natural log
 clamped at 1e-5. A signal of N samples gives N // hop_length frames.
 The filterbank and window are cached per (parameters, device).
+
+`stft` serves every spectrogram of the package: the mels (here), the display
+spectrograms (audio/plots.py) and PASE's LPS and MFCC targets
+(models/pase_targets.py, librosa's centred frames); `MelAnalysis` is the one
+definition of the mel settings that the mel families' configs share.
 """
+
+from dataclasses import dataclass
 
 import torch
 
@@ -26,11 +33,49 @@ def mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: floa
     return _MEL_BASES[key]
 
 
+@dataclass
+class MelAnalysis:
+    """The settings of `mel_spectrogram` but the sample rate, named as in the `model` section of
+    the mel families (MelNet, VQ-VAE): their configs and the settings stored with precomputed
+    mels (data/mel_crops.py) extend it, so the fields and defaults are written once."""
+
+    n_mels: int = 80
+    n_fft: int = 1024
+    hop_length: int = 256
+    win_length: int = 1024
+    fmin: float = 0.0
+    fmax: float | None = None  # None: sample_rate / 2
+
+
 def hann_window(win_length: int, device: torch.device) -> torch.Tensor:
+    """Periodic Hann window (torch's and librosa's default), cached per device."""
     key = (win_length, str(device))
     if key not in _WINDOWS:
         _WINDOWS[key] = torch.hann_window(win_length, device=device)
     return _WINDOWS[key]
+
+
+def stft(audio: torch.Tensor, n_fft: int, hop_length: int, win_length: int, padding: int,
+         pad_mode: str = "reflect") -> torch.Tensor:
+    """Complex STFT (batch, n_fft // 2 + 1, frames) of audio (batch, samples), Hann window.
+
+    `padding` samples are added at each end (by `pad_mode`: "reflect" or
+    "constant") before framing, which decides where frame t sits:
+    (n_fft - hop_length) // 2 is the HiFi-GAN convention of the mels (N // hop
+    frames), n_fft // 2 centres frame t on sample t * hop_length (librosa's
+    and torch's center=True; 1 + N // hop frames).
+    """
+    audio = torch.nn.functional.pad(audio.unsqueeze(1), (padding, padding), mode=pad_mode).squeeze(1)
+    return torch.stft(audio, n_fft, hop_length=hop_length, win_length=win_length,
+                      window=hann_window(win_length, audio.device), center=False,
+                      normalized=False, onesided=True, return_complex=True)
+
+
+def magnitude_spectrogram(audio: torch.Tensor, n_fft: int, hop_length: int, win_length: int) -> torch.Tensor:
+    """|STFT| (batch, n_fft // 2 + 1, N // hop_length) in the HiFi-GAN convention, what the mels
+    are made of (a 1e-9 floor inside the square root keeps its gradient finite at zero)."""
+    spectrum = stft(audio, n_fft, hop_length, win_length, (n_fft - hop_length) // 2)
+    return torch.sqrt(spectrum.real.pow(2) + spectrum.imag.pow(2) + 1e-9)
 
 
 def mel_spectrogram(audio: torch.Tensor, sample_rate: int, n_fft: int, hop_length: int, win_length: int,
@@ -38,12 +83,7 @@ def mel_spectrogram(audio: torch.Tensor, sample_rate: int, n_fft: int, hop_lengt
     """Log-mel spectrogram (..., n_mels, frames) of audio (..., samples) in [-1, 1]."""
     shape = audio.shape
     audio = audio.reshape(-1, shape[-1]).float()
-    padding = (n_fft - hop_length) // 2
-    audio = torch.nn.functional.pad(audio.unsqueeze(1), (padding, padding), mode="reflect").squeeze(1)
-    spectrum = torch.stft(audio, n_fft, hop_length=hop_length, win_length=win_length,
-                          window=hann_window(win_length, audio.device), center=False,
-                          normalized=False, onesided=True, return_complex=True)
-    magnitude = torch.sqrt(spectrum.real.pow(2) + spectrum.imag.pow(2) + 1e-9)
+    magnitude = magnitude_spectrogram(audio, n_fft, hop_length, win_length)
     mel = torch.matmul(mel_basis(sample_rate, n_fft, n_mels, fmin, fmax, audio.device), magnitude)
     log_mel = torch.log(torch.clamp(mel, min=1e-5))
     return log_mel.reshape(*shape[:-1], n_mels, log_mel.shape[-1])
@@ -86,8 +126,7 @@ def griffin_lim(log_mel: torch.Tensor, sample_rate: int, n_fft: int, hop_length:
 
     for _ in range(num_iterations):
         audio = to_audio(magnitude * phase)
-        rebuilt = torch.stft(audio, n_fft, hop_length=hop_length, win_length=win_length, window=window,
-                             center=True, return_complex=True)[..., :frames]
+        rebuilt = stft(audio, n_fft, hop_length, win_length, n_fft // 2)[..., :frames]
         accelerated = rebuilt - (momentum / (1 + momentum)) * previous
         phase = accelerated / accelerated.abs().clamp(min=1e-8)
         previous = rebuilt

@@ -12,15 +12,17 @@ from ..experiment.folder import atomic_write_bytes  # noqa: E402
 
 
 def log_spectrogram(audio: np.ndarray, n_fft: int = 512, hop: int = 128) -> np.ndarray:
-    """Log-magnitude STFT (frequency x frames) in dB, for display only."""
+    """Log-magnitude STFT (frequency x frames) in dB of the mels' own STFT (audio/mel.py:
+    frame t covers samples t * hop onwards, len(audio) // hop frames), for display."""
+    import torch
+
+    from .mel import magnitude_spectrogram
+
     audio = np.asarray(audio, dtype=np.float32)
-    if len(audio) < n_fft:
-        audio = np.pad(audio, (0, n_fft - len(audio)))
-    window = np.hanning(n_fft).astype(np.float32)
-    frames = 1 + (len(audio) - n_fft) // hop
-    index = np.arange(n_fft)[None, :] + hop * np.arange(frames)[:, None]
-    spectrum = np.abs(np.fft.rfft(audio[index] * window, axis=1)).T
-    return 20 * np.log10(np.maximum(spectrum, 1e-5))
+    if len(audio) <= n_fft:  # reflect padding needs more samples than it adds
+        audio = np.pad(audio, (0, n_fft + 1 - len(audio)))
+    magnitude = magnitude_spectrogram(torch.from_numpy(audio)[None], n_fft, hop, n_fft)[0]
+    return 20 * np.log10(np.maximum(magnitude.numpy(), 1e-5))
 
 
 def figure_to_png(figure) -> bytes:

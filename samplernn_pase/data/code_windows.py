@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..files import read_arrays
 
 CODES_FILE = "codes.npz"
 
@@ -34,17 +34,14 @@ class CodeGrids:
     """
 
     def __init__(self, path: Path):
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"{path}: code grids not found (written by `init` of a gpt_prior "
-                            "experiment; run `init` again)")
-        with np.load(path, allow_pickle=False) as arrays:
-            self.codes = arrays["codes"]
-            offsets = arrays["offsets"]
-            self.ids = [str(i) for i in arrays["ids"]]
-            self.codebook_size = int(arrays["codebook_size"])
-            self.vqvae_experiment = str(arrays["vqvae_experiment"])
-            self.vqvae_epoch = int(arrays["vqvae_epoch"])
+        arrays = read_arrays(path, "code grids not found (written by `init` of a gpt_prior "
+                                   "experiment; run `init` again)")
+        self.codes = arrays["codes"]
+        offsets = arrays["offsets"]
+        self.ids = [str(i) for i in arrays["ids"]]
+        self.codebook_size = int(arrays["codebook_size"])
+        self.vqvae_experiment = str(arrays["vqvae_experiment"])
+        self.vqvae_epoch = int(arrays["vqvae_epoch"])
         self.column_height = self.codes.shape[0]
         self._spans = {i: (int(offsets[k]), int(offsets[k + 1])) for k, i in enumerate(self.ids)}
         self.position_of = {i: k for k, i in enumerate(self.ids)}

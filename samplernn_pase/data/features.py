@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio.io import AudioReadError, read_audio
+from ..audio.world import interpolated_log_f0, world_f0
 from . import hts_labels
 
 FEATURE_VERSION = 2  # bump when the extraction changes, so caches are recomputed
@@ -69,23 +70,14 @@ def feature_params(data_config: dict) -> dict:
     }
 
 
-def world_f0(signal: np.ndarray, params: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(f0 in Hz, 0 where unvoiced; frame times in s) at one frame per hop_length samples.
-
-    The project's one F0 analysis: the features and the metrics (F0 RMSE, V/UV,
-    the envelope behind MCD) all call it, with the estimator and F0 range of
-    `params` (feature_params of data.json).
-    """
-    import pyworld
-
-    signal = np.ascontiguousarray(signal, dtype=np.float64)
-    sample_rate = params["sample_rate"]
-    frame_period = 1000.0 * params["hop_length"] / sample_rate
-    if params["f0_method"] == "harvest":
-        return pyworld.harvest(signal, sample_rate, params["f0_floor"], params["f0_ceil"], frame_period)
-    f0, times = pyworld.dio(signal, sample_rate, params["f0_floor"], params["f0_ceil"],
-                            frame_period=frame_period)
-    return pyworld.stonemask(signal, f0, times, sample_rate), times
+def utterance_f0(signal: np.ndarray, params: dict, hop_length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """audio/world.py's F0 (in Hz, 0 where unvoiced; frame times in s), with the estimator and
+    F0 range of `params` (feature_params of data.json, or the data config: the same keys), so
+    that the features, the metrics (F0 RMSE, V/UV, the envelope behind MCD) and PASE's
+    prosody target see the same F0. A frame every params["hop_length"] samples, or
+    `hop_length` for another frame grid (PASE's 10 ms)."""
+    return world_f0(signal, params["sample_rate"], hop_length or params["hop_length"], float(params["f0_floor"]),
+                    float(params["f0_ceil"]), params["f0_method"])
 
 
 def spectral_envelope(signal: np.ndarray, f0: np.ndarray, times: np.ndarray, params: dict) -> np.ndarray:
@@ -103,7 +95,7 @@ def acoustic_features(audio: np.ndarray, params: dict) -> np.ndarray:
     sample_rate, hop_length = params["sample_rate"], params["hop_length"]
     num_frames = len(audio) // hop_length
     signal = audio.astype(np.float64)
-    f0, times = world_f0(signal, params)
+    f0, times = utterance_f0(signal, params)
     envelope = spectral_envelope(signal, f0, times, params)
     aperiodicity = pyworld.d4c(signal, f0, times, sample_rate)
 
@@ -115,8 +107,7 @@ def acoustic_features(audio: np.ndarray, params: dict) -> np.ndarray:
     voiced = f0 > 0
     if not voiced.any():
         raise BadInput("no_voiced_frames", "WORLD found no voiced frame")
-    frames = np.arange(len(f0))
-    lf0 = np.interp(frames, frames[voiced], np.log(f0[voiced]))
+    lf0 = interpolated_log_f0(f0)
 
     features = np.concatenate([lf0[:, None], voiced[:, None].astype(np.float64), mcep, bap[:, None]], axis=1)
     if len(features) < num_frames:  # WORLD gives N // hop + 1 frames; pad defensively

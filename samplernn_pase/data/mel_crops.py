@@ -19,31 +19,26 @@ offsets drawn per epoch by data/random_chunks.py, whose position is resumable
 (`state_dict`), like every loader of the project.
 """
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..audio.mel import griffin_lim, mel_spectrogram
+from ..audio.mel import MelAnalysis, griffin_lim, mel_spectrogram
 from ..errors import UserError
+from ..files import read_arrays
 from .random_chunks import RandomChunkLoader
 from .store import UtteranceStore
 
 MELS_FILE = "mels.npz"
 
 
-@dataclass(frozen=True)
-class MelSettings:
-    """The analysis behind the spectrograms (names as in the MelNet/VQ-VAE model config)."""
+@dataclass
+class MelSettings(MelAnalysis):
+    """The analysis behind the spectrograms: the model config's mel fields at the corpus's rate."""
 
-    sample_rate: int
-    n_mels: int = 80
-    n_fft: int = 1024
-    hop_length: int = 256
-    win_length: int = 1024
-    fmin: float = 0.0
-    fmax: float | None = None
+    sample_rate: int = field(kw_only=True)
 
     @classmethod
     def from_config(cls, model: dict, sample_rate: int) -> "MelSettings":
@@ -117,17 +112,14 @@ class MelCrops:
     """The `mels.npz` of an experiment: scaled spectrograms by utterance id, crops, audio."""
 
     def __init__(self, path: Path):
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"{path}: log-mel spectrograms not found (written by `init` of a mel "
-                            "model; run `init` again)")
-        with np.load(path, allow_pickle=False) as arrays:
-            self.settings = MelSettings.from_arrays(arrays)
-            self.scale_min = float(arrays["scale_min"])
-            self.scale_max = float(arrays["scale_max"])
-            offsets = arrays["offsets"]
-            self._mels = arrays["mels"]
-            ids = [str(i) for i in arrays["ids"]]
+        arrays = read_arrays(path, "log-mel spectrograms not found (written by `init` of a mel "
+                                   "model; run `init` again)")
+        self.settings = MelSettings.from_arrays(arrays)
+        self.scale_min = float(arrays["scale_min"])
+        self.scale_max = float(arrays["scale_max"])
+        offsets = arrays["offsets"]
+        self._mels = arrays["mels"]
+        ids = [str(i) for i in arrays["ids"]]
         self._spans = {i: (int(offsets[k]), int(offsets[k + 1])) for k, i in enumerate(ids)}
 
     @classmethod

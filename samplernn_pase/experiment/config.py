@@ -24,14 +24,19 @@ def model_types() -> list[str]:
     return sorted(p.stem[len("model_"):] for p in SCHEMA_DIR.glob("model_*.json"))
 
 
-def load_schema(name: str, schema_dir: Path = SCHEMA_DIR) -> dict:
-    path = Path(schema_dir) / f"{name}.json"
-    if not path.exists():
-        raise UserError(f"{path}: schema not found")
+def read_json(path: Path, what: str) -> dict:
+    """The JSON in `path`, or a one-line UserError saying that the `what` is missing or not JSON."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: {what} not found")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise UserError(f"{path}: invalid JSON ({error.msg} at line {error.lineno})") from None
+
+
+def load_schema(name: str, schema_dir: Path = SCHEMA_DIR) -> dict:
+    return read_json(Path(schema_dir) / f"{name}.json", "schema")
 
 
 def fill_defaults(schema: dict, instance: dict) -> dict:
@@ -94,13 +99,7 @@ def check_consistency(config: dict, source: str) -> None:
 
 
 def read_config_file(path: Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: config file not found")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path}: invalid JSON ({error.msg} at line {error.lineno})") from None
+    return read_json(path, "config file")
 
 
 def describe_schema(schema: dict, prefix: str = "") -> list[tuple[str, str, str]]:

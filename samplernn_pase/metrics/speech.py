@@ -1,7 +1,7 @@
 """MCD, F0 RMSE and V/UV error of generated speech against a time-aligned reference.
 
 Both signals go through the features' own WORLD analysis (data/features.py:
-`world_f0`, `spectral_envelope`, `mel_cepstrum`) with the experiment's feature
+`utterance_f0`, `spectral_envelope`, `mel_cepstrum`) with the experiment's feature
 parameters (`feature_params` of data.json): the same F0 estimator and range,
 all-pass constant, mel-cepstrum order and frame period as the conditioning
 features, so a metric and a feature never disagree about what F0 or c_n is.
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data.features import mel_cepstrum, spectral_envelope, world_f0
+from ..data.features import mel_cepstrum, spectral_envelope, utterance_f0
 
 
 @dataclass
@@ -27,7 +27,7 @@ class Analysis:
 
 def analyse(audio: np.ndarray, params: dict) -> Analysis:
     signal = np.ascontiguousarray(audio, dtype=np.float64)
-    f0, times = world_f0(signal, params)
+    f0, times = utterance_f0(signal, params)
     envelope = spectral_envelope(signal, f0, times, params)
     return Analysis(f0, mel_cepstrum(envelope, params["mcep_order"], params["mcep_alpha"]))
 

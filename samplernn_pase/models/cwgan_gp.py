@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import checked
+
 
 @dataclass
 class CWGANGPConfig:
@@ -174,10 +176,7 @@ class CWGANGP(nn.Module):
 
     def __init__(self, config: CWGANGPConfig):
         super().__init__()
-        problem = config.check()
-        if problem:
-            raise ValueError(problem)
-        self.config = config
+        self.config = checked(config)
         channels = config.strip_channels if config.generator == "strips" else config.generator_channels
         self.generator = MelGenerator(config, config.groups, channels)
         self.critic = MelCritic(config)

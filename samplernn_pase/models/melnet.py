@@ -59,6 +59,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..audio.mel import MelAnalysis
+
 TIME, FREQ = -2, -1  # axes of a (..., T, F) spectrogram
 LOG_STD_MIN = -7.0  # floor of the GMM log standard deviations (std >= 9e-4)
 LOG_STD_MAX = 3.0   # ceiling (std <= 20): an untrained head must not blow up sampling
@@ -69,15 +71,10 @@ HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 @dataclass
-class MelNetConfig:
-    """The `model` section of a MelNet config (schema/model_melnet.json)."""
+class MelNetConfig(MelAnalysis):
+    """The `model` section of a MelNet config (schema/model_melnet.json); the mel analysis
+    fields (n_mels, n_fft, hop_length, ...) come from MelAnalysis."""
 
-    n_mels: int = 80
-    n_fft: int = 1024
-    hop_length: int = 256
-    win_length: int = 1024
-    fmin: float = 0.0
-    fmax: float | None = None  # None: sample_rate / 2
     tiers: int = 4
     layers: list[int] = field(default_factory=lambda: [4, 2, 2, 2])  # delayed layers per tier, tier 1 first
     hidden_size: int = 64

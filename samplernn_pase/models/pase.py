@@ -55,8 +55,7 @@ class PASEConfig:
     win_length: int = 400
     n_mels: int = 40
     n_mfcc: int = 20
-    f0_floor: float = 60.0
-    f0_ceil: float = 600.0
+    # The prosody target's F0 is the corpus's (data.f0_method, f0_floor, f0_ceil), given with the chunks.
 
     def __post_init__(self):
         self.conv_channels = tuple(self.conv_channels)
@@ -98,7 +97,7 @@ class PASEConfig:
 def worker_targets(cfg: PASEConfig, wave, f0=None) -> dict:
     """The regression workers' targets of chunks (B, N) on the encoder's frame grid (10 ms).
 
-    f0: (B, >= N // hop) WORLD F0 of the chunks computed beforehand, or None.
+    f0: (B, >= N // hop) WORLD F0 of the chunks (audio/world.py), needed by the prosody worker.
     """
     wanted = tuple(name for name in REGRESSION_TARGETS if cfg.worker_weights.get(name, 0) > 0)
     if not wanted:
@@ -106,8 +105,7 @@ def worker_targets(cfg: PASEConfig, wave, f0=None) -> dict:
     hop = math.prod(cfg.conv_strides)
     return compute_targets(
         wave, cfg.sample_rate, wave.shape[-1] // hop, hop_length=hop, n_fft=cfg.n_fft,
-        win_length=cfg.win_length, n_mels=cfg.n_mels, n_mfcc=cfg.n_mfcc, f0_floor=cfg.f0_floor,
-        f0_ceil=cfg.f0_ceil, workers=wanted, f0=f0,
+        win_length=cfg.win_length, n_mels=cfg.n_mels, n_mfcc=cfg.n_mfcc, workers=wanted, f0=f0,
     )
 
 
@@ -270,8 +268,9 @@ class PASE(nn.Module):
     def forward(self, wave, targets=None):
         """Training step: chunks (B, N) -> per-worker losses (unweighted) and their weighted `total`.
 
-        targets: this chunk's `targets(wave)`. Training computes them in the data
-        pipeline (runners/pase.py, ChunkTargets); computed here when not given.
+        targets: this chunk's `targets(wave, f0)`. Training computes them in the data
+        pipeline (runners/pase.py, ChunkTargets); computed here when not given, which
+        needs no F0 only when the prosody worker is off.
         """
         frames = self.encoder(wave)  # (B, D, T)
         num_frames = frames.shape[-1]

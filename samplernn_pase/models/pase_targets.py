@@ -12,32 +12,31 @@ Every target is chosen to equal a standard computation that a reader can check:
   mfcc     librosa.feature.mfcc with the same STFT, Slaney mel filterbank,
            power_to_db(top_db=80) per chunk, orthonormal DCT-II
   prosody  4 channels per frame:
-             0 log-F0, pyworld dio + stonemask, linearly interpolated across
-               unvoiced frames (np.interp: ends held), 0 where nothing is voiced
-             1 voicing, 1.0 where pyworld found F0 > 0
+             0 log-F0 of the given F0, linearly interpolated across unvoiced
+               frames (np.interp: ends held), 0 where nothing is voiced
+             1 voicing, 1.0 where the F0 is > 0
              2 zero-crossing rate, librosa.feature.zero_crossing_rate
              3 log energy, log(librosa.feature.rms ** 2 + 1e-10)
 
-LPS and MFCC are computed in torch (on the chunk's device); F0 needs pyworld,
-so prosody runs in numpy on the CPU and is moved back.
+LPS and MFCC are computed in torch (on the chunk's device) with the project's
+STFT and mel filterbank (audio/mel.py). The F0 is an input: the project's one
+WORLD F0 analysis (audio/world.py) with the corpus's F0 settings (data config:
+f0_method, f0_floor, f0_ceil), computed once per utterance on the encoder's
+frame grid by the data side (runners/pase.py, `ChunkTargets`), as for the
+features and the metrics. Prosody runs in numpy on the CPU and is moved back.
 """
 
 from functools import lru_cache
 
-import librosa
 import numpy as np
-import pyworld
 import torch
+
+from ..audio.mel import mel_basis, stft
+from ..audio.world import interpolated_log_f0
 
 LOG_EPS = 1e-10  # floor inside every log, as librosa's amin
 TOP_DB = 80.0  # librosa.power_to_db default dynamic range
 PROSODY_CHANNELS = ("log_f0", "voicing", "zcr", "log_energy")
-
-
-@lru_cache(maxsize=None)
-def _mel_basis(sample_rate, n_fft, n_mels, device):
-    mel = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)  # Slaney scale + norm
-    return torch.from_numpy(mel).float().to(device)
 
 
 @lru_cache(maxsize=None)
@@ -50,17 +49,10 @@ def _dct_matrix(n_mels, n_mfcc, device):
     return basis.float().to(device)
 
 
-@lru_cache(maxsize=None)
-def _hann(win_length, device):
-    return torch.hann_window(win_length, periodic=True).to(device)
-
-
 def power_spectrogram(wave, n_fft, hop_length, win_length):
-    """|STFT|^2 of (B, N) -> (B, n_fft // 2 + 1, 1 + N // hop_length)."""
-    spec = torch.stft(
-        wave.float(), n_fft, hop_length, win_length, window=_hann(win_length, str(wave.device)),
-        center=True, pad_mode="constant", return_complex=True,
-    )
+    """|STFT|^2 of (B, N) -> (B, n_fft // 2 + 1, 1 + N // hop_length), frames centred on
+    t * hop_length with zero padding (librosa's center=True, pad_mode="constant")."""
+    spec = stft(wave.float(), n_fft, hop_length, win_length, n_fft // 2, pad_mode="constant")
     return spec.real**2 + spec.imag**2
 
 
@@ -70,7 +62,7 @@ def log_power_spectrum(power):
 
 def mfcc(power, sample_rate, n_fft, n_mels, n_mfcc):
     """librosa.feature.mfcc from a power spectrogram (B, F, T) -> (B, n_mfcc, T)."""
-    mel = _mel_basis(sample_rate, n_fft, n_mels, str(power.device)) @ power
+    mel = mel_basis(sample_rate, n_fft, n_mels, 0.0, None, power.device) @ power
     db = 10.0 * torch.log10(mel.clamp_min(LOG_EPS))
     db = torch.maximum(db, db.amax(dim=(1, 2), keepdim=True) - TOP_DB)  # top_db per chunk
     return _dct_matrix(n_mels, n_mfcc, str(power.device)) @ db
@@ -98,38 +90,19 @@ def log_energy(wave, frame_length, hop_length):
     return np.log(np.mean(frames**2, axis=-1) + LOG_EPS)
 
 
-def world_f0(wave, sample_rate, hop_length, f0_floor, f0_ceil):
-    """pyworld dio + stonemask of one utterance, a frame every hop_length samples."""
-    x = np.ascontiguousarray(wave, dtype=np.float64)
-    period_ms = 1000.0 * hop_length / sample_rate
-    f0, times = pyworld.dio(x, sample_rate, f0_floor=f0_floor, f0_ceil=f0_ceil, frame_period=period_ms)
-    return pyworld.stonemask(x, f0, times, sample_rate)
-
-
-def interpolated_log_f0(f0):
-    """log F0 with unvoiced frames filled by linear interpolation (ends held); zeros if unvoiced."""
-    voiced = f0 > 0
-    if not voiced.any():
-        return np.zeros_like(f0)
-    t = np.arange(len(f0))
-    return np.interp(t, t[voiced], np.log(f0[voiced]))
-
-
-def prosody(wave, sample_rate, hop_length, win_length, f0_floor, f0_ceil, f0=None):
+def prosody(wave, hop_length, win_length, f0):
     """(B, N) numpy -> (B, 4, 1 + N // hop): log-F0, voicing, ZCR, log energy.
 
-    f0: (B, frames) WORLD F0 of the rows computed beforehand (e.g. once per
-    utterance, see `world_f0`); None computes it here from each row.
+    f0: (B, frames) WORLD F0 (Hz, 0 where unvoiced) of the rows, a frame every
+    hop_length samples (audio/world.py `world_f0`).
     """
     zcr = zero_crossing_rate(wave, win_length, hop_length)
     energy = log_energy(wave, win_length, hop_length)
     out = np.zeros((wave.shape[0], 4, zcr.shape[1]), dtype=np.float32)
-    given = f0
     for b in range(wave.shape[0]):
-        f0 = world_f0(wave[b], sample_rate, hop_length, f0_floor, f0_ceil) if given is None else given[b]
-        n = min(len(f0), zcr.shape[1])
-        out[b, 0, :n] = interpolated_log_f0(f0)[:n]
-        out[b, 1, :n] = f0[:n] > 0
+        n = min(len(f0[b]), zcr.shape[1])
+        out[b, 0, :n] = interpolated_log_f0(f0[b])[:n]
+        out[b, 1, :n] = f0[b][:n] > 0
     out[:, 2] = zcr
     out[:, 3] = energy
     return out
@@ -145,8 +118,6 @@ def compute_targets(
     win_length=400,
     n_mels=40,
     n_mfcc=20,
-    f0_floor=60.0,
-    f0_ceil=600.0,
     workers=("lps", "mfcc", "prosody"),
     f0=None,
 ):
@@ -154,8 +125,8 @@ def compute_targets(
 
     hop_length defaults to 10 ms; pass the encoder's hop and frames = N // hop
     to line the targets up with the encoder frames. Only the named workers'
-    targets are computed: prosody is the slow one (pyworld), unless `f0`
-    (B, >= frames) gives the rows' WORLD F0, computed beforehand.
+    targets are computed; prosody needs `f0`, (B, >= frames) WORLD F0 of the
+    rows on the same frame grid.
     """
     wave = torch.as_tensor(wave)
     if wave.dim() == 1:
@@ -174,7 +145,8 @@ def compute_targets(
         if "mfcc" in workers:
             out["mfcc"] = mfcc(power, sample_rate, n_fft, n_mels, n_mfcc)
     if "prosody" in workers:
-        values = prosody(wave.detach().cpu().double().numpy(), sample_rate, hop_length, win_length, f0_floor, f0_ceil,
-                         f0=None if f0 is None else np.asarray(f0)[:, :frames])
+        if f0 is None:
+            raise ValueError("the prosody target needs the rows' F0 (audio/world.py world_f0)")
+        values = prosody(wave.detach().cpu().double().numpy(), hop_length, win_length, np.asarray(f0)[:, :frames])
         out["prosody"] = torch.from_numpy(values[..., :frames]).to(wave.device)
     return out

@@ -20,16 +20,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch import distributed as torch_dist
 
+from ..audio.mel import MelAnalysis
+from . import checked
+
 
 @dataclass
-class VQVAEConfig:
-    # Mel analysis (data/mel_crops.py computes the spectrograms at init with these).
-    n_mels: int = 80
-    n_fft: int = 1024
-    hop_length: int = 256
-    win_length: int = 1024
-    fmin: float = 0.0
-    fmax: float | None = None
+class VQVAEConfig(MelAnalysis):
+    """The `model` section of a VQ-VAE config (schema/model_vqvae.json); the mel analysis
+    fields come from MelAnalysis (data/mel_crops.py computes the spectrograms at init)."""
+
     crop_frames: int = 848
     # Encoder / decoder.
     channels: int = 128
@@ -348,10 +347,7 @@ class MelVQVAE(nn.Module):
 
     def __init__(self, config: VQVAEConfig):
         super().__init__()
-        problem = config.check()
-        if problem:
-            raise ValueError(problem)
-        self.config = config
+        self.config = checked(config)
         self.encoder = Encoder(config)
         self.quantizer = VectorQuantizer(config.codebook_size, config.codebook_dim, config.commitment_weight,
                                          config.codebook_update, config.ema_decay, config.dead_code_steps,

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..audio.plots import png_to_array, save_images
+from ..data.features import utterance_f0
 from ..data.random_chunks import RandomChunkLoader
 from ..data.stateful_loader import pad_frames
 from ..data.store import UtteranceStore
@@ -23,7 +24,6 @@ from ..errors import UserError
 from ..experiment.folder import atomic_write_json
 from ..metrics.speaker import cosine_similarity, speaker_identification
 from ..models.pase import PASE, PASEConfig, embed, speaker_seed, worker_targets
-from ..models.pase_targets import world_f0
 from .base import Runner, load_named_experiment
 
 
@@ -31,20 +31,20 @@ class ChunkTargets:
     """The workers' targets of a batch of random chunks, computed in the data pipeline.
 
     WORLD F0, the slow part, is computed once per utterance on the encoder's
-    frame grid and sliced for every chunk (chunk offsets are whole frames);
-    the other targets come from the chunk itself (models/pase_targets.py).
+    frame grid, with the corpus's F0 settings (`data_config`: the features' and
+    the metrics' F0 analysis), and sliced for every chunk (chunk offsets are
+    whole frames); the other targets come from the chunk itself
+    (models/pase_targets.py).
     """
 
-    def __init__(self, config: PASEConfig, audio_of):
-        self.config, self.audio_of = config, audio_of
+    def __init__(self, config: PASEConfig, audio_of, data_config: dict):
+        self.config, self.audio_of, self.data_config = config, audio_of, data_config
         self.hop = math.prod(config.conv_strides)
         self._f0: dict[str, np.ndarray] = {}
 
     def f0(self, item) -> np.ndarray:
         if item not in self._f0:
-            c = self.config
-            self._f0[item] = world_f0(self.audio_of(item), c.sample_rate, self.hop, c.f0_floor,
-                                      c.f0_ceil)
+            self._f0[item] = utterance_f0(self.audio_of(item), self.data_config, self.hop)[0]
         return self._f0[item]
 
     def __call__(self, chunks: list, wave: torch.Tensor) -> dict:
@@ -63,7 +63,7 @@ class PASERunner(Runner):
         if self.pase_config.sample_rate != self.index["sample_rate"]:
             raise UserError(f"model.sample_rate: {self.pase_config.sample_rate} differs from the "
                             f"corpus rate data.sample_rate {self.index['sample_rate']}")
-        self.targets = ChunkTargets(self.pase_config, self.audio)
+        self.targets = ChunkTargets(self.pase_config, self.audio, self.config["data"])
         hop = self.targets.hop
         self.chunk_samples = int(self.pase_config.chunk_seconds * self.pase_config.sample_rate) // hop * hop
         return PASE(self.pase_config)
