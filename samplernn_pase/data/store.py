@@ -95,6 +95,14 @@ class UtteranceStore:
                 if (split is None or u["split"] == split)
                 and (speaker_set is None or self.speakers[u["speaker"]]["set"] == speaker_set)]
 
+    def add(self, utterance: dict) -> None:
+        """An utterance outside the corpus (`synthesize --features/--text`): its data.json
+        record, whose `features` file is read like a cache entry."""
+        if utterance["id"] in self.utterances:
+            raise UserError(f"{utterance['id']}: already an utterance of data.json")
+        self.index["utterances"].append(utterance)
+        self.utterances[utterance["id"]] = utterance
+
     def speaker_index(self, utterance_id: str) -> int:
         return self.speakers[self.utterances[utterance_id]["speaker"]]["index"]
 
