@@ -302,11 +302,12 @@ def write_utterance(espeak: _Espeak, text: str, speaker: str, sample_rate: int, 
     # Event samples are at eSpeak's rate: rescale them onto the resampled signal.
     scale = sample_rate / espeak.sample_rate
     events = [(k, p, n, min(round(s * scale), len(waveform)), name) for k, p, n, s, name in events]
-    write_wav(stem.with_suffix(".wav"), waveform, sample_rate)
+    wav = Path(f"{stem}.wav")
+    write_wav(wav, waveform, sample_rate)
     lines = labels_from_events(events, text, len(waveform), sample_rate)
-    stem.with_suffix(".lab").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    stem.with_suffix(".txt").write_text(text + "\n", encoding="utf-8")
-    return stem.with_suffix(".wav")
+    Path(f"{stem}.lab").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    Path(f"{stem}.txt").write_text(text + "\n", encoding="utf-8")
+    return wav
 
 
 def read_text(text: str, speaker: str, sample_rate: int, stem: Path) -> Path:
