@@ -100,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     rendered.add_argument("--features", type=Path,
                           help="an .npz of features as `init` writes for each utterance (the "
                                "file data.json's `features` names under --data-path): `acoustic` "
-                               "(frames x acoustic_fields, un-normalized) and `audio` (frames x "
-                               "hop_length samples, the reference), plus the phone-level labels "
+                               "(frames x acoustic_fields, un-normalized), optionally `audio` "
+                               "(frames x hop_length samples, the reference), and the phone-level labels "
                                "phone_index, position_in_phone, phone_duration, phone_categorical, "
                                "phone_real for linguistic conditioning; needs --speaker")
     rendered.add_argument("--text",

@@ -512,6 +512,17 @@ def test_synthesize_features_file_from_a_release(workspace, trained, tmp_path):
     assert rate == 16000 and len(audio) == frames * 80
     assert np.all(np.isfinite(audio)) and np.sqrt(np.mean(audio ** 2)) > 1e-3
 
+    # Without the recording (features from elsewhere, e.g. an acoustic model): WORLD's
+    # rendering of the features is the reference.
+    without_audio = tmp_path / "without_audio.npz"
+    np.savez(without_audio, **{k: v for k, v in arrays.items() if k != "audio"})
+    result = synthesize("--features", str(without_audio))
+    assert result.returncode == 0, result.stderr[-3000:]
+    wav = Path(result.stdout.strip().splitlines()[-1].removeprefix("wav: "))
+    audio, _ = soundfile.read(wav)
+    world, _ = soundfile.read(wav.with_name(f"{wav.stem}.world.wav"))
+    assert len(audio) == len(world) == frames * 80 and not wav.with_name(f"{wav.stem}.real.wav").exists()
+
     narrow = tmp_path / "narrow.npz"
     np.savez(narrow, **{**arrays, "acoustic": arrays["acoustic"][:, :40]})
     error = one_line_error(synthesize("--features", str(narrow)))

@@ -5,8 +5,10 @@ writes for every utterance (cache.py; data.json's `features` of an utterance
 names it, relative to --data-path):
 
     acoustic            (T, A) float   WORLD features, un-normalized (A: data.json acoustic_fields)
-    audio               (T * hop,)     the recording they describe: the reference the
-                                       render is compared with (written beside it as .real.wav)
+    audio               (T * hop,)     optional: the recording they describe, the reference
+                                       the render is compared with (written beside it as
+                                       .real.wav); without it, the WORLD vocoder's rendering
+                                       of `acoustic` is the reference (.world.wav)
     and for a model conditioned on linguistic labels:
     phone_index         (T,) int       the phone of each frame
     position_in_phone   (T,) float     the frame's position in its phone, 0..1
@@ -42,11 +44,12 @@ def require_speaker(speaker: str, index: dict) -> dict:
 
 
 def utterance_record(utterance_id: str, speaker: str, path: Path, arrays: dict, index: dict) -> dict:
-    """The data.json record of a features file outside the corpus (the store reads it like
-    a cache entry; the split only orders the evaluation's speaker references)."""
+    """The data.json record of a features file outside the corpus, which the store reads like
+    a cache entry. Its split is none of the corpus's: the evaluation's references (speaker
+    centroids, the real set of the Fréchet distances) stay the corpus's recordings."""
     num_frames = len(arrays["acoustic"])
     seconds = num_frames * index["hop_length"] / index["sample_rate"]
-    return {"id": utterance_id, "speaker": speaker, "split": "test", "seconds": round(seconds, 4),
+    return {"id": utterance_id, "speaker": speaker, "split": "synthesized", "seconds": round(seconds, 4),
             "num_frames": num_frames, "features": str(Path(path).resolve()),
             "has_labels": "phone_categorical" in arrays}
 
@@ -62,12 +65,12 @@ def features_file_record(path: Path, speaker: str, index: dict, conditioning: st
     except Exception as error:
         raise UserError(f"--features {path}: not an .npz of features ({type(error).__name__}); give one "
                         "as `init` writes for an utterance (see `synthesize --help`)") from None
-    needed = ("acoustic", "audio") + (LINGUISTIC_ARRAYS if conditioning != "acoustic" else ())
+    needed = ("acoustic",) + (LINGUISTIC_ARRAYS if conditioning != "acoustic" else ())
     missing = [name for name in needed if name not in arrays]
     if missing:
         raise UserError(f"--features {path}: no {', '.join(missing)} array (a model with "
                         f"{conditioning!r} conditioning takes {', '.join(needed)})")
-    check_shapes(path, arrays, index, needed)
+    check_shapes(path, arrays, index, needed + (("audio",) if "audio" in arrays else ()))
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(path).stem)
     return utterance_record(f"{speaker}_{stem}", speaker, path, arrays, index)
 
