@@ -93,9 +93,23 @@ def build_parser() -> argparse.ArgumentParser:
                                  "is needed)")
     synthesize.add_argument("--epoch", type=int, default=None,
                             help="checkpoint of the experiment (default: the latest)")
-    synthesize.add_argument("--utterance", required=True,
-                            help="id of a test utterance whose conditioning is rendered "
-                                 "(see `info`; a release holds the config's test utterances)")
+    rendered = synthesize.add_mutually_exclusive_group(required=True)
+    rendered.add_argument("--utterance",
+                          help="id of a test utterance whose conditioning is rendered "
+                               "(see `info`; a release holds the config's test utterances)")
+    rendered.add_argument("--features", type=Path,
+                          help="an .npz of features as `init` writes for each utterance (the "
+                               "file data.json's `features` names under --data-path): `acoustic` "
+                               "(frames x acoustic_fields, un-normalized), optionally `audio` "
+                               "(frames x hop_length samples, the reference), and the phone-level labels "
+                               "phone_index, position_in_phone, phone_duration, phone_categorical, "
+                               "phone_real for linguistic conditioning; needs --speaker")
+    rendered.add_argument("--text",
+                          help="new text, read by eSpeak NG in the speaker's voice of the demo "
+                               "corpus: labels, phone durations and log-F0 from that reading, as "
+                               "`init` makes them for the corpus; needs --speaker (a demo speaker)")
+    synthesize.add_argument("--speaker", default=None,
+                            help="speaker id (see `info`) for --features and --text")
     synthesize.add_argument("--output-dir", type=Path, default=None,
                             help="default: results/epoch-N/synthesized of the experiment, or "
                                  "./synthesized for a release")
@@ -372,10 +386,11 @@ def cmd_create_release(args, experiment) -> None:
 def cmd_synthesize(args, experiment) -> None:
     import tempfile
     from .experiment.release import load_release, unpack_release
+    from .runners.rendering import file_stem
     from .training.distributed import parse_device
     setup_logging(None if args.release else experiment.log_path, args.verbose)
     device = parse_device(args.device)
-    with tempfile.TemporaryDirectory(prefix="samplernn_pase-release-") as unpacked:
+    with tempfile.TemporaryDirectory(prefix="samplernn_pase-synthesize-") as unpacked:
         if args.release is not None:
             release = load_release(args.release)
             experiment, epoch = unpack_release(release, Path(unpacked)), release["epoch"]
@@ -383,20 +398,51 @@ def cmd_synthesize(args, experiment) -> None:
         else:
             epoch = experiment.resolve_epoch(args.epoch)
             out_dir = args.output_dir or experiment.epoch_results_dir(epoch) / "synthesized"
-        ids = [u["id"] for u in experiment.data_index()["utterances"]]
-        if args.utterance not in ids:
-            raise UserError(f"--utterance {args.utterance}: not in "
-                            f"{args.release or experiment.data_index_path} (it has: "
-                            f"{' '.join(ids[:20])}{' ...' if len(ids) > 20 else ''})")
+        if args.utterance is not None:
+            new_input, utterance = None, args.utterance
+            require_utterance(args, experiment)
+        else:
+            new_input = synthesis_input(args, experiment, Path(unpacked) / "input")
+            utterance = new_input["id"]
         runner = make_runner(args, experiment, device, from_release=args.release is not None)
         load_weights(experiment, runner, epoch)
+        if new_input is not None:
+            runner.store.add(new_input)
+            # New input is rendered whole, not cut to test.max_seconds as the test renders are.
+            runner.config = {**runner.config, "test": {**runner.config["test"], "max_seconds": None}}
         log = logging.getLogger(LOGGER_NAME)
-        log.info("synthesize %s from %s epoch %d", args.utterance,
-                 args.release or experiment.name, epoch)
-        metrics = runner.test(epoch, out_dir, None, utterance_ids=[args.utterance])
-    summary = metrics_summary(f"synthesize {args.utterance}", metrics, out_dir)
+        log.info("synthesize %s from %s epoch %d", utterance, args.release or experiment.name, epoch)
+        metrics = runner.test(epoch, out_dir, None, utterance_ids=[utterance])
+    summary = metrics_summary(f"synthesize {utterance}", metrics, out_dir)
     log.info("%s", summary)
     print(summary)
+    print(f"wav: {out_dir / file_stem(utterance)}.wav")
+
+
+def require_utterance(args, experiment) -> None:
+    """`synthesize --utterance ID`: one of the utterances of data.json (or of the release)."""
+    if args.speaker is not None:
+        raise UserError("--speaker: only with --features or --text (an utterance has its speaker)")
+    ids = [u["id"] for u in experiment.data_index()["utterances"]]
+    if args.utterance not in ids:
+        raise UserError(f"--utterance {args.utterance}: not in "
+                        f"{args.release or experiment.data_index_path} (it has: "
+                        f"{' '.join(ids[:20])}{' ...' if len(ids) > 20 else ''})")
+
+
+def synthesis_input(args, experiment, folder: Path) -> dict:
+    """The data.json record of what `synthesize --features/--text` renders (data/synthesis_input.py)."""
+    from .data.synthesis_input import features_file_record, text_record
+    option = "--text" if args.text is not None else "--features"
+    if args.speaker is None:
+        raise UserError(f"{option}: give the speaker with --speaker NAME (see `info`)")
+    config, index = experiment.config(), experiment.data_index()
+    if config["model"]["type"] != "samplernn":
+        raise UserError(f"{option}: only SampleRNN renders from conditioning features; this is a "
+                        f"{config['model']['type']} experiment (use --utterance)")
+    if args.text is not None:
+        return text_record(args.text, args.speaker, index, config["data"], folder)
+    return features_file_record(args.features, args.speaker, index, config["model"]["conditioning"])
 
 
 def cmd_tensorboard(args, experiment) -> None:

@@ -440,3 +440,95 @@ def test_arctic_layout_with_full_context_labels_inits_and_trains_linguistic(tmp_
     runner = SampleRNNRunner(RunContext(experiment=Experiment(tmp_path / "experiments", "arctic"),
                                         config=lf0_config, data_path=data, device=torch.device("cpu")))
     assert runner.model.mixer.content_size == 197 and runner.model.mixer.mix.in_features == 15 + 197
+
+
+@pytest.fixture(scope="module")
+def trained(workspace) -> str:
+    """An experiment trained one epoch (no test renders), shared by the synthesize tests."""
+    config = tiny_config(max_epochs=1)
+    config["test"]["period"] = None
+    workspace.init("synthesis", config)
+    workspace.run("synthesis", "train")
+    return "synthesis"
+
+
+def synthesized(result) -> tuple[Path, np.ndarray]:
+    """The wav whose path `synthesize` printed (its spectrogram beside it), and its audio:
+    16 kHz, finite, not silence."""
+    assert result.returncode == 0, result.stderr[-3000:]
+    wav = Path(result.stdout.strip().splitlines()[-1].removeprefix("wav: "))
+    assert wav.with_suffix(".png").is_file()
+    audio, rate = soundfile.read(wav)
+    assert rate == 16000 and np.all(np.isfinite(audio)) and np.sqrt(np.mean(audio ** 2)) > 1e-3
+    return wav, audio
+
+
+def one_line_error(result) -> str:
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+def test_synthesize_text_reads_it_with_the_demo_front_end(workspace, trained, tmp_path):
+    from samplernn_pase.data.demo_corpus import read_text
+
+    index = json.loads((workspace.experiment(trained) / "data.json").read_text())
+    speaker = next(s["id"] for s in index["speakers"] if s["set"] == "modeling")
+    text = "Hello there."
+    _, audio = synthesized(workspace.run(trained, "synthesize", "--text", text, "--speaker", speaker,
+                                         "--output-dir", str(tmp_path / "out")))
+    # eSpeak NG's own reading of the text by that voice sets the duration (whole frames of it).
+    espeak, _ = soundfile.read(read_text(text, speaker.removeprefix("demo_"), 16000, tmp_path / "espeak"))
+    assert len(espeak) - 80 < len(audio) <= len(espeak)
+
+    unknown = one_line_error(workspace.run(trained, "synthesize", "--text", text, "--speaker", "nobody",
+                                           check=False))
+    assert "--speaker nobody" in unknown and all(s["id"] in unknown for s in index["speakers"])
+    nameless = one_line_error(workspace.run(trained, "synthesize", "--text", text, check=False))
+    assert "--speaker" in nameless
+    adaptation = next(s["id"] for s in index["speakers"] if s["set"] == "adaptation")
+    untrained = one_line_error(workspace.run(trained, "synthesize", "--text", text, "--speaker", adaptation,
+                                             check=False))
+    assert adaptation in untrained and "never trained" in untrained
+
+
+def test_synthesize_features_file_from_a_release(workspace, trained, tmp_path):
+    """A test utterance's features, as init cached them, cut to 30 frames: 30 x hop samples."""
+    root = workspace.experiment(trained)
+    workspace.run(trained, "create_release", "--epoch", "1")
+    release = root / "checkpoints" / "1.checkpoint.release.pt"
+    utterance = next(u for u in json.loads((root / "data.json").read_text())["utterances"]
+                     if u["split"] == "test")
+    with np.load(workspace.data_path / utterance["features"]) as entry:
+        arrays = {name: entry[name] for name in entry.files}
+    frames = 30
+    for name in ("acoustic", "phone_index", "position_in_phone"):
+        arrays[name] = arrays[name][:frames]
+    arrays["audio"] = arrays["audio"][:frames * 80]
+    features = tmp_path / "cut.npz"
+    np.savez(features, **arrays)
+    command = [sys.executable, "-m", "samplernn_pase", "synthesize", "--release", str(release),
+               "--speaker", utterance["speaker"], "--output-dir", str(tmp_path / "out")]
+
+    def synthesize(*args):
+        return subprocess.run(command + list(args), cwd=tmp_path, capture_output=True, text=True,
+                              env=workspace.env())
+
+    _, audio = synthesized(synthesize("--features", str(features)))
+    assert len(audio) == frames * 80
+
+    # Without the recording (features from elsewhere, e.g. an acoustic model): WORLD's
+    # rendering of the features is the reference.
+    without_audio = tmp_path / "without_audio.npz"
+    np.savez(without_audio, **{k: v for k, v in arrays.items() if k != "audio"})
+    wav, audio = synthesized(synthesize("--features", str(without_audio)))
+    world, _ = soundfile.read(wav.with_name(f"{wav.stem}.world.wav"))
+    assert len(audio) == len(world) == frames * 80 and not wav.with_name(f"{wav.stem}.real.wav").exists()
+
+    narrow = tmp_path / "narrow.npz"
+    np.savez(narrow, **{**arrays, "acoustic": arrays["acoustic"][:, :40]})
+    error = one_line_error(synthesize("--features", str(narrow)))
+    assert str(narrow) in error and "acoustic" in error and "43" in error
+    error = one_line_error(synthesize("--features", str(features), "--speaker", "nobody"))
+    assert "--speaker nobody" in error and utterance["speaker"] in error

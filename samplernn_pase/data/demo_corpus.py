@@ -293,6 +293,34 @@ def labels_from_events(events: list[tuple], text: str, num_samples: int, sample_
     return lines
 
 
+def write_utterance(espeak: _Espeak, text: str, speaker: str, sample_rate: int, stem: Path) -> Path:
+    """`text` read by a demo speaker (an id of SPEAKERS) into <stem>.wav (at sample_rate),
+    <stem>.lab (HTS labels from the phoneme events) and <stem>.txt; returns the wav's path."""
+    _, _, variant, pitch, pitch_range, rate = next(row for row in SPEAKERS if row[0] == speaker)
+    audio, events = espeak.synthesize(text, f"en-us+{variant}", pitch, pitch_range, rate)
+    waveform = resample(audio.astype(np.float32) / 32768.0, espeak.sample_rate, sample_rate)
+    # Event samples are at eSpeak's rate: rescale them onto the resampled signal.
+    scale = sample_rate / espeak.sample_rate
+    events = [(k, p, n, min(round(s * scale), len(waveform)), name) for k, p, n, s, name in events]
+    wav = Path(f"{stem}.wav")
+    write_wav(wav, waveform, sample_rate)
+    lines = labels_from_events(events, text, len(waveform), sample_rate)
+    Path(f"{stem}.lab").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    Path(f"{stem}.txt").write_text(text + "\n", encoding="utf-8")
+    return wav
+
+
+def read_text(text: str, speaker: str, sample_rate: int, stem: Path) -> Path:
+    """New text read by a demo speaker as the corpus reads its sentences (`synthesize --text`).
+    A fresh eSpeak each time: it keeps state between utterances, so that the same text
+    always gives the same audio."""
+    espeak = _Espeak()
+    try:
+        return write_utterance(espeak, text, speaker, sample_rate, stem)
+    finally:
+        espeak.close()
+
+
 def read_sentences() -> list[str]:
     return [line.strip() for line in SENTENCES_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
 
@@ -328,20 +356,11 @@ def _build(root: str, num_speakers: int, sentences_per_speaker: int, sample_rate
     building = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.building-"))
     espeak = _Espeak()
     try:
-        for number, (speaker, gender, variant, pitch, pitch_range, rate) in enumerate(SPEAKERS[:num_speakers]):
+        for number, (speaker, *_) in enumerate(SPEAKERS[:num_speakers]):
             (building / speaker).mkdir()
             for j in range(sentences_per_speaker):
                 text = sentences[(number * 7 + j) % len(sentences)]
-                audio, events = espeak.synthesize(text, f"en-us+{variant}", pitch, pitch_range, rate)
-                waveform = resample(audio.astype(np.float32) / 32768.0, espeak.sample_rate, sample_rate)
-                # Event samples are at eSpeak's rate: rescale them onto the resampled signal.
-                scale = sample_rate / espeak.sample_rate
-                events = [(k, p, n, min(round(s * scale), len(waveform)), name) for k, p, n, s, name in events]
-                stem = f"{speaker}_{j + 1:03d}"
-                write_wav(building / speaker / f"{stem}.wav", waveform, sample_rate)
-                lines = labels_from_events(events, text, len(waveform), sample_rate)
-                (building / speaker / f"{stem}.lab").write_text("\n".join(lines) + "\n", encoding="utf-8")
-                (building / speaker / f"{stem}.txt").write_text(text + "\n", encoding="utf-8")
+                write_utterance(espeak, text, speaker, sample_rate, building / speaker / f"{speaker}_{j + 1:03d}")
         with open(building / "speakers.csv", "w", newline="") as file:
             writer = csv.writer(file)
             writer.writerow(["id", "gender"])

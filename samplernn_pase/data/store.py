@@ -23,7 +23,8 @@ from .normalization import normalize
 class Utterance:
     id: str
     speaker_index: int
-    audio: np.ndarray                          # float32 (num_frames * hop_length,)
+    audio: np.ndarray | None                   # float32 (num_frames * hop_length,); None: features
+                                               # without their recording (synthesize --features)
     acoustic: np.ndarray                       # float32 (num_frames, 43), normalized
     linguistic_categorical: np.ndarray | None  # int64 (num_frames, 10) indices into each field's table
     linguistic_real: np.ndarray | None         # float32 (num_frames, 45), normalized
@@ -95,6 +96,14 @@ class UtteranceStore:
                 if (split is None or u["split"] == split)
                 and (speaker_set is None or self.speakers[u["speaker"]]["set"] == speaker_set)]
 
+    def add(self, utterance: dict) -> None:
+        """An utterance outside the corpus (`synthesize --features/--text`): its data.json
+        record, whose `features` file is read like a cache entry."""
+        if utterance["id"] in self.utterances:
+            raise UserError(f"{utterance['id']}: already an utterance of data.json")
+        self.index["utterances"].append(utterance)
+        self.utterances[utterance["id"]] = utterance
+
     def speaker_index(self, utterance_id: str) -> int:
         return self.speakers[self.utterances[utterance_id]["speaker"]]["index"]
 
@@ -124,8 +133,10 @@ class UtteranceStore:
             real_values = expand_linguistic(phone_index, arrays["position_in_phone"], arrays["phone_duration"],
                                             arrays["phone_real"])
             real = normalize(real_values, self.linguistic_mean[speaker], self.linguistic_std[speaker])
-        utterance = Utterance(utterance_id, speaker, arrays["audio"].astype(np.float32, copy=False), acoustic,
-                              categorical, real)
+        audio = arrays.get("audio")
+        if audio is not None:
+            audio = audio.astype(np.float32, copy=False)
+        utterance = Utterance(utterance_id, speaker, audio, acoustic, categorical, real)
         for array in (utterance.audio, utterance.acoustic, categorical, real):
             if array is not None:
                 array.flags.writeable = False

@@ -39,7 +39,8 @@ class Evaluation:
     def centroids(self) -> SpeakerCentroids:
         if self._centroids is None:
             chosen = {}
-            for utterance in sorted(self.index["utterances"], key=lambda u: SPLIT_ORDER[u["split"]]):
+            recordings = [u for u in self.index["utterances"] if u["split"] in SPLIT_ORDER]
+            for utterance in sorted(recordings, key=lambda u: SPLIT_ORDER[u["split"]]):
                 ids = chosen.setdefault(utterance["speaker"], [])
                 if len(ids) < REFERENCE_UTTERANCES_PER_SPEAKER:
                     ids.append(utterance["id"])

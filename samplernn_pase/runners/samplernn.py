@@ -158,16 +158,20 @@ class SampleRNNRunner(Runner):
         key = (utterance_id, len(real))
         if key not in self._reference_rows:
             params = self.evaluation.params
-            entry = self.store.utterances[utterance_id]
-            acoustic = cache.load_entry(self.context.data_path, entry["features"])["acoustic"]
-            frames = -(-len(real) // self.index["hop_length"])
-            world = world_resynthesis(acoustic[:frames], params)[:len(real)]
+            world = self.world_rendering(utterance_id, len(real))
             real_analysis = analyse(real, params)
             self._reference_rows[key] = {
                 "analysis": real_analysis, "world": world,
                 "metrics": {"real": compare(real_analysis, real_analysis),
                             "world": compare(analyse(world, params), real_analysis)}}
         return self._reference_rows[key]
+
+    def world_rendering(self, utterance_id: str, num_samples: int) -> np.ndarray:
+        """The WORLD vocoder's audio from the utterance's (un-normalized) acoustic features."""
+        entry = self.store.utterances[utterance_id]
+        acoustic = cache.load_entry(self.context.data_path, entry["features"])["acoustic"]
+        frames = -(-num_samples // self.index["hop_length"])
+        return world_resynthesis(acoustic[:frames], self.evaluation.params)[:num_samples]
 
     def refuse_untrained_speakers(self, utterance_ids) -> None:
         """A learned speaker table has rows for every speaker, but training only ever
@@ -213,21 +217,30 @@ class SampleRNNRunner(Runner):
         generator = torch.Generator(device=self.device).manual_seed(self.config["seed"] + epoch)
         codes = self.model.generate(conds, speaker, self.config["test"]["temperature"],
                                     generator=generator)
-        references = [u.audio[:n * fs] for u, n in zip(utterances, frames)]
-        reference_codes = torch.from_numpy(np.stack([
-            np.pad(mulaw_encode(r, self.model_config.q_levels), (0, (longest - n) * fs))
-            for r, n in zip(references, frames)])).to(self.device)
-        log_probs = self.model.log_prob(reference_codes, conds, speaker,
-                                        chunk_frames=self.config["training"]["sequence_length"] * 8)
+        references = [None if u.audio is None else u.audio[:n * fs] for u, n in zip(utterances, frames)]
+        log_probs = None
+        if all(r is not None for r in references):
+            reference_codes = torch.from_numpy(np.stack([
+                np.pad(mulaw_encode(r, self.model_config.q_levels), (0, (longest - n) * fs))
+                for r, n in zip(references, frames)])).to(self.device)
+            log_probs = self.model.log_prob(reference_codes, conds, speaker,
+                                            chunk_frames=self.config["training"]["sequence_length"] * 8)
         rendered = []
         sample_rate = self.index["sample_rate"]
         params = self.evaluation.params
         for row, (utterance_id, n) in enumerate(zip(ids, frames)):
             audio = mulaw_decode(codes[row, :n * fs].cpu(), self.model_config.q_levels).numpy()
             seconds = n * fs / sample_rate
-            metrics = {"nll_bits": float(-log_probs[row, :n * fs].mean() / math.log(2)),
-                       "seconds": seconds}
+            metrics = {"seconds": seconds}
+            if log_probs is not None:
+                metrics["nll_bits"] = float(-log_probs[row, :n * fs].mean() / math.log(2))
             real = references[row]
+            if real is None:     # features without their recording (synthesize --features)
+                world = self.world_rendering(utterance_id, len(audio))
+                rendered.append({"id": utterance_id, "utterance": utterance_id, "audio": audio,
+                                 "reference": world, "metrics": metrics, "references": {"world": world},
+                                 "reference_metrics": {"world": {"seconds": seconds}}})
+                continue
             reference = self.reference_rows(utterance_id, real)
             metrics.update(compare(analyse(audio, params), reference["analysis"]))
             if self.speaker_vectors is not None:
