@@ -13,16 +13,18 @@ Codes are laid out (batch, frequency rows, time columns): `encode_codes` and
 """
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch import distributed as torch_dist
 
+from samplernn_pase.models.section import ModelSection
+
 
 @dataclass
-class VQVAEConfig:
+class VQVAEConfig(ModelSection):
     # Mel analysis (data/mel_crops.py computes the spectrograms at init with these).
     n_mels: int = 80
     n_fft: int = 1024
@@ -56,11 +58,6 @@ class VQVAEConfig:
     min_adapt_weight: float = 0.0
     max_adapt_weight: float = 1.0
     adam_betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "VQVAEConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
 
     def axis_steps(self) -> tuple[int, int]:
         """log2 of the frequency and time downsampling factors."""

@@ -44,8 +44,6 @@ class GPTPriorRunner(Runner):
         self.codes = CodeGrids.of_experiment(self.context.experiment.root)
         self.speaker_labels = self.label_table()
         model_config = self.config["model"]
-        settings = {k: v for k, v in model_config.items() if k in ("block_size", "n_layer", "n_head",
-                                                                    "n_embd", "dropout")}
         self.window_columns = model_config["block_size"] // self.codes.column_height
         if self.window_columns < 2:
             raise UserError(f"model.block_size: {model_config['block_size']} codes hold less than two "
@@ -53,12 +51,11 @@ class GPTPriorRunner(Runner):
         if model_config["n_embd"] % model_config["n_head"]:
             raise UserError(f"model.n_embd: {model_config['n_embd']} is not a multiple of model.n_head "
                             f"{model_config['n_head']}")
-        settings["block_size"] = self.window_columns * self.codes.column_height
-        self.model_config = GPTConfig(codebook_size=self.codes.codebook_size,
-                                      column_height=self.codes.column_height,
-                                      num_speakers=len(self.index["speakers"]),
-                                      num_genders=len(self.genders), num_corpora=len(self.corpora),
-                                      **settings)
+        self.model_config = GPTConfig.from_dict(
+            model_config, block_size=self.window_columns * self.codes.column_height,
+            codebook_size=self.codes.codebook_size, column_height=self.codes.column_height,
+            num_speakers=len(self.index["speakers"]), num_genders=len(self.genders),
+            num_corpora=len(self.corpora))
         return GPT(self.model_config)
 
     # --- condition labels -------------------------------------------------------------
