@@ -14,6 +14,8 @@ same figures for the trivial reconstruction (the training split's mean
 spectrum in every frame), which a useful model must beat.
 """
 
+from functools import cached_property
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -150,7 +152,7 @@ class VQVAERunner(Runner):
             reconstruction, codes = self.reconstruct(original)
             log_original, log_reconstruction = (self.mels.to_log_mel(original),
                                                 self.mels.to_log_mel(reconstruction))
-            log_baseline = np.broadcast_to(self.mels.to_log_mel(self.mean_spectrum())[:, None], original.shape)
+            log_baseline = np.broadcast_to(self.mels.to_log_mel(self.mean_spectrum)[:, None], original.shape)
             metrics = {
                 "mel_l1": float(np.abs(log_reconstruction - log_original).mean()),
                 "spectral_convergence": spectral_convergence(np.exp(log_reconstruction), np.exp(log_original)),
@@ -178,11 +180,10 @@ class VQVAERunner(Runner):
         return write_results(out_dir, epoch, self.mels.settings.sample_rate, rendered, writer,
                              test_tag(speaker_set), self.evaluation, speaker_set, extra=summary)
 
+    @cached_property
     def mean_spectrum(self) -> np.ndarray:
         """Mean scaled mel of every band over the training crops' utterances: the trivial
         "reconstruction" (one spectrum for every frame) the metrics are compared with."""
-        if not hasattr(self, "_mean_spectrum"):
-            ids = self.utterance_ids("train")
-            total = sum(self.mels.mel(i).sum(1) for i in ids)
-            self._mean_spectrum = (total / sum(self.mels.num_frames(i) for i in ids)).astype(np.float32)
-        return self._mean_spectrum
+        ids = self.utterance_ids("train")
+        total = sum(self.mels.mel(i).sum(1) for i in ids)
+        return (total / sum(self.mels.num_frames(i) for i in ids)).astype(np.float32)
