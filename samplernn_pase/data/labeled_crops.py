@@ -51,6 +51,10 @@ class LabeledCrops:
     def __len__(self):
         return len(self.loader)
 
+    @property
+    def position(self) -> int:
+        return self.loader.position
+
     def __iter__(self):
         for batch in self.loader:
             utterances = [item for item, _ in batch["chunks"]]

@@ -109,7 +109,8 @@ class Runner(ABC):
 
     @abstractmethod
     def train_batches(self, epoch: int, position: dict | None):
-        """An iterable of batches for one epoch, with `state_dict()` giving its position.
+        """The batches of one epoch: iterable, `len()` of them in the epoch, `.position`
+        the number already given, and `state_dict()` / `load_state_dict()` of that position.
 
         `position` is a previous `state_dict()` of the same epoch's loader when
         resuming mid-epoch, so that training continues at the next batch.
