@@ -263,7 +263,7 @@ class PASE(nn.Module):
         """Training step: chunks (B, N) -> per-worker losses (unweighted) and their weighted `total`.
 
         targets: this chunk's `targets(wave)`. Training computes them in the data
-        pipeline (runners/pase.py, ChunkTargets); computed here when not given.
+        pipeline (data/pase_chunks.py, ChunkTargets); computed here when not given.
         """
         frames = self.encoder(wave)  # (B, D, T)
         num_frames = frames.shape[-1]
