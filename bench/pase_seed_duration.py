@@ -221,22 +221,22 @@ def seconds_available(index: dict) -> dict[str, float]:
 def compute_seeds(config: dict, pool_index: dict, pool_normalization: dict, experiments_path: Path,
                   data_path: Path, seconds: float) -> np.ndarray:
     """Seeds of every speaker (rows = speaker indices) with `seconds` of audio, as `init` computes them."""
-    from samplernn_pase.runners.pase import compute_speaker_seeds
-    config = {**config, "model": {**config["model"], "pase_seed_seconds": float(seconds)}}
-    paths = argparse.Namespace(experiments_path=experiments_path, data_path=data_path)
-    arrays = compute_speaker_seeds(config, pool_index, pool_normalization, paths,
-                                   logging.getLogger("samplernn_pase.bench"))["speaker_seeds.npz"]
+    from samplernn_pase.data.speaker_seeds import compute_speaker_seeds
+    model_config = {**config["model"], "pase_seed_seconds": float(seconds)}
+    arrays = compute_speaker_seeds(model_config, pool_index, pool_normalization, experiments_path,
+                                   data_path, logging.getLogger("samplernn_pase.bench"))
     return arrays["seeds"]
 
 
 def load_runner(experiments_path: Path, name: str, data_path: Path, device: str):
     """The SampleRNN runner with the weights of the experiment's last epoch (as `test` loads it)."""
-    from samplernn_pase.cli import load_weights, make_runner
+    from samplernn_pase.cli import make_runner
     from samplernn_pase.experiment.folder import Experiment
+    from samplernn_pase.experiment.weights import load_weights
     experiment = Experiment(experiments_path, name).require()
     runner = make_runner(argparse.Namespace(data_path=data_path), experiment, device)
     epoch = experiment.resolve_epoch(None)
-    load_weights(experiment, runner, epoch)
+    load_weights(runner.model, experiment, epoch, runner.device)
     return experiment, runner, epoch
 
 

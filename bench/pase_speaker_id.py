@@ -8,7 +8,7 @@ With the real commands and the real runner code:
    `--pase-epochs` epochs in `<workspace>/experiments/pase` (reused when it is
    already there: the same workspace as bench/pase_seed_duration.py works).
 2. Enrollment: each speaker's seed from its train split (`seed_seconds` of
-   audio, as `init` gives SampleRNN; runners/pase.py speaker_train_seeds).
+   audio, as `init` gives SampleRNN; data/speaker_seeds.py speaker_train_seeds).
    Probes: every validation and test utterance, embedded alone
    (held_out_identification). Accuracy of the nearest seed by cosine, chance,
    and the mean cosine of a probe to its own speaker's seed and to the others'.
@@ -52,7 +52,8 @@ def main(argv=None) -> int:
     from samplernn_pase.experiment.folder import Experiment
     from samplernn_pase.metrics.speaker import resemblyzer_embedding, speaker_identification
     from samplernn_pase.models.pase import PASE, PASEConfig
-    from samplernn_pase.runners.pase import held_out_identification, load_pase, speaker_train_seeds
+    from samplernn_pase.data.speaker_seeds import load_pase, speaker_train_seeds
+    from samplernn_pase.runners.pase import held_out_identification
 
     started = time.perf_counter()
     torch.set_num_threads(args.threads)

@@ -1,8 +1,8 @@
 """PASE training steps per second: worker targets in the forward pass (before) vs. in the loader.
 
-Before (the old path): every step computes WORLD F0 and the other targets of its
-chunks inside the step. After
-(what `train` does): the loader computes them (runners/pase.py, ChunkTargets), with
+Before (the old path, still what `PASE.forward(wave)` does without targets): every
+step computes WORLD F0 and the other targets of its chunks inside the step. After
+(what `train` does): the loader computes them (data/pase_chunks.py, ChunkTargets), with
 WORLD F0 computed once per utterance and sliced per chunk, optionally read ahead in
 a thread (`train --num-workers`). Same model, same chunks, same number of epochs,
 measured in one run; F0 with the data config's default settings. Audio: synthetic voiced utterances (no corpus needed). Prints
@@ -26,7 +26,7 @@ from samplernn_pase.data.features import utterance_f0  # noqa: E402
 from samplernn_pase.data.random_chunks import RandomChunkLoader  # noqa: E402
 from samplernn_pase.experiment.config import fill_defaults, load_schema  # noqa: E402
 from samplernn_pase.models.pase import PASE, PASEConfig  # noqa: E402
-from samplernn_pase.runners.pase import ChunkTargets  # noqa: E402
+from samplernn_pase.data.pase_chunks import ChunkTargets  # noqa: E402
 from samplernn_pase.training.prefetch import Prefetcher  # noqa: E402
 
 

@@ -160,6 +160,7 @@ def cmd_init(args, experiment) -> None:
     from .experiment.config import SCHEMA_DIR, read_config_file, validate_config
     from .experiment.folder import atomic_save_npz, atomic_write_json
     from .data.prepare import prepare_data, require_data_path
+    from .runners import runner_class
 
     config = read_config_file(args.config_path)
     config = validate_config(config, str(args.config_path), args.config_schema_path or SCHEMA_DIR)
@@ -173,7 +174,8 @@ def cmd_init(args, experiment) -> None:
         workers = args.num_workers or os.cpu_count() or 1
         data_index, normalization = prepare_data(config["data"], args.data_path, config["seed"],
                                                  workers, log)
-        extra = prepare_model_data(config, data_index, normalization, args, log)
+        extra = runner_class(config["model"]["type"]).prepare_experiment(
+            config, data_index, normalization, args.experiments_path, args.data_path, log)
         normalization.update(extra.pop("normalization.npz", {}))   # a family's own statistics
         atomic_write_json(staging / "config.json", config)
         atomic_write_json(staging / "data.json", data_index)
@@ -182,15 +184,6 @@ def cmd_init(args, experiment) -> None:
             atomic_save_npz(staging / name, arrays)
     setup_logging(experiment.log_path, args.verbose)
     print(f"experiment created: {experiment.root}")
-
-
-def prepare_model_data(config, data_index, normalization, args, log) -> dict:
-    """Model-specific files computed at init: {file name: arrays} (e.g. PASE speaker seeds;
-    arrays under "normalization.npz" are added to that file, e.g. MelNet's log-mel statistics)."""
-    from .runners import runner_class
-    runner_cls = runner_class(config["model"]["type"])
-    prepare = getattr(runner_cls, "prepare_experiment", None)
-    return prepare(config, data_index, normalization, args, log) if prepare else {}
 
 
 def cmd_info(args, experiment) -> None:
@@ -268,8 +261,6 @@ def cmd_train(args, experiment) -> None:
     log = setup_logging(experiment.log_path, args.verbose, dist.is_main)
     try:
         with experiment.lock() if dist.is_main else contextlib.nullcontext():
-            if args.tier is not None and experiment.config()["model"]["type"] != "melnet":
-                raise UserError("--tier: only MelNet experiments have tiers")
             runner = make_runner(args, experiment, device, dist, args.num_workers)
             if args.tier is not None:
                 runner.select_tier(args.tier)
@@ -324,18 +315,13 @@ def restart_from_epoch(experiment, trainer, epoch: int) -> None:
     trainer.resume()
 
 
-def load_weights(experiment, runner, epoch: int) -> None:
-    from .experiment.folder import torch_load
-    state = torch_load(experiment.checkpoint_path(epoch), map_location=runner.device)
-    runner.model.load_state_dict(state["model"])
-
-
 def cmd_test(args, experiment) -> None:
     setup_logging(experiment.log_path, args.verbose)
     epoch = experiment.resolve_epoch(args.epoch)
+    from .experiment.weights import load_weights
     from .training.distributed import parse_device
     runner = make_runner(args, experiment, parse_device(args.device))
-    load_weights(experiment, runner, epoch)
+    load_weights(runner.model, experiment, epoch, runner.device)
     out_dir = experiment.epoch_results_dir(epoch)
     if args.speakers != "modeling":
         out_dir = out_dir / args.speakers
@@ -358,9 +344,10 @@ def cmd_test_sample(args, experiment) -> None:
     if args.sample not in ids:
         raise UserError(f"--sample {args.sample}: no such utterance in {experiment.data_index_path}")
     epoch = experiment.resolve_epoch(args.epoch)
+    from .experiment.weights import load_weights
     from .training.distributed import parse_device
     runner = make_runner(args, experiment, parse_device(args.device))
-    load_weights(experiment, runner, epoch)
+    load_weights(runner.model, experiment, epoch, runner.device)
     out_dir = experiment.epoch_results_dir(epoch) / "samples"
     log = logging.getLogger(LOGGER_NAME)
     log.info("test_sample %s epoch %d: %s on %s", experiment.name, epoch, args.sample, args.device)
@@ -386,6 +373,7 @@ def cmd_create_release(args, experiment) -> None:
 def cmd_synthesize(args, experiment) -> None:
     import tempfile
     from .experiment.release import load_release, unpack_release
+    from .experiment.weights import load_weights
     from .runners.rendering import file_stem
     from .training.distributed import parse_device
     setup_logging(None if args.release else experiment.log_path, args.verbose)
@@ -405,7 +393,7 @@ def cmd_synthesize(args, experiment) -> None:
             new_input = synthesis_input(args, experiment, Path(unpacked) / "input")
             utterance = new_input["id"]
         runner = make_runner(args, experiment, device, from_release=args.release is not None)
-        load_weights(experiment, runner, epoch)
+        load_weights(runner.model, experiment, epoch, runner.device)
         if new_input is not None:
             runner.store.add(new_input)
             # New input is rendered whole, not cut to test.max_seconds as the test renders are.

@@ -173,7 +173,7 @@ def test_a_tiny_trained_model_separates_two_labels():
 
 def test_labels_come_from_data_json_speakers_and_their_known_genders():
     from samplernn_pase.errors import UserError
-    from samplernn_pase.runners.cwgan_gp import SpeakerLabels
+    from samplernn_pase.data.labeled_crops import SpeakerLabels
 
     def index(genders):
         speakers = [{"id": f"s{i}", "gender": g, "index": i, "set": "modeling"} for i, g in enumerate(genders)]

@@ -2,7 +2,6 @@
 scaled by the training split's range, cropped at seeded offsets with a resumable position."""
 
 import logging
-import types
 
 import numpy as np
 import torch
@@ -18,8 +17,8 @@ MEL_MODEL = {"type": "vqvae", "n_mels": 32, "n_fft": 512, "hop_length": 160, "wi
 
 def test_mels_are_scaled_log_mels_and_crops_resume(tmp_path, demo_prepared):
     index, normalization, data_path = demo_prepared
-    files = prepare_mels({"model": MEL_MODEL}, index, normalization,
-                         types.SimpleNamespace(data_path=data_path), logging.getLogger("test"))
+    files = prepare_mels({"model": MEL_MODEL}, index, normalization, data_path,
+                         logging.getLogger("test"))
     atomic_save_npz(tmp_path / MELS_FILE, files[MELS_FILE])
     crops = MelCrops.of_experiment(tmp_path)
     assert crops.settings.sample_rate == index["sample_rate"] and crops.settings.fmax == 8000.0

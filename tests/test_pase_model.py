@@ -11,6 +11,7 @@ import pyworld
 import torch
 
 from samplernn_pase.audio.world import world_f0
+from samplernn_pase.errors import UserError
 from samplernn_pase.models.pase import PASE, PASEConfig, cosine_similarity, embed, speaker_seed, speaker_similarity
 from samplernn_pase.models.pase_targets import compute_targets
 
@@ -314,5 +315,5 @@ def test_config_round_trips_through_its_json_section():
     section = json.loads(json.dumps(cfg.to_dict()))
     assert PASEConfig.from_dict(section) == cfg
     assert cfg.worker_weights["lim"] == 0.0 and cfg.worker_weights["mfcc"] == 1.0
-    with pytest.raises(ValueError, match="unknown"):
+    with pytest.raises(UserError, match="model.embeding_dim: unknown setting"):
         PASEConfig.from_dict({"type": "pase", "embeding_dim": 3})

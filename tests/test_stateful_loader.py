@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from samplernn_pase.audio.mulaw import mulaw_encode, mulaw_zero
-from samplernn_pase.data.stateful_loader import SampleRNNSource, StatefulLoader, pad_frames
+from samplernn_pase.data.samplernn_source import SampleRNNSource
+from samplernn_pase.data.stateful_loader import StatefulLoader, pad_frames
 
 
 class FrameSource:

@@ -19,6 +19,9 @@ class Batches:
     def __init__(self, count, position=None):
         self.count, self.position = count, (position or {}).get("position", 0)
 
+    def __len__(self):
+        return self.count
+
     def __iter__(self):
         while self.position < self.count:
             self.position += 1

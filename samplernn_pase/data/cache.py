@@ -17,7 +17,6 @@ normalization without reading every frame again.
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np

@@ -102,10 +102,10 @@ def compute_mels(data_index: dict, normalization: dict, data_path: Path, setting
             **settings.to_arrays()}
 
 
-def prepare_mels(config: dict, data_index: dict, normalization: dict, args, log) -> dict:
+def prepare_mels(config: dict, data_index: dict, normalization: dict, data_path: Path, log) -> dict:
     """A runner's `prepare_experiment`: {"mels.npz": arrays}, mel settings from `config["model"]`."""
     settings = MelSettings.from_config(config["model"], data_index["sample_rate"])
-    return {MELS_FILE: compute_mels(data_index, normalization, args.data_path, settings, log)}
+    return {MELS_FILE: compute_mels(data_index, normalization, data_path, settings, log)}
 
 
 class MelCrops:

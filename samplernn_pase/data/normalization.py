@@ -42,3 +42,17 @@ class Accumulator:
 
 def normalize(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     return ((values - mean) / std).astype(np.float32)
+
+
+def standardization(arrays, std_floor: float) -> tuple[float, float, int]:
+    """(mean, std + std_floor, count) of every value of `arrays` together (one scalar pair,
+    e.g. MelNet's log-mel statistics); the floor keeps a silent corpus from dividing by zero."""
+    total = total_squares = count = 0.0
+    for values in arrays:
+        values = np.asarray(values, np.float64)
+        total, total_squares = total + values.sum(), total_squares + np.square(values).sum()
+        count += values.size
+    if count == 0:
+        return 0.0, 1.0, 0
+    mean = total / count
+    return mean, float(np.sqrt(max(total_squares / count - mean ** 2, 0.0))) + std_floor, int(count)

@@ -18,8 +18,9 @@ where ``item`` is one of the keys given to the loader (an utterance id, an
 index, ...). The source decides what a chunk holds (waveform samples with a
 look-back, conditioning frames, spectrogram frames); every chunk of a source
 must have the same keys, shapes and dtypes, so a chunk that runs past the
-item's end is zero-padded by the source (``pad_frames``). ``SampleRNNSource`` below is the
-source for SampleRNN over an ``UtteranceStore``.
+item's end is zero-padded by the source (``pad_frames``). The sources of the
+recurrent families are data/samplernn_source.py (waveform chunks and conditioning
+frames) and data/mel_source.py (MelNet's standardized log-mel frames).
 
 Epochs are finite: the iterator stops once every item has been consumed. The
 last chunk of an item is usually shorter than ``chunk_frames``: it is padded
@@ -43,8 +44,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
-from samplernn_pase.audio.mulaw import mulaw_encode, mulaw_zero
 
 
 @dataclass
@@ -192,7 +191,6 @@ class StatefulLoader:
         out["reset"] = torch.tensor(reset, dtype=torch.bool)
         out["mask"] = torch.tensor(mask, dtype=torch.bool)
         out["frame_mask"] = torch.from_numpy(frame_mask)
-        out["frame_mask"] = torch.from_numpy(frame_mask)
         out["item"] = item
         out["start_frame"] = torch.tensor(start, dtype=torch.int64)
         return out
@@ -240,78 +238,3 @@ def pad_frames(values: np.ndarray, num_frames: int) -> np.ndarray:
     if missing <= 0:
         return np.ascontiguousarray(values)
     return np.concatenate([values, np.zeros((missing, *values.shape[1:]), values.dtype)])
-
-
-class SampleRNNSource:
-    """Chunks of utterances for SampleRNN, read from an ``UtteranceStore``.
-
-    ``frame_size`` (``prod(ratios)``) must equal the store's ``hop_length`` so
-    that one conditioning frame covers one top-tier frame. A chunk of ``n``
-    frames starting at frame ``s`` is
-
-        input_samples_q         int64 (n * frame_size + frame_size,) mu-law codes;
-                                the first frame_size are the look-back (the
-                                previous frame, or silence at the start)
-        acoustic                float32 (n, A)   if the conditioning uses it
-        linguistic_categorical  int64 (n, C)     if the conditioning uses it
-        linguistic_real         float32 (n, R)   if the conditioning uses it
-        speaker_index           int64 ()
-
-    The targets are ``input_samples_q[frame_size:]``. Utterances are read
-    through ``store.load``, which keeps recently loaded ones in memory, so a
-    slot reads its utterance from disk once. Frame counts come from ``num_frames`` (id -> frames) or the store's
-    ``index`` (data.json), so planning an epoch loads no audio.
-    """
-
-    FEATURES = {
-        "acoustic": ("acoustic",),
-        "linguistic": ("linguistic_categorical", "linguistic_real"),
-        "linguistic_lf0": ("acoustic", "linguistic_categorical", "linguistic_real"),
-    }
-
-    def __init__(self, store, frame_size, conditioning="linguistic_lf0", q_levels=256,
-                 hop_length=None, num_frames=None):
-        if conditioning not in self.FEATURES:
-            raise ValueError(f"unknown conditioning {conditioning!r}")
-        index = getattr(store, "index", None)
-        if not isinstance(index, dict):
-            index = {}
-        if num_frames is None and "utterances" in index:
-            num_frames = {u["id"]: u["num_frames"] for u in index["utterances"]}
-        hop_length = hop_length or getattr(store, "hop_length", None) or index.get("hop_length", frame_size)
-        if hop_length != frame_size:
-            raise ValueError(f"frame size {frame_size} (product of the ratios) must equal "
-                             f"the hop length {hop_length} of the features")
-        self.store = store
-        self.frame_size = frame_size
-        self.features = self.FEATURES[conditioning]
-        self.q_levels = q_levels
-        self._num_frames = dict(num_frames or {})
-
-    def _load(self, item):
-        utterance = self.store.load(item)
-        for name in self.features:
-            if getattr(utterance, name) is None:
-                raise ValueError(f"utterance {item} has no {name} features")
-        if item not in self._num_frames:
-            self._num_frames[item] = int(utterance.acoustic.shape[0] if utterance.acoustic is not None
-                                         else len(utterance.audio) // self.frame_size)
-        return utterance
-
-    def num_frames(self, item):
-        if item not in self._num_frames:
-            self._load(item)
-        return self._num_frames[item]
-
-    def chunk(self, item, start_frame, num_frames):
-        u = self._load(item)
-        fs = self.frame_size
-        begin, end = (start_frame - 1) * fs, (start_frame + num_frames) * fs
-        audio = np.asarray(u.audio[max(begin, 0):end], dtype=np.float32)
-        codes = np.full(end - begin, mulaw_zero(self.q_levels), dtype=np.int64)
-        codes[max(-begin, 0):max(-begin, 0) + len(audio)] = mulaw_encode(audio, self.q_levels)
-        out = {"input_samples_q": codes,
-               "speaker_index": np.asarray(u.speaker_index, dtype=np.int64)}
-        for name in self.features:
-            out[name] = pad_frames(getattr(u, name)[start_frame:start_frame + num_frames], num_frames)
-        return out

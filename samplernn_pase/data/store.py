@@ -6,7 +6,6 @@ arrays, and a small LRU of recently loaded utterances (read-only arrays:
 callers must copy before changing them).
 """
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from ..errors import UserError
 
 from . import cache, hts_labels
 from .features import expand_linguistic
+from .lru import LRUCache
 from .normalization import normalize
 
 
@@ -61,8 +61,7 @@ class UtteranceStore:
             self.linguistic_std = np.asarray(normalization["linguistic_real_std"], np.float32)[order]
         else:
             self.vocabularies, self.linguistic_tables = [], []
-        self._cache: OrderedDict[str, Utterance] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache = LRUCache(cache_size)
 
     # --- shape information for the models ---
     @property
@@ -108,9 +107,11 @@ class UtteranceStore:
         return self.speakers[self.utterances[utterance_id]["speaker"]]["index"]
 
     def load(self, utterance_id: str) -> Utterance:
-        if utterance_id in self._cache:
-            self._cache.move_to_end(utterance_id)
-            return self._cache[utterance_id]
+        """The utterance, read from the feature cache once while it stays among the
+        `cache_size` most recently loaded."""
+        return self._cache.get(utterance_id, self._read)
+
+    def _read(self, utterance_id: str) -> Utterance:
         entry = self.utterances[utterance_id]
         speaker = self.speaker_index(utterance_id)
         try:
@@ -140,7 +141,4 @@ class UtteranceStore:
         for array in (utterance.audio, utterance.acoustic, categorical, real):
             if array is not None:
                 array.flags.writeable = False
-        self._cache[utterance_id] = utterance
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
         return utterance

@@ -29,6 +29,7 @@ from .. import __version__
 from ..data import cache
 from ..errors import UserError
 from .folder import Experiment, atomic_save_npz, atomic_torch_save, atomic_write_json, torch_load
+from .weights import checkpoint_weights
 
 RELEASE_FORMAT = 2
 #: Files of the experiment folder (besides config, data, normalization) a runner may read.
@@ -50,7 +51,6 @@ def _arrays(values: dict) -> dict:
 
 
 def build_release(experiment: Experiment, epoch: int, data_path: Path, utterance_ids: list[str]) -> dict:
-    state = torch_load(experiment.checkpoint_path(epoch))
     index = experiment.data_index()
     chosen = set(utterance_ids)
     features = {}
@@ -68,7 +68,7 @@ def build_release(experiment: Experiment, epoch: int, data_path: Path, utterance
             with np.load(experiment.root / name, allow_pickle=False) as npz:
                 files[name] = _tensors({key: npz[key] for key in npz.files})
     return {"format": RELEASE_FORMAT, "package_version": __version__, "epoch": epoch,
-            "config": state["config"], "model": state["model"], "data": data,
+            "config": experiment.config(), "model": checkpoint_weights(experiment, epoch), "data": data,
             "normalization": _tensors(experiment.normalization()), "files": files,
             "features": features}
 

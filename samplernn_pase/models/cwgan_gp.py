@@ -26,17 +26,18 @@ input ("concat"), or as a projection term <embed(y), features> added to the
 score (Miyato & Koyama 2018, "projection").
 """
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import checked
+from .section import ModelSection
 
 
 @dataclass
-class CWGANGPConfig:
+class CWGANGPConfig(ModelSection):
     n_mels: int = 64
     frames: int = 64                    # frames of a generated crop
     label_sizes: tuple = (1,)           # classes of each label kind (speaker, gender, ...)
@@ -52,14 +53,9 @@ class CWGANGPConfig:
     critic_features: int = 128
     gradient_penalty_weight: float = 10.0
     n_critic: int = 5
-
-    @classmethod
-    def from_dict(cls, section: dict, **derived) -> "CWGANGPConfig":
-        """From a validated config's `model` section plus values derived from the data."""
-        names = {f.name for f in fields(cls)}
-        values = {key: value for key, value in section.items() if key in names}
-        values.update(derived)
-        return cls(**values)
+    # The mel analysis (data/mel_crops.py), the labels and the test's samples are the runner's.
+    runner_settings = ("n_fft", "hop_length", "win_length", "fmin", "fmax", "labels",
+                       "samples_per_label", "adam_betas")
 
     @property
     def groups(self) -> int:

@@ -29,9 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from samplernn_pase.models.section import ModelSection
+
 
 @dataclass
-class GPTConfig:
+class GPTConfig(ModelSection):
     """The transformer part of the `model` section of a gpt_prior config (schema/model_gpt_prior.json)."""
 
     codebook_size: int = 128     # codes of the VQ-VAE (the vocabulary of the output head)
@@ -45,6 +47,9 @@ class GPTConfig:
     n_embd: int = 128
     dropout: float = 0.0
     bias: bool = True
+    # Conditioning choices, sampling, and the VQ-VAE the codes come from are the runner's.
+    runner_settings = ("vqvae_experiment", "vqvae_epoch", "condition_on_gender", "condition_on_corpus",
+                       "prompt_fraction", "samples_per_speaker", "top_k", "top_p")
 
     def __post_init__(self):
         if self.n_embd % self.n_head:

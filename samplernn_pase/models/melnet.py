@@ -53,13 +53,14 @@ teacher-forced pass (`tier_nll`).
 
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..audio.mel import MelAnalysis
+from .section import ModelSection
 
 TIME, FREQ = -2, -1  # axes of a (..., T, F) spectrogram
 LOG_STD_MIN = -7.0  # floor of the GMM log standard deviations (std >= 9e-4)
@@ -71,7 +72,7 @@ HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 @dataclass
-class MelNetConfig(MelAnalysis):
+class MelNetConfig(ModelSection, MelAnalysis):
     """The `model` section of a MelNet config (schema/model_melnet.json); the mel analysis
     fields (n_mels, n_fft, hop_length, ...) come from MelAnalysis."""
 
@@ -94,12 +95,6 @@ class MelNetConfig(MelAnalysis):
         if self.chunk_frames % time_factor(self.tiers):
             raise ValueError(f"chunk_frames={self.chunk_frames} must be a multiple of "
                              f"{time_factor(self.tiers)} (2 ** time-splitting tiers)")
-
-    @classmethod
-    def from_dict(cls, section: dict) -> "MelNetConfig":
-        """Build from a validated config's `model` section (extra keys such as `type` ignored)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in section.items() if key in names})
 
 
 # --- multiscale split / interleave ----------------------------------------------

@@ -20,7 +20,7 @@ Frame t of the encoder sees the samples
 """
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import librosa
 import numpy as np
@@ -30,13 +30,14 @@ import torch.nn.functional as F
 
 from samplernn_pase.metrics.speaker import cosine_similarity  # noqa: F401  (also used by callers)
 from samplernn_pase.models.pase_targets import compute_targets
+from samplernn_pase.models.section import ModelSection
 
 WORKERS = ("waveform", "lps", "mfcc", "prosody", "lim", "gim")
 REGRESSION_TARGETS = ("lps", "mfcc", "prosody")  # computed by pase_targets
 
 
 @dataclass
-class PASEConfig:
+class PASEConfig(ModelSection):
     sample_rate: int = 16000
     chunk_seconds: float = 1.0  # training chunk length, cut at random from an utterance
     seed_seconds: float = 3.0  # seconds of a speaker's audio averaged into its embedding
@@ -78,15 +79,6 @@ class PASEConfig:
             raise ValueError(f"unknown workers {sorted(unknown)}; known: {list(WORKERS)}")
         if not any(w > 0 for w in self.worker_weights.values()):
             raise ValueError("at least one worker needs a weight above 0")
-
-    @classmethod
-    def from_dict(cls, section):
-        """The config's `model` section (its `type` key ignored) -> PASEConfig."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(section) - known - {"type"}
-        if unknown:
-            raise ValueError(f"unknown PASE model fields {sorted(unknown)}")
-        return cls(**{k: v for k, v in section.items() if k in known})
 
     def to_dict(self):
         """JSON-ready `model` section."""
@@ -269,7 +261,7 @@ class PASE(nn.Module):
         """Training step: chunks (B, N) -> per-worker losses (unweighted) and their weighted `total`.
 
         targets: this chunk's `targets(wave, f0)`. Training computes them in the data
-        pipeline (runners/pase.py, ChunkTargets); computed here when not given, which
+        pipeline (data/pase_chunks.py, ChunkTargets); computed here when not given, which
         needs no F0 only when the prosody worker is off.
         """
         frames = self.encoder(wave)  # (B, D, T)
@@ -295,8 +287,6 @@ class PASE(nn.Module):
                 losses[name] = self._infomax(name, worker, frames)
         losses["total"] = sum(self.weights[name] * loss for name, loss in losses.items())
         return losses
-
-    losses = forward
 
     def _infomax(self, name, discriminator, frames):
         """Contrastive worker: frames of one chunk's two halves are a positive pair, another chunk's a negative.

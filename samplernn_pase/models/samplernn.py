@@ -26,7 +26,7 @@ others, chosen per row because slots start utterances at different times.
 """
 import math
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn as nn
@@ -35,13 +35,14 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from samplernn_pase.audio.mulaw import mulaw_decode, mulaw_zero
+from samplernn_pase.models.section import ModelSection
 
 CONDITIONINGS = ("acoustic", "linguistic", "linguistic_lf0")
 CONDITIONING_KEYS = ("acoustic", "linguistic_categorical", "linguistic_real")
 
 
 @dataclass
-class SampleRNNConfig:
+class SampleRNNConfig(ModelSection):
     ratios: list = field(default_factory=lambda: [20, 4])
     rnn_layers: object = 1              # int, or one per tier (bottom first)
     rnn_hidden_size: object = 1024      # int, or one per tier (bottom first)
@@ -60,6 +61,8 @@ class SampleRNNConfig:
     linguistic_table_sizes: list = field(default_factory=list)    # vocabulary size of each shared table
     linguistic_column_tables: list = field(default_factory=list)  # table of each categorical column
     linguistic_real_dim: int = 0
+    # `from_dict(section, **data)`: the data-derived fields above come as keywords.
+    runner_settings = ("conds_speaker_type", "pase_experiment", "pase_epoch", "pase_seed_seconds")
 
     def __post_init__(self):
         tiers = len(self.ratios)
@@ -105,16 +108,6 @@ class SampleRNNConfig:
     @property
     def frame_size(self):
         return self.frame_sizes[0]
-
-    @classmethod
-    def from_dict(cls, section, **data):
-        """From the config's ``model`` section (``type`` and unknown keys ignored)
-        plus data-derived fields (``num_speakers``, ``acoustic_dim``,
-        ``linguistic_table_sizes``, ``linguistic_column_tables``, ``linguistic_real_dim``)."""
-        names = {f.name for f in fields(cls)}
-        values = {k: v for k, v in dict(section).items() if k in names}
-        values.update(data)
-        return cls(**values)
 
     def to_dict(self):
         return asdict(self)

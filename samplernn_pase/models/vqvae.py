@@ -13,7 +13,7 @@ Codes are laid out (batch, frequency rows, time columns): `encode_codes` and
 """
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -22,10 +22,11 @@ from torch import distributed as torch_dist
 
 from ..audio.mel import MelAnalysis
 from . import checked
+from .section import ModelSection
 
 
 @dataclass
-class VQVAEConfig(MelAnalysis):
+class VQVAEConfig(ModelSection, MelAnalysis):
     """The `model` section of a VQ-VAE config (schema/model_vqvae.json); the mel analysis
     fields come from MelAnalysis (data/mel_crops.py computes the spectrograms at init)."""
 
@@ -55,11 +56,6 @@ class VQVAEConfig(MelAnalysis):
     min_adapt_weight: float = 0.0
     max_adapt_weight: float = 1.0
     adam_betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "VQVAEConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
 
     def axis_steps(self) -> tuple[int, int]:
         """log2 of the frequency and time downsampling factors."""

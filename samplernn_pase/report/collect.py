@@ -220,7 +220,7 @@ def loss_name(config: dict) -> str:
     from ..errors import UserError
     from ..runners import runner_class
     try:
-        return getattr(runner_class(config["model"]["type"]), "loss_name", "loss")
+        return runner_class(config["model"]["type"]).loss_name
     except (UserError, KeyError, TypeError):
         return "loss"
 

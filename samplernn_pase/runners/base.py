@@ -19,36 +19,12 @@ from torch import nn
 from ..data.stateful_loader import StatefulLoader
 from ..data.store import UtteranceStore
 from ..errors import UserError
-from ..experiment.folder import Experiment, torch_load
+from ..experiment.folder import Experiment
 from ..training.optim import build_optimizer
 from ..training.distributed import Distributed
 from ..training.rng import side_stream
 
 TEST_STREAM = 2   # side_stream key of test rendering
-
-
-def load_named_experiment(experiments_path: Path, name: str, epoch: int | str | None,
-                          model_type: str, field: str) -> tuple[dict, int, dict]:
-    """(config, epoch, checkpoint state) of another experiment a config names by `field`
-    (a PASE experiment for SampleRNN, a VQ-VAE experiment for the GPT prior).
-
-    `epoch`: a checkpoint epoch, None for the latest, "best" for the lowest validation loss.
-    """
-    experiment = Experiment(experiments_path, name)
-    if not experiment.exists():
-        raise UserError(f"{field}: no such experiment {experiment.root}")
-    config = experiment.config()
-    if config["model"]["type"] != model_type:
-        raise UserError(f"{field}: {name} is a {config['model']['type']} experiment, not {model_type}")
-    if epoch == "best":
-        epoch = experiment.checkpoint_index().get("best_epoch")
-        if epoch is None:
-            raise UserError(f"{field}: {name} has no validated checkpoint to call best (train it first)")
-    if epoch is not None and epoch not in experiment.checkpoint_epochs():
-        available = ", ".join(map(str, experiment.checkpoint_epochs())) or "none"
-        raise UserError(f"{field}: {name} has no checkpoint of epoch {epoch} (available: {available})")
-    epoch = experiment.resolve_epoch(epoch)
-    return config, epoch, torch_load(experiment.checkpoint_path(epoch))
 
 
 @dataclass
@@ -72,10 +48,13 @@ class RunContext:
 
 
 class Runner(ABC):
-    """Base class of the model-family runners. Subclasses implement the abstract hooks."""
+    """Base class of the model-family runners. Subclasses implement the abstract hooks;
+    every other hook the loop or the CLI calls is declared below with a default."""
 
     #: DDP must look for parameters unused in a step (e.g. one MelNet tier trained at a time).
     find_unused_parameters = False
+    #: The name of the training loss in logs, checkpoints/index.json and the report.
+    loss_name = "loss"
 
     def __init__(self, context: RunContext):
         self.context = context
@@ -130,7 +109,8 @@ class Runner(ABC):
 
     @abstractmethod
     def train_batches(self, epoch: int, position: dict | None):
-        """An iterable of batches for one epoch, with `state_dict()` giving its position.
+        """The batches of one epoch: iterable, `len()` of them in the epoch, `.position`
+        the number already given, and `state_dict()` / `load_state_dict()` of that position.
 
         `position` is a previous `state_dict()` of the same epoch's loader when
         resuming mid-epoch, so that training continues at the next batch.
@@ -198,6 +178,19 @@ class Runner(ABC):
 
     # --- optional hooks ----------------------------------------------------------
 
+    @staticmethod
+    def prepare_experiment(config: dict, data_index: dict, normalization: dict,
+                           experiments_path: Path, data_path: Path, log: logging.Logger) -> dict:
+        """`init`: files the family computes once from the corpus, as {file name: {name: array}}
+        written into the experiment (e.g. PASE speaker seeds, mels.npz); arrays under
+        "normalization.npz" are added to that file. `experiments_path` holds the experiments a
+        config may name (a PASE or VQ-VAE experiment). None by default."""
+        return {}
+
+    def select_tier(self, tier: int) -> None:
+        """`train --tier K`: train only tier K (families with tiers: MelNet)."""
+        raise UserError(f"--tier {tier}: only MelNet experiments have tiers")
+
     def trainable_parameters(self):
         return [p for p in self.model.parameters() if p.requires_grad]
 
@@ -215,7 +208,3 @@ class Runner(ABC):
 
     def on_skipped_step(self) -> None:
         """Called when the NaN guard skips a step: drop state that may be poisoned."""
-
-    @property
-    def loss_name(self) -> str:
-        return "loss"

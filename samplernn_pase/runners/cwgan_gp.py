@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from ..audio.plots import png_to_array, save_image_grid
+from ..data.labeled_crops import LabeledCrops, SpeakerLabels
 from ..data.mel_crops import MelCrops, prepare_mels
 from ..errors import UserError
 from ..experiment.folder import atomic_write_json
@@ -45,73 +46,18 @@ from .base import Runner
 from .rendering import write_results
 
 
-class SpeakerLabels:
-    """The label row of every speaker of data.json: [speaker index, gender index] (as asked)."""
-
-    def __init__(self, index: dict, kinds: list[str]):
-        speakers = index["speakers"]
-        genders = [speaker.get("gender") for speaker in speakers]
-        known = sorted({gender for gender in genders if gender})
-        # Gender is a label only where the corpus knows it; an unknown one is its own class.
-        self.kinds = [kind for kind in kinds if kind != "gender" or known]
-        if not self.kinds:
-            raise UserError("model.labels: no speaker of the corpus has a known gender; "
-                            "add \"speaker\" to the labels")
-        self.genders = known + (["unknown"] if None in genders or "" in genders else [])
-        self.sizes = tuple(len(speakers) if kind == "speaker" else len(self.genders)
-                           for kind in self.kinds)
-        self.speaker_rows = {speaker["id"]: self.row(speaker) for speaker in speakers}
-        self.speaker_of = {u["id"]: u["speaker"] for u in index["utterances"]}
-
-    def row(self, speaker: dict) -> tuple[int, ...]:
-        return tuple(speaker["index"] if kind == "speaker" else
-                     self.genders.index(speaker.get("gender") or "unknown") for kind in self.kinds)
-
-    def of_utterance(self, utterance_id: str) -> tuple[int, ...]:
-        return self.speaker_rows[self.speaker_of[utterance_id]]
-
-    def name(self, row: tuple[int, ...], speaker_ids: list[str]) -> str:
-        """File-name-friendly name of a label row: the speaker id, else the gender."""
-        if "speaker" in self.kinds:
-            return speaker_ids[row[self.kinds.index("speaker")]]
-        return f"gender-{self.genders[row[self.kinds.index('gender')]]}"
-
-
-class LabeledCrops:
-    """Batches {"mel": (B, 1, n_mels, frames), "labels": (B, L)} of a crop loader
-    (data/mel_crops.py), whose position (`state_dict`) it passes through."""
-
-    def __init__(self, loader, labels_of):
-        self.loader, self.labels_of = loader, labels_of
-
-    def __len__(self):
-        return len(self.loader)
-
-    def __iter__(self):
-        for batch in self.loader:
-            utterances = [item for item, _ in batch["chunks"]]
-            yield {"mel": batch["chunk"].unsqueeze(1),
-                   "labels": torch.tensor([self.labels_of(u) for u in utterances], dtype=torch.long)}
-
-    def state_dict(self) -> dict:
-        return self.loader.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.loader.load_state_dict(state)
-
-
 class CWGANGPRunner(Runner):
     loss_name = "critic_loss"
 
     @staticmethod
-    def prepare_experiment(config, data_index, normalization, args, log) -> dict:
+    def prepare_experiment(config, data_index, normalization, experiments_path, data_path, log):
         """`init`: the labels must exist in the corpus; the scaled log-mels go into mels.npz."""
         labels = SpeakerLabels(data_index, config["model"]["labels"])
         problem = CWGANGPConfig.from_dict(config["model"], label_sizes=labels.sizes).check()
         if problem:
             raise UserError(problem)
         log.info("cwgan_gp labels: %s (classes %s)", labels.kinds, list(labels.sizes))
-        return prepare_mels(config, data_index, normalization, args, log)
+        return prepare_mels(config, data_index, normalization, data_path, log)
 
     def build_model(self):
         model = self.config["model"]

@@ -20,94 +20,30 @@ import numpy as np
 import torch
 
 from ..data.code_windows import CODES_FILE, CodeGrids, CodeWindowLoader
-from ..data.store import UtteranceStore
+from ..data.vqvae_codes import VQVAECodec, encode_corpus
 from ..errors import UserError
 from ..models.gpt import GPT, GPTConfig, bits_per_code, generate, grid_to_sequence, sequence_to_grid
 from .base import Runner
 from ..training.rng import stream_seed
 from .rendering import test_tag, utterances_to_render, write_results
-from .vqvae import load_vqvae
 
 UNKNOWN_GENDER = "unknown"
-
-
-class VQVAECodec:
-    """The frozen VQ-VAE of a gpt_prior experiment: scaled log-mel <-> code grids, mel -> audio.
-
-    `epoch` is resolved once (by `init`) and stored in codes.npz, so that test
-    decodes with the checkpoint that made the codes.
-    """
-
-    def __init__(self, experiments_path, name: str, epoch, device="cpu"):
-        self.name = name
-        self.model, self.mels, self.epoch = load_vqvae(experiments_path, name, epoch, device)
-        self.config = self.model.config
-        self.settings = self.mels.settings
-        self.device = device
-
-    def scaled_mel(self, audio: np.ndarray) -> np.ndarray:
-        """Log-mel of a waveform with the VQ-VAE's analysis, in its [-1, 1] scaling."""
-        return self.mels.scale(self.settings.log_mel(audio))
-
-    @torch.no_grad()
-    def encode(self, scaled_mel: np.ndarray) -> np.ndarray:
-        """Code grid (H, W) of a scaled mel (n_mels, frames); frames past the last whole column
-        are dropped. Encoded in chunks of the VQ-VAE's training crop length."""
-        step, crop = self.config.downsample_time, self.config.crop_frames
-        frames = scaled_mel.shape[1] - scaled_mel.shape[1] % step
-        if frames == 0:
-            return np.zeros((self.config.n_mels // self.config.downsample_freq, 0), dtype=np.int64)
-        mel = torch.from_numpy(np.ascontiguousarray(scaled_mel[:, :frames])).float().to(self.device)
-        pieces = [self.model.encode_codes(mel[None, :, start:start + crop])[0]
-                  for start in range(0, frames, crop)]
-        return torch.cat(pieces, dim=1).cpu().numpy()
-
-    @torch.no_grad()
-    def decode(self, grid: torch.Tensor) -> torch.Tensor:
-        """Scaled mel (n_mels, W * downsample_time) of a code grid (H, W), in crop-size chunks."""
-        columns = self.config.crop_frames // self.config.downsample_time
-        grid = grid.to(self.device).long()
-        pieces = [self.model.decode_codes(grid[None, :, start:start + columns])[0]
-                  for start in range(0, grid.shape[1], columns)]
-        return torch.cat(pieces, dim=1).clamp(-1.0, 1.0).cpu()
-
-    def to_audio(self, scaled_mel: torch.Tensor) -> np.ndarray:
-        return self.mels.to_audio(scaled_mel)
 
 
 class GPTPriorRunner(Runner):
     loss_name = "nll_bits"   # bits per code
 
     @staticmethod
-    def prepare_experiment(config, data_index, normalization, args, log) -> dict:
+    def prepare_experiment(config, data_index, normalization, experiments_path, data_path, log):
         """`init`: the code grid of every utterance, by the named VQ-VAE, into codes.npz."""
         model_config = config["model"]
-        codec = VQVAECodec(args.experiments_path, model_config["vqvae_experiment"],
-                           model_config["vqvae_epoch"])
-        if codec.settings.sample_rate != data_index["sample_rate"]:
-            raise UserError(f"model.vqvae_experiment: its mels are at {codec.settings.sample_rate} Hz, "
-                            f"this corpus at data.sample_rate {data_index['sample_rate']}")
-        store = UtteranceStore(data_index, normalization, args.data_path, cache_size=1)
-        grids, too_short = {}, 0
-        for utterance in data_index["utterances"]:
-            grid = codec.encode(codec.scaled_mel(store.load(utterance["id"]).audio))
-            if grid.shape[1] == 0:
-                too_short += 1
-                continue
-            grids[utterance["id"]] = grid
-        log.info("code grids of %d utterances (%d columns of %d codes) from %s epoch %d%s",
-                 len(grids), sum(g.shape[1] for g in grids.values()),
-                 codec.config.n_mels // codec.config.downsample_freq, codec.name, codec.epoch,
-                 f"; {too_short} shorter than one column left out" if too_short else "")
-        return {CODES_FILE: CodeGrids.arrays(grids, codec.config.codebook_size, codec.name,
-                                             codec.epoch)}
+        codec = VQVAECodec(experiments_path, model_config["vqvae_experiment"], model_config["vqvae_epoch"])
+        return {CODES_FILE: encode_corpus(codec, data_index, normalization, data_path, log)}
 
     def build_model(self):
         self.codes = CodeGrids.of_experiment(self.context.experiment.root)
         self.speaker_labels = self.label_table()
         model_config = self.config["model"]
-        settings = {k: v for k, v in model_config.items() if k in ("block_size", "n_layer", "n_head",
-                                                                    "n_embd", "dropout")}
         self.window_columns = model_config["block_size"] // self.codes.column_height
         if self.window_columns < 2:
             raise UserError(f"model.block_size: {model_config['block_size']} codes hold less than two "
@@ -115,12 +51,11 @@ class GPTPriorRunner(Runner):
         if model_config["n_embd"] % model_config["n_head"]:
             raise UserError(f"model.n_embd: {model_config['n_embd']} is not a multiple of model.n_head "
                             f"{model_config['n_head']}")
-        settings["block_size"] = self.window_columns * self.codes.column_height
-        self.model_config = GPTConfig(codebook_size=self.codes.codebook_size,
-                                      column_height=self.codes.column_height,
-                                      num_speakers=len(self.index["speakers"]),
-                                      num_genders=len(self.genders), num_corpora=len(self.corpora),
-                                      **settings)
+        self.model_config = GPTConfig.from_dict(
+            model_config, block_size=self.window_columns * self.codes.column_height,
+            codebook_size=self.codes.codebook_size, column_height=self.codes.column_height,
+            num_speakers=len(self.index["speakers"]), num_genders=len(self.genders),
+            num_corpora=len(self.corpora))
         return GPT(self.model_config)
 
     # --- condition labels -------------------------------------------------------------

@@ -1,9 +1,7 @@
 """MelNet in the shared loop: log-mel chunks through the same stateful loader.
 
-Spectrograms are computed from the store's audio (HiFi-GAN convention, see
-audio/mel.py) and standardized with the mean and standard deviation of the
-training split's log-mel values, computed once by `init` into
-normalization.npz (`mel_mean`, `mel_std`). Long spectrograms are cut into chunks of
+The chunks are standardized log-mel frames (data/mel_source.py, with the
+statistics `init` wrote into normalization.npz). Long spectrograms are cut into chunks of
 `model.chunk_frames` frames; the time-direction recurrent states of every
 trained tier are carried from one chunk to the next (detached) and saved in
 checkpoints. Test rendering: full multiscale samples, and "upsampling only"
@@ -11,69 +9,16 @@ from the real low-resolution spectrogram of test utterances, to audio by
 Griffin-Lim, with a PNG per tier.
 """
 
-from collections import OrderedDict
-
 import numpy as np
 import torch
 
-from ..audio.mel import griffin_lim, mel_spectrogram
-from ..data.stateful_loader import pad_frames
-from ..data.store import UtteranceStore
+from ..audio.mel import griffin_lim
+from ..data.mel_source import MelSource, mel_normalization
 from ..errors import UserError
 from ..models.melnet import MelNet, MelNetConfig
 from ..training.rng import stream_seed
 from .base import Runner
 from .rendering import test_tag, utterances_to_render, write_results
-
-
-MEL_STD_FLOOR = 1e-5   # added to the std: a silent corpus must not divide by zero
-
-
-class MelSource:
-    """Stateful-loader source of standardized log-mel chunks: {"mel": (n, n_mels)}.
-
-    Standardized with `mean` and `std` (normalization.npz); the standardized
-    spectrograms are what is cached.
-    """
-
-    def __init__(self, store: UtteranceStore, index: dict, config: MelNetConfig,
-                 mean: float, std: float, cache_size=256):
-        self.store, self.config = store, config
-        self.sample_rate = index["sample_rate"]
-        self._frames = {u["id"]: (u["num_frames"] * index["hop_length"]) // config.hop_length
-                        for u in index["utterances"]}
-        self._cache = OrderedDict()
-        self.cache_size = cache_size
-        self.mean, self.std = float(mean), float(std)
-
-    def log_mel(self, item) -> np.ndarray:
-        """Un-standardized log-mel (frames, n_mels), computed from the store's audio."""
-        c = self.config
-        audio = torch.from_numpy(np.array(self.store.load(item).audio))
-        return mel_spectrogram(audio, self.sample_rate, c.n_fft, c.hop_length, c.win_length,
-                               c.n_mels, c.fmin, c.fmax).T.contiguous().numpy()
-
-    def standardize(self, log_mel: np.ndarray) -> np.ndarray:
-        return ((log_mel - self.mean) / self.std).astype(np.float32)
-
-    def _remember(self, item, mel: np.ndarray) -> None:
-        self._cache[item] = mel
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-
-    def normalized(self, item) -> np.ndarray:
-        if item in self._cache:
-            self._cache.move_to_end(item)
-        else:
-            self._remember(item, self.standardize(self.log_mel(item)))
-        return self._cache[item]
-
-    def num_frames(self, item) -> int:
-        return self._frames[item]
-
-    def chunk(self, item, start_frame, num_frames):
-        return {"mel": pad_frames(self.normalized(item)[start_frame:start_frame + num_frames],
-                                  num_frames)}
 
 
 class MelNetRunner(Runner):
@@ -99,23 +44,11 @@ class MelNetRunner(Runner):
         return MelNet(self.model_config)
 
     @staticmethod
-    def prepare_experiment(config, data_index, normalization, args, log) -> dict:
-        """`init`: mean and std of the log-mel values of the modeling speakers' training
-        split, added to normalization.npz (read by every later command)."""
+    def prepare_experiment(config, data_index, normalization, experiments_path, data_path, log):
+        """`init`: the log-mel statistics, added to normalization.npz (data/mel_source.py)."""
         model_config = MelNetConfig.from_dict(config["model"])
-        store = UtteranceStore(data_index, normalization, args.data_path)
-        source = MelSource(store, data_index, model_config, mean=0.0, std=1.0)
-        total = total_squares = count = 0.0
-        for item in store.ids(split="train", speaker_set="modeling"):
-            values = source.log_mel(item).astype(np.float64)
-            total, total_squares = total + values.sum(), total_squares + np.square(values).sum()
-            count += values.size
-        if count == 0:
-            raise UserError("data: no training audio of modeling speakers for MelNet's normalization")
-        mean = total / count
-        std = float(np.sqrt(max(total_squares / count - mean ** 2, 0.0))) + MEL_STD_FLOOR
-        log.info("log-mel normalization over %d values: mean %.4f, std %.4f", count, mean, std)
-        return {"normalization.npz": {"mel_mean": np.float64(mean), "mel_std": np.float64(std)}}
+        return {"normalization.npz": mel_normalization(model_config, data_index, normalization,
+                                                       data_path, log)}
 
     def select_tier(self, tier: int) -> None:
         """Train only this tier (`train --tier K`); every tier stays in the checkpoints."""

@@ -1,65 +1,37 @@
-"""PASE in the shared loop, and the speaker seeds it gives to SampleRNN experiments.
+"""PASE in the shared loop.
 
 Training: random chunks of `chunk_seconds` of every training utterance (all
 speakers: no labels are used), the weighted worker losses as the loss; the
-workers' targets (WORLD F0 and the rest) are computed by the loader, in the
-read-ahead thread with `train --num-workers`, never in the training step. Test:
+workers' targets (WORLD F0 and the rest) are computed by the loader
+(data/pase_chunks.py), in the read-ahead thread with `train --num-workers`,
+never in the training step. The speaker seeds it gives SampleRNN experiments
+are data/speaker_seeds.py's. Test:
 the held-out worker losses and how well seeds tell speakers apart (mean
 cosine similarity of seeds of the same speaker vs. of different speakers),
 with the similarity matrix as a PNG.
 """
 
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..audio.plots import png_to_array, save_images
-from ..data.features import utterance_f0
+from ..data.pase_chunks import ChunkTargets
 from ..data.random_chunks import RandomChunkLoader
-from ..data.stateful_loader import pad_frames
-from ..data.store import UtteranceStore
+from ..data.speaker_seeds import speaker_train_seeds
 from ..errors import UserError
 from ..experiment.folder import atomic_write_json
 from ..metrics.speaker import cosine_similarity, speaker_identification
-from ..models.pase import PASE, PASEConfig, embed, speaker_seed, worker_targets
-from .base import Runner, load_named_experiment
-
-
-class ChunkTargets:
-    """The workers' targets of a batch of random chunks, computed in the data pipeline.
-
-    WORLD F0, the slow part, is computed once per utterance on the encoder's
-    frame grid, with the corpus's F0 settings (`data_config`: the features' and
-    the metrics' F0 analysis), and sliced for every chunk (chunk offsets are
-    whole frames); the other targets come from the chunk itself
-    (models/pase_targets.py).
-    """
-
-    def __init__(self, config: PASEConfig, audio_of, data_config: dict):
-        self.config, self.audio_of, self.data_config = config, audio_of, data_config
-        self.hop = math.prod(config.conv_strides)
-        self._f0: dict[str, np.ndarray] = {}
-
-    def f0(self, item) -> np.ndarray:
-        if item not in self._f0:
-            self._f0[item] = utterance_f0(self.audio_of(item), self.data_config, self.hop)[0]
-        return self._f0[item]
-
-    def __call__(self, chunks: list, wave: torch.Tensor) -> dict:
-        frames = wave.shape[-1] // self.hop
-        f0 = np.stack([pad_frames(self.f0(item)[offset // self.hop:offset // self.hop + frames], frames)
-                       for item, offset in chunks])
-        return {"targets": worker_targets(self.config, wave, f0)}
+from ..models.pase import PASE, PASEConfig, embed, speaker_seed
+from .base import Runner
 
 
 class PASERunner(Runner):
     loss_name = "pase_loss"
 
     def build_model(self):
-        model_config = {k: v for k, v in self.config["model"].items() if k != "type"}
-        self.pase_config = PASEConfig.from_dict(model_config)
+        self.pase_config = PASEConfig.from_dict(self.config["model"])
         if self.pase_config.sample_rate != self.index["sample_rate"]:
             raise UserError(f"model.sample_rate: {self.pase_config.sample_rate} differs from the "
                             f"corpus rate data.sample_rate {self.index['sample_rate']}")
@@ -172,19 +144,6 @@ class PASERunner(Runner):
         return metrics
 
 
-def speaker_train_seeds(model: PASE, index: dict, load_audio, speakers, seconds: float) -> dict:
-    """speaker -> seed from its train split (utterances sorted by id): what `init` gives SampleRNN.
-
-    `load_audio(utterance_id)` returns the utterance's audio at index["sample_rate"].
-    """
-    seeds = {}
-    for speaker in speakers:
-        ids = sorted(u["id"] for u in index["utterances"] if u["speaker"] == speaker and u["split"] == "train")
-        if ids:
-            seeds[speaker] = speaker_seed(model, [load_audio(i) for i in ids], seconds, index["sample_rate"])
-    return seeds
-
-
 def held_out_identification(model: PASE, index: dict, load_audio, seeds: dict) -> dict:
     """Nearest-seed speaker identification of every validation and test utterance, each
     embedded alone (accuracy, chance, own / other cosine: metrics/speaker.py)."""
@@ -193,39 +152,3 @@ def held_out_identification(model: PASE, index: dict, load_audio, seeds: dict) -
     return speaker_identification(
         {speaker: [seed] for speaker, seed in seeds.items()},
         [(u["speaker"], embed(model, [load_audio(u["id"])], index["sample_rate"])) for u in held_out])
-
-
-def load_pase(experiments_path: Path, name: str, epoch: int | None, device="cpu") -> PASE:
-    """The PASE encoder of another experiment (the one a SampleRNN config names)."""
-    config, _, state = load_named_experiment(experiments_path, name, epoch, "pase",
-                                             "model.pase_experiment")
-    model = PASE(PASEConfig.from_dict({k: v for k, v in config["model"].items() if k != "type"}))
-    model.load_state_dict(state["model"])
-    return model.to(device).eval()
-
-
-def compute_speaker_seeds(config: dict, data_index: dict, normalization: dict, args, log) -> dict:
-    """`init` of a SampleRNN experiment with PASE speakers: the seed of every speaker.
-
-    A seed is the mean of PASE frames over the first `seed_seconds` of the
-    speaker's training audio (utterances sorted by id), for modeling and
-    adaptation speakers alike, so that unseen speakers can be rendered.
-    """
-    model_config = config["model"]
-    model = load_pase(args.experiments_path, model_config["pase_experiment"],
-                      model_config.get("pase_epoch"))
-    store = UtteranceStore(data_index, normalization, args.data_path)
-    seconds = model_config["pase_seed_seconds"]
-    speakers = sorted(data_index["speakers"], key=lambda s: s["index"])   # rows = speaker indices
-    by_speaker = speaker_train_seeds(model, data_index, lambda i: store.load(i).audio,
-                                     [s["id"] for s in speakers], seconds)
-    for speaker in speakers:
-        if speaker["id"] not in by_speaker:
-            raise UserError(f"speaker {speaker['id']}: no training audio to compute a PASE seed")
-    seeds = [by_speaker[s["id"]] for s in speakers]
-    log.info("PASE seeds of %d speakers from %s (%.1f s each)", len(seeds),
-             model_config["pase_experiment"], seconds)
-    return {"speaker_seeds.npz": {
-        "speakers": np.array([s["id"] for s in speakers]),
-        "seeds": np.stack(seeds).astype(np.float32),
-        "seed_seconds": np.array(seconds, dtype=np.float32)}}

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from ..audio.mulaw import mulaw_decode, mulaw_encode
-from ..data.stateful_loader import SampleRNNSource
+from ..data.samplernn_source import SampleRNNSource
+from ..data.speaker_seeds import SEEDS_FILE, compute_speaker_seeds, load_pase, read_speaker_seeds
 from ..errors import UserError
 from ..data import cache
 from ..data.features import world_resynthesis
@@ -45,35 +46,31 @@ class SampleRNNRunner(Runner):
         return SampleRNN(self.model_config)
 
     @staticmethod
-    def prepare_experiment(config, data_index, normalization, args, log) -> dict:
+    def prepare_experiment(config, data_index, normalization, experiments_path, data_path, log):
         """`init`: check the corpus fits the conditioning; PASE speaker seeds when asked for."""
         conditioning = config["model"]["conditioning"]
         if conditioning != "acoustic" and not data_index.get("linguistic"):
             raise UserError(f"model.conditioning: {conditioning!r} needs HTS full-context labels (.lab beside "
                             "the audio, or in lab/ for CMU ARCTIC) and the corpus has none; use \"acoustic\"")
-        if config["model"].get("conds_speaker_type", "embedding") != "pase":
+        if config["model"]["conds_speaker_type"] != "pase":
             return {}
-        from .pase import compute_speaker_seeds
-        return compute_speaker_seeds(config, data_index, normalization, args, log)
+        return {SEEDS_FILE: compute_speaker_seeds(config["model"], data_index, normalization,
+                                                  experiments_path, data_path, log)}
 
     def load_speaker_vectors(self):
         """PASE speaker seeds written by `init` (None: a learned speaker embedding table)."""
-        path = self.context.experiment.root / "speaker_seeds.npz"
-        if self.config["model"].get("conds_speaker_type", "embedding") != "pase":
-            return None
-        with np.load(path, allow_pickle=False) as seeds:
-            vectors = torch.from_numpy(seeds["seeds"].astype(np.float32))
-        from .pase import load_pase
         model_config = self.config["model"]
-        if self.context.from_release:
-            return vectors    # the seeds are in the release; the encoder that scores is not
-        # The encoder also scores the rendered audio (speaker similarity).
-        self.pase = load_pase(self.context.experiment.root.parent, model_config["pase_experiment"],
-                              model_config["pase_epoch"])
-        return vectors
+        if model_config["conds_speaker_type"] != "pase":
+            return None
+        if not self.context.from_release:
+            # The encoder also scores the rendered audio (speaker similarity); a release
+            # holds the seeds, not the encoder.
+            self.pase = load_pase(self.context.experiment.root.parent, model_config["pase_experiment"],
+                                  model_config["pase_epoch"])
+        return read_speaker_seeds(self.context.experiment.root)
 
     def pase_encoder(self):
-        return getattr(self, "pase", None)
+        return self.pase
 
     def speaker_input(self, speaker_index: torch.Tensor) -> torch.Tensor:
         if self.speaker_vectors is None:

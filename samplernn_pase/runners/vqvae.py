@@ -14,7 +14,7 @@ same figures for the trivial reconstruction (the training split's mean
 spectrum in every frame), which a useful model must beat.
 """
 
-from pathlib import Path
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from ..data.mel_crops import MelCrops, prepare_mels
 from ..errors import UserError
 from ..models.vqvae import MelVQVAE, VQVAEConfig
 from ..training.optim import build_optimizer
-from .base import Runner, load_named_experiment
+from .base import Runner
 from .rendering import test_tag, utterances_to_render, write_results
 
 
@@ -53,10 +53,10 @@ class VQVAERunner(Runner):
     find_unused_parameters = True     # the discriminator gets no gradient before disc_start
 
     @staticmethod
-    def prepare_experiment(config, data_index, normalization, args, log) -> dict:
+    def prepare_experiment(config, data_index, normalization, experiments_path, data_path, log):
         """`init`: the scaled log-mel of every utterance (mels.npz)."""
         vqvae_config(config)
-        return prepare_mels(config, data_index, normalization, args, log)
+        return prepare_mels(config, data_index, normalization, data_path, log)
 
     def build_model(self):
         self.model_config = vqvae_config(self.config)
@@ -152,7 +152,7 @@ class VQVAERunner(Runner):
             reconstruction, codes = self.reconstruct(original)
             log_original, log_reconstruction = (self.mels.to_log_mel(original),
                                                 self.mels.to_log_mel(reconstruction))
-            log_baseline = np.broadcast_to(self.mels.to_log_mel(self.mean_spectrum())[:, None], original.shape)
+            log_baseline = np.broadcast_to(self.mels.to_log_mel(self.mean_spectrum)[:, None], original.shape)
             metrics = {
                 "mel_l1": float(np.abs(log_reconstruction - log_original).mean()),
                 "spectral_convergence": spectral_convergence(np.exp(log_reconstruction), np.exp(log_original)),
@@ -180,23 +180,10 @@ class VQVAERunner(Runner):
         return write_results(out_dir, epoch, self.mels.settings.sample_rate, rendered, writer,
                              test_tag(speaker_set), self.evaluation, speaker_set, extra=summary)
 
+    @cached_property
     def mean_spectrum(self) -> np.ndarray:
         """Mean scaled mel of every band over the training crops' utterances: the trivial
         "reconstruction" (one spectrum for every frame) the metrics are compared with."""
-        if not hasattr(self, "_mean_spectrum"):
-            ids = self.utterance_ids("train")
-            total = sum(self.mels.mel(i).sum(1) for i in ids)
-            self._mean_spectrum = (total / sum(self.mels.num_frames(i) for i in ids)).astype(np.float32)
-        return self._mean_spectrum
-
-
-def load_vqvae(experiments_path: Path, name: str, epoch: int | str | None = None,
-               device="cpu") -> tuple[MelVQVAE, MelCrops, int]:
-    """The VQ-VAE of another experiment (the one a GPT prior names) in eval mode, its mels and
-    the epoch loaded (`epoch`: an epoch, None for the latest, "best")."""
-    config, epoch, state = load_named_experiment(experiments_path, name, epoch, "vqvae",
-                                                 "model.vqvae_experiment")
-    model = MelVQVAE(vqvae_config(config))
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), MelCrops.of_experiment(Path(experiments_path) / name), epoch
-
+        ids = self.utterance_ids("train")
+        total = sum(self.mels.mel(i).sum(1) for i in ids)
+        return (total / sum(self.mels.num_frames(i) for i in ids)).astype(np.float32)

@@ -306,8 +306,7 @@ class Trainer:
             with Interrupted() as interrupted:
                 while self.epoch <= self.max_epochs:
                     batches = self.runner.train_batches(self.epoch, self.loader_position)
-                    total = len(batches) if hasattr(batches, "__len__") else None
-                    done = getattr(batches, "position", 0)    # batches already trained (resume)
+                    total, done = len(batches), batches.position   # done: already trained (resume)
                     if self.runner.context.num_workers > 0:
                         batches = Prefetcher(batches, self.runner.context.num_workers)
                     self.loader_position = None
