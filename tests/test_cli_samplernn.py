@@ -8,6 +8,7 @@ one `make demo` runs.
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -192,11 +193,19 @@ def test_info_lists_utterance_ids_and_options_follow_the_command(workspace):
     assert all(u["id"] in every.split() for u in index["utterances"])
 
 
-def test_synthesize_from_a_release_alone(workspace, tmp_path):
+@pytest.fixture(scope="module")
+def trained(workspace) -> str:
+    """An experiment trained one epoch (no test renders), shared by the synthesize tests."""
     config = tiny_config(max_epochs=1)
     config["test"]["period"] = None
-    workspace.init("released", config)
-    workspace.run("released", "train")
+    workspace.init("synthesis", config)
+    workspace.run("synthesis", "train")
+    return "synthesis"
+
+
+def test_synthesize_from_a_release_alone(workspace, trained, tmp_path):
+    # A copy of the shared one-epoch experiment: this test moves its folder away.
+    shutil.copytree(workspace.experiment(trained), workspace.experiment("released"))
     again = workspace.run("released", "train")       # --max-epochs is absolute: nothing left
     assert "nothing to train" in again.stdout and "epoch 1 is done" in again.stdout
     # Adaptation speakers have a row in the embedding table that training never touched.
@@ -351,7 +360,6 @@ def test_tensorboard_serves_the_experiment_on_localhost(workspace):
 
 def test_init_and_train_on_an_ljspeech_layout(tmp_path, demo_corpus_path):
     """A single-speaker corpus without labels: acoustic conditioning trains; linguistic is refused."""
-    import shutil
 
     data = tmp_path / "data"
     root = data / "LJSpeech-1.1"
@@ -386,7 +394,6 @@ def test_arctic_layout_with_full_context_labels_inits_and_trains_linguistic(tmp_
     """CMU ARCTIC layout, HTS full-context labels in lab/ (slt phone level, bdl state level, as
     HTS-demo and Merlin write them): `init` keeps every utterance, `train` with linguistic
     conditioning runs, and the mixer has the seed's widths (195 / 197 + the speaker's 15)."""
-    import shutil
 
     from samplernn_pase.experiment.folder import Experiment
     from samplernn_pase.runners.base import RunContext
@@ -440,16 +447,6 @@ def test_arctic_layout_with_full_context_labels_inits_and_trains_linguistic(tmp_
     runner = SampleRNNRunner(RunContext(experiment=Experiment(tmp_path / "experiments", "arctic"),
                                         config=lf0_config, data_path=data, device=torch.device("cpu")))
     assert runner.model.mixer.content_size == 197 and runner.model.mixer.mix.in_features == 15 + 197
-
-
-@pytest.fixture(scope="module")
-def trained(workspace) -> str:
-    """An experiment trained one epoch (no test renders), shared by the synthesize tests."""
-    config = tiny_config(max_epochs=1)
-    config["test"]["period"] = None
-    workspace.init("synthesis", config)
-    workspace.run("synthesis", "train")
-    return "synthesis"
 
 
 def synthesized(result) -> tuple[Path, np.ndarray]:
