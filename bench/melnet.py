@@ -27,6 +27,7 @@ layers, so the same numbers give this model more work than the seed.
 import argparse
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -188,6 +189,7 @@ def main():
               "layers": args.layers, "hidden_size": args.hidden_size,
               "gmm_components": args.gmm_components, "batch_size": args.batch_size,
               "threads": torch.get_num_threads(), "device": str(device),
+              "mkl_cbwr": os.environ.get("MKL_CBWR", "default"),
               "parameters": sum(p.numel() for p in model.parameters())}
     if not args.skip_train:
         result["train_frames_per_s"], result["train_steps"] = bench_train(model, args, device)

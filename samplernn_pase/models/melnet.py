@@ -640,10 +640,6 @@ class MelNet(nn.Module):
     def time_factor(self) -> int:
         return time_factor(self.config.tiers)
 
-    def tier_parameters(self, k: int):
-        """Parameters of tier k alone (state-dict prefix `tiers.{k-1}.`)."""
-        return self.tiers[k - 1].parameters()
-
     def tier_chunk(self, k: int, chunk_frames: int | None = None) -> int:
         """Tier k's chunk in its own frames, for a full-resolution chunk of `chunk_frames`."""
         chunk = self.config.chunk_frames if chunk_frames is None else chunk_frames

@@ -413,12 +413,14 @@ class SampleRNN(nn.Module):
         logits = self.sample_mlp(input_samples_q[:, lookback - k:total - 1], conds, upper)
         return logits, new_hidden
 
-    def loss(self, input_samples_q, conds, speaker, hidden=None, reset=None, mask=None):
+    def loss(self, input_samples_q, conds, speaker, hidden=None, reset=None, mask=None, forward=None):
         """Mean NLL in bits per sample over the rows in ``mask`` -> (loss, new_hidden).
 
         An all-empty batch (DDP padding) gives a zero loss that still has a graph.
+        ``forward``: the module whose call runs this model (its DistributedDataParallel
+        wrapper, which must see the call to average the gradients); default the model.
         """
-        logits, new_hidden = self(input_samples_q, conds, speaker, hidden, reset)
+        logits, new_hidden = (forward or self)(input_samples_q, conds, speaker, hidden, reset)
         return nll_bits(logits, input_samples_q[:, self.frame_size:], mask), new_hidden
 
     @torch.no_grad()
