@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from samplernn_pase.audio.mulaw import mulaw_encode
 from samplernn_pase.data.stateful_loader import StatefulLoader
-from samplernn_pase.models.samplernn import SampleRNN, SampleRNNConfig, nll_bits, run_gru, unpack_batch
+from samplernn_pase.models.recurrent import run_gru
+from samplernn_pase.models.samplernn import SampleRNN, SampleRNNConfig, nll_bits, unpack_batch
 
 SCHEMA = Path(__file__).parents[1] / "samplernn_pase/experiment/schema/model_samplernn.json"
 

@@ -25,7 +25,6 @@ rows whose ``reset`` flag is set and from the detached carried state on the
 others, chosen per row because slots start utterances at different times.
 """
 import math
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
@@ -35,6 +34,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from samplernn_pase.audio.mulaw import mulaw_decode, mulaw_zero
+from samplernn_pase.models.recurrent import generation_threads, gru_cell, run_gru
 
 CONDITIONINGS = ("acoustic", "linguistic", "linguistic_lf0")
 CONDITIONING_KEYS = ("acoustic", "linguistic_categorical", "linguistic_real")
@@ -170,99 +170,6 @@ class ConditioningMixer(nn.Module):
         content = torch.cat([p.float() for p in parts], dim=-1)
         speaker = speaker[:, None, :].expand(-1, content.shape[1], -1)
         return self.mix(torch.cat([speaker, content], dim=-1))
-
-
-SEQUENTIAL_MAX_ROWS = 16   # step loops over at most this many rows run on one CPU thread
-
-
-@contextmanager
-def sequential_threads(device, rows, threads=1):
-    """Runs the generation loop's small products on ``threads`` CPU threads.
-
-    A generation step multiplies a few rows by each weight matrix: too little
-    work to share, and on a small or busy machine the threads' synchronization
-    at every step costs more than the step (measured on the 2-core target with
-    another process running: 1 thread generated 2x (one stream) to 4x (8
-    streams) faster than 2). Changing the thread count costs milliseconds, so
-    this is done once per call, not around the training recurrence. Loops over
-    more than SEQUENTIAL_MAX_ROWS rows keep every thread.
-    """
-    previous = torch.get_num_threads()
-    if device.type != "cpu" or previous <= threads or rows > SEQUENTIAL_MAX_ROWS:
-        yield
-        return
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-class GRURecurrence(torch.autograd.Function):
-    """One GRU layer's recurrence, given its input projections for all steps.
-
-    Same maths as ``nn.GRU`` (gates r, z, n). Autograd through ``nn.GRU`` on
-    the CPU accumulates the recurrent weight gradient step by step (a full
-    3H x H add per step); here the backward pass keeps each step's gate
-    gradients and forms that gradient with one large matrix product.
-    """
-
-    @staticmethod
-    def forward(ctx, input_gates, h0, weight_hh, bias_hh):
-        # input_gates (B, T, 3H) = x W_ih^T + b_ih; h0 (B, H)
-        steps = input_gates.shape[1]
-        weight_t = weight_hh.t()
-        h, outputs, saved = h0, [], []
-        for t in range(steps):
-            gi_r, gi_z, gi_n = input_gates[:, t].chunk(3, dim=1)
-            gh_r, gh_z, gh_n = torch.addmm(bias_hh, h, weight_t).chunk(3, dim=1)
-            r = torch.sigmoid(gi_r + gh_r)
-            z = torch.sigmoid(gi_z + gh_z)
-            n = torch.tanh(gi_n + r * gh_n)
-            h_new = n + z * (h - n)
-            saved.append((r, z, n, gh_n))
-            outputs.append(h_new)
-            h = h_new
-        output = torch.stack(outputs, dim=1)
-        r, z, n, gh_n = (torch.stack(x, dim=1) for x in zip(*saved))
-        ctx.save_for_backward(h0, output, r, z, n, gh_n, weight_hh)
-        return output
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        h0, output, r, z, n, gh_n, weight_hh = ctx.saved_tensors
-        batch, steps, hidden = output.shape
-        previous = torch.cat([h0[:, None], output[:, :-1]], dim=1)
-        grad_gi = torch.empty(batch, steps, 3 * hidden, dtype=output.dtype, device=output.device)
-        grad_gh = torch.empty_like(grad_gi)
-        dh = torch.zeros_like(h0)
-        for t in reversed(range(steps)):
-            dh = dh + grad_output[:, t]
-            zt, nt, rt = z[:, t], n[:, t], r[:, t]
-            dn = dh * (1 - zt) * (1 - nt * nt)
-            dz = dh * (previous[:, t] - nt) * zt * (1 - zt)
-            dr = dn * gh_n[:, t] * rt * (1 - rt)
-            grad_gi[:, t] = torch.cat([dr, dz, dn], dim=1)
-            gh = torch.cat([dr, dz, dn * rt], dim=1)
-            grad_gh[:, t] = gh
-            dh = dh * zt + gh @ weight_hh
-        flat_gh = grad_gh.reshape(-1, 3 * hidden)
-        grad_weight = flat_gh.t() @ previous.reshape(-1, hidden)
-        return grad_gi, dh, grad_weight, flat_gh.sum(0)
-
-
-def run_gru(rnn, x, hidden):
-    """``rnn(x, hidden)`` for a batch-first ``nn.GRU``; on the CPU with autograd
-    the recurrence goes through ``GRURecurrence`` (same values, faster backward)."""
-    if x.device.type != "cpu" or not torch.is_grad_enabled():
-        return rnn(x, hidden)
-    last = []
-    for layer in range(rnn.num_layers):
-        gates = F.linear(x, getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"bias_ih_l{layer}"))
-        x = GRURecurrence.apply(gates, hidden[layer], getattr(rnn, f"weight_hh_l{layer}"),
-                                getattr(rnn, f"bias_hh_l{layer}"))
-        last.append(x[:, -1])
-    return x, torch.stack(last)
 
 
 class FrameTier(nn.Module):
@@ -487,7 +394,7 @@ class SampleRNN(nn.Module):
         codes = torch.full((batch, fs0 + length), mulaw_zero(q), dtype=torch.int64, device=device)
         log_probs = torch.empty(batch, length, device=device) if return_log_probs else None
         hidden = [list(h.unbind(0)) for h in self.initial_hidden(batch)]
-        with sequential_threads(device, batch):
+        with generation_threads(device, rows=batch):
             self._generate_steps(plan, codes, hidden, table, head, out_w, out_b, temperature,
                                  generator, log_probs)
         samples = codes[:, fs0:].clone()
@@ -560,18 +467,13 @@ class _TierPlan:
         self.up_bias = bias.expand(base.shape[0], base.shape[1], -1)              # (B, n, H_out * r)
 
     def step(self, gates, hidden):
-        """Advances every layer one step (``hidden``: list of (B, H), updated); returns the top output."""
+        """Advances every layer one step (``hidden``: list of (B, H), updated) from the
+        first layer's input projections ``gates`` (B, 3H); returns the top output."""
         x = None
         for layer, (w_ih, b_ih, w_hh, b_hh) in enumerate(self.layers):
             if layer > 0:
                 gates = F.linear(x, w_ih, b_ih)
-            h = hidden[layer]
-            gi_r, gi_z, gi_n = gates.chunk(3, dim=1)
-            gh_r, gh_z, gh_n = F.linear(h, w_hh, b_hh).chunk(3, dim=1)
-            r = torch.sigmoid(gi_r + gh_r)
-            z = torch.sigmoid(gi_z + gh_z)
-            n = torch.tanh(gi_n + r * gh_n)
-            x = hidden[layer] = n + z * (h - n)
+            x = hidden[layer] = gru_cell(gates, hidden[layer], w_hh, b_hh)
         return x
 
 
