@@ -39,7 +39,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from samplernn_pase.models.melnet import MelNet, MelNetConfig, intra_op_threads  # noqa: E402
+from samplernn_pase.models.melnet import MelNet, MelNetConfig  # noqa: E402
+from samplernn_pase.models.recurrent import generation_threads  # noqa: E402
 
 
 def sync(device):
@@ -214,7 +215,7 @@ def main():
         # faster of --threads and 1, as our sampling does
         by_threads = {}
         for threads in sorted({torch.get_num_threads(), 1}):
-            with intra_op_threads(threads, device):
+            with generation_threads(device, threads=threads):
                 if args.baseline_full:
                     by_threads[threads] = (seed_run(seed, args, args.frames, device), {})
                 else:
@@ -231,7 +232,7 @@ def main():
                 "linearly interpolated over every frame count, times values per frame")
         if args.baseline_check_frames:
             check = args.baseline_check_frames
-            with intra_op_threads(best, device):
+            with generation_threads(device, threads=best):
                 estimate, _ = seed_estimate(seed, sample_gmm_batch, tierutil, args, check, device)
                 measured = seed_run(seed, args, check, device)
             baseline["check"] = {"frames": check, "threads": best,

@@ -332,22 +332,19 @@ class DelayedLayer(nn.Module):
         c = [rnn.weight_hh_l0.t(), rnn.weight_hh_l0_reverse.t()]
         return torch.stack(a), torch.stack(c), torch.stack(bias).unsqueeze(1)
 
-    def frame_step(self, h_t, h_c, time_state, central_state, freq_gates=None):
+    def frame_step(self, h_t, h_c, time_state, central_state, freq_gates):
         """Time-direction part for one frame: h_t (B, F, H), h_c (B, H) or None.
 
         `freq_gates`: `self.freq_gate_weights()`, to run both directions of
-        `time_freq_rnn` as one loop of F steps (sampling).
+        `time_freq_rnn` as one loop of F steps.
         Returns the new h_t, h_c, states, and `stacks` (B, F, H): what this layer
         adds to the frequency-delayed input of every bin of the frame.
         """
         B, Fq, H = h_t.shape
         time_state = module_cell(self.time_rnn, h_t.reshape(B * Fq, H),
                                  time_state.reshape(B * Fq, H)).view(B, Fq, H)
-        if freq_gates is None:
-            over_freq, _ = run_gru(self.time_freq_rnn, h_t)
-        else:
-            out = _gru_sequences(torch.stack([h_t, h_t.flip(1)]), *freq_gates)
-            over_freq = torch.cat([out[0], out[1].flip(1)], -1)
+        out = _gru_sequences(torch.stack([h_t, h_t.flip(1)]), *freq_gates)
+        over_freq = torch.cat([out[0], out[1].flip(1)], -1)
         h_t = self.time_out(torch.cat([time_state, over_freq], -1)) + h_t
         stacks = h_t
         if self.central:
