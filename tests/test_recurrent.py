@@ -5,8 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from samplernn_pase.models.recurrent import (gate_buffer, gate_views, gru_step, module_cell,
-                                             run_gru)
+from samplernn_pase.models.recurrent import GRUCell, gate_buffer, gate_views, gru_step, run_gru
 
 
 def double_gru(inputs, hidden, layers=1, bidirectional=False, seed=0):
@@ -51,7 +50,7 @@ def test_recurrence_without_autograd_matches_nn_gru():
 
 def test_one_step_matches_nn_gru():
     """The generation loops' step, against one step of a bidirectional nn.GRU (forward and
-    reverse direction, each from its own state): from the module's weights (`module_cell`),
+    reverse direction, each from its own state): from the module's weights (`GRUCell`),
     and from input projections in a gate buffer (`gru_step`), also both directions at once."""
     rnn = double_gru(4, 6, bidirectional=True)
     x, h = torch.randn(3, 4, dtype=torch.double), torch.randn(2, 3, 6, dtype=torch.double)
@@ -63,7 +62,7 @@ def test_one_step_matches_nn_gru():
                                          getattr(rnn, "bias_hh_l0" + s)) for s in suffixes])
         weight_t = torch.stack([getattr(rnn, "weight_hh_l0" + s).t() for s in suffixes])
         for d, suffix in enumerate(suffixes):
-            assert torch.allclose(module_cell(rnn, x, h[d], suffix), want[d], atol=1e-12)
+            assert torch.allclose(GRUCell.of(rnn, 3, direction=suffix)(x, h[d]), want[d], atol=1e-12)
             one = gates[d].clone()
             got = gru_step(gate_views(one), h[d], weight_t[d], torch.empty_like(h[d]), torch.empty_like(h[d]))
             assert torch.allclose(got, want[d], atol=1e-12)

@@ -58,8 +58,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from samplernn_pase.models.recurrent import (gate_views, generation_threads, gru_step, gru_update,
-                                             input_gate_weights, module_cell, run_gru,
+from samplernn_pase.models.recurrent import (GRUCell, gate_views, generation_threads, gru_step,
+                                             gru_update, input_gate_weights, run_gru,
                                              state_gate_weights)
 
 TIME, FREQ = -2, -1  # axes of a (..., T, F) spectrogram
@@ -322,33 +322,36 @@ class DelayedLayer(nn.Module):
         h_f = self.freq_out(out.view(B, T, Fq, H)) + h_f
         return h_t, h_f, h_c, time_last.view(B, Fq, H), central_last
 
-    def freq_gate_weights(self):
-        """The two directions of `time_freq_rnn` stacked for `_gru_sequences` (sampling)."""
+    def sampling_plan(self, batch_size: int, n_freq: int):
+        """What `frame_step` needs, prepared once per generation: the two directions of
+        `time_freq_rnn` stacked for `_gru_sequences`, the cells of the time GRUs."""
         rnn = self.time_freq_rnn
         inputs = [input_gate_weights(*(getattr(rnn, name + suffix)
                                        for name in ("weight_ih_l0", "bias_ih_l0", "bias_hh_l0")))
                   for suffix in ("", "_reverse")]
         a, bias = zip(*inputs)
         c = [rnn.weight_hh_l0.t(), rnn.weight_hh_l0_reverse.t()]
-        return torch.stack(a), torch.stack(c), torch.stack(bias).unsqueeze(1)
+        freq_gates = torch.stack(a), torch.stack(c), torch.stack(bias).unsqueeze(1)
+        central = GRUCell.of(self.central_rnn, batch_size) if self.central else None
+        return freq_gates, GRUCell.of(self.time_rnn, batch_size * n_freq), central
 
-    def frame_step(self, h_t, h_c, time_state, central_state, freq_gates):
+    def frame_step(self, h_t, h_c, time_state, central_state, plan):
         """Time-direction part for one frame: h_t (B, F, H), h_c (B, H) or None.
 
-        `freq_gates`: `self.freq_gate_weights()`, to run both directions of
-        `time_freq_rnn` as one loop of F steps.
+        `plan`: `self.sampling_plan(B, F)` (both directions of `time_freq_rnn` run as
+        one loop of F steps).
         Returns the new h_t, h_c, states, and `stacks` (B, F, H): what this layer
         adds to the frequency-delayed input of every bin of the frame.
         """
         B, Fq, H = h_t.shape
-        time_state = module_cell(self.time_rnn, h_t.reshape(B * Fq, H),
-                                 time_state.reshape(B * Fq, H)).view(B, Fq, H)
+        freq_gates, time_cell, central_cell = plan
+        time_state = time_cell(h_t.reshape(B * Fq, H), time_state.reshape(B * Fq, H)).view(B, Fq, H)
         out = _gru_sequences(torch.stack([h_t, h_t.flip(1)]), *freq_gates)
         over_freq = torch.cat([out[0], out[1].flip(1)], -1)
         h_t = self.time_out(torch.cat([time_state, over_freq], -1)) + h_t
         stacks = h_t
         if self.central:
-            central_state = module_cell(self.central_rnn, h_c, central_state)
+            central_state = central_cell(h_c, central_state)
             h_c = self.central_out(central_state) + h_c
             stacks = stacks + h_c.unsqueeze(1)
         return h_t, h_c, time_state, central_state, stacks
@@ -496,7 +499,7 @@ class Tier(nn.Module):
         head_mat = torch.cat([w_in @ head_w] + [w @ head_w for w in out_w])  # (1 + L H, 3K)
         head_bias = self.head.bias + biases[-1] @ head_w
         K = self.head.out_features // 3
-        freq_gates = [layer.freq_gate_weights() for layer in self.layers]
+        plans = [layer.sampling_plan(B, Fq) for layer in self.layers]
         V = x.new_zeros(B, 1 + L * H)
         value_slot = V[:, :1]
         gates, n = x.new_empty(B, 4 * H), x.new_empty(B, H)
@@ -521,7 +524,7 @@ class Tier(nn.Module):
             for i, layer in enumerate(self.layers):
                 h_t, h_c, time_states[i], c, add = layer.frame_step(
                     h_t, h_c, time_states[i], central_states[i] if self.central else None,
-                    freq_gates[i])
+                    plans[i])
                 if self.central:
                     central_states[i] = c
                 pre = torch.matmul(add + freq_base, gate_in[i]).add_(gate_bias[i])

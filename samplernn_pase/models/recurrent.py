@@ -2,7 +2,7 @@
 
 Every GRU of the two models runs the step below: the teacher-forced passes on
 the CPU through `run_gru` (forward and backward, `GRURecurrence`), and the
-generation loops step by step (`gru_cell`, or `gru_step` / `gru_update` in
+generation loops step by step (`GRUCell`, or `gru_step` / `gru_update` in
 the loops that lay out their own products). On a GPU the teacher-forced pass
 goes through cuDNN's fused GRU (`nn.GRU` itself), the one implementation that
 is not this one; `tests/test_recurrent.py` checks this one against `nn.GRU`.
@@ -12,14 +12,16 @@ Maths and layout. With PyTorch's GRU weights (gates r, z, n):
     z = sigma(W_iz x + b_iz + W_hz h + b_hz)
     n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
     h' = (1 - z) * n + z * h
-a step works on one buffer of pre-activations (..., 4H) = [r, z, n_h, n_x]:
-r and z summed over input and state, n's state part n_h = W_hn h + b_hn and
-its input part n_x apart. Its first 3H columns are what h W_hh^T + b_hh adds,
-so a step adds the state product into them with W_hh^T as it is; `gate_buffer`
-fills the buffer with everything known before the step (the input
-projections and the biases), for one step or for all steps of a sequence at
-once. The updates are in place into preallocated buffers: a generation step
-multiplies a few rows, so its cost is the number of calls, not arithmetic.
+a step works on one buffer of pre-activations (..., 4H) = [n_x, r, z, n_h]:
+r and z summed over input and state, n's input part n_x = W_in x + b_in and
+its state part n_h = W_hn h + b_hn apart. Its last 3H columns are what
+h W_hh^T + b_hh adds (PyTorch's order), its first 3H what the input adds (the
+order n, r, z: `input_order`), so each product goes into one block as it is.
+`gate_buffer` fills the buffer with everything known before the step (input
+projections and biases), for one step or all steps of a sequence at once;
+`gru_step` adds the state product and applies the nonlinearities, in place
+into preallocated buffers: a generation step multiplies a few rows, so its
+cost is its number of calls, not arithmetic.
 """
 
 from contextlib import contextmanager
@@ -59,34 +61,41 @@ def generation_threads(device: torch.device, rows: int | None = None, threads: i
 
 
 def gate_views(gates: torch.Tensor):
-    """Views (state part [r, z, n_h], r and z, r, z, n_h, n_x) of a (..., 4H) buffer."""
+    """Views (input part [n_x, r, z], state part [r, z, n_h], r and z, r, z, n_h, n_x)
+    of a (..., 4H) buffer."""
     H = gates.shape[-1] // 4
-    return (gates[..., :3 * H], gates[..., :2 * H], gates[..., :H], gates[..., H:2 * H],
-            gates[..., 2 * H:3 * H], gates[..., 3 * H:])
+    return (gates[..., :3 * H], gates[..., H:], gates[..., H:3 * H], gates[..., H:2 * H],
+            gates[..., 2 * H:3 * H], gates[..., 3 * H:], gates[..., :H])
+
+
+def input_order(weight: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """PyTorch's gate order r, z, n along `dim` (3H) -> the input part's n, r, z."""
+    r_z, n = weight.split([2 * weight.shape[dim] // 3, weight.shape[dim] // 3], dim)
+    return torch.cat([n, r_z], dim)
 
 
 def input_gate_weights(weight_ih: torch.Tensor, bias_ih: torch.Tensor, bias_hh: torch.Tensor):
     """(a (In, 4H), bias (4H,)) with x a + bias = the buffer before the state product:
-    [x W_ir^T + b_ir + b_hr, x W_iz^T + b_iz + b_hz, b_hn, x W_in^T + b_in]."""
+    [x W_in^T + b_in, x W_ir^T + b_ir + b_hr, x W_iz^T + b_iz + b_hz, b_hn]."""
     H = bias_hh.shape[0] // 3
-    a = torch.cat([weight_ih[:2 * H].t(), weight_ih.new_zeros(weight_ih.shape[1], H), weight_ih[2 * H:].t()], 1)
-    bias = torch.cat([bias_ih[:2 * H] + bias_hh[:2 * H], bias_hh[2 * H:], bias_ih[2 * H:]])
+    a = torch.cat([input_order(weight_ih).t(), weight_ih.new_zeros(weight_ih.shape[1], H)], 1)
+    bias = torch.cat([bias_ih[2 * H:], bias_ih[:2 * H] + bias_hh[:2 * H], bias_hh[2 * H:]])
     return a.contiguous(), bias
 
 
 def state_gate_weights(weight_hh: torch.Tensor) -> torch.Tensor:
-    """(H, 4H) c with h c = the state's part of the buffer: [h W_hr^T, h W_hz^T, h W_hn^T, 0]."""
-    return torch.cat([weight_hh.t(), weight_hh.new_zeros(weight_hh.shape[1], weight_hh.shape[1])], 1)
+    """(H, 4H) c with h c = the state's part of the buffer: [0, h W_hr^T, h W_hz^T, h W_hn^T]."""
+    return torch.cat([weight_hh.new_zeros(weight_hh.shape[1], weight_hh.shape[1]), weight_hh.t()], 1)
 
 
 def gate_buffer(input_gates: torch.Tensor, bias_hh: torch.Tensor) -> torch.Tensor:
     """(..., 4H) buffer before the state product from input projections (..., 3H)
-    = x W_ih^T + b_ih (PyTorch's gate order r, z, n)."""
+    = x W_ih^T + b_ih in PyTorch's gate order."""
     H = bias_hh.shape[0] // 3
     gates = input_gates.new_empty(*input_gates.shape[:-1], 4 * H)
-    torch.add(input_gates[..., :2 * H], bias_hh[:2 * H], out=gates[..., :2 * H])
-    gates[..., 2 * H:3 * H] = bias_hh[2 * H:]
-    gates[..., 3 * H:] = input_gates[..., 2 * H:]
+    gates[..., :H] = input_gates[..., 2 * H:]
+    torch.add(input_gates[..., :2 * H], bias_hh[:2 * H], out=gates[..., H:3 * H])
+    gates[..., 3 * H:] = bias_hh[2 * H:]
     return gates
 
 
@@ -96,7 +105,7 @@ def gru_update(views, h: torch.Tensor, n: torch.Tensor, out: torch.Tensor) -> to
     In place: r and z become the gates' values, `n` n's; h' goes to `out`
     (which may be `h`) and is returned. These are what the backward pass needs.
     """
-    _, rz, r, z, n_h, n_x = views
+    _, _, rz, r, z, n_h, n_x = views
     rz.sigmoid_()
     torch.addcmul(n_x, r, n_h, out=n).tanh_()
     return torch.lerp(n, h, z, out=out)   # (1 - z) * n + z * h
@@ -107,7 +116,7 @@ def gru_step(views, h: torch.Tensor, weight_hh_t: torch.Tensor, n: torch.Tensor,
     """One GRU step: the buffer of `gate_buffer` (`views` of it) + the state product
     h W_hh^T (h (B, H) or (D, B, H) with `weight_hh_t` (H, 3H) or (D, H, 3H): D GRUs
     at once), then `gru_update`. Returns h' (in `out`)."""
-    state = views[0]
+    state = views[1]
     if h.dim() == 3:
         state.baddbmm_(h, weight_hh_t)
     else:
@@ -121,8 +130,8 @@ def gru_update_backward(views, n: torch.Tensor, h: torch.Tensor, dh: torch.Tenso
     (same layout), from dh = d loss / d h'. `views`, `n`: the step's buffers after the
     forward; h its input state. Returns dh z, the part of d loss / d h that does not go
     through the state product (the caller adds d[:3H] W_hh)."""
-    _, _, r, z, n_h, _ = views
-    _, _, g_r, g_z, g_nh, g_nx = grad_views
+    _, _, _, r, z, n_h, _ = views
+    _, _, _, g_r, g_z, g_nh, g_nx = grad_views
     torch.mul(dh * (1 - z), 1 - n * n, out=g_nx)
     torch.mul(g_nx, r, out=g_nh)
     torch.mul(g_nx * n_h, r * (1 - r), out=g_r)
@@ -130,19 +139,36 @@ def gru_update_backward(views, n: torch.Tensor, h: torch.Tensor, dh: torch.Tenso
     return dh * z
 
 
-def gru_cell(input_gates: torch.Tensor, h: torch.Tensor, weight_hh: torch.Tensor,
-             bias_hh: torch.Tensor) -> torch.Tensor:
-    """h' (B, H) of one step from this step's input projections (B, 3H) = x W_ih^T + b_ih."""
-    return gru_step(gate_views(gate_buffer(input_gates, bias_hh)), h, weight_hh.t(),
-                    torch.empty_like(h), torch.empty_like(h))
+class GRUCell:
+    """A GRU stepped one step at a time over `rows` rows (generation), with the step's
+    buffers and views allocated once. A caller that computes its own input part fills
+    `input_part` and calls `step`; given the input weights, `cell(x, h)` does it."""
 
+    def __init__(self, weight_hh, rows, weight_ih=None, bias_ih=None, bias_hh=None):
+        hidden = weight_hh.shape[1]
+        self.weight_hh_t = weight_hh.t()
+        self.gates = weight_hh.new_empty(rows, 4 * hidden)
+        self.views = gate_views(self.gates)
+        self.input_part = self.views[0]
+        self.n = weight_hh.new_empty(rows, hidden)
+        if weight_ih is not None:
+            self.input_weight, self.input_bias = input_gate_weights(weight_ih, bias_ih, bias_hh)
 
-def module_cell(rnn: nn.GRU, x: torch.Tensor, h: torch.Tensor, direction: str = "") -> torch.Tensor:
-    """One step of a single-layer `nn.GRU` on inputs x (B, In): the weights of its sequence pass."""
-    def weight(name):
-        return getattr(rnn, f"{name}_l0{direction}")
-    return gru_cell(F.linear(x, weight("weight_ih"), weight("bias_ih")), h, weight("weight_hh"),
-                    weight("bias_hh"))
+    @classmethod
+    def of(cls, rnn: nn.GRU, rows: int, layer: int = 0, direction: str = ""):
+        """The cell of one layer (and direction: "" or "_reverse") of an `nn.GRU`."""
+        def weight(name):
+            return getattr(rnn, f"{name}_l{layer}{direction}")
+        return cls(weight("weight_hh"), rows, weight("weight_ih"), weight("bias_ih"), weight("bias_hh"))
+
+    def step(self, h: torch.Tensor) -> torch.Tensor:
+        """h' (rows, H), a new tensor, from the input part in the buffer and h (rows, H)."""
+        return gru_step(self.views, h, self.weight_hh_t, self.n, torch.empty_like(h))
+
+    def __call__(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """h' (rows, H) from inputs x (rows, In) and h."""
+        torch.addmm(self.input_bias, x, self.input_weight, out=self.gates)
+        return self.step(h)
 
 
 # --- the sequence (training) ----------------------------------------------------------
@@ -184,10 +210,10 @@ class GRURecurrence(torch.autograd.Function):
                          zip(*(v.unbind(1) for v in gate_views(grad)))))
         for views, n_t, h_t, grad_t, grad_views in reversed(steps):
             direct = gru_update_backward(views, n_t, h_t, dh + grad_t, grad_views)
-            dh = torch.addmm(direct, grad_views[0], weight_hh)
-        state = grad[..., :3 * hidden].reshape(-1, 3 * hidden)
+            dh = torch.addmm(direct, grad_views[1], weight_hh)
+        state = grad[..., hidden:].reshape(-1, 3 * hidden)
         grad_weight = state.t() @ previous.reshape(-1, hidden)
-        grad_input = torch.cat([grad[..., :2 * hidden], grad[..., 3 * hidden:]], dim=-1)
+        grad_input = torch.cat([grad[..., hidden:3 * hidden], grad[..., :hidden]], dim=-1)
         return grad_input, dh, grad_weight, state.sum(0)
 
 

@@ -34,7 +34,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from samplernn_pase.audio.mulaw import mulaw_decode, mulaw_zero
-from samplernn_pase.models.recurrent import generation_threads, gru_cell, run_gru
+from samplernn_pase.models.recurrent import GRUCell, gate_buffer, generation_threads, input_order, run_gru
 
 CONDITIONINGS = ("acoustic", "linguistic", "linguistic_lf0")
 CONDITIONING_KEYS = ("acoustic", "linguistic_categorical", "linguistic_real")
@@ -408,7 +408,7 @@ class SampleRNN(nn.Module):
         k = self.sample_mlp.frame_size
         offsets = self.sample_mlp.tap_offsets(device)
         rows = torch.arange(batch, device=device)
-        upper_gates = None      # (B, r, 3H) input gates from the tier above, for its current frame
+        upper_gates = None      # (B, r, 3H) input part from the tier above, for its current frame
         ups = None              # (B, r, H) the bottom tier's upsampled output for its current frame
         for t in range(length):
             p = fs0 + t
@@ -419,11 +419,12 @@ class SampleRNN(nn.Module):
             for i, tier in enumerate(plan):
                 if t % tier.frame_size:
                     continue
-                gates = torch.addmm(tier.const_gates[:, frame], self.code_values[codes[:, p - tier.frame_size:p]],
-                                    tier.frame_gates)
+                cell = tier.cells[0]
+                torch.addmm(tier.const_gates[:, frame], self.code_values[codes[:, p - tier.frame_size:p]],
+                            tier.frame_gates, out=cell.gates)
                 if i > 0:
-                    gates = gates + upper_gates[:, (t // tier.frame_size) % plan[i - 1].ratio]
-                h = tier.step(gates, hidden[i])
+                    cell.input_part.add_(upper_gates[:, (t // tier.frame_size) % plan[i - 1].ratio])
+                h = tier.step(hidden[i])
                 # (B, H_out, r) in the transposed convolution's own layout, viewed as (B, r, H_out)
                 up = torch.addmm(tier.up_bias[:, frame], h, tier.up_weight).view(batch, -1, tier.ratio)
                 up = up.transpose(1, 2)
@@ -446,34 +447,33 @@ class SampleRNN(nn.Module):
 
 
 class _TierPlan:
-    """One frame tier prepared for incremental generation: the conditioning terms
-    of its first layer's input gates for all frames, the input projection folded
-    into the input gates (a frame_size x 3H matrix), the weights as views."""
+    """One frame tier prepared for incremental generation: its first layer's gate
+    buffer (`recurrent.gate_views` layout) before the frame's codes and the tier
+    above enter, for all frames; the input projection folded into the gates (a
+    frame_size x 4H matrix); the input weights for the tier above; the GRU cells."""
 
     def __init__(self, tier, mixed):
         rnn = tier.rnn
         self.frame_size, self.ratio = tier.frame_size, tier.ratio
+        batch, frames = mixed.shape[:2]
         w_ih = rnn.weight_ih_l0                                                   # (3H, H)
         base = tier.input_projection.bias + tier.conds_projection(mixed)          # (B, n, H)
-        self.const_gates = F.linear(base, w_ih, rnn.bias_ih_l0)                  # (B, n, 3H)
-        self.frame_gates = (w_ih @ tier.input_projection.weight).t().contiguous()  # (frame, 3H)
-        self.upper_gates_weight = w_ih.t()                                        # for the tier above
-        self.layers = [(getattr(rnn, f"weight_ih_l{l}"), getattr(rnn, f"bias_ih_l{l}"),
-                        getattr(rnn, f"weight_hh_l{l}"), getattr(rnn, f"bias_hh_l{l}"))
-                       for l in range(rnn.num_layers)]
+        self.const_gates = gate_buffer(F.linear(base, w_ih, rnn.bias_ih_l0), rnn.bias_hh_l0)  # (B, n, 4H)
+        frame_gates = input_order(w_ih @ tier.input_projection.weight).t()        # (frame, 3H)
+        self.frame_gates = F.pad(frame_gates, (0, rnn.hidden_size))               # (frame, 4H): not n_h
+        self.upper_gates_weight = input_order(w_ih).t()                           # for the tier above
+        self.cells = [GRUCell.of(rnn, batch, layer) for layer in range(rnn.num_layers)]
         weight = tier.upsample.weight                                             # (H, H_out, r)
         self.up_weight = weight.view(weight.shape[0], -1)                         # (H, H_out * r)
         bias = tier.upsample_bias.t().reshape(-1)                                 # (H_out * r)
-        self.up_bias = bias.expand(base.shape[0], base.shape[1], -1)              # (B, n, H_out * r)
+        self.up_bias = bias.expand(batch, frames, -1)                             # (B, n, H_out * r)
 
-    def step(self, gates, hidden):
-        """Advances every layer one step (``hidden``: list of (B, H), updated) from the
-        first layer's input projections ``gates`` (B, 3H); returns the top output."""
-        x = None
-        for layer, (w_ih, b_ih, w_hh, b_hh) in enumerate(self.layers):
-            if layer > 0:
-                gates = F.linear(x, w_ih, b_ih)
-            x = hidden[layer] = gru_cell(gates, hidden[layer], w_hh, b_hh)
+    def step(self, hidden):
+        """Advances every layer one step (``hidden``: list of (B, H), updated), the first
+        layer's input part being in its cell's buffer; returns the top output."""
+        x = hidden[0] = self.cells[0].step(hidden[0])
+        for layer in range(1, len(self.cells)):
+            x = hidden[layer] = self.cells[layer](x, hidden[layer])
         return x
 
 
