@@ -9,7 +9,8 @@ from this one, alternately, each in its own checkout (its package imported,
 relative paths resolved there), and prints one JSON line: the best figure of
 each side over the rounds (rates, `*_per_s`: the highest; times, `*seconds*`:
 the lowest; nested figures flattened with dots), and `after_vs_before`, the
-ratio of the two best figures oriented so that above 1 is faster. On a shared
+ratio of the two best figures oriented so that above 1 is faster (each round's
+JSON goes to stderr as it comes). On a shared
 machine the load drifts within minutes; alternating the two sides gives both
 the same drift, so the ratios are steadier than the figures.
 """
@@ -79,9 +80,10 @@ def main():
     env = {**os.environ, **dict(item.split("=", 1) for item in args.env)}
     sides = {"before": args.before.resolve(), "after": AFTER}
     rounds = {side: [] for side in sides}
-    for _ in range(args.rounds):
+    for number in range(args.rounds):
         for side, checkout in sides.items():
             rounds[side].append(run_once(checkout, script, env))
+            print(f"round {number + 1} {side}: {json.dumps(rounds[side][-1])}", file=sys.stderr, flush=True)
     before, after = best(rounds["before"]), best(rounds["after"])
     ratios = {}
     for key, value in after.items():
