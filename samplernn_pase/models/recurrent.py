@@ -94,7 +94,7 @@ def gate_buffer(input_gates: torch.Tensor, bias_hh: torch.Tensor) -> torch.Tenso
     H = bias_hh.shape[0] // 3
     gates = input_gates.new_empty(*input_gates.shape[:-1], 4 * H)
     gates[..., :H] = input_gates[..., 2 * H:]
-    torch.add(input_gates[..., :2 * H], bias_hh[:2 * H], out=gates[..., H:3 * H])
+    gates[..., H:3 * H] = input_gates[..., :2 * H] + bias_hh[:2 * H]
     gates[..., 3 * H:] = bias_hh[2 * H:]
     return gates
 
