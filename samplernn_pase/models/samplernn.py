@@ -429,7 +429,7 @@ class SampleRNN(nn.Module):
                 up = torch.addmm(tier.up_bias[:, frame], h, tier.up_weight).view(batch, -1, tier.ratio)
                 up = up.transpose(1, 2)
                 if i + 1 < len(plan):
-                    upper_gates = torch.matmul(up, plan[i + 1].upper_gates_weight)
+                    upper_gates = input_order(torch.matmul(up, plan[i + 1].upper_gates_weight), -1)
                 else:
                     ups = up
             x = F.embedding_bag(codes[:, p - k:p] + offsets, table, mode="sum")
@@ -461,8 +461,9 @@ class _TierPlan:
         self.const_gates = gate_buffer(F.linear(base, w_ih, rnn.bias_ih_l0), rnn.bias_hh_l0)  # (B, n, 4H)
         frame_gates = input_order(w_ih @ tier.input_projection.weight).t()        # (frame, 3H)
         self.frame_gates = F.pad(frame_gates, (0, rnn.hidden_size))               # (frame, 4H): not n_h
-        self.upper_gates_weight = input_order(w_ih).t()                           # for the tier above
-        self.cells = [GRUCell.of(rnn, batch, layer) for layer in range(rnn.num_layers)]
+        self.upper_gates_weight = w_ih.t()                                        # for the tier above
+        self.cells = [GRUCell(rnn.weight_hh_l0, batch)]    # the input part filled by the loop
+        self.cells += [GRUCell.of(rnn, batch, layer) for layer in range(1, rnn.num_layers)]
         weight = tier.upsample.weight                                             # (H, H_out, r)
         self.up_weight = weight.view(weight.shape[0], -1)                         # (H, H_out * r)
         bias = tier.upsample_bias.t().reshape(-1)                                 # (H_out * r)
