@@ -1,7 +1,7 @@
 """SampleRNN throughput: training and incremental generation, optionally vs. the seed.
 
     python bench/samplernn.py --hidden-size 1024 --ratios 20 4 --sequence-length 13 \
-        --batch-size 8 --threads 2 --device cpu [--baseline-path bench/_seed]
+        --batch-size 8 --threads 2 --device cpu [--baseline-path bench/_seed/samplernn_pase]
 
 Prints one JSON line. ``train_samples_per_s``: target samples per second of
 truncated-BPTT training steps (forward, backward, Adam) on chunks of
