@@ -58,9 +58,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from samplernn_pase.models.recurrent import (GRUCell, gate_views, generation_threads, gru_step,
-                                             gru_update, input_gate_weights, run_gru,
-                                             state_gate_weights)
+from samplernn_pase.models.recurrent import (GRUCell, gate_views, generation_threads, gru_update,
+                                             input_gate_weights, run_gru, state_gate_weights)
 
 TIME, FREQ = -2, -1  # axes of a (..., T, F) spectrogram
 LOG_STD_MIN = -7.0  # floor of the GMM log standard deviations (std >= 9e-4)
@@ -228,20 +227,23 @@ def gmm_sample(theta: torch.Tensor, temperature: float = 1.0,
 def _gru_sequences(x: torch.Tensor, a: torch.Tensor, c: torch.Tensor, bias: torch.Tensor):
     """Outputs (D, B, S, H) of D single-layer GRUs over x (D, B, S, In), from zero states.
 
-    GRU d has the weights a[d], bias[d] of `input_gate_weights` and c[d] = W_hh^T
-    (stacked: (D, In, 4H), (D, 1, 4H), (D, H, 3H)). The input projections of all
-    steps in one matmul, then per step the shared `gru_step` (batch-1 sampling is
-    bound by per-call overhead, not arithmetic).
+    GRU d has the weights a[d], bias[d] of `input_gate_weights` and c[d] of
+    `state_gate_weights` (stacked: (D, In, 4H), (D, 1, 4H), (D, H, 4H)). The input
+    projections of all steps in one matmul, then per step one baddbmm into one
+    buffer whose views stay and the shared `gru_update` (batch-1 sampling is bound
+    by per-call overhead, not arithmetic).
     """
     D, B, S, _ = x.shape
     H = c.shape[1]
     pre = torch.matmul(x, a.unsqueeze(1)).add_(bias.unsqueeze(1))  # (D, B, S, 4H)
     pre = pre.permute(2, 0, 1, 3).contiguous()  # (S, D, B, 4H)
     out = x.new_empty(S, D, B, H)
-    n = x.new_empty(D, B, H)
+    gates, n = x.new_empty(D, B, 4 * H), x.new_empty(D, B, H)
+    views = gate_views(gates)
     h = x.new_zeros(D, B, H)
-    for views, o in zip(zip(*(v.unbind(0) for v in gate_views(pre))), out.unbind(0)):
-        h = gru_step(views, h, c, n, o)
+    for p, o in zip(pre.unbind(0), out.unbind(0)):
+        torch.baddbmm(p, h, c, out=gates)
+        h = gru_update(views, h, n, o)
     return out.permute(1, 2, 0, 3)
 
 
@@ -330,7 +332,7 @@ class DelayedLayer(nn.Module):
                                        for name in ("weight_ih_l0", "bias_ih_l0", "bias_hh_l0")))
                   for suffix in ("", "_reverse")]
         a, bias = zip(*inputs)
-        c = [rnn.weight_hh_l0.t(), rnn.weight_hh_l0_reverse.t()]
+        c = [state_gate_weights(rnn.weight_hh_l0), state_gate_weights(rnn.weight_hh_l0_reverse)]
         freq_gates = torch.stack(a), torch.stack(c), torch.stack(bias).unsqueeze(1)
         central = GRUCell.of(self.central_rnn, batch_size) if self.central else None
         return freq_gates, GRUCell.of(self.time_rnn, batch_size * n_freq), central
