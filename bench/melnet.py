@@ -27,6 +27,7 @@ layers, so the same numbers give this model more work than the seed.
 import argparse
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -38,7 +39,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from samplernn_pase.models.melnet import MelNet, MelNetConfig, intra_op_threads  # noqa: E402
+from samplernn_pase.models.melnet import MelNet, MelNetConfig  # noqa: E402
+from samplernn_pase.models.recurrent import generation_threads  # noqa: E402
 
 
 def sync(device):
@@ -188,6 +190,7 @@ def main():
               "layers": args.layers, "hidden_size": args.hidden_size,
               "gmm_components": args.gmm_components, "batch_size": args.batch_size,
               "threads": torch.get_num_threads(), "device": str(device),
+              "mkl_cbwr": os.environ.get("MKL_CBWR", "default"),
               "parameters": sum(p.numel() for p in model.parameters())}
     if not args.skip_train:
         result["train_frames_per_s"], result["train_steps"] = bench_train(model, args, device)
@@ -212,7 +215,7 @@ def main():
         # faster of --threads and 1, as our sampling does
         by_threads = {}
         for threads in sorted({torch.get_num_threads(), 1}):
-            with intra_op_threads(threads, device):
+            with generation_threads(device, threads=threads):
                 if args.baseline_full:
                     by_threads[threads] = (seed_run(seed, args, args.frames, device), {})
                 else:
@@ -229,7 +232,7 @@ def main():
                 "linearly interpolated over every frame count, times values per frame")
         if args.baseline_check_frames:
             check = args.baseline_check_frames
-            with intra_op_threads(best, device):
+            with generation_threads(device, threads=best):
                 estimate, _ = seed_estimate(seed, sample_gmm_batch, tierutil, args, check, device)
                 measured = seed_run(seed, args, check, device)
             baseline["check"] = {"frames": check, "threads": best,

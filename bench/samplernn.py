@@ -1,7 +1,7 @@
 """SampleRNN throughput: training and incremental generation, optionally vs. the seed.
 
     python bench/samplernn.py --hidden-size 1024 --ratios 20 4 --sequence-length 13 \
-        --batch-size 8 --threads 2 --device cpu [--baseline-path bench/_seed]
+        --batch-size 8 --threads 2 --device cpu [--baseline-path bench/_seed/samplernn_pase]
 
 Prints one JSON line. ``train_samples_per_s``: target samples per second of
 truncated-BPTT training steps (forward, backward, Adam) on chunks of
@@ -26,6 +26,7 @@ import argparse
 import importlib.util
 import json
 import math
+import os
 import sys
 import time
 import types
@@ -176,7 +177,8 @@ def main():
     device = torch.device(args.device)
     result = {"device": str(device), "threads": args.threads, "hidden_size": args.hidden_size,
               "ratios": args.ratios, "sequence_length": args.sequence_length,
-              "batch_size": args.batch_size, "torch": torch.__version__}
+              "batch_size": args.batch_size, "torch": torch.__version__,
+              "mkl_cbwr": os.environ.get("MKL_CBWR", "default")}
     result.update(bench_ours(args, device))
     if args.baseline_path:
         seed = bench_seed(args, device)

@@ -490,9 +490,20 @@ def needs_experiment_name(args) -> bool:
                 or (args.command == "synthesize" and args.release is not None))
 
 
+def reproducible_mkl(command: str) -> None:
+    """Strict MKL for `train` (torchrun's workers run it too): MKL otherwise picks
+    summation orders by memory alignment, so two runs of the same seeded training
+    differ in the last bits, and a resumed run would not repeat the uninterrupted
+    one exactly. Only there: strict mode halves single-stream SampleRNN generation.
+    MKL reads the variable when torch loads it, so this runs before any torch import."""
+    if command == "train":
+        os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    reproducible_mkl(args.command)
     if args.experiment_name is None and needs_experiment_name(args):
         parser.error("the following arguments are required: --experiment-name")
     from .experiment.folder import Experiment

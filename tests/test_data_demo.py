@@ -1,7 +1,6 @@
 """The real demo corpus and prepare_data on it."""
 
 import csv
-import hashlib
 import json
 import logging
 import re

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from samplernn_pase.audio.mulaw import mulaw_encode
 from samplernn_pase.data.stateful_loader import StatefulLoader
-from samplernn_pase.models.samplernn import SampleRNN, SampleRNNConfig, nll_bits, run_gru, unpack_batch
+from samplernn_pase.models.samplernn import SampleRNN, SampleRNNConfig, nll_bits, unpack_batch
 
 SCHEMA = Path(__file__).parents[1] / "samplernn_pase/experiment/schema/model_samplernn.json"
 
@@ -111,25 +111,6 @@ def test_upsampling_is_a_transposed_convolution():
     expected = F.conv_transpose1d(x.transpose(1, 2), tier.upsample.weight, stride=tier.ratio)
     expected = expected + tier.upsample_bias.t().repeat(1, 5)
     assert torch.allclose(tier.upsample_frames(x), expected.transpose(1, 2), atol=1e-6)
-
-
-def test_cpu_recurrence_matches_nn_gru():
-    torch.manual_seed(0)
-    rnn = torch.nn.GRU(6, 6, 2, batch_first=True).double()
-    x = torch.randn(3, 7, 6, dtype=torch.double, requires_grad=True)
-    h = torch.randn(2, 3, 6, dtype=torch.double, requires_grad=True)
-    weights = torch.randn(3, 7, 6, dtype=torch.double)
-
-    def run(function):
-        for tensor in [x, h, *rnn.parameters()]:
-            tensor.grad = None
-        output, last = function(rnn, x, h)
-        ((output * weights).sum() + 0.3 * last.sum()).backward()
-        return [output, last, x.grad, h.grad] + [p.grad for p in rnn.parameters()]
-
-    reference = [t.detach().clone() for t in run(lambda rnn, x, h: rnn(x, h))]
-    for got, want in zip(run(run_gru), reference):
-        assert torch.allclose(got, want, atol=1e-12)
 
 
 class OneUtterance:

@@ -52,7 +52,6 @@ teacher-forced pass (`tier_nll`).
 """
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -60,6 +59,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..audio.mel import MelAnalysis
+from .recurrent import (GRUCell, gate_views, generation_threads, gru_update, input_gate_weights, run_gru,
+                        state_gate_weights)
 from .section import ModelSection
 
 TIME, FREQ = -2, -1  # axes of a (..., T, F) spectrogram
@@ -214,43 +215,14 @@ def gmm_sample(theta: torch.Tensor, temperature: float = 1.0,
 # --- modules --------------------------------------------------------------------
 
 
-def _gru_step(rnn: nn.GRU, x: torch.Tensor, h: torch.Tensor, direction: str = "") -> torch.Tensor:
-    """One step of a single-layer nn.GRU (the same weights as its full-sequence pass)."""
-    return torch.gru_cell(x, h, getattr(rnn, "weight_ih_l0" + direction),
-                          getattr(rnn, "weight_hh_l0" + direction),
-                          getattr(rnn, "bias_ih_l0" + direction),
-                          getattr(rnn, "bias_hh_l0" + direction))
-
-
-def _gate_weights(w_ih, w_hh, b_ih, b_hh):
-    """A GRU's weights (PyTorch layout, gates r, z, n) laid out for one matmul per step.
-
-    Returns (a (In, 4H), c (H, 4H), bias (4H,)) such that x @ a + h @ c + bias
-    = [r, z, n_x, n_h] before the nonlinearities: r and z already summed over
-    input and state, n's input part n_x and state part n_h (+ b_hn) apart, as
-    n = tanh(n_x + r * n_h).
-    """
-    H = w_hh.shape[1]
-    a = torch.cat([w_ih.t(), w_ih.new_zeros(w_ih.shape[1], H)], 1)
-    c = torch.cat([w_hh[:2 * H].t(), w_hh.new_zeros(H, H), w_hh[2 * H:].t()], 1)
-    bias = torch.cat([b_ih[:2 * H] + b_hh[:2 * H], b_ih[2 * H:], b_hh[2 * H:]])
-    return a.contiguous(), c.contiguous(), bias
-
-
-def _gate_views(gates: torch.Tensor):
-    """Views (r and z, r, z, n_x, n_h) of a (..., 4H) buffer laid out by `_gate_weights`."""
-    H = gates.shape[-1] // 4
-    return (gates[..., :2 * H], gates[..., :H], gates[..., H:2 * H],
-            gates[..., 2 * H:3 * H], gates[..., 3 * H:])
-
-
 def _gru_sequences(x: torch.Tensor, a: torch.Tensor, c: torch.Tensor, bias: torch.Tensor):
     """Outputs (D, B, S, H) of D single-layer GRUs over x (D, B, S, In), from zero states.
 
-    GRU d has the weights a[d], c[d], bias[d] of `_gate_weights` (stacked:
-    (D, In, 4H), (D, H, 4H), (D, 1, 4H)). The input projections of all steps
-    in one matmul, then per step one baddbmm and four small in-place / out=
-    calls (batch-1 sampling is bound by per-call overhead, not arithmetic).
+    GRU d has the weights a[d], bias[d] of `input_gate_weights` and c[d] of
+    `state_gate_weights` (stacked: (D, In, 4H), (D, 1, 4H), (D, H, 4H)). The input
+    projections of all steps in one matmul, then per step one baddbmm into one
+    buffer whose views stay and the shared `gru_update` (batch-1 sampling is bound
+    by per-call overhead, not arithmetic).
     """
     D, B, S, _ = x.shape
     H = c.shape[1]
@@ -258,35 +230,12 @@ def _gru_sequences(x: torch.Tensor, a: torch.Tensor, c: torch.Tensor, bias: torc
     pre = pre.permute(2, 0, 1, 3).contiguous()  # (S, D, B, 4H)
     out = x.new_empty(S, D, B, H)
     gates, n = x.new_empty(D, B, 4 * H), x.new_empty(D, B, H)
-    rz, r, z, n_x, n_h = _gate_views(gates)
-    baddbmm, addcmul, lerp = torch.baddbmm, torch.addcmul, torch.lerp
+    views = gate_views(gates)
     h = x.new_zeros(D, B, H)
     for p, o in zip(pre.unbind(0), out.unbind(0)):
-        baddbmm(p, h, c, out=gates)
-        rz.sigmoid_()
-        addcmul(n_x, r, n_h, out=n).tanh_()
-        lerp(n, h, z, out=o)  # (1 - z) * n + z * h
-        h = o
+        torch.baddbmm(p, h, c, out=gates)
+        h = gru_update(views, h, n, o)
     return out.permute(1, 2, 0, 3)
-
-
-@contextmanager
-def intra_op_threads(threads: int | None, device: torch.device):
-    """Run the block with `threads` CPU intra-op threads (None, or a GPU device: unchanged).
-
-    The per-value steps of sampling are a few small matrix-vector products:
-    extra threads only add synchronization (on a busy 2-core machine, 2 threads
-    made sampling 5x slower than 1).
-    """
-    if threads is None or device.type != "cpu" or threads == torch.get_num_threads():
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _reset_rows(state: torch.Tensor, initial: torch.Tensor, reset: torch.Tensor) -> torch.Tensor:
@@ -316,11 +265,11 @@ class FeatureExtraction(nn.Module):
         B, T, Fq = lower.shape
         H = state.shape[-1]
         seq = lower.transpose(1, 2).reshape(B * Fq, T, 1)
-        fwd, last = self.time_forward(seq, state.reshape(1, B * Fq, H))
+        fwd, last = run_gru(self.time_forward, seq, state.reshape(1, B * Fq, H))
         h0 = self.backward_h0.expand(B, Fq, H).reshape(1, B * Fq, H)
-        bwd, _ = self.time_backward(seq.flip(1), h0.contiguous())
+        bwd, _ = run_gru(self.time_backward, seq.flip(1), h0.contiguous())
         time = torch.cat([fwd, bwd.flip(1)], -1).view(B, Fq, T, 2 * H).transpose(1, 2)
-        freq, _ = self.freq(lower.reshape(B * T, Fq, 1))
+        freq, _ = run_gru(self.freq, lower.reshape(B * T, Fq, 1))
         features = torch.cat([time, freq.view(B, T, Fq, 2 * H)], -1)
         return features, last.view(B, Fq, H)
 
@@ -351,50 +300,51 @@ class DelayedLayer(nn.Module):
         """
         B, T, Fq, H = h_t.shape
         seq = h_t.transpose(1, 2).reshape(B * Fq, T, H)
-        over_time, time_last = self.time_rnn(seq, time_state.reshape(1, B * Fq, H))
+        over_time, time_last = run_gru(self.time_rnn, seq, time_state.reshape(1, B * Fq, H))
         over_time = over_time.view(B, Fq, T, H).transpose(1, 2)
-        over_freq, _ = self.time_freq_rnn(h_t.reshape(B * T, Fq, H))
+        over_freq, _ = run_gru(self.time_freq_rnn, h_t.reshape(B * T, Fq, H))
         h_t = self.time_out(torch.cat([over_time, over_freq.view(B, T, Fq, 2 * H)], -1)) + h_t
         stacks = h_t
         central_last = None
         if self.central:
-            out, central_last = self.central_rnn(h_c, central_state.unsqueeze(0))
+            out, central_last = run_gru(self.central_rnn, h_c, central_state.unsqueeze(0))
             h_c = self.central_out(out) + h_c
             central_last = central_last.squeeze(0)
             stacks = stacks + h_c.unsqueeze(2)
-        out, _ = self.freq_rnn((h_f + stacks).reshape(B * T, Fq, H))
+        out, _ = run_gru(self.freq_rnn, (h_f + stacks).reshape(B * T, Fq, H))
         h_f = self.freq_out(out.view(B, T, Fq, H)) + h_f
         return h_t, h_f, h_c, time_last.view(B, Fq, H), central_last
 
-    def freq_gate_weights(self):
-        """The two directions of `time_freq_rnn` stacked for `_gru_sequences` (sampling)."""
+    def sampling_plan(self, batch_size: int, n_freq: int):
+        """What `frame_step` needs, prepared once per generation: the two directions of
+        `time_freq_rnn` stacked for `_gru_sequences`, the cells of the time GRUs."""
         rnn = self.time_freq_rnn
-        directions = [_gate_weights(*(getattr(rnn, name + suffix) for name in
-                                      ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")))
-                      for suffix in ("", "_reverse")]
-        a, c, bias = zip(*directions)
-        return torch.stack(a), torch.stack(c), torch.stack(bias).unsqueeze(1)
+        inputs = [input_gate_weights(*(getattr(rnn, name + suffix)
+                                       for name in ("weight_ih_l0", "bias_ih_l0", "bias_hh_l0")))
+                  for suffix in ("", "_reverse")]
+        a, bias = zip(*inputs)
+        c = [state_gate_weights(rnn.weight_hh_l0), state_gate_weights(rnn.weight_hh_l0_reverse)]
+        freq_gates = torch.stack(a), torch.stack(c), torch.stack(bias).unsqueeze(1)
+        central = GRUCell.of(self.central_rnn, batch_size) if self.central else None
+        return freq_gates, GRUCell.of(self.time_rnn, batch_size * n_freq), central
 
-    def frame_step(self, h_t, h_c, time_state, central_state, freq_gates=None):
+    def frame_step(self, h_t, h_c, time_state, central_state, plan):
         """Time-direction part for one frame: h_t (B, F, H), h_c (B, H) or None.
 
-        `freq_gates`: `self.freq_gate_weights()`, to run both directions of
-        `time_freq_rnn` as one loop of F steps (sampling).
+        `plan`: `self.sampling_plan(B, F)` (both directions of `time_freq_rnn` run as
+        one loop of F steps).
         Returns the new h_t, h_c, states, and `stacks` (B, F, H): what this layer
         adds to the frequency-delayed input of every bin of the frame.
         """
         B, Fq, H = h_t.shape
-        time_state = _gru_step(self.time_rnn, h_t.reshape(B * Fq, H),
-                               time_state.reshape(B * Fq, H)).view(B, Fq, H)
-        if freq_gates is None:
-            over_freq, _ = self.time_freq_rnn(h_t)
-        else:
-            out = _gru_sequences(torch.stack([h_t, h_t.flip(1)]), *freq_gates)
-            over_freq = torch.cat([out[0], out[1].flip(1)], -1)
+        freq_gates, time_cell, central_cell = plan
+        time_state = time_cell(h_t.reshape(B * Fq, H), time_state.reshape(B * Fq, H)).view(B, Fq, H)
+        out = _gru_sequences(torch.stack([h_t, h_t.flip(1)]), *freq_gates)
+        over_freq = torch.cat([out[0], out[1].flip(1)], -1)
         h_t = self.time_out(torch.cat([time_state, over_freq], -1)) + h_t
         stacks = h_t
         if self.central:
-            central_state = _gru_step(self.central_rnn, h_c, central_state)
+            central_state = central_cell(h_c, central_state)
             h_c = self.central_out(central_state) + h_c
             stacks = stacks + h_c.unsqueeze(1)
         return h_t, h_c, time_state, central_state, stacks
@@ -519,7 +469,7 @@ class Tier(nn.Module):
         # Per value, layer i computes u = h_f + stacks_i, g_i = GRU(u, g_i), h_f += W_i g_i + b_i,
         # and the head theta = W h_f + b. Within a frame everything is linear in
         # V = [x[t, f-1], g_0, ..., g_{L-1}] plus per-frame constants, so layer i's gate
-        # pre-activations are one addmm of a prefix of V (`_gate_weights` layout, with the
+        # pre-activations are one addmm of a prefix of V (the `gate_views` layout, with the
         # products W_ih W_j of the layers below precomputed), and theta one addmm of V.
         # The per-frame constants (h_f's bias and features, stacks_i, the output biases
         # b_j below, the Gumbel noise of the logits) are the addmms' bias rows, computed
@@ -533,20 +483,20 @@ class Tier(nn.Module):
         gate_in, gate_bias, gate_mats = [], [], []
         for i, layer in enumerate(self.layers):
             rnn = layer.freq_rnn
-            a, c, bias = _gate_weights(rnn.weight_ih_l0, rnn.weight_hh_l0,
-                                       rnn.bias_ih_l0, rnn.bias_hh_l0)
+            a, bias = input_gate_weights(rnn.weight_ih_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
             gate_in.append(a)
             gate_bias.append(bias + offsets[i] @ a)
-            gate_mats.append(torch.cat([w_in @ a] + [out_w[j] @ a for j in range(i)] + [c]))
+            gate_mats.append(torch.cat([w_in @ a] + [out_w[j] @ a for j in range(i)]
+                                       + [state_gate_weights(rnn.weight_hh_l0)]))
         head_w = self.head.weight.t()  # (H, 3K)
         head_mat = torch.cat([w_in @ head_w] + [w @ head_w for w in out_w])  # (1 + L H, 3K)
         head_bias = self.head.bias + biases[-1] @ head_w
         K = self.head.out_features // 3
-        freq_gates = [layer.freq_gate_weights() for layer in self.layers]
+        plans = [layer.sampling_plan(B, Fq) for layer in self.layers]
         V = x.new_zeros(B, 1 + L * H)
         value_slot = V[:, :1]
         gates, n = x.new_empty(B, 4 * H), x.new_empty(B, H)
-        rz, r, z, n_x, n_h = _gate_views(gates)
+        views = gate_views(gates)
         cells = [(V[:, :1 + (i + 1) * H], gate_mats[i], V[:, 1 + i * H:1 + (i + 1) * H])
                  for i in range(L)]
         theta = x.new_empty(B, 3 * K)
@@ -554,8 +504,7 @@ class Tier(nn.Module):
         frame_values = x.new_empty(Fq, B, 1)
         value_views = frame_values.unbind(0)
         thetas = x.new_empty(Fq, B, 3 * K) if target is not None else None
-        addmm, addcmul, lerp, gather, argmax = (torch.addmm, torch.addcmul,
-                                                torch.lerp, torch.gather, torch.argmax)
+        addmm, addcmul, gather, argmax = torch.addmm, torch.addcmul, torch.gather, torch.argmax
         sampling = target is None and temperature > 0
         for t in range(frames):
             h_t = self.time_in(prev.unsqueeze(-1))
@@ -568,7 +517,7 @@ class Tier(nn.Module):
             for i, layer in enumerate(self.layers):
                 h_t, h_c, time_states[i], c, add = layer.frame_step(
                     h_t, h_c, time_states[i], central_states[i] if self.central else None,
-                    freq_gates[i])
+                    plans[i])
                 if self.central:
                     central_states[i] = c
                 pre = torch.matmul(add + freq_base, gate_in[i]).add_(gate_bias[i])
@@ -587,9 +536,7 @@ class Tier(nn.Module):
             for f in range(Fq):
                 for pre, (inputs, mat, g) in zip(frame_pre[f], cells):
                     addmm(pre, inputs, mat, out=gates)
-                    rz.sigmoid_()
-                    addcmul(n_x, r, n_h, out=n).tanh_()
-                    lerp(n, g, z, out=g)  # (1 - z) * n + z * g
+                    gru_update(views, g, n, g)
                 if target is not None:
                     addmm(head_pre[f], V, head_mat, out=theta_views[f])
                     value_slot.copy_(target_views[f])
@@ -631,10 +578,6 @@ class MelNet(nn.Module):
     @property
     def time_factor(self) -> int:
         return time_factor(self.config.tiers)
-
-    def tier_parameters(self, k: int):
-        """Parameters of tier k alone (state-dict prefix `tiers.{k-1}.`)."""
-        return self.tiers[k - 1].parameters()
 
     def tier_chunk(self, k: int, chunk_frames: int | None = None) -> int:
         """Tier k's chunk in its own frames, for a full-resolution chunk of `chunk_frames`."""
@@ -711,7 +654,7 @@ class MelNet(nn.Module):
         `frames`: full-resolution length (the output is (B, frames, n_mels));
         `lower` must have the shape of x_<start_tier for it (`low_resolution`).
         With return_tiers, also returns {k: spectrogram after tier k} for plots.
-        `threads`: CPU intra-op threads while generating (see `intra_op_threads`).
+        `threads`: CPU intra-op threads while generating (see `generation_threads`).
         """
         G = self.config.tiers
         temperature = self.config.sample_temperature if temperature is None else temperature
@@ -721,7 +664,7 @@ class MelNet(nn.Module):
             raise ValueError(f"x_<{start_tier} must be (B, {expected[0]}, {expected[1]}) "
                              f"for {frames} frames, got {tuple(lower.shape)}")
         x, stages = lower, {}
-        with intra_op_threads(threads, lower.device):
+        with generation_threads(lower.device, threads=threads):
             for k in range(start_tier, G + 1):
                 values = self.tiers[k - 1].generate(shapes[k][0], x if k > 1 else None,
                                                     x.shape[0], self.tier_chunk(k), temperature,

@@ -25,7 +25,6 @@ rows whose ``reset`` flag is set and from the detached carried state on the
 others, chosen per row because slots start utterances at different times.
 """
 import math
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -35,6 +34,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from samplernn_pase.audio.mulaw import mulaw_decode, mulaw_zero
+from samplernn_pase.models.recurrent import GRUCell, gate_buffer, generation_threads, input_order, run_gru
 from samplernn_pase.models.section import ModelSection
 
 CONDITIONINGS = ("acoustic", "linguistic", "linguistic_lf0")
@@ -163,99 +163,6 @@ class ConditioningMixer(nn.Module):
         content = torch.cat([p.float() for p in parts], dim=-1)
         speaker = speaker[:, None, :].expand(-1, content.shape[1], -1)
         return self.mix(torch.cat([speaker, content], dim=-1))
-
-
-SEQUENTIAL_MAX_ROWS = 16   # step loops over at most this many rows run on one CPU thread
-
-
-@contextmanager
-def sequential_threads(device, rows, threads=1):
-    """Runs the generation loop's small products on ``threads`` CPU threads.
-
-    A generation step multiplies a few rows by each weight matrix: too little
-    work to share, and on a small or busy machine the threads' synchronization
-    at every step costs more than the step (measured on the 2-core target with
-    another process running: 1 thread generated 2x (one stream) to 4x (8
-    streams) faster than 2). Changing the thread count costs milliseconds, so
-    this is done once per call, not around the training recurrence. Loops over
-    more than SEQUENTIAL_MAX_ROWS rows keep every thread.
-    """
-    previous = torch.get_num_threads()
-    if device.type != "cpu" or previous <= threads or rows > SEQUENTIAL_MAX_ROWS:
-        yield
-        return
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-class GRURecurrence(torch.autograd.Function):
-    """One GRU layer's recurrence, given its input projections for all steps.
-
-    Same maths as ``nn.GRU`` (gates r, z, n). Autograd through ``nn.GRU`` on
-    the CPU accumulates the recurrent weight gradient step by step (a full
-    3H x H add per step); here the backward pass keeps each step's gate
-    gradients and forms that gradient with one large matrix product.
-    """
-
-    @staticmethod
-    def forward(ctx, input_gates, h0, weight_hh, bias_hh):
-        # input_gates (B, T, 3H) = x W_ih^T + b_ih; h0 (B, H)
-        steps = input_gates.shape[1]
-        weight_t = weight_hh.t()
-        h, outputs, saved = h0, [], []
-        for t in range(steps):
-            gi_r, gi_z, gi_n = input_gates[:, t].chunk(3, dim=1)
-            gh_r, gh_z, gh_n = torch.addmm(bias_hh, h, weight_t).chunk(3, dim=1)
-            r = torch.sigmoid(gi_r + gh_r)
-            z = torch.sigmoid(gi_z + gh_z)
-            n = torch.tanh(gi_n + r * gh_n)
-            h_new = n + z * (h - n)
-            saved.append((r, z, n, gh_n))
-            outputs.append(h_new)
-            h = h_new
-        output = torch.stack(outputs, dim=1)
-        r, z, n, gh_n = (torch.stack(x, dim=1) for x in zip(*saved))
-        ctx.save_for_backward(h0, output, r, z, n, gh_n, weight_hh)
-        return output
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        h0, output, r, z, n, gh_n, weight_hh = ctx.saved_tensors
-        batch, steps, hidden = output.shape
-        previous = torch.cat([h0[:, None], output[:, :-1]], dim=1)
-        grad_gi = torch.empty(batch, steps, 3 * hidden, dtype=output.dtype, device=output.device)
-        grad_gh = torch.empty_like(grad_gi)
-        dh = torch.zeros_like(h0)
-        for t in reversed(range(steps)):
-            dh = dh + grad_output[:, t]
-            zt, nt, rt = z[:, t], n[:, t], r[:, t]
-            dn = dh * (1 - zt) * (1 - nt * nt)
-            dz = dh * (previous[:, t] - nt) * zt * (1 - zt)
-            dr = dn * gh_n[:, t] * rt * (1 - rt)
-            grad_gi[:, t] = torch.cat([dr, dz, dn], dim=1)
-            gh = torch.cat([dr, dz, dn * rt], dim=1)
-            grad_gh[:, t] = gh
-            dh = dh * zt + gh @ weight_hh
-        flat_gh = grad_gh.reshape(-1, 3 * hidden)
-        grad_weight = flat_gh.t() @ previous.reshape(-1, hidden)
-        return grad_gi, dh, grad_weight, flat_gh.sum(0)
-
-
-def run_gru(rnn, x, hidden):
-    """``rnn(x, hidden)`` for a batch-first ``nn.GRU``; on the CPU with autograd
-    the recurrence goes through ``GRURecurrence`` (same values, faster backward)."""
-    if x.device.type != "cpu" or not torch.is_grad_enabled():
-        return rnn(x, hidden)
-    last = []
-    for layer in range(rnn.num_layers):
-        gates = F.linear(x, getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"bias_ih_l{layer}"))
-        x = GRURecurrence.apply(gates, hidden[layer], getattr(rnn, f"weight_hh_l{layer}"),
-                                getattr(rnn, f"bias_hh_l{layer}"))
-        last.append(x[:, -1])
-    return x, torch.stack(last)
 
 
 class FrameTier(nn.Module):
@@ -406,12 +313,14 @@ class SampleRNN(nn.Module):
         logits = self.sample_mlp(input_samples_q[:, lookback - k:total - 1], conds, upper)
         return logits, new_hidden
 
-    def loss(self, input_samples_q, conds, speaker, hidden=None, reset=None, mask=None):
+    def loss(self, input_samples_q, conds, speaker, hidden=None, reset=None, mask=None, forward=None):
         """Mean NLL in bits per sample over the rows in ``mask`` -> (loss, new_hidden).
 
         An all-empty batch (DDP padding) gives a zero loss that still has a graph.
+        ``forward``: the module whose call runs this model (its DistributedDataParallel
+        wrapper, which must see the call to average the gradients); default the model.
         """
-        logits, new_hidden = self(input_samples_q, conds, speaker, hidden, reset)
+        logits, new_hidden = (forward or self)(input_samples_q, conds, speaker, hidden, reset)
         return nll_bits(logits, input_samples_q[:, self.frame_size:], mask), new_hidden
 
     @torch.no_grad()
@@ -478,7 +387,7 @@ class SampleRNN(nn.Module):
         codes = torch.full((batch, fs0 + length), mulaw_zero(q), dtype=torch.int64, device=device)
         log_probs = torch.empty(batch, length, device=device) if return_log_probs else None
         hidden = [list(h.unbind(0)) for h in self.initial_hidden(batch)]
-        with sequential_threads(device, batch):
+        with generation_threads(device, rows=batch):
             self._generate_steps(plan, codes, hidden, table, head, out_w, out_b, temperature,
                                  generator, log_probs)
         samples = codes[:, fs0:].clone()
@@ -492,7 +401,7 @@ class SampleRNN(nn.Module):
         k = self.sample_mlp.frame_size
         offsets = self.sample_mlp.tap_offsets(device)
         rows = torch.arange(batch, device=device)
-        upper_gates = None      # (B, r, 3H) input gates from the tier above, for its current frame
+        upper_gates = None      # (B, r, 3H) input part from the tier above, for its current frame
         ups = None              # (B, r, H) the bottom tier's upsampled output for its current frame
         for t in range(length):
             p = fs0 + t
@@ -503,16 +412,17 @@ class SampleRNN(nn.Module):
             for i, tier in enumerate(plan):
                 if t % tier.frame_size:
                     continue
-                gates = torch.addmm(tier.const_gates[:, frame], self.code_values[codes[:, p - tier.frame_size:p]],
-                                    tier.frame_gates)
+                cell = tier.cells[0]
+                torch.addmm(tier.const_gates[:, frame], self.code_values[codes[:, p - tier.frame_size:p]],
+                            tier.frame_gates, out=cell.gates)
                 if i > 0:
-                    gates = gates + upper_gates[:, (t // tier.frame_size) % plan[i - 1].ratio]
-                h = tier.step(gates, hidden[i])
+                    cell.input_part.add_(upper_gates[:, (t // tier.frame_size) % plan[i - 1].ratio])
+                h = tier.step(hidden[i])
                 # (B, H_out, r) in the transposed convolution's own layout, viewed as (B, r, H_out)
                 up = torch.addmm(tier.up_bias[:, frame], h, tier.up_weight).view(batch, -1, tier.ratio)
                 up = up.transpose(1, 2)
                 if i + 1 < len(plan):
-                    upper_gates = torch.matmul(up, plan[i + 1].upper_gates_weight)
+                    upper_gates = input_order(torch.matmul(up, plan[i + 1].upper_gates_weight), -1)
                 else:
                     ups = up
             x = F.embedding_bag(codes[:, p - k:p] + offsets, table, mode="sum")
@@ -530,39 +440,34 @@ class SampleRNN(nn.Module):
 
 
 class _TierPlan:
-    """One frame tier prepared for incremental generation: the conditioning terms
-    of its first layer's input gates for all frames, the input projection folded
-    into the input gates (a frame_size x 3H matrix), the weights as views."""
+    """One frame tier prepared for incremental generation: its first layer's gate
+    buffer (`recurrent.gate_views` layout) before the frame's codes and the tier
+    above enter, for all frames; the input projection folded into the gates (a
+    frame_size x 4H matrix); the input weights for the tier above; the GRU cells."""
 
     def __init__(self, tier, mixed):
         rnn = tier.rnn
         self.frame_size, self.ratio = tier.frame_size, tier.ratio
+        batch, frames = mixed.shape[:2]
         w_ih = rnn.weight_ih_l0                                                   # (3H, H)
         base = tier.input_projection.bias + tier.conds_projection(mixed)          # (B, n, H)
-        self.const_gates = F.linear(base, w_ih, rnn.bias_ih_l0)                  # (B, n, 3H)
-        self.frame_gates = (w_ih @ tier.input_projection.weight).t().contiguous()  # (frame, 3H)
+        self.const_gates = gate_buffer(F.linear(base, w_ih, rnn.bias_ih_l0), rnn.bias_hh_l0)  # (B, n, 4H)
+        frame_gates = input_order(w_ih @ tier.input_projection.weight).t()        # (frame, 3H)
+        self.frame_gates = F.pad(frame_gates, (0, rnn.hidden_size))               # (frame, 4H): not n_h
         self.upper_gates_weight = w_ih.t()                                        # for the tier above
-        self.layers = [(getattr(rnn, f"weight_ih_l{l}"), getattr(rnn, f"bias_ih_l{l}"),
-                        getattr(rnn, f"weight_hh_l{l}"), getattr(rnn, f"bias_hh_l{l}"))
-                       for l in range(rnn.num_layers)]
+        self.cells = [GRUCell(rnn.weight_hh_l0, batch)]    # the input part filled by the loop
+        self.cells += [GRUCell.of(rnn, batch, layer) for layer in range(1, rnn.num_layers)]
         weight = tier.upsample.weight                                             # (H, H_out, r)
         self.up_weight = weight.view(weight.shape[0], -1)                         # (H, H_out * r)
         bias = tier.upsample_bias.t().reshape(-1)                                 # (H_out * r)
-        self.up_bias = bias.expand(base.shape[0], base.shape[1], -1)              # (B, n, H_out * r)
+        self.up_bias = bias.expand(batch, frames, -1)                             # (B, n, H_out * r)
 
-    def step(self, gates, hidden):
-        """Advances every layer one step (``hidden``: list of (B, H), updated); returns the top output."""
-        x = None
-        for layer, (w_ih, b_ih, w_hh, b_hh) in enumerate(self.layers):
-            if layer > 0:
-                gates = F.linear(x, w_ih, b_ih)
-            h = hidden[layer]
-            gi_r, gi_z, gi_n = gates.chunk(3, dim=1)
-            gh_r, gh_z, gh_n = F.linear(h, w_hh, b_hh).chunk(3, dim=1)
-            r = torch.sigmoid(gi_r + gh_r)
-            z = torch.sigmoid(gi_z + gh_z)
-            n = torch.tanh(gi_n + r * gh_n)
-            x = hidden[layer] = n + z * (h - n)
+    def step(self, hidden):
+        """Advances every layer one step (``hidden``: list of (B, H), updated), the first
+        layer's input part being in its cell's buffer; returns the top output."""
+        x = hidden[0] = self.cells[0].step(hidden[0])
+        for layer in range(1, len(self.cells)):
+            x = hidden[layer] = self.cells[layer](x, hidden[layer])
         return x
 
 

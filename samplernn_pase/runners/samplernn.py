@@ -18,7 +18,7 @@ from ..errors import UserError
 from ..data import cache
 from ..data.features import world_resynthesis
 from ..metrics.speech import analyse, compare
-from ..models.samplernn import CONDITIONING_KEYS, SampleRNN, SampleRNNConfig, nll_bits, unpack_batch
+from ..models.samplernn import CONDITIONING_KEYS, SampleRNN, SampleRNNConfig, unpack_batch
 from .base import Runner
 from .rendering import test_tag, utterances_to_render, write_results
 
@@ -83,10 +83,6 @@ class SampleRNNRunner(Runner):
         return self.stateful_loader(self.source, self.config["training"]["sequence_length"],
                                     split, epoch, shuffle)
 
-    def bits(self, logits, samples, mask):
-        """Mean NLL in bits per target sample in `mask` (the targets follow the look-back frame)."""
-        return nll_bits(logits, samples[:, self.model_config.frame_size:], mask)
-
     def train_batches(self, epoch, position):
         loader = self.loader("train", epoch, shuffle=True)
         if position is not None:
@@ -97,9 +93,9 @@ class SampleRNNRunner(Runner):
 
     def train_step(self, model, batch, optimizer="model"):
         samples, conds, speaker, reset, mask = unpack_batch(batch, self.device)
-        logits, hidden = model(samples, conds, self.speaker_input(speaker), self.hidden, reset)
-        self.hidden = [h.detach() for h in hidden]
-        return self.bits(logits, samples, mask), {}
+        loss, self.hidden = self.model.loss(samples, conds, self.speaker_input(speaker), self.hidden, reset,
+                                            mask, forward=model)
+        return loss, {}
 
     def on_skipped_step(self):
         self.hidden = None
@@ -117,9 +113,9 @@ class SampleRNNRunner(Runner):
         hidden, total, count = None, 0.0, 0
         for batch in self.loader("validation", 0, shuffle=False):
             samples, conds, speaker, reset, mask = unpack_batch(batch, self.device)
-            logits, hidden = self.model(samples, conds, self.speaker_input(speaker), hidden, reset)
+            loss, hidden = self.model.loss(samples, conds, self.speaker_input(speaker), hidden, reset, mask)
             samples_in_mask = int(mask.sum())
-            total += float(self.bits(logits, samples, mask)) * samples_in_mask
+            total += float(loss) * samples_in_mask
             count += samples_in_mask
         return total, count
 
