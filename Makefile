@@ -27,7 +27,7 @@ demo: venv
 	@ls -d experiments/$(EXPERIMENT)/results/epoch-* | sort -t- -k2 -n | tail -1
 
 test: venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 bench: venv
 	$(PY) bench/samplernn.py
