@@ -253,6 +253,15 @@ def make_runner(args, experiment, device, dist=None, num_workers=0, from_release
     return runner_class(config["model"]["type"])(context)
 
 
+def trained_runner(args, experiment, epoch: int, device, from_release=False):
+    """The runner of `make_runner` with the weights of the epoch's checkpoint (test,
+    test_sample, synthesize)."""
+    from .experiment.weights import load_weights
+    runner = make_runner(args, experiment, device, from_release=from_release)
+    load_weights(runner.model, experiment, epoch, runner.device)
+    return runner
+
+
 def cmd_train(args, experiment) -> None:
     from .training import distributed
     from .training.loop import Trainer
@@ -318,10 +327,8 @@ def restart_from_epoch(experiment, trainer, epoch: int) -> None:
 def cmd_test(args, experiment) -> None:
     setup_logging(experiment.log_path, args.verbose)
     epoch = experiment.resolve_epoch(args.epoch)
-    from .experiment.weights import load_weights
     from .training.distributed import parse_device
-    runner = make_runner(args, experiment, parse_device(args.device))
-    load_weights(runner.model, experiment, epoch, runner.device)
+    runner = trained_runner(args, experiment, epoch, parse_device(args.device))
     out_dir = experiment.epoch_results_dir(epoch)
     if args.speakers != "modeling":
         out_dir = out_dir / args.speakers
@@ -344,10 +351,8 @@ def cmd_test_sample(args, experiment) -> None:
     if args.sample not in ids:
         raise UserError(f"--sample {args.sample}: no such utterance in {experiment.data_index_path}")
     epoch = experiment.resolve_epoch(args.epoch)
-    from .experiment.weights import load_weights
     from .training.distributed import parse_device
-    runner = make_runner(args, experiment, parse_device(args.device))
-    load_weights(runner.model, experiment, epoch, runner.device)
+    runner = trained_runner(args, experiment, epoch, parse_device(args.device))
     out_dir = experiment.epoch_results_dir(epoch) / "samples"
     log = logging.getLogger(LOGGER_NAME)
     log.info("test_sample %s epoch %d: %s on %s", experiment.name, epoch, args.sample, args.device)
@@ -373,7 +378,6 @@ def cmd_create_release(args, experiment) -> None:
 def cmd_synthesize(args, experiment) -> None:
     import tempfile
     from .experiment.release import load_release, unpack_release
-    from .experiment.weights import load_weights
     from .runners.rendering import file_stem
     from .training.distributed import parse_device
     setup_logging(None if args.release else experiment.log_path, args.verbose)
@@ -392,8 +396,7 @@ def cmd_synthesize(args, experiment) -> None:
         else:
             new_input = synthesis_input(args, experiment, Path(unpacked) / "input")
             utterance = new_input["id"]
-        runner = make_runner(args, experiment, device, from_release=args.release is not None)
-        load_weights(runner.model, experiment, epoch, runner.device)
+        runner = trained_runner(args, experiment, epoch, device, from_release=args.release is not None)
         if new_input is not None:
             runner.store.add(new_input)
             # New input is rendered whole, not cut to test.max_seconds as the test renders are.

@@ -57,6 +57,13 @@ def generation_threads(device: torch.device, rows: int | None = None, threads: i
         torch.set_num_threads(previous)
 
 
+def layer_weights(rnn: nn.GRU, layer: int = 0, direction: str = ""):
+    """(weight_ih, bias_ih, weight_hh, bias_hh) of one layer (and direction: "" or
+    "_reverse") of an `nn.GRU`."""
+    return tuple(getattr(rnn, f"{name}_l{layer}{direction}")
+                 for name in ("weight_ih", "bias_ih", "weight_hh", "bias_hh"))
+
+
 # --- the step ----------------------------------------------------------------------
 
 
@@ -157,9 +164,8 @@ class GRUCell:
     @classmethod
     def of(cls, rnn: nn.GRU, rows: int, layer: int = 0, direction: str = ""):
         """The cell of one layer (and direction: "" or "_reverse") of an `nn.GRU`."""
-        def weight(name):
-            return getattr(rnn, f"{name}_l{layer}{direction}")
-        return cls(weight("weight_hh"), rows, weight("weight_ih"), weight("bias_ih"), weight("bias_hh"))
+        weight_ih, bias_ih, weight_hh, bias_hh = layer_weights(rnn, layer, direction)
+        return cls(weight_hh, rows, weight_ih, bias_ih, bias_hh)
 
     def step(self, h: torch.Tensor) -> torch.Tensor:
         """h' (rows, H), a new tensor, from the input part in the buffer and h (rows, H)."""
@@ -230,12 +236,10 @@ def run_gru(rnn: nn.GRU, x: torch.Tensor, hidden: torch.Tensor | None = None):
     for layer in range(rnn.num_layers):
         outputs = []
         for direction, suffix in enumerate(("", "_reverse")[:directions]):
-            def weight(name):
-                return getattr(rnn, f"{name}_l{layer}{suffix}")
+            weight_ih, bias_ih, weight_hh, bias_hh = layer_weights(rnn, layer, suffix)
             sequence = x.flip(1) if direction else x
-            gates = F.linear(sequence, weight("weight_ih"), weight("bias_ih"))
-            out = GRURecurrence.apply(gates, hidden[layer * directions + direction],
-                                      weight("weight_hh"), weight("bias_hh"))
+            gates = F.linear(sequence, weight_ih, bias_ih)
+            out = GRURecurrence.apply(gates, hidden[layer * directions + direction], weight_hh, bias_hh)
             last.append(out[:, -1])
             outputs.append(out.flip(1) if direction else out)
         x = torch.cat(outputs, -1) if directions > 1 else outputs[0]
