@@ -84,13 +84,24 @@ def test_chunked_forward_equals_whole_utterance():
     assert torch.allclose(whole, chunked, atol=1e-5)
 
 
-@pytest.mark.parametrize("conditioning,speaker_vector_size", [("linguistic_lf0", 0), ("acoustic", 5),
-                                                              ("linguistic", 0)])
-def test_incremental_generation_matches_teacher_forcing(conditioning, speaker_vector_size):
+def vocoder_inputs(conds, batch, frames, order=4, context=2, seed=4):
+    """A stable random predictor per frame and a random source around every sample."""
+    g = torch.Generator().manual_seed(seed)
+    conds["lpc"] = 0.8 * torch.softmax(torch.randn(batch, frames, order, generator=g), -1)
+    conds["source"] = torch.randn(batch, frames, 8, 2 * context + 1, generator=g)
+    return conds
+
+
+@pytest.mark.parametrize("conditioning,speaker_vector_size,vocoder", [
+    ("linguistic_lf0", 0, False), ("acoustic", 5, False), ("linguistic", 0, False), ("acoustic", 0, True)])
+def test_incremental_generation_matches_teacher_forcing(conditioning, speaker_vector_size, vocoder):
     torch.manual_seed(2)
-    model = tiny(conditioning, speaker_vector_size=speaker_vector_size).eval()
+    options = dict(lpc_order=4, harmonic_source=True, source_context=2) if vocoder else {}
+    model = tiny(conditioning, speaker_vector_size=speaker_vector_size, **options).eval()
     batch, frames = 3, 5
     conds = features(batch, frames)
+    if vocoder:
+        conds = vocoder_inputs(conds, batch, frames)
     speaker = torch.randn(batch, 5) if speaker_vector_size else torch.tensor([0, 1, 2])
     samples, log_probs = model.generate(conds, speaker, generator=torch.Generator().manual_seed(3),
                                         return_log_probs=True)

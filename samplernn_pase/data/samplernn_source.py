@@ -7,7 +7,9 @@ of an utterance and for chunks of it; this one reads them from an
 
 import numpy as np
 
-from ..audio.mulaw import mulaw_encode, mulaw_zero
+from ..audio.excitation import harmonic_source, predict, predictor_from_mel_cepstrum
+from ..audio.mulaw import mulaw_decode, mulaw_encode, mulaw_zero
+from .lru import LRUCache
 from .stateful_loader import pad_frames
 
 
@@ -25,6 +27,11 @@ class SampleRNNSource:
         linguistic_categorical  int64 (n, C)     if the conditioning uses it
         linguistic_real         float32 (n, R)   if the conditioning uses it
         speaker_index           int64 ()
+        lpc                     float32 (n, order)  with ``lpc_order`` > 0: the linear
+                                predictor of each frame's envelope (audio/excitation.py)
+        source                  float32 (n, frame_size, 2 c + 1)  with ``source_context``
+                                c >= 0: the harmonic source around every sample, its
+                                phase aligned to the recording's residual
 
     The targets are ``input_samples_q[frame_size:]``. Utterances are read
     through ``store.load``, which keeps recently loaded ones in memory, so a
@@ -39,7 +46,7 @@ class SampleRNNSource:
     }
 
     def __init__(self, store, frame_size, conditioning="linguistic_lf0", q_levels=256,
-                 hop_length=None, num_frames=None):
+                 hop_length=None, num_frames=None, lpc_order=0, source_context=None):
         if conditioning not in self.FEATURES:
             raise ValueError(f"unknown conditioning {conditioning!r}")
         index = getattr(store, "index", None)
@@ -56,6 +63,11 @@ class SampleRNNSource:
         self.features = self.FEATURES[conditioning]
         self.q_levels = q_levels
         self._num_frames = dict(num_frames or {})
+        self.lpc_order, self.source_context = lpc_order, source_context
+        if lpc_order or source_context is not None:
+            self.features = self.features + (("lpc",) if lpc_order else ()) \
+                + (("source",) if source_context is not None else ())
+        self._vocoder_inputs = LRUCache(getattr(store, "cache_size", 64))
 
     def _load(self, item):
         utterance = self.store.load(item)
@@ -66,6 +78,25 @@ class SampleRNNSource:
             self._num_frames[item] = int(utterance.acoustic.shape[0] if utterance.acoustic is not None
                                          else len(utterance.audio) // self.frame_size)
         return utterance
+
+    def vocoder_inputs(self, item, aligned=True):
+        """{"lpc": (frames, order), "source": (frames, frame_size, 2 c + 1)} of an utterance
+        (the keys enabled). ``aligned``: the source's phase follows the recording's residual
+        (training, teacher forcing); otherwise it starts at 0 (generation, or no recording)."""
+        utterance = self._load(item)
+        if not aligned or utterance.audio is None:
+            return vocoder_inputs(self.store, utterance, self.frame_size, self.q_levels, self.lpc_order,
+                                  self.source_context, aligned=False)
+        return self._vocoder_inputs.get(item, lambda _: vocoder_inputs(
+            self.store, utterance, self.frame_size, self.q_levels, self.lpc_order, self.source_context))
+
+    def conditioning(self, item, aligned=True):
+        """Every conditioning array of the utterance, one row per frame."""
+        utterance = self._load(item)
+        arrays = {name: getattr(utterance, name) for name in self.features if name not in ("lpc", "source")}
+        if self.lpc_order or self.source_context is not None:
+            arrays.update(self.vocoder_inputs(item, aligned))
+        return arrays
 
     def num_frames(self, item):
         if item not in self._num_frames:
@@ -81,6 +112,40 @@ class SampleRNNSource:
         codes[max(-begin, 0):max(-begin, 0) + len(audio)] = mulaw_encode(audio, self.q_levels)
         out = {"input_samples_q": codes,
                "speaker_index": np.asarray(u.speaker_index, dtype=np.int64)}
-        for name in self.features:
-            out[name] = pad_frames(getattr(u, name)[start_frame:start_frame + num_frames], num_frames)
+        for name, values in self.conditioning(item).items():
+            out[name] = pad_frames(values[start_frame:start_frame + num_frames], num_frames)
         return out
+
+
+def raw_acoustic(store, utterance):
+    """The utterance's acoustic features as extracted (un-normalized)."""
+    speaker = utterance.speaker_index
+    return utterance.acoustic * store.acoustic_std[speaker] + store.acoustic_mean[speaker]
+
+
+def vocoder_inputs(store, utterance, frame_size, q_levels, lpc_order, source_context, aligned=True):
+    """The linear predictor of every frame and the harmonic source windows of every sample
+    (see SampleRNNSource); the source is aligned to the residual of the recording's mu-law
+    values when ``aligned``."""
+    acoustic = raw_acoustic(store, utterance).astype(np.float64)
+    fields = store.index["acoustic_fields"]
+    mcep = acoustic[:, fields.index("mcep0"):fields.index("bap")]
+    alpha = store.index["feature_params"]["mcep_alpha"]
+    out = {}
+    align = source_context is not None and aligned and utterance.audio is not None
+    if lpc_order or align:
+        # without a predictor of its own, the source aligns to the residual of a 16th-order one
+        coefficients = predictor_from_mel_cepstrum(mcep, alpha, lpc_order or 16)
+    if lpc_order:
+        out["lpc"] = coefficients
+    if source_context is not None:
+        residual = None
+        if align:
+            values = mulaw_decode(mulaw_encode(utterance.audio, q_levels), q_levels)
+            residual = values - predict(values, coefficients, frame_size)
+        pulses = harmonic_source(acoustic[:, fields.index("lf0")], acoustic[:, fields.index("vuv")],
+                                 frame_size, store.sample_rate, align_to=residual)
+        padded = np.pad(pulses, source_context)
+        windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * source_context + 1)
+        out["source"] = np.ascontiguousarray(windows).reshape(len(acoustic), frame_size, -1)
+    return out

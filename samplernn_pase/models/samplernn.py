@@ -33,12 +33,12 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
-from samplernn_pase.audio.mulaw import mulaw_decode, mulaw_zero
+from samplernn_pase.audio.mulaw import mulaw_decode, mulaw_encode, mulaw_zero
 from samplernn_pase.models.recurrent import GRUCell, gate_buffer, generation_threads, input_order, run_gru
 from samplernn_pase.models.section import ModelSection
 
 CONDITIONINGS = ("acoustic", "linguistic", "linguistic_lf0")
-CONDITIONING_KEYS = ("acoustic", "linguistic_categorical", "linguistic_real")
+CONDITIONING_KEYS = ("acoustic", "linguistic_categorical", "linguistic_real", "lpc", "source")
 
 
 @dataclass
@@ -55,6 +55,10 @@ class SampleRNNConfig(ModelSection):
     speaker_vector_size: int = 0        # > 0: speakers are given as float vectors
     linguistic_embedding_size: int = 15  # width of each of the four shared linguistic tables
     sequence_length: int = 13           # frames per training chunk (the loader's)
+    lpc_order: int = 0                  # > 0: the sample level models the residual of a linear
+                                        # predictor of this order (acoustic conditioning only)
+    harmonic_source: bool = False       # a pulse train at F0 enters the sample level
+    source_context: int = 5             # samples of the source on each side of the predicted one
     # from the data, not the user
     num_speakers: int = 1
     acoustic_dim: int = 43
@@ -82,6 +86,16 @@ class SampleRNNConfig(ModelSection):
         if any(not 0 <= t < len(self.linguistic_table_sizes) for t in self.linguistic_column_tables):
             raise ValueError(f"linguistic_column_tables {self.linguistic_column_tables} index tables "
                              f"that do not exist ({len(self.linguistic_table_sizes)} tables)")
+        self.lpc_order, self.source_context = int(self.lpc_order), int(self.source_context)
+        if not 0 <= self.lpc_order < self.frame_size:   # the look-back frame holds its lags
+            raise ValueError(f"lpc_order must be 0 (off) or 1..{self.frame_size - 1}, got {self.lpc_order}")
+        if self.lpc_order and self.conditioning != "acoustic":
+            raise ValueError("lpc_order needs conditioning \"acoustic\": the predictor comes from the "
+                             "frames' mel-cepstrum")
+        if self.harmonic_source and self.conditioning == "linguistic":
+            raise ValueError("harmonic_source needs F0: conditioning \"acoustic\" or \"linguistic_lf0\"")
+        if self.source_context < 0:
+            raise ValueError(f"source_context must be >= 0, got {self.source_context}")
 
     # The config lists tiers bottom first, as the seed does ([20, 4]: a tier of
     # 20-sample frames under a tier of 80-sample frames); the model builds them
@@ -219,15 +233,30 @@ class SampleMLP(nn.Module):
     code), which is how it is computed: a step costs O(frame_size * H).
     """
 
-    def __init__(self, frame_size, hidden_size, q_levels, embedding_size, layers, conds_size):
+    def __init__(self, frame_size, hidden_size, q_levels, embedding_size, layers, conds_size,
+                 lpc_order=0, source_width=0):
         super().__init__()
         self.frame_size, self.q_levels = frame_size, q_levels
+        if lpc_order:    # the linear prediction of the sample, as a mu-law code (as LPCNet feeds it)
+            self.prediction_embedding = nn.Embedding(q_levels, hidden_size)
+        if source_width:  # the harmonic source around the sample
+            self.source_projection = nn.Linear(source_width, hidden_size)
         self.embedding = nn.Embedding(q_levels, embedding_size)
         self.input_conv = weight_norm(nn.Conv1d(embedding_size, hidden_size, frame_size, bias=False))
         self.conds_projection = weight_norm(nn.Linear(conds_size, hidden_size))
         self.hidden = nn.ModuleList(weight_norm(nn.Linear(hidden_size, hidden_size)) for _ in range(layers))
         self.output = weight_norm(nn.Linear(hidden_size, q_levels))
         nn.init.kaiming_uniform_(self.input_conv.parametrizations.weight.original1, nonlinearity="relu")
+
+    def excitation(self, prediction, source):
+        """The prediction's (B, T) and the source windows' (B, T, S) terms of the first layer,
+        (B, T, H); None when the model has neither."""
+        terms = []
+        if prediction is not None:
+            terms.append(self.prediction_embedding(mulaw_encode(prediction, self.q_levels)))
+        if source is not None:
+            terms.append(self.source_projection(source))
+        return sum(terms) if terms else None
 
     def input_table(self):
         """(frame_size * q_levels, H): row ``j * q + v`` = tap j applied to code v."""
@@ -264,7 +293,8 @@ class SampleRNN(nn.Module):
                       hidden[i + 1] if i + 1 < len(sizes) else hidden[-1], config.conds_size)
             for i in range(len(sizes)))
         self.sample_mlp = SampleMLP(sizes[-1], hidden[-1], config.q_levels, config.embedding_size,
-                                    config.mlp_layers, config.conds_size)
+                                    config.mlp_layers, config.conds_size, config.lpc_order,
+                                    2 * config.source_context + 1 if config.harmonic_source else 0)
         self.register_buffer("code_values", mulaw_decode(torch.arange(config.q_levels), config.q_levels),
                              persistent=False)
 
@@ -300,6 +330,8 @@ class SampleRNN(nn.Module):
             raise ValueError(f"input of {total} samples is not (1 + n) frames of {lookback}")
         if reset is None:
             reset = torch.ones(batch, dtype=torch.bool, device=input_samples_q.device)
+        excitation = self.sample_mlp.excitation(self.prediction(input_samples_q, conds),
+                                                self._source(conds, length))
         conds = self.mixer(conds, speaker)
         values = self.code_values[input_samples_q]
         upper, new_hidden = None, []
@@ -309,9 +341,38 @@ class SampleRNN(nn.Module):
             state = self._start_state(tier, None if hidden is None else hidden[i], reset, batch)
             upper, state = tier(frames, conds, upper, state)
             new_hidden.append(state.detach())
+        if excitation is not None:
+            upper = upper + excitation
         k = self.sample_mlp.frame_size
         logits = self.sample_mlp(input_samples_q[:, lookback - k:total - 1], conds, upper)
         return logits, new_hidden
+
+    def prediction(self, input_samples_q, conds):
+        """(B, T) float linear prediction ``sum_k c_k x[t - k]`` of every target sample from the
+        decoded codes before it, with the predictor ``conds["lpc"]`` (B, n, order) of its frame;
+        None without ``lpc_order``."""
+        if not self.config.lpc_order:
+            return None
+        lpc = conds["lpc"].float()
+        order, fs = lpc.shape[-1], self.frame_size
+        values = self.code_values[input_samples_q]
+        lags = values[:, fs - order:-1].unfold(1, order, 1).flip(-1)        # (B, T, order): x[t-1..t-order]
+        return (lags * lpc.repeat_interleave(fs, dim=1)).sum(-1)
+
+    def _source(self, conds, length):
+        if not self.config.harmonic_source:
+            return None
+        source = conds["source"].float()                                   # (B, n, frame_size, S)
+        return source.reshape(source.shape[0], length, source.shape[-1])
+
+    def targets(self, input_samples_q, conds):
+        """The codes the output predicts, (B, T): the samples' own codes, or with ``lpc_order``
+        the mu-law codes of the prediction residual x[t] - x_hat[t]."""
+        targets = input_samples_q[:, self.frame_size:]
+        prediction = self.prediction(input_samples_q, conds)
+        if prediction is None:
+            return targets
+        return mulaw_encode(self.code_values[targets] - prediction, self.config.q_levels)
 
     def loss(self, input_samples_q, conds, speaker, hidden=None, reset=None, mask=None, forward=None):
         """Mean NLL in bits per sample over the rows in ``mask`` -> (loss, new_hidden).
@@ -321,7 +382,7 @@ class SampleRNN(nn.Module):
         wrapper, which must see the call to average the gradients); default the model.
         """
         logits, new_hidden = (forward or self)(input_samples_q, conds, speaker, hidden, reset)
-        return nll_bits(logits, input_samples_q[:, self.frame_size:], mask), new_hidden
+        return nll_bits(logits, self.targets(input_samples_q, conds), mask), new_hidden
 
     @torch.no_grad()
     def log_prob(self, samples_q, conds, speaker, chunk_frames=None):
@@ -342,9 +403,10 @@ class SampleRNN(nn.Module):
         for start in range(0, frames, chunk_frames):
             stop = min(start + chunk_frames, frames)
             chunk_conds = {k: v[:, start:stop] for k, v in conds.items()}
-            logits, hidden = self(codes[:, start * fs:(stop + 1) * fs], chunk_conds, speaker, hidden,
+            chunk = codes[:, start * fs:(stop + 1) * fs]
+            logits, hidden = self(chunk, chunk_conds, speaker, hidden,
                                   torch.full((batch,), start == 0, device=samples_q.device))
-            targets = codes[:, (start + 1) * fs:(stop + 1) * fs]
+            targets = self.targets(chunk, chunk_conds)
             out.append(torch.log_softmax(logits.float(), -1).gather(-1, targets[..., None])[..., 0])
         return torch.cat(out, dim=1)
 
@@ -383,18 +445,19 @@ class SampleRNN(nn.Module):
             table = mlp.input_table().contiguous()
             head = [(layer.weight, layer.bias) for layer in mlp.hidden]
             out_w, out_b = mlp.output.weight, mlp.output.bias
+            vocoder = _VocoderPlan(self, conds)
 
         codes = torch.full((batch, fs0 + length), mulaw_zero(q), dtype=torch.int64, device=device)
         log_probs = torch.empty(batch, length, device=device) if return_log_probs else None
         hidden = [list(h.unbind(0)) for h in self.initial_hidden(batch)]
         with generation_threads(device, rows=batch):
             self._generate_steps(plan, codes, hidden, table, head, out_w, out_b, temperature,
-                                 generator, log_probs)
+                                 generator, log_probs, vocoder)
         samples = codes[:, fs0:].clone()
         return (samples, log_probs) if return_log_probs else samples
 
     def _generate_steps(self, plan, codes, hidden, table, head, out_w, out_b, temperature,
-                        generator, log_probs):
+                        generator, log_probs, vocoder):
         batch, device = codes.shape[0], codes.device
         fs0, q = self.frame_size, self.config.q_levels
         length = codes.shape[1] - fs0
@@ -403,6 +466,7 @@ class SampleRNN(nn.Module):
         rows = torch.arange(batch, device=device)
         upper_gates = None      # (B, r, 3H) input part from the tier above, for its current frame
         ups = None              # (B, r, H) the bottom tier's upsampled output for its current frame
+        prediction = None       # (B,) the linear prediction of the sample (lpc_order > 0)
         for t in range(length):
             p = fs0 + t
             frame = t // fs0
@@ -426,7 +490,10 @@ class SampleRNN(nn.Module):
                 else:
                     ups = up
             x = F.embedding_bag(codes[:, p - k:p] + offsets, table, mode="sum")
-            x = torch.relu_(x + ups[:, t % plan[-1].ratio])
+            x = x + ups[:, t % plan[-1].ratio]
+            if vocoder.active:
+                prediction = vocoder.add_terms(x, codes, p, t)
+            x = torch.relu_(x)
             for weight, bias in head:
                 x = torch.relu_(F.linear(x, weight, bias))
             logits = F.linear(x, out_w, out_b)
@@ -434,9 +501,56 @@ class SampleRNN(nn.Module):
                 choice = torch.argmax(logits / temperature + gumbel[:, t % fs0], dim=-1)
             else:
                 choice = torch.argmax(logits, dim=-1)
-            codes[:, p] = choice
+            if prediction is not None:
+                codes[:, p] = vocoder.sample_code(prediction, choice)
+                # the residual code that teacher forcing reads off the sample (requantizing the
+                # sample can move the residual to a neighbouring code)
+                choice = vocoder.residual_code(prediction, codes[:, p])
+            else:
+                codes[:, p] = choice
             if log_probs is not None:
                 log_probs[:, t] = torch.log_softmax(logits, -1)[rows, choice]
+
+
+class _VocoderPlan:
+    """The linear prediction and the harmonic source at generation: the predictor of every
+    frame (reversed, to meet the last ``order`` decoded samples in time order) and the
+    source's term of every sample of the current top frame, projected once per frame."""
+
+    def __init__(self, model, conds):
+        mlp = model.sample_mlp
+        self.code_values, self.q_levels = model.code_values, model.config.q_levels
+        self.frame_size = model.frame_size
+        self.lpc = conds["lpc"].float().flip(-1) if model.config.lpc_order else None    # (B, n, order)
+        self.source = conds["source"].float() if model.config.harmonic_source else None  # (B, n, fs, S)
+        self.prediction_table = mlp.prediction_embedding.weight if self.lpc is not None else None
+        self.source_weights = (mlp.source_projection.weight, mlp.source_projection.bias) \
+            if self.source is not None else None
+        self.active = self.lpc is not None or self.source is not None
+        self.source_terms = None
+
+    def add_terms(self, x, codes, p, t):
+        """Adds the sample's excitation terms to the first layer's input ``x`` (B, H), in
+        place; returns the prediction (B,) or None."""
+        frame = t // self.frame_size
+        prediction = None
+        if self.lpc is not None:
+            order = self.lpc.shape[-1]
+            prediction = (self.code_values[codes[:, p - order:p]] * self.lpc[:, frame]).sum(-1)
+            x += self.prediction_table[mulaw_encode(prediction, self.q_levels)]
+        if self.source is not None:
+            if t % self.frame_size == 0:
+                self.source_terms = F.linear(self.source[:, frame], *self.source_weights)   # (B, fs, H)
+            x += self.source_terms[:, t % self.frame_size]
+        return prediction
+
+    def sample_code(self, prediction, residual_code):
+        """The sample's own code: the prediction plus the decoded residual, quantized."""
+        return mulaw_encode(prediction + self.code_values[residual_code], self.q_levels)
+
+    def residual_code(self, prediction, code):
+        """The residual's code as the model's targets define it (SampleRNN.targets)."""
+        return mulaw_encode(self.code_values[code] - prediction, self.q_levels)
 
 
 class _TierPlan:

@@ -39,8 +39,10 @@ class SampleRNNRunner(Runner):
             linguistic_real_dim=self.store.linguistic_real_dim,
             speaker_vector_size=0 if self.speaker_vectors is None else self.speaker_vectors.shape[1],
             sequence_length=self.config["training"]["sequence_length"])
-        self.source = SampleRNNSource(self.store, self.model_config.frame_size,
-                                      self.model_config.conditioning, self.model_config.q_levels)
+        self.source = SampleRNNSource(
+            self.store, self.model_config.frame_size, self.model_config.conditioning, self.model_config.q_levels,
+            lpc_order=self.model_config.lpc_order,
+            source_context=self.model_config.source_context if self.model_config.harmonic_source else None)
         self.hidden = None
         self._reference_rows = {}
         return SampleRNN(self.model_config)
@@ -195,15 +197,19 @@ class SampleRNNRunner(Runner):
         frames = [u.acoustic.shape[0] if max_frames is None else min(u.acoustic.shape[0], max_frames)
                   for u in utterances]
         longest = max(frames)
-        conds = {}
-        for key in CONDITIONING_KEYS:
-            if key in self.source.features:
-                padded = []
-                for u, n in zip(utterances, frames):
-                    values = getattr(u, key)[:n]
-                    pad = np.repeat(values[-1:], longest - n, axis=0)   # repeat the last frame
-                    padded.append(np.concatenate([values, pad]))
-                conds[key] = torch.from_numpy(np.stack(padded)).to(self.device)
+
+        def batched(aligned):
+            """The conditioning of the batch, each utterance's last frame repeated to the longest."""
+            arrays = [self.source.conditioning(i, aligned) for i in ids]
+            conds = {}
+            for key in CONDITIONING_KEYS:
+                if key in arrays[0]:
+                    conds[key] = torch.from_numpy(np.stack([
+                        np.concatenate([a[key][:n], np.repeat(a[key][n - 1:n], longest - n, axis=0)])
+                        for a, n in zip(arrays, frames)])).to(self.device)
+            return conds
+
+        conds = batched(aligned=False)   # the harmonic source's phase free, as for new input
         speaker = self.speaker_input(torch.tensor([u.speaker_index for u in utterances],
                                                   device=self.device))
         # Sampling must not consume the training RNG (exact resume), so it has its own.
@@ -216,7 +222,9 @@ class SampleRNNRunner(Runner):
             reference_codes = torch.from_numpy(np.stack([
                 np.pad(mulaw_encode(r, self.model_config.q_levels), (0, (longest - n) * fs))
                 for r, n in zip(references, frames)])).to(self.device)
-            log_probs = self.model.log_prob(reference_codes, conds, speaker,
+            # teacher forcing on the recording: the source aligned to it, as in training
+            reference_conds = batched(aligned=True) if "source" in conds else conds
+            log_probs = self.model.log_prob(reference_codes, reference_conds, speaker,
                                             chunk_frames=self.config["training"]["sequence_length"] * 8)
         rendered = []
         sample_rate = self.index["sample_rate"]

@@ -1,0 +1,115 @@
+"""audio/excitation.py against independent solvers and closed forms, and on the demo corpus."""
+
+import numpy as np
+import pytest
+import scipy.linalg
+import scipy.signal
+
+from samplernn_pase.audio.excitation import harmonic_source, levinson, predict, predictor_from_mel_cepstrum
+from samplernn_pase.audio.mulaw import mulaw_decode, mulaw_encode
+from samplernn_pase.data.features import feature_params, mel_cepstrum
+
+RATE, HOP = 16000, 80
+
+
+def test_levinson_solves_the_toeplitz_normal_equations():
+    rng = np.random.default_rng(0)
+    signals = scipy.signal.lfilter([1.0], [1.0, -1.2, 0.5], rng.standard_normal((5, 4000)), axis=1)
+    r = np.stack([np.correlate(s, s, "full")[len(s) - 1:len(s) + 12] for s in signals])
+    for order in (1, 4, 12):
+        ours = levinson(r, order)
+        for row, expected_r in zip(ours, r):
+            expected = scipy.linalg.solve_toeplitz(expected_r[:order], expected_r[1:order + 1])
+            np.testing.assert_allclose(row, expected, rtol=1e-8, atol=1e-10)
+
+
+def test_predictor_of_a_known_all_pole_envelope():
+    """The mel-cepstrum of the power spectrum 1 / |A(e^jw)|^2 of a known AR(2) filter, taken
+    as the extraction takes it, gives back that filter's prediction coefficients."""
+    alpha = feature_params({"sample_rate": RATE, "hop_length": HOP, "mcep_alpha": None, "f0_method": "dio",
+                            "f0_floor": 50, "f0_ceil": 600, "mcep_order": 39, "min_seconds": 0.25,
+                            "label_tolerance_seconds": 0.1})["mcep_alpha"]
+    coefficients = np.array([1.3, -0.8])                 # poles at radius 0.89
+    _, response = scipy.signal.freqz([1.0], [1.0, *-coefficients], worN=513, whole=False)
+    power = np.abs(response[None]) ** 2
+    mcep = mel_cepstrum(power, 39, alpha)
+    np.testing.assert_allclose(predictor_from_mel_cepstrum(mcep, alpha, 2)[0], coefficients, atol=0.02)
+    higher = predictor_from_mel_cepstrum(mcep, alpha, 6)[0]
+    np.testing.assert_allclose(higher[:2], coefficients, atol=0.02)
+    assert np.abs(higher[2:]).max() < 0.02                # an AR(2) needs no more
+
+
+def test_prediction_is_the_inverse_filter():
+    """x - predict(x) is scipy's FIR filter A(z) = 1 - sum c_k z^-k, frame by frame."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(3 * HOP)
+    coefficients = rng.normal(0, 0.3, (3, 4))
+    residual = x - predict(x, coefficients, HOP)
+    for frame in range(3):
+        whole = scipy.signal.lfilter(np.concatenate([[1.0], -coefficients[frame]]), [1.0], x)
+        np.testing.assert_allclose(residual[frame * HOP:(frame + 1) * HOP], whole[frame * HOP:(frame + 1) * HOP],
+                                   atol=1e-12)
+
+
+def test_harmonic_source_is_a_band_limited_pulse_train():
+    frames, f0 = 100, 200.0
+    lf0 = np.full(frames, np.log(f0))
+    voiced = np.ones(frames)
+    voiced[60:] = 0
+    source = harmonic_source(lf0, voiced, HOP, RATE)
+    assert source.shape == (frames * HOP,)
+    assert np.all(source[61 * HOP:] == 0)                            # unvoiced
+    period = int(RATE / f0)                                         # 80 samples
+    pulses = source[:50 * HOP].reshape(-1, period)
+    # phi reaches 2 pi m at the last sample of each period: height 1 there, once a period
+    np.testing.assert_allclose(pulses[:, -1], 1.0, atol=1e-6)
+    assert np.all(pulses[:, :-3] < 0.5)
+    spectrum = np.abs(np.fft.rfft(source[:50 * HOP]))
+    bins = np.fft.rfftfreq(50 * HOP, 1 / RATE)
+    harmonics = spectrum[np.isin(bins, f0 * np.arange(1, 40))]
+    assert len(harmonics) == 39 and harmonics.min() > 100 * np.median(spectrum)
+
+
+def test_aligned_source_takes_each_harmonic_phase_of_the_signal():
+    frames, f0 = 120, 150.0
+    lf0, voiced = np.full(frames, np.log(f0)), np.ones(frames)
+    t = np.arange(frames * HOP)
+    rng = np.random.default_rng(2)
+    phases = rng.uniform(-np.pi, np.pi, 53)                       # 53 harmonics below 8 kHz
+    signal = sum(rng.uniform(0.2, 1.0) * np.cos(2 * np.pi * k * f0 * (t + 1) / RATE + phases[k - 1])
+                 for k in range(1, 54))
+    aligned = harmonic_source(lf0, voiced, HOP, RATE, align_to=signal)
+    free = harmonic_source(lf0, voiced, HOP, RATE)
+    middle = slice(1000, len(t) - 1000)                           # away from the window's edges
+    assert np.corrcoef(aligned[middle], signal[middle])[0, 1] > 0.9
+    assert abs(np.corrcoef(free[middle], signal[middle])[0, 1]) < 0.3
+
+
+def test_predictor_from_the_features_predicts_the_recording(demo_prepared):
+    """On real demo recordings the predictor from the cached mel-cepstrum takes out most of
+    the signal: a prediction gain above 10 dB (a wrong envelope or sign gives about 0)."""
+    from samplernn_pase.data.cache import load_entry
+
+    index, _, data_path = demo_prepared
+    fields = index["acoustic_fields"]
+    alpha = index["feature_params"]["mcep_alpha"]
+    for entry in index["utterances"][:3]:
+        arrays = load_entry(data_path, entry["features"])
+        mcep = arrays["acoustic"][:, fields.index("mcep0"):fields.index("bap")]
+        values = mulaw_decode(mulaw_encode(arrays["audio"]))
+        residual = values - predict(values, predictor_from_mel_cepstrum(mcep, alpha, 16), HOP)
+        gain = 10 * np.log10(np.sum(values.astype(np.float64) ** 2) / np.sum(residual ** 2))
+        assert gain > 10, (entry["id"], gain)
+
+
+@pytest.mark.parametrize("order", [0, 80])
+def test_lpc_order_out_of_range_is_refused(order):
+    from samplernn_pase.models.samplernn import SampleRNNConfig
+
+    if order == 0:
+        assert SampleRNNConfig(conditioning="acoustic", lpc_order=0).lpc_order == 0
+        return
+    with pytest.raises(ValueError, match="lpc_order"):
+        SampleRNNConfig(conditioning="acoustic", lpc_order=order)
+    with pytest.raises(ValueError, match="acoustic"):
+        SampleRNNConfig(conditioning="linguistic_lf0", lpc_order=16)
