@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 EXPERIMENT ?= demo
-DEMO_EPOCHS ?= 2
+DEMO_EPOCHS ?= 4
 
 .PHONY: venv demo test bench clean-demo
 

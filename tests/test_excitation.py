@@ -5,7 +5,8 @@ import pytest
 import scipy.linalg
 import scipy.signal
 
-from samplernn_pase.audio.excitation import harmonic_source, levinson, predict, predictor_from_mel_cepstrum
+from samplernn_pase.audio.excitation import (harmonic_source, levinson, periodic_fraction, predict,
+                                             predictor_from_mel_cepstrum)
 from samplernn_pase.audio.mulaw import mulaw_decode, mulaw_encode
 from samplernn_pase.data.features import feature_params, mel_cepstrum
 
@@ -17,10 +18,11 @@ def test_levinson_solves_the_toeplitz_normal_equations():
     signals = scipy.signal.lfilter([1.0], [1.0, -1.2, 0.5], rng.standard_normal((5, 4000)), axis=1)
     r = np.stack([np.correlate(s, s, "full")[len(s) - 1:len(s) + 12] for s in signals])
     for order in (1, 4, 12):
-        ours = levinson(r, order)
-        for row, expected_r in zip(ours, r):
+        ours, error = levinson(r, order)
+        for row, row_error, expected_r in zip(ours, error, r):
             expected = scipy.linalg.solve_toeplitz(expected_r[:order], expected_r[1:order + 1])
             np.testing.assert_allclose(row, expected, rtol=1e-8, atol=1e-10)
+            np.testing.assert_allclose(row_error, expected_r[0] - expected @ expected_r[1:order + 1], rtol=1e-8)
 
 
 def test_predictor_of_a_known_all_pole_envelope():
@@ -33,8 +35,13 @@ def test_predictor_of_a_known_all_pole_envelope():
     _, response = scipy.signal.freqz([1.0], [1.0, *-coefficients], worN=513, whole=False)
     power = np.abs(response[None]) ** 2
     mcep = mel_cepstrum(power, 39, alpha)
-    np.testing.assert_allclose(predictor_from_mel_cepstrum(mcep, alpha, 2)[0], coefficients, atol=0.02)
-    higher = predictor_from_mel_cepstrum(mcep, alpha, 6)[0]
+    ours, error = predictor_from_mel_cepstrum(mcep, alpha, 2)
+    np.testing.assert_allclose(ours[0], coefficients, atol=0.02)
+    # the filter is driven by unit-variance white noise: the prediction error's power is 1
+    # (the mean of the power spectrum |1 / A|^2 is the AR process's variance)
+    variance = np.mean(np.abs(scipy.signal.freqz([1.0], [1.0, *-coefficients], worN=4096, whole=True)[1]) ** 2)
+    np.testing.assert_allclose(error[0] * variance / np.fft.irfft(power[0])[0], 1.0, rtol=0.05)
+    higher = predictor_from_mel_cepstrum(mcep, alpha, 6)[0][0]
     np.testing.assert_allclose(higher[:2], coefficients, atol=0.02)
     assert np.abs(higher[2:]).max() < 0.02                # an AR(2) needs no more
 
@@ -56,8 +63,8 @@ def test_harmonic_source_is_a_band_limited_pulse_train():
     lf0 = np.full(frames, np.log(f0))
     voiced = np.ones(frames)
     voiced[60:] = 0
-    source = harmonic_source(lf0, voiced, HOP, RATE)
-    assert source.shape == (frames * HOP,)
+    source, harmonic = harmonic_source(lf0, voiced, HOP, RATE)
+    assert harmonic is None and source.shape == (frames * HOP,)
     assert np.all(source[61 * HOP:] == 0)                            # unvoiced
     period = int(RATE / f0)                                         # 80 samples
     pulses = source[:50 * HOP].reshape(-1, period)
@@ -78,11 +85,27 @@ def test_aligned_source_takes_each_harmonic_phase_of_the_signal():
     phases = rng.uniform(-np.pi, np.pi, 53)                       # 53 harmonics below 8 kHz
     signal = sum(rng.uniform(0.2, 1.0) * np.cos(2 * np.pi * k * f0 * (t + 1) / RATE + phases[k - 1])
                  for k in range(1, 54))
-    aligned = harmonic_source(lf0, voiced, HOP, RATE, align_to=signal)
-    free = harmonic_source(lf0, voiced, HOP, RATE)
+    noise = 0.3 * rng.standard_normal(len(t))
+    aligned, periodic = harmonic_source(lf0, voiced, HOP, RATE, align_to=signal + noise)
+    free, _ = harmonic_source(lf0, voiced, HOP, RATE)
     middle = slice(1000, len(t) - 1000)                           # away from the window's edges
     assert np.corrcoef(aligned[middle], signal[middle])[0, 1] > 0.9
     assert abs(np.corrcoef(free[middle], signal[middle])[0, 1]) < 0.3
+    # the measured periodic part is the signal without the noise
+    error = np.sum((periodic[middle] - signal[middle]) ** 2) / np.sum(signal[middle] ** 2)
+    assert error < 0.05, error
+
+
+def test_periodic_part_has_the_asked_power():
+    frames, f0 = 100, 100.0                      # a period is 160 samples: two frames
+    power = np.linspace(1e-4, 4e-4, frames)
+    _, periodic = harmonic_source(np.full(frames, np.log(f0)), np.ones(frames), HOP, RATE, power=power)
+    measured = (periodic.astype(np.float64).reshape(frames // 2, 2 * HOP) ** 2).mean(1)
+    np.testing.assert_allclose(measured[1:], power.reshape(-1, 2).mean(1)[1:], rtol=0.05)
+
+
+def test_periodic_fraction_of_the_aperiodicity():
+    np.testing.assert_allclose(periodic_fraction(np.array([0.0, -10.0, -20.0, 3.0])), [0.0, 0.9, 0.99, 0.0])
 
 
 def test_predictor_from_the_features_predicts_the_recording(demo_prepared):
@@ -97,7 +120,7 @@ def test_predictor_from_the_features_predicts_the_recording(demo_prepared):
         arrays = load_entry(data_path, entry["features"])
         mcep = arrays["acoustic"][:, fields.index("mcep0"):fields.index("bap")]
         values = mulaw_decode(mulaw_encode(arrays["audio"]))
-        residual = values - predict(values, predictor_from_mel_cepstrum(mcep, alpha, 16), HOP)
+        residual = values - predict(values, predictor_from_mel_cepstrum(mcep, alpha, 16)[0], HOP)
         gain = 10 * np.log10(np.sum(values.astype(np.float64) ** 2) / np.sum(residual ** 2))
         assert gain > 10, (entry["id"], gain)
 

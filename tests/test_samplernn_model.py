@@ -89,6 +89,7 @@ def vocoder_inputs(conds, batch, frames, order=4, context=2, seed=4):
     g = torch.Generator().manual_seed(seed)
     conds["lpc"] = 0.8 * torch.softmax(torch.randn(batch, frames, order, generator=g), -1)
     conds["source"] = torch.randn(batch, frames, 8, 2 * context + 1, generator=g)
+    conds["harmonic"] = 0.1 * torch.randn(batch, frames, 8, generator=g)
     return conds
 
 

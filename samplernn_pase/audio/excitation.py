@@ -11,12 +11,14 @@ models (Wang, Takaki and Yamagishi, 2019) do:
   all-pole predictor ``x_hat[t] = sum_k c_k x[t - k]``. The network then
   models the prediction residual ``x[t] - x_hat[t]``, a far whiter signal, and
   the resonances come from the predictor.
-- A harmonic source. From log-F0 and the voiced flag, a band-limited pulse
-  train ``sum_k cos(k phi[t])`` over the harmonics below Nyquist, zero where
-  unvoiced: the network learns how much of it to let through. At synthesis
-  every harmonic starts in phase (one pulse a period); in training each
-  harmonic takes the phase it has in the recording's own residual, so that
-  the source is the harmonic part of what the network must predict.
+- A harmonic source. From log-F0 and the voiced flag, the harmonics of F0
+  below Nyquist, zero where unvoiced. Its periodic part joins the prediction,
+  so that the network models what is left, the aperiodic part: at synthesis
+  every harmonic has the same amplitude, which gives the frame the periodic
+  power that the envelope's prediction error and the aperiodicity say it has,
+  and starts in phase (one pulse a period); in training each harmonic has the
+  amplitude and phase it has in the recording's own residual. The network
+  also sees the unit pulse train around each sample.
 
 Everything here is numpy, per utterance, from un-normalized WORLD features
 (features.py's layout: lf0, vuv, mcep0..mcepN, bap).
@@ -26,13 +28,23 @@ import numpy as np
 
 ENVELOPE_FFT = 512           # FFT size of the envelope whose autocorrelation gives the predictor
 WHITE_NOISE_CORRECTION = 1e-4  # r[0] *= 1 + this: keeps the predictor stable on near-singular frames
-ALIGNMENT_WINDOW = 401       # Hann window (samples) of the low-pass that measures the fundamental's phase
+ALIGNMENT_WINDOW = 401       # Hann window (samples) of the low-pass that measures each harmonic
+SYNTHESIS_PHASE_SEED = 0     # the fixed random phase of each harmonic at synthesis
 
 
-def levinson(autocorrelation: np.ndarray, order: int) -> np.ndarray:
+def synthesis_phases(count: int = 1000) -> np.ndarray:
+    """The phase of each harmonic at synthesis: fixed, uniformly random. In phase (zero), the
+    harmonics would add to a pulse sqrt(2 K) times the excitation's RMS (about 13 at 100 Hz),
+    which the all-pole predictor turns into samples beyond full scale; spread, they peak at a
+    few times the RMS, as a recording's residual does."""
+    return np.random.default_rng(SYNTHESIS_PHASE_SEED).uniform(-np.pi, np.pi, count)
+
+
+def levinson(autocorrelation: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
     """Prediction coefficients c (frames, order) of the autocorrelations r (frames, >= order + 1):
     the solution of the Toeplitz normal equations sum_k c_k r[|i - k|] = r[i], i = 1..order,
-    by the Levinson-Durbin recursion, every frame at once."""
+    by the Levinson-Durbin recursion, every frame at once; and the power of the prediction
+    error, r[0] - sum_k c_k r[k] (frames,)."""
     r = np.asarray(autocorrelation, dtype=np.float64)
     frames = r.shape[0]
     a = np.zeros((frames, order + 1))       # the inverse filter A(z) = 1 + a1 z^-1 + ...
@@ -43,19 +55,22 @@ def levinson(autocorrelation: np.ndarray, order: int) -> np.ndarray:
         a[:, 1:i] = a[:, 1:i] + reflection[:, None] * a[:, i - 1:0:-1]
         a[:, i] = reflection
         error = error * (1.0 - reflection ** 2)
-    return -a[:, 1:]
+    return -a[:, 1:], error
 
 
-def predictor_from_mel_cepstrum(mcep: np.ndarray, alpha: float, order: int) -> np.ndarray:
-    """(frames, order) float32 prediction coefficients of each frame's spectral envelope:
-    the power envelope of the mel-cepstrum (pysptk.mc2sp, the inverse of the extraction),
-    its autocorrelation (inverse FFT), Levinson-Durbin."""
+def predictor_from_mel_cepstrum(mcep: np.ndarray, alpha: float, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """(frames, order) float32 prediction coefficients of each frame's spectral envelope and
+    (frames,) the power of its prediction error: the power envelope of the mel-cepstrum
+    (pysptk.mc2sp, the inverse of the extraction), its autocorrelation (inverse FFT),
+    Levinson-Durbin. WORLD's envelope is on the scale of the signal's power, so the error
+    power is that of the recording's residual (within a few dB on the demo corpus)."""
     import pysptk
 
     power = pysptk.mc2sp(np.ascontiguousarray(mcep, dtype=np.float64), alpha, ENVELOPE_FFT)
     autocorrelation = np.fft.irfft(power, axis=-1)[:, :order + 1]
     autocorrelation[:, 0] *= 1.0 + WHITE_NOISE_CORRECTION
-    return levinson(autocorrelation, order).astype(np.float32)
+    coefficients, error = levinson(autocorrelation, order)
+    return coefficients.astype(np.float32), np.maximum(error, 0.0)
 
 
 def predict(values: np.ndarray, coefficients: np.ndarray, hop_length: int) -> np.ndarray:
@@ -82,28 +97,57 @@ def sample_f0(lf0: np.ndarray, voiced: np.ndarray, hop_length: int) -> tuple[np.
 
 
 def harmonic_source(lf0: np.ndarray, voiced: np.ndarray, hop_length: int, sample_rate: int,
-                    align_to: np.ndarray | None = None, phase: float = 0.0) -> np.ndarray:
-    """(frames * hop_length,) float32 band-limited pulse train at F0, zero where unvoiced.
+                    align_to: np.ndarray | None = None, power: np.ndarray | None = None,
+                    phase: float = 0.0, harmonic_phases: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The harmonics of F0 below Nyquist, zero where unvoiced: (pulses, harmonic), float32
+    (frames * hop_length,) each.
 
-    Sample t is ``sum_{k: k f0 < sr / 2} cos(k phi[t] + d_k[t]) / K(t)``, where phi
-    integrates 2 pi f0 / sample_rate from ``phase`` and K(t) counts the harmonics below
-    Nyquist. Without ``align_to`` every d_k is 0: pulses of height 1 once a period.
-    ``align_to`` (a signal of the same length; in training the recording's prediction
-    residual) gives each harmonic the phase it has in that signal: heterodyned by
-    exp(-i k phi) and low-passed (Hann window of ALIGNMENT_WINDOW samples), the signal's
-    k-th harmonic is left near 0 Hz, and its angle is d_k.
+    ``pulses`` is ``sum_{k <= K(t)} cos(k phi[t] + d_k[t]) / K(t)``, phi integrating
+    2 pi f0 / sample_rate from ``phase`` and K(t) counting the harmonics below Nyquist.
+    ``harmonic`` is an estimate of the periodic part of a signal, or None:
+
+    - ``align_to`` (a signal of the same length; in training the recording's prediction
+      residual): each harmonic takes its phase d_k and amplitude a_k in that signal,
+      measured by heterodyning (times exp(-i k phi), low-passed by a Hann window of
+      ALIGNMENT_WINDOW samples, which leaves the k-th harmonic near 0 Hz);
+      harmonic = sum_k a_k cos(k phi + d_k).
+    - else d_k is ``harmonic_phases[k - 1]``, or 0 (pulses of height 1 once a period),
+      and, with ``power`` (the periodic power of every frame, (frames,)), every harmonic
+      gets the same amplitude, sqrt(2 power / K): harmonic = sum_k a cos(k phi + d_k),
+      whose power is ``power``.
     """
     from scipy.signal import fftconvolve
 
     f0, flags = sample_f0(lf0, voiced, hop_length)
     phi = phase + 2 * np.pi * np.cumsum(f0 / sample_rate)
-    harmonics = np.floor(sample_rate / 2 / f0)          # K(t): harmonics below Nyquist
+    harmonics = np.ceil(sample_rate / 2 / f0) - 1.0      # K(t): harmonics strictly below Nyquist
     window = np.hanning(ALIGNMENT_WINDOW)
     pulses = np.zeros(len(phi))
+    measured = np.zeros(len(phi)) if align_to is not None else None
     for k in range(1, int(harmonics.max()) + 1):
+        below = k <= harmonics
         angle = k * phi
         if align_to is not None:
-            baseband = np.asarray(align_to, np.float64)[:len(phi)] * np.exp(-1j * angle)
-            angle = angle + np.angle(fftconvolve(baseband, window, mode="same"))
-        pulses += np.where(k <= harmonics, np.cos(angle), 0.0)
-    return (flags * pulses / np.maximum(harmonics, 1.0)).astype(np.float32)
+            baseband = fftconvolve(np.asarray(align_to, np.float64)[:len(phi)] * np.exp(-1j * angle), window,
+                                   mode="same") * (2.0 / window.sum())
+            angle = angle + np.angle(baseband)
+            measured += np.where(below, np.abs(baseband) * np.cos(angle), 0.0)
+        elif harmonic_phases is not None:
+            angle = angle + harmonic_phases[k - 1]
+        pulses += np.where(below, np.cos(angle), 0.0)
+    count = np.maximum(harmonics, 1.0)
+    harmonic = None
+    if measured is not None:
+        harmonic = flags * measured
+    elif power is not None:
+        per_sample = np.repeat(np.asarray(power, np.float64), hop_length)[:len(phi)]
+        harmonic = flags * pulses * np.sqrt(2.0 * per_sample / count)
+    pulses = (flags * pulses / count).astype(np.float32)
+    return pulses, None if harmonic is None else harmonic.astype(np.float32)
+
+
+def periodic_fraction(band_aperiodicity_db: np.ndarray) -> np.ndarray:
+    """The share of a frame's power that is periodic, 1 - ap^2, from WORLD's band
+    aperiodicity in dB (20 log10 ap), clipped to [0, 1]."""
+    return np.clip(1.0 - 10.0 ** (np.asarray(band_aperiodicity_db, np.float64) / 10.0), 0.0, 1.0)

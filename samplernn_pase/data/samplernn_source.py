@@ -7,7 +7,8 @@ of an utterance and for chunks of it; this one reads them from an
 
 import numpy as np
 
-from ..audio.excitation import harmonic_source, predict, predictor_from_mel_cepstrum
+from ..audio.excitation import (harmonic_source, periodic_fraction, predict, predictor_from_mel_cepstrum,
+                                synthesis_phases)
 from ..audio.mulaw import mulaw_decode, mulaw_encode, mulaw_zero
 from .lru import LRUCache
 from .stateful_loader import pad_frames
@@ -32,6 +33,8 @@ class SampleRNNSource:
         source                  float32 (n, frame_size, 2 c + 1)  with ``source_context``
                                 c >= 0: the harmonic source around every sample, its
                                 phase aligned to the recording's residual
+        harmonic                float32 (n, frame_size)  with both: the periodic part of
+                                every sample's excitation, added to the prediction
 
     The targets are ``input_samples_q[frame_size:]``. Utterances are read
     through ``store.load``, which keeps recently loaded ones in memory, so a
@@ -64,9 +67,6 @@ class SampleRNNSource:
         self.q_levels = q_levels
         self._num_frames = dict(num_frames or {})
         self.lpc_order, self.source_context = lpc_order, source_context
-        if lpc_order or source_context is not None:
-            self.features = self.features + (("lpc",) if lpc_order else ()) \
-                + (("source",) if source_context is not None else ())
         self._vocoder_inputs = LRUCache(getattr(store, "cache_size", 64))
 
     def _load(self, item):
@@ -93,7 +93,7 @@ class SampleRNNSource:
     def conditioning(self, item, aligned=True):
         """Every conditioning array of the utterance, one row per frame."""
         utterance = self._load(item)
-        arrays = {name: getattr(utterance, name) for name in self.features if name not in ("lpc", "source")}
+        arrays = {name: getattr(utterance, name) for name in self.features}
         if self.lpc_order or self.source_context is not None:
             arrays.update(self.vocoder_inputs(item, aligned))
         return arrays
@@ -124,9 +124,10 @@ def raw_acoustic(store, utterance):
 
 
 def vocoder_inputs(store, utterance, frame_size, q_levels, lpc_order, source_context, aligned=True):
-    """The linear predictor of every frame and the harmonic source windows of every sample
-    (see SampleRNNSource); the source is aligned to the residual of the recording's mu-law
-    values when ``aligned``."""
+    """The linear predictor of every frame, the harmonic source windows around every sample
+    and, with both, the periodic part of every sample's excitation (see SampleRNNSource and
+    audio/excitation.py). ``aligned`` (and a recording): the harmonics take their phases (and
+    the periodic part their amplitudes) from the residual of the recording's mu-law values."""
     acoustic = raw_acoustic(store, utterance).astype(np.float64)
     fields = store.index["acoustic_fields"]
     mcep = acoustic[:, fields.index("mcep0"):fields.index("bap")]
@@ -135,7 +136,7 @@ def vocoder_inputs(store, utterance, frame_size, q_levels, lpc_order, source_con
     align = source_context is not None and aligned and utterance.audio is not None
     if lpc_order or align:
         # without a predictor of its own, the source aligns to the residual of a 16th-order one
-        coefficients = predictor_from_mel_cepstrum(mcep, alpha, lpc_order or 16)
+        coefficients, error_power = predictor_from_mel_cepstrum(mcep, alpha, lpc_order or 16)
     if lpc_order:
         out["lpc"] = coefficients
     if source_context is not None:
@@ -143,9 +144,13 @@ def vocoder_inputs(store, utterance, frame_size, q_levels, lpc_order, source_con
         if align:
             values = mulaw_decode(mulaw_encode(utterance.audio, q_levels), q_levels)
             residual = values - predict(values, coefficients, frame_size)
-        pulses = harmonic_source(acoustic[:, fields.index("lf0")], acoustic[:, fields.index("vuv")],
-                                 frame_size, store.sample_rate, align_to=residual)
+        periodic_power = error_power * periodic_fraction(acoustic[:, fields.index("bap")]) if lpc_order else None
+        pulses, harmonic = harmonic_source(acoustic[:, fields.index("lf0")], acoustic[:, fields.index("vuv")],
+                                           frame_size, store.sample_rate, align_to=residual,
+                                           power=periodic_power, harmonic_phases=synthesis_phases())
         padded = np.pad(pulses, source_context)
         windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * source_context + 1)
         out["source"] = np.ascontiguousarray(windows).reshape(len(acoustic), frame_size, -1)
+        if lpc_order:
+            out["harmonic"] = harmonic.reshape(len(acoustic), frame_size)
     return out

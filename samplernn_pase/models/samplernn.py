@@ -38,7 +38,7 @@ from samplernn_pase.models.recurrent import GRUCell, gate_buffer, generation_thr
 from samplernn_pase.models.section import ModelSection
 
 CONDITIONINGS = ("acoustic", "linguistic", "linguistic_lf0")
-CONDITIONING_KEYS = ("acoustic", "linguistic_categorical", "linguistic_real", "lpc", "source")
+CONDITIONING_KEYS = ("acoustic", "linguistic_categorical", "linguistic_real", "lpc", "source", "harmonic")
 
 
 @dataclass
@@ -349,15 +349,19 @@ class SampleRNN(nn.Module):
 
     def prediction(self, input_samples_q, conds):
         """(B, T) float linear prediction ``sum_k c_k x[t - k]`` of every target sample from the
-        decoded codes before it, with the predictor ``conds["lpc"]`` (B, n, order) of its frame;
-        None without ``lpc_order``."""
+        decoded codes before it, with the predictor ``conds["lpc"]`` (B, n, order) of its frame,
+        plus with ``harmonic_source`` the periodic part of the excitation ``conds["harmonic"]``
+        (B, n, frame_size); None without ``lpc_order``."""
         if not self.config.lpc_order:
             return None
         lpc = conds["lpc"].float()
         order, fs = lpc.shape[-1], self.frame_size
         values = self.code_values[input_samples_q]
         lags = values[:, fs - order:-1].unfold(1, order, 1).flip(-1)        # (B, T, order): x[t-1..t-order]
-        return (lags * lpc.repeat_interleave(fs, dim=1)).sum(-1)
+        prediction = (lags * lpc.repeat_interleave(fs, dim=1)).sum(-1)
+        if self.config.harmonic_source:
+            prediction = prediction + conds["harmonic"].float().reshape(prediction.shape)
+        return prediction
 
     def _source(self, conds, length):
         if not self.config.harmonic_source:
@@ -522,6 +526,8 @@ class _VocoderPlan:
         self.code_values, self.q_levels = model.code_values, model.config.q_levels
         self.frame_size = model.frame_size
         self.lpc = conds["lpc"].float().flip(-1) if model.config.lpc_order else None    # (B, n, order)
+        self.harmonic = conds["harmonic"].float() \
+            if model.config.lpc_order and model.config.harmonic_source else None       # (B, n, fs)
         self.source = conds["source"].float() if model.config.harmonic_source else None  # (B, n, fs, S)
         self.prediction_table = mlp.prediction_embedding.weight if self.lpc is not None else None
         self.source_weights = (mlp.source_projection.weight, mlp.source_projection.bias) \
@@ -537,6 +543,8 @@ class _VocoderPlan:
         if self.lpc is not None:
             order = self.lpc.shape[-1]
             prediction = (self.code_values[codes[:, p - order:p]] * self.lpc[:, frame]).sum(-1)
+            if self.harmonic is not None:
+                prediction = prediction + self.harmonic[:, frame, t % self.frame_size]
             x += self.prediction_table[mulaw_encode(prediction, self.q_levels)]
         if self.source is not None:
             if t % self.frame_size == 0:
