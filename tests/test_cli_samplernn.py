@@ -373,6 +373,8 @@ def test_init_and_train_on_an_ljspeech_layout(tmp_path, demo_corpus_path):
     config["data"].update({"corpora": [{"type": "ljspeech", "path": "LJSpeech-1.1"}],
                            "modeling_speakers": None, "adaptation_speakers": None})
     config["test"]["period"] = None
+    vocoder = {k: config["model"][k] for k in ("conditioning", "lpc_order", "harmonic_source")}
+    config["model"].update({"conditioning": "linguistic_lf0", "lpc_order": 0, "harmonic_source": False})
     space = Workspace(tmp_path, data)
     path = tmp_path / "lj.json"
     path.write_text(json.dumps(config))
@@ -380,7 +382,7 @@ def test_init_and_train_on_an_ljspeech_layout(tmp_path, demo_corpus_path):
     assert refused.returncode == 2 and "model.conditioning" in refused.stderr
     assert not space.experiment("lj").exists()
 
-    config["model"]["conditioning"] = "acoustic"
+    config["model"].update(vocoder)     # the default: acoustic, as a source-filter vocoder
     space.init("lj", config)
     index = json.loads((space.experiment("lj") / "data.json").read_text())
     assert len(index["speakers"]) == 1 and index["speakers"][0]["set"] == "modeling"
@@ -418,7 +420,8 @@ def test_arctic_layout_with_full_context_labels_inits_and_trains_linguistic(tmp_
         (folder / "etc" / "txt.done.data").write_text("\n".join(prompts) + "\n")
     config = tiny_config(max_epochs=1, sequence_length=16)
     config["model"].update({"conditioning": "linguistic", "linguistic_embedding_size": 15,
-                            "speaker_embedding_size": 15})  # the seed's sizes
+                            "speaker_embedding_size": 15,   # the seed's sizes
+                            "lpc_order": 0, "harmonic_source": False})
     config["data"].update({"corpora": [{"type": "cmu_arctic", "path": "arctic"}],
                            "modeling_speakers": {"f": 1, "m": 1}, "adaptation_speakers": None,
                            "train_seconds_per_speaker": None})

@@ -136,3 +136,39 @@ def test_lpc_order_out_of_range_is_refused(order):
         SampleRNNConfig(conditioning="acoustic", lpc_order=order)
     with pytest.raises(ValueError, match="acoustic"):
         SampleRNNConfig(conditioning="linguistic_lf0", lpc_order=16)
+
+
+def test_the_source_filter_prior_alone_speaks_with_the_recordings_pitch(demo_prepared):
+    """No network: the harmonic source of the features (free phases, periodic power from the
+    envelope and aperiodicity) through the all-pole predictor of the features. WORLD's F0
+    analysis of that signal must find the recording's voicing and pitch: this is what the
+    demo vocoder starts from before it has learned anything."""
+    from samplernn_pase.audio.excitation import synthesis_phases
+    from samplernn_pase.audio.world import world_f0
+    from samplernn_pase.data.cache import load_entry
+
+    index, _, data_path = demo_prepared
+    params = index["feature_params"]
+    fields = index["acoustic_fields"]
+    entry = index["utterances"][0]
+    acoustic = load_entry(data_path, entry["features"])["acoustic"].astype(np.float64)
+    audio = load_entry(data_path, entry["features"])["audio"]
+    coefficients, error_power = predictor_from_mel_cepstrum(
+        acoustic[:, fields.index("mcep0"):fields.index("bap")], params["mcep_alpha"], 16)
+    _, periodic = harmonic_source(acoustic[:, 0], acoustic[:, 1], HOP, RATE,
+                                  power=error_power * periodic_fraction(acoustic[:, -1]),
+                                  harmonic_phases=synthesis_phases())
+    output, state = [], np.zeros(16)
+    for frame, excitation in zip(coefficients.astype(np.float64), periodic.reshape(-1, HOP)):
+        filtered, state = scipy.signal.lfilter([1.0], [1.0, *-frame], excitation, zi=state)
+        output.append(filtered)
+    output = np.concatenate(output)
+    assert np.all(np.isfinite(output)) and np.abs(output).max() < 1.0
+
+    def f0(signal):
+        return world_f0(signal, RATE, HOP, params["f0_floor"], params["f0_ceil"], params["f0_method"])[0]
+
+    real, rendered = f0(audio), f0(output)
+    both = (real > 0) & (rendered > 0)
+    assert np.mean((real > 0) == (rendered > 0)) > 0.85                 # voicing agrees
+    assert np.median(np.abs(rendered[both] / real[both] - 1)) < 0.03    # pitch within 3 %
