@@ -117,25 +117,32 @@ def harmonic_source(lf0: np.ndarray, voiced: np.ndarray, hop_length: int, sample
       gets the same amplitude, sqrt(2 power / K): harmonic = sum_k a cos(k phi + d_k),
       whose power is ``power``.
     """
-    from scipy.signal import fftconvolve
+    from scipy.signal import oaconvolve
 
     f0, flags = sample_f0(lf0, voiced, hop_length)
     phi = phase + 2 * np.pi * np.cumsum(f0 / sample_rate)
     harmonics = np.ceil(sample_rate / 2 / f0) - 1.0      # K(t): harmonics strictly below Nyquist
-    window = np.hanning(ALIGNMENT_WINDOW)
+    window = np.hanning(ALIGNMENT_WINDOW) * (2.0 / np.hanning(ALIGNMENT_WINDOW).sum())
+    signal = None if align_to is None else np.asarray(align_to, np.float64)[:len(phi)]
+    step = np.exp(-1j * phi)
+    carrier = np.ones(len(phi), complex)                  # exp(-i k phi), one harmonic further each time
     pulses = np.zeros(len(phi))
-    measured = np.zeros(len(phi)) if align_to is not None else None
-    for k in range(1, int(harmonics.max()) + 1):
+    measured = np.zeros(len(phi)) if signal is not None else None
+    # unvoiced stretches (whose interpolated F0 can sit far below the voiced one) count no harmonics
+    top = int(harmonics[flags].max()) if flags.any() else 0
+    for k in range(1, top + 1):
+        carrier *= step
         below = k <= harmonics
-        angle = k * phi
-        if align_to is not None:
-            baseband = fftconvolve(np.asarray(align_to, np.float64)[:len(phi)] * np.exp(-1j * angle), window,
-                                   mode="same") * (2.0 / window.sum())
-            angle = angle + np.angle(baseband)
-            measured += np.where(below, np.abs(baseband) * np.cos(angle), 0.0)
+        if signal is not None:
+            baseband = oaconvolve(signal * carrier, window, mode="same")     # a_k exp(i d_k)
+            rotated = baseband * np.conj(carrier)                             # a_k exp(i (k phi + d_k))
+            measured += np.where(below, rotated.real, 0.0)
+            unit = rotated.real / np.maximum(np.abs(baseband), 1e-12)
         elif harmonic_phases is not None:
-            angle = angle + harmonic_phases[k - 1]
-        pulses += np.where(below, np.cos(angle), 0.0)
+            unit = (np.exp(1j * harmonic_phases[k - 1]) * np.conj(carrier)).real
+        else:
+            unit = np.conj(carrier).real
+        pulses += np.where(below, unit, 0.0)
     count = np.maximum(harmonics, 1.0)
     harmonic = None
     if measured is not None:
