@@ -18,7 +18,7 @@ def log_spectrogram(audio: np.ndarray, n_fft: int = 512, hop: int = 128) -> np.n
 
     from .mel import magnitude_spectrogram
 
-    audio = np.asarray(audio, dtype=np.float32)
+    audio = np.array(audio, dtype=np.float32)   # a copy: the store's arrays are read-only
     if len(audio) <= n_fft:  # reflect padding needs more samples than it adds
         audio = np.pad(audio, (0, n_fft + 1 - len(audio)))
     magnitude = magnitude_spectrogram(torch.from_numpy(audio)[None], n_fft, hop, n_fft)[0]
