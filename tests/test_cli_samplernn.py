@@ -258,8 +258,9 @@ def math_finite(value) -> bool:
     return isinstance(value, float) and np.isfinite(value)
 
 
-def wait_for_iteration(experiment: Path, iteration: int, process, timeout=600, parse=None):
-    """Wait until verbose.log shows `iteration` (`parse`: the log parser, logged_losses by default)."""
+def wait_for_iteration(experiment: Path, iteration: int, process, timeout=600, parse=None, poll=0.2):
+    """Wait until verbose.log shows `iteration` (`parse`: the log parser, logged_losses by default),
+    looking every `poll` seconds."""
     parse = parse or logged_losses
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -267,7 +268,7 @@ def wait_for_iteration(experiment: Path, iteration: int, process, timeout=600, p
             return
         if process.poll() is not None:
             raise AssertionError(f"train ended early:\n{process.stderr.read()[-3000:]}")
-        time.sleep(0.2)
+        time.sleep(poll)
     raise AssertionError("training did not reach the iteration in time")
 
 

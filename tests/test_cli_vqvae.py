@@ -87,6 +87,9 @@ def test_vqvae_sigkill_with_the_discriminator_active_resumes_exactly(tmp_path, d
     config = tiny_vqvae_config(max_epochs=2)
     config["model"]["disc_start"] = 0
     config["test"]["period"] = None
+    # An iteration of this tiny model takes about 30 ms: with the 3 s default an epoch (9
+    # iterations) could end, and its partial checkpoint be removed, before the kill landed.
+    config["data"]["train_seconds_per_speaker"] = 12.0
     space.init("straight", config)
     space.init("killed", config)
     space.run("straight", "train")
@@ -98,7 +101,9 @@ def test_vqvae_sigkill_with_the_discriminator_active_resumes_exactly(tmp_path, d
     killed = space.experiment("killed")
     process = subprocess.Popen(space.command("killed", "train"), cwd=space.root, env=space.env(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for_iteration(killed, min(second_epoch) + 6, process, parse=logged_losses)      # past a mid-epoch checkpoint
+    assert max(second_epoch) - min(second_epoch) > 20, "the kill must land well inside the epoch"
+    wait_for_iteration(killed, min(second_epoch) + 6, process, parse=logged_losses,      # past a mid-epoch checkpoint
+                       poll=0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert (killed / "checkpoints" / "partial.checkpoint.pt").is_file()
