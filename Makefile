@@ -23,7 +23,7 @@ demo: venv
 	  $(PY) -m samplernn_pase --experiment-name $(EXPERIMENT) --verbose init --config-path config.default.json; \
 	fi
 	$(PY) -m samplernn_pase --experiment-name $(EXPERIMENT) train --device cpu --max-epochs $(DEMO_EPOCHS)
-	@echo "audio, spectrograms, metrics (train renders the test utterances after every epoch):"
+	@echo "audio, spectrograms, metrics (train renders the test utterances every test.period epochs):"
 	@ls -d experiments/$(EXPERIMENT)/results/epoch-* | sort -t- -k2 -n | tail -1
 
 test: venv

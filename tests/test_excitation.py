@@ -1,7 +1,6 @@
 """audio/excitation.py against independent solvers and closed forms, and on the demo corpus."""
 
 import numpy as np
-import pytest
 import scipy.linalg
 import scipy.signal
 
@@ -123,19 +122,6 @@ def test_predictor_from_the_features_predicts_the_recording(demo_prepared):
         residual = values - predict(values, predictor_from_mel_cepstrum(mcep, alpha, 16)[0], HOP)
         gain = 10 * np.log10(np.sum(values.astype(np.float64) ** 2) / np.sum(residual ** 2))
         assert gain > 10, (entry["id"], gain)
-
-
-@pytest.mark.parametrize("order", [0, 80])
-def test_lpc_order_out_of_range_is_refused(order):
-    from samplernn_pase.models.samplernn import SampleRNNConfig
-
-    if order == 0:
-        assert SampleRNNConfig(conditioning="acoustic", lpc_order=0).lpc_order == 0
-        return
-    with pytest.raises(ValueError, match="lpc_order"):
-        SampleRNNConfig(conditioning="acoustic", lpc_order=order)
-    with pytest.raises(ValueError, match="acoustic"):
-        SampleRNNConfig(conditioning="linguistic_lf0", lpc_order=16)
 
 
 def test_the_source_filter_prior_alone_speaks_with_the_recordings_pitch(demo_prepared):

@@ -192,3 +192,11 @@ def test_categorical_columns_of_one_kind_share_a_table():
     assert set(mixer.linguistic_tables[1].weight.grad.abs().sum(1).nonzero().flatten().tolist()) == {1, 6}
     with pytest.raises(ValueError, match="linguistic_column_tables"):
         SampleRNNConfig(linguistic_table_sizes=[5], linguistic_column_tables=[0, 1])
+
+
+def test_lpc_order_out_of_range_or_without_acoustic_features_is_refused():
+    assert SampleRNNConfig(conditioning="acoustic", lpc_order=0).lpc_order == 0
+    with pytest.raises(ValueError, match="lpc_order"):
+        SampleRNNConfig(conditioning="acoustic", lpc_order=80)      # the look-back frame is 80
+    with pytest.raises(ValueError, match="acoustic"):
+        SampleRNNConfig(conditioning="linguistic_lf0", lpc_order=16)

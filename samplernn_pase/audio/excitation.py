@@ -16,7 +16,7 @@ models (Wang, Takaki and Yamagishi, 2019) do:
   so that the network models what is left, the aperiodic part: at synthesis
   every harmonic has the same amplitude, which gives the frame the periodic
   power that the envelope's prediction error and the aperiodicity say it has,
-  and starts in phase (one pulse a period); in training each harmonic has the
+  and a fixed random phase (`synthesis_phases`); in training each harmonic has the
   amplitude and phase it has in the recording's own residual. The network
   also sees the unit pulse train around each sample.
 
@@ -25,6 +25,7 @@ Everything here is numpy, per utterance, from un-normalized WORLD features
 """
 
 import numpy as np
+import torch
 
 ENVELOPE_FFT = 512           # FFT size of the envelope whose autocorrelation gives the predictor
 WHITE_NOISE_CORRECTION = 1e-4  # r[0] *= 1 + this: keeps the predictor stable on near-singular frames
@@ -73,16 +74,24 @@ def predictor_from_mel_cepstrum(mcep: np.ndarray, alpha: float, order: int) -> t
     return coefficients.astype(np.float32), np.maximum(error, 0.0)
 
 
+def linear_prediction(history: torch.Tensor, coefficients: torch.Tensor, hop_length: int) -> torch.Tensor:
+    """``sum_k c_k x[t - k]`` for every sample of ``history`` (..., order + T) after its first
+    ``order``, with the coefficients (..., frames, order) of the frame the predicted sample falls
+    in (its t // hop_length). SampleRNN's training (the codes' look-back frame before) and the
+    data source (silence before) both predict through it."""
+    order = coefficients.shape[-1]
+    length = history.shape[-1] - order
+    lags = history[..., :-1].unfold(-1, order, 1).flip(-1)            # (..., T, order): x[t-1] .. x[t-order]
+    per_sample = coefficients.repeat_interleave(hop_length, dim=-2)[..., :length, :]
+    return (lags * per_sample).sum(-1)
+
+
 def predict(values: np.ndarray, coefficients: np.ndarray, hop_length: int) -> np.ndarray:
-    """The prediction sum_k c_k x[t - k] of every sample of ``values`` (T,), with the coefficients
-    (frames, order) of the frame the sample falls in (sample t: frame t // hop_length) and
-    silence before the first sample."""
-    values = np.asarray(values, dtype=np.float64)
-    length, order = len(values), coefficients.shape[1]
-    padded = np.concatenate([np.zeros(order), values])
-    lags = np.stack([padded[order - k:order - k + length] for k in range(1, order + 1)], axis=1)
-    per_sample = np.repeat(np.asarray(coefficients, np.float64), hop_length, axis=0)[:length]
-    return np.einsum("tk,tk->t", lags, per_sample)
+    """`linear_prediction` of every sample of ``values`` (T,), numpy, silence before the first."""
+    order = coefficients.shape[1]
+    history = np.concatenate([np.zeros(order), np.asarray(values, dtype=np.float64)])
+    return linear_prediction(torch.from_numpy(history), torch.from_numpy(np.asarray(coefficients, np.float64)),
+                             hop_length).numpy()
 
 
 def sample_f0(lf0: np.ndarray, voiced: np.ndarray, hop_length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -98,13 +107,12 @@ def sample_f0(lf0: np.ndarray, voiced: np.ndarray, hop_length: int) -> tuple[np.
 
 def harmonic_source(lf0: np.ndarray, voiced: np.ndarray, hop_length: int, sample_rate: int,
                     align_to: np.ndarray | None = None, power: np.ndarray | None = None,
-                    phase: float = 0.0, harmonic_phases: np.ndarray | None = None
-                    ) -> tuple[np.ndarray, np.ndarray | None]:
+                    harmonic_phases: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """The harmonics of F0 below Nyquist, zero where unvoiced: (pulses, harmonic), float32
     (frames * hop_length,) each.
 
     ``pulses`` is ``sum_{k <= K(t)} cos(k phi[t] + d_k[t]) / K(t)``, phi integrating
-    2 pi f0 / sample_rate from ``phase`` and K(t) counting the harmonics below Nyquist.
+    2 pi f0 / sample_rate from 0 and K(t) counting the harmonics below Nyquist.
     ``harmonic`` is an estimate of the periodic part of a signal, or None:
 
     - ``align_to`` (a signal of the same length; in training the recording's prediction
@@ -120,7 +128,7 @@ def harmonic_source(lf0: np.ndarray, voiced: np.ndarray, hop_length: int, sample
     from scipy.signal import oaconvolve
 
     f0, flags = sample_f0(lf0, voiced, hop_length)
-    phi = phase + 2 * np.pi * np.cumsum(f0 / sample_rate)
+    phi = 2 * np.pi * np.cumsum(f0 / sample_rate)
     harmonics = np.ceil(sample_rate / 2 / f0) - 1.0      # K(t): harmonics strictly below Nyquist
     window = np.hanning(ALIGNMENT_WINDOW) * (2.0 / np.hanning(ALIGNMENT_WINDOW).sum())
     signal = None if align_to is None else np.asarray(align_to, np.float64)[:len(phi)]

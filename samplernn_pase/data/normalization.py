@@ -44,6 +44,11 @@ def normalize(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarr
     return ((values - mean) / std).astype(np.float32)
 
 
+def denormalize(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """The inverse of `normalize`."""
+    return (values * std + mean).astype(np.float32)
+
+
 def standardization(arrays, std_floor: float) -> tuple[float, float, int]:
     """(mean, std + std_floor, count) of every value of `arrays` together (one scalar pair,
     e.g. MelNet's log-mel statistics); the floor keeps a silent corpus from dividing by zero."""

@@ -13,6 +13,8 @@ from ..audio.mulaw import mulaw_decode, mulaw_encode, mulaw_zero
 from .lru import LRUCache
 from .stateful_loader import pad_frames
 
+VOCODER_CACHE_SIZE = 64   # utterances whose aligned vocoder inputs are kept (the store keeps 64 too)
+
 
 class SampleRNNSource:
     """Chunks of utterances for SampleRNN, read from an ``UtteranceStore``.
@@ -67,7 +69,7 @@ class SampleRNNSource:
         self.q_levels = q_levels
         self._num_frames = dict(num_frames or {})
         self.lpc_order, self.source_context = lpc_order, source_context
-        self._vocoder_inputs = LRUCache(getattr(store, "cache_size", 64))
+        self._vocoder_inputs = LRUCache(VOCODER_CACHE_SIZE)
 
     def _load(self, item):
         utterance = self.store.load(item)
@@ -80,9 +82,10 @@ class SampleRNNSource:
         return utterance
 
     def vocoder_inputs(self, item, aligned=True):
-        """{"lpc": (frames, order), "source": (frames, frame_size, 2 c + 1)} of an utterance
-        (the keys enabled). ``aligned``: the source's phase follows the recording's residual
-        (training, teacher forcing); otherwise it starts at 0 (generation, or no recording)."""
+        """{"lpc", "source", "harmonic"} of an utterance (the keys enabled, see the class).
+        ``aligned``: the harmonics take their phases and amplitudes from the recording's residual
+        (training, teacher forcing; kept for VOCODER_CACHE_SIZE utterances); otherwise they have
+        the fixed synthesis phases (generation, or no recording)."""
         utterance = self._load(item)
         if not aligned or utterance.audio is None:
             return vocoder_inputs(self.store, utterance, self.frame_size, self.q_levels, self.lpc_order,
@@ -117,18 +120,12 @@ class SampleRNNSource:
         return out
 
 
-def raw_acoustic(store, utterance):
-    """The utterance's acoustic features as extracted (un-normalized)."""
-    speaker = utterance.speaker_index
-    return utterance.acoustic * store.acoustic_std[speaker] + store.acoustic_mean[speaker]
-
-
 def vocoder_inputs(store, utterance, frame_size, q_levels, lpc_order, source_context, aligned=True):
     """The linear predictor of every frame, the harmonic source windows around every sample
     and, with both, the periodic part of every sample's excitation (see SampleRNNSource and
     audio/excitation.py). ``aligned`` (and a recording): the harmonics take their phases (and
     the periodic part their amplitudes) from the residual of the recording's mu-law values."""
-    acoustic = raw_acoustic(store, utterance).astype(np.float64)
+    acoustic = store.raw_acoustic(utterance).astype(np.float64)
     fields = store.index["acoustic_fields"]
     mcep = acoustic[:, fields.index("mcep0"):fields.index("bap")]
     alpha = store.index["feature_params"]["mcep_alpha"]

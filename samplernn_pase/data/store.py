@@ -16,7 +16,7 @@ from ..errors import UserError
 from . import cache, hts_labels
 from .features import expand_linguistic
 from .lru import LRUCache
-from .normalization import normalize
+from .normalization import denormalize, normalize
 
 
 @dataclass
@@ -102,6 +102,11 @@ class UtteranceStore:
             raise UserError(f"{utterance['id']}: already an utterance of data.json")
         self.index["utterances"].append(utterance)
         self.utterances[utterance["id"]] = utterance
+
+    def raw_acoustic(self, utterance: Utterance) -> np.ndarray:
+        """The utterance's acoustic features as extracted (un-normalized)."""
+        speaker = utterance.speaker_index
+        return denormalize(utterance.acoustic, self.acoustic_mean[speaker], self.acoustic_std[speaker])
 
     def speaker_index(self, utterance_id: str) -> int:
         return self.speakers[self.utterances[utterance_id]["speaker"]]["index"]

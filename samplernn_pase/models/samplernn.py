@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
+from samplernn_pase.audio.excitation import linear_prediction
 from samplernn_pase.audio.mulaw import mulaw_decode, mulaw_encode, mulaw_zero
 from samplernn_pase.models.recurrent import GRUCell, gate_buffer, generation_threads, input_order, run_gru
 from samplernn_pase.models.section import ModelSection
@@ -355,10 +356,8 @@ class SampleRNN(nn.Module):
         if not self.config.lpc_order:
             return None
         lpc = conds["lpc"].float()
-        order, fs = lpc.shape[-1], self.frame_size
-        values = self.code_values[input_samples_q]
-        lags = values[:, fs - order:-1].unfold(1, order, 1).flip(-1)        # (B, T, order): x[t-1..t-order]
-        prediction = (lags * lpc.repeat_interleave(fs, dim=1)).sum(-1)
+        values = self.code_values[input_samples_q[:, self.frame_size - lpc.shape[-1]:]]
+        prediction = linear_prediction(values, lpc, self.frame_size)
         if self.config.harmonic_source:
             prediction = prediction + conds["harmonic"].float().reshape(prediction.shape)
         return prediction
