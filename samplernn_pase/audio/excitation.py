@@ -130,7 +130,8 @@ def harmonic_source(lf0: np.ndarray, voiced: np.ndarray, hop_length: int, sample
     f0, flags = sample_f0(lf0, voiced, hop_length)
     phi = 2 * np.pi * np.cumsum(f0 / sample_rate)
     harmonics = np.ceil(sample_rate / 2 / f0) - 1.0      # K(t): harmonics strictly below Nyquist
-    window = np.hanning(ALIGNMENT_WINDOW) * (2.0 / np.hanning(ALIGNMENT_WINDOW).sum())
+    window = np.hanning(ALIGNMENT_WINDOW)
+    window *= 2.0 / window.sum()
     signal = None if align_to is None else np.asarray(align_to, np.float64)[:len(phi)]
     step = np.exp(-1j * phi)
     carrier = np.ones(len(phi), complex)                  # exp(-i k phi), one harmonic further each time
@@ -138,6 +139,7 @@ def harmonic_source(lf0: np.ndarray, voiced: np.ndarray, hop_length: int, sample
     measured = np.zeros(len(phi)) if signal is not None else None
     # unvoiced stretches (whose interpolated F0 can sit far below the voiced one) count no harmonics
     top = int(harmonics[flags].max()) if flags.any() else 0
+    phases = np.zeros(top) if harmonic_phases is None else np.asarray(harmonic_phases)[:top]
     for k in range(1, top + 1):
         carrier *= step
         below = k <= harmonics
@@ -146,10 +148,8 @@ def harmonic_source(lf0: np.ndarray, voiced: np.ndarray, hop_length: int, sample
             rotated = baseband * np.conj(carrier)                             # a_k exp(i (k phi + d_k))
             measured += np.where(below, rotated.real, 0.0)
             unit = rotated.real / np.maximum(np.abs(baseband), 1e-12)
-        elif harmonic_phases is not None:
-            unit = (np.exp(1j * harmonic_phases[k - 1]) * np.conj(carrier)).real
         else:
-            unit = np.conj(carrier).real
+            unit = (np.exp(1j * phases[k - 1]) * np.conj(carrier)).real
         pulses += np.where(below, unit, 0.0)
     count = np.maximum(harmonics, 1.0)
     harmonic = None

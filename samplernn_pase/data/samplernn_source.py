@@ -14,6 +14,7 @@ from .lru import LRUCache
 from .stateful_loader import pad_frames
 
 VOCODER_CACHE_SIZE = 64   # utterances whose aligned vocoder inputs are kept (the store keeps 64 too)
+ALIGNMENT_LPC_ORDER = 16  # without a predictor of its own, the source aligns to this one's residual
 
 
 class SampleRNNSource:
@@ -132,8 +133,7 @@ def vocoder_inputs(store, utterance, frame_size, q_levels, lpc_order, source_con
     out = {}
     align = source_context is not None and aligned and utterance.audio is not None
     if lpc_order or align:
-        # without a predictor of its own, the source aligns to the residual of a 16th-order one
-        coefficients, error_power = predictor_from_mel_cepstrum(mcep, alpha, lpc_order or 16)
+        coefficients, error_power = predictor_from_mel_cepstrum(mcep, alpha, lpc_order or ALIGNMENT_LPC_ORDER)
     if lpc_order:
         out["lpc"] = coefficients
     if source_context is not None:

@@ -373,9 +373,11 @@ class SampleRNN(nn.Module):
         the mu-law codes of the prediction residual x[t] - x_hat[t]."""
         targets = input_samples_q[:, self.frame_size:]
         prediction = self.prediction(input_samples_q, conds)
-        if prediction is None:
-            return targets
-        return mulaw_encode(self.code_values[targets] - prediction, self.config.q_levels)
+        return targets if prediction is None else self.residual_codes(targets, prediction)
+
+    def residual_codes(self, codes, prediction):
+        """The mu-law codes of x - x_hat: the samples' decoded ``codes`` minus their ``prediction``."""
+        return mulaw_encode(self.code_values[codes] - prediction, self.config.q_levels)
 
     def loss(self, input_samples_q, conds, speaker, hidden=None, reset=None, mask=None, forward=None):
         """Mean NLL in bits per sample over the rows in ``mask`` -> (loss, new_hidden).
@@ -508,7 +510,7 @@ class SampleRNN(nn.Module):
                 codes[:, p] = vocoder.sample_code(prediction, choice)
                 # the residual code that teacher forcing reads off the sample (requantizing the
                 # sample can move the residual to a neighbouring code)
-                choice = vocoder.residual_code(prediction, codes[:, p])
+                choice = vocoder.residual_code(codes[:, p], prediction)
             else:
                 codes[:, p] = choice
             if log_probs is not None:
@@ -532,6 +534,8 @@ class _VocoderPlan:
         self.source_weights = (mlp.source_projection.weight, mlp.source_projection.bias) \
             if self.source is not None else None
         self.active = self.lpc is not None or self.source is not None
+        # the residual's code as the model's targets define it (SampleRNN.targets)
+        self.residual_code = model.residual_codes
         self.source_terms = None
 
     def add_terms(self, x, codes, p, t):
@@ -554,10 +558,6 @@ class _VocoderPlan:
     def sample_code(self, prediction, residual_code):
         """The sample's own code: the prediction plus the decoded residual, quantized."""
         return mulaw_encode(prediction + self.code_values[residual_code], self.q_levels)
-
-    def residual_code(self, prediction, code):
-        """The residual's code as the model's targets define it (SampleRNN.targets)."""
-        return mulaw_encode(self.code_values[code] - prediction, self.q_levels)
 
 
 class _TierPlan:
