@@ -148,6 +148,9 @@ def test_store_normalized_training_frames(demo_prepared):
     assert u.speaker_index == store.speakers[store.utterances[u.id]["speaker"]]["index"]
     assert index["speakers"][u.speaker_index]["set"] == "adaptation"
     assert store.load(u.id) is u  # in-memory cache
+    # un-normalized, the features are those the extraction cached (the vocoder's predictor reads them)
+    extracted = cache.load_entry(data_path, store.utterances[u.id]["features"])["acoustic"]
+    np.testing.assert_allclose(store.raw_acoustic(u), extracted, rtol=1e-5, atol=1e-4)
     with pytest.raises(ValueError):
         u.acoustic[0, 0] = 1.0  # read-only: shared between callers
 
