@@ -110,9 +110,10 @@ class GPTPriorRunner(Runner):
         speakers = [self.speaker_of[self.codes.ids[k]] for k in batch["utterances"].tolist()]
         return bits_per_code(model(codes, self.conditions(speakers)), codes), mask
 
-    def train_step(self, model, batch, optimizer="model"):
+    def training_step(self, model, batch, optimize):
         bits, mask = self.batch_bits(model, batch)
-        return (bits * mask).sum() / mask.sum().clamp(min=1), {}
+        loss = (bits * mask).sum() / mask.sum().clamp(min=1)
+        return {self.loss_name: loss.detach()} if optimize("model", loss) else {}
 
     @torch.no_grad()
     def nll_bits(self, ids: list[str], shard: bool = False) -> tuple[float, int]:

@@ -93,11 +93,10 @@ class SampleRNNRunner(Runner):
             self.hidden = None   # a new epoch starts every slot from h0
         return loader
 
-    def train_step(self, model, batch, optimizer="model"):
+    def training_step(self, model, batch, optimize):
         samples, conds, speaker, reset, mask = unpack_batch(batch, self.device)
-        loss, self.hidden = self.model.loss(samples, conds, self.speaker_input(speaker), self.hidden, reset,
-                                            mask, forward=model)
-        return loss, {}
+        loss, self.hidden = model.loss(samples, conds, self.speaker_input(speaker), self.hidden, reset, mask)
+        return {self.loss_name: loss.detach()} if optimize("model", loss) else {}
 
     def on_skipped_step(self):
         self.hidden = None
