@@ -233,3 +233,18 @@ def test_mid_epoch_checkpoint_of_another_world_size_restarts_the_epoch(tmp_path,
     assert any("by 2 process(es), this run has 1: epoch 1 restarts from its first batch" in r.getMessage()
                for r in caplog.records)
 
+
+def test_architecture_md_describes_the_checkpoint_the_loop_writes(tmp_path):
+    """docs/ARCHITECTURE.md's "Checkpoints" section names the format number of a checkpoint the
+    loop wrote and every one of its top-level keys, in backquotes."""
+    import re
+    from pathlib import Path
+
+    experiment, runner = make(tmp_path, {"max_epochs": 1})
+    Trainer(experiment, runner, Distributed()).run()
+    state = torch.load(experiment.checkpoint_path(1), weights_only=True)
+    text = (Path(__file__).resolve().parents[1] / "docs" / "ARCHITECTURE.md").read_text()
+    section = text.split("## Checkpoints", 1)[1].split("\n## ", 1)[0]
+    assert re.findall(r"\(format (\d+)\)", section) == [str(state["format"])]
+    named = set(re.findall(r"`(\w+)`", section))
+    assert set(state) - {"format"} <= named, f"not described: {sorted(set(state) - {'format'} - named)}"

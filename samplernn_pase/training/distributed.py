@@ -90,6 +90,8 @@ class _Call(nn.Module):
         self.model = model
 
     def forward(self, method: str, *args, **kwargs):
+        if method == "forward":       # through __call__, with the model's own hooks
+            return self.model(*args, **kwargs)
         return getattr(self.model, method)(*args, **kwargs)
 
 
