@@ -222,8 +222,10 @@ def compute_seeds(config: dict, pool_index: dict, pool_normalization: dict, expe
                   data_path: Path, seconds: float) -> np.ndarray:
     """Seeds of every speaker (rows = speaker indices) with `seconds` of audio, as `init` computes them."""
     from samplernn_pase.data.speaker_seeds import compute_speaker_seeds
+    from samplernn_pase.experiment.weights import load_pase
     model_config = {**config["model"], "pase_seed_seconds": float(seconds)}
-    arrays = compute_speaker_seeds(model_config, pool_index, pool_normalization, experiments_path,
+    pase = load_pase(experiments_path, model_config["pase_experiment"], model_config.get("pase_epoch"))
+    arrays = compute_speaker_seeds(pase, model_config, pool_index, pool_normalization,
                                    data_path, logging.getLogger("samplernn_pase.bench"))
     return arrays["seeds"]
 

@@ -52,7 +52,8 @@ def main(argv=None) -> int:
     from samplernn_pase.experiment.folder import Experiment
     from samplernn_pase.metrics.speaker import resemblyzer_embedding, speaker_identification
     from samplernn_pase.models.pase import PASE, PASEConfig
-    from samplernn_pase.data.speaker_seeds import load_pase, speaker_train_seeds
+    from samplernn_pase.data.speaker_seeds import speaker_train_seeds
+    from samplernn_pase.experiment.weights import load_pase
     from samplernn_pase.runners.pase import held_out_identification
 
     started = time.perf_counter()

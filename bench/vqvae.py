@@ -38,12 +38,12 @@ def throughput(model, mel, use_gan: bool, seconds: float, device) -> tuple[float
 
     def step():
         autoencoder.zero_grad(set_to_none=True)
-        loss, _, reconstruction = model(mel, "autoencoder", use_gan=use_gan)
+        loss, _, reconstruction = model.autoencoder_loss(mel, use_gan=use_gan)
         loss.backward()
         autoencoder.step()
         if use_gan:
             discriminator.zero_grad(set_to_none=True)
-            loss, _, _ = model(mel, "discriminator", reconstruction=reconstruction.detach())
+            loss, _ = model.discriminator_loss(mel, reconstruction.detach())
             loss.backward()
             discriminator.step()
 

@@ -79,13 +79,13 @@ def test_interpolates_take_one_random_epsilon_per_sample():
 def test_critic_step_does_not_reach_the_generator():
     torch.manual_seed(0)
     model = CWGANGP(tiny_config())
-    loss, scalars = model("critic", torch.randn(4, 1, 8, 16), LABELS, torch.randn(4, 8))
+    loss, scalars = model.critic_loss(torch.randn(4, 1, 8, 16), LABELS, torch.randn(4, 8))
     loss.backward()
     assert all(p.grad is None for p in model.generator.parameters())
     assert all(p.grad is not None for p in model.critic.parameters())
     assert set(scalars) == {"wasserstein", "gradient_penalty"}
     model.zero_grad(set_to_none=True)
-    loss, _ = model("generator", None, LABELS, torch.randn(4, 8))
+    loss = model.generator_loss(LABELS, torch.randn(4, 8))
     loss.backward()
     assert all(p.grad is not None for p in model.generator.parameters())
 
@@ -104,11 +104,11 @@ def test_generated_mels_depend_on_the_labels():
             # Both conditioning paths learn: the generator step reaches the generator's label
             # embeddings, the critic step the critic's.
             model.train()
-            model("generator", None, LABELS, torch.randn(4, 8))[0].backward()
+            model.generator_loss(LABELS, torch.randn(4, 8)).backward()
             for embedding in model.generator.label_embeddings:
                 assert embedding.weight.grad.abs().sum() > 0
             model.zero_grad(set_to_none=True)
-            model("critic", torch.randn(4, 1, 8, 16), LABELS, torch.randn(4, 8))[0].backward()
+            model.critic_loss(torch.randn(4, 1, 8, 16), LABELS, torch.randn(4, 8))[0].backward()
             for embedding in model.critic.label_embeddings:
                 assert embedding.weight.grad.abs().sum() > 0
 
@@ -150,11 +150,11 @@ def test_a_tiny_trained_model_separates_two_labels():
     for step in range(100):
         labels = torch.randint(0, 2, (16, 1))
         critic_opt.zero_grad(set_to_none=True)
-        model("critic", class_mels(labels), labels, torch.randn(16, 8))[0].backward()
+        model.critic_loss(class_mels(labels), labels, torch.randn(16, 8))[0].backward()
         critic_opt.step()
         if step % model.config.n_critic == 0:
             generator_opt.zero_grad(set_to_none=True)
-            model("generator", None, labels, torch.randn(16, 8))[0].backward()
+            model.generator_loss(labels, torch.randn(16, 8)).backward()
             generator_opt.step()
     model.eval()
     noise = torch.randn(32, 8)

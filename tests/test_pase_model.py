@@ -12,7 +12,8 @@ import torch
 
 from samplernn_pase.audio.world import world_f0
 from samplernn_pase.errors import UserError
-from samplernn_pase.models.pase import PASE, PASEConfig, cosine_similarity, embed, speaker_seed, speaker_similarity
+from samplernn_pase.metrics.speaker import cosine_similarity, speaker_similarity
+from samplernn_pase.models.pase import PASE, PASEConfig, embed, speaker_seed
 from samplernn_pase.models.pase_targets import compute_targets
 
 SR = 16000

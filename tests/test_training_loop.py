@@ -46,13 +46,13 @@ class LineRunner(Runner):
         self.epoch = epoch
         return Batches(4, position)
 
-    def train_step(self, model, batch, optimizer="model"):
+    def training_step(self, model, batch, optimize):
         self.steps += 1
         x = torch.linspace(-1, 1, 16)[:, None]
         loss = ((model(x) - 3 * x) ** 2).mean()
         if self.steps in self.poison:
             loss = loss * float("nan")
-        return loss, {}
+        return {self.loss_name: loss.detach()} if optimize("model", loss) else {}
 
     def test_plan(self, utterance_ids, speaker_set):   # test.period is None: never rendered
         return []
@@ -148,7 +148,7 @@ def test_a_runner_must_implement_every_hook(tmp_path):
 
 class TwoOptimizerRunner(LineRunner):
     """Two parts with their own optimizers, like an autoencoder and its discriminator:
-    `a` steps on every batch, `b` only on even batches (returns None otherwise)."""
+    `a` steps on every batch, `b` only on even batches."""
 
     def build_model(self):
         return nn.ModuleDict({"a": nn.Linear(1, 1), "b": nn.Linear(1, 1)})
@@ -158,12 +158,16 @@ class TwoOptimizerRunner(LineRunner):
         return {"a": build_optimizer(self.model["a"].parameters(), training),
                 "b": build_optimizer(self.model["b"].parameters(), training, lr=0.1, betas=(0.5, 0.9))}
 
-    def train_step(self, model, batch, optimizer="model"):
+    def training_step(self, model, batch, optimize):
         x = torch.linspace(-1, 1, 16)[:, None]
-        if optimizer == "b" and batch % 2:
-            return None
-        target = 3 * x if optimizer == "a" else -2 * x
-        return ((model[optimizer](x) - target) ** 2).mean(), {}
+        logged = {}
+        for name, target in (("a", 3 * x), ("b", -2 * x)):
+            if name == "b" and batch % 2:
+                continue
+            loss = ((model[name](x) - target) ** 2).mean()
+            if optimize(name, loss) and name == "a":
+                logged[self.loss_name] = loss.detach()
+        return logged
 
     def validation_loss(self):
         with torch.no_grad():
@@ -228,3 +232,19 @@ def test_mid_epoch_checkpoint_of_another_world_size_restarts_the_epoch(tmp_path,
     assert restarted.epoch == 1 and restarted.loader_position is None and restarted.iteration == 3
     assert any("by 2 process(es), this run has 1: epoch 1 restarts from its first batch" in r.getMessage()
                for r in caplog.records)
+
+
+def test_architecture_md_describes_the_checkpoint_the_loop_writes(tmp_path):
+    """docs/ARCHITECTURE.md's "Checkpoints" section names the format number of a checkpoint the
+    loop wrote and every one of its top-level keys, in backquotes."""
+    import re
+    from pathlib import Path
+
+    experiment, runner = make(tmp_path, {"max_epochs": 1})
+    Trainer(experiment, runner, Distributed()).run()
+    state = torch.load(experiment.checkpoint_path(1), weights_only=True)
+    text = (Path(__file__).resolve().parents[1] / "docs" / "ARCHITECTURE.md").read_text()
+    section = text.split("## Checkpoints", 1)[1].split("\n## ", 1)[0]
+    assert re.findall(r"\(format (\d+)\)", section) == [str(state["format"])]
+    named = set(re.findall(r"`(\w+)`", section))
+    assert set(state) - {"format"} <= named, f"not described: {sorted(set(state) - {'format'} - named)}"

@@ -128,7 +128,7 @@ def test_downsampling_per_axis_and_code_round_trip():
     assert torch.equal(model.encode_codes(mel), codes)
     # (z + (e - z) rounds differently from e alone: the straight-through output)
     torch.testing.assert_close(model.decode_codes(codes), reconstruction, atol=1e-4, rtol=1e-4)
-    loss, scalars, _ = model.train()(mel, "autoencoder", use_gan=True)
+    loss, scalars, _ = model.train().autoencoder_loss(mel, use_gan=True)
     assert torch.isfinite(loss) and 0 <= scalars["adaptive_weight"] <= 0.8
 
 

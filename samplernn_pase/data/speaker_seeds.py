@@ -4,7 +4,8 @@
 seed of every speaker into speaker_seeds.npz with the PASE encoder of the
 experiment the config names; the SampleRNN runner reads them as its speaker
 vectors, and the PASE runner's test computes the same train seeds to judge
-how well seeds tell speakers apart.
+how well seeds tell speakers apart. The trained encoder comes from
+experiment/weights.py `load_pase` (the experiment floor reads checkpoints).
 """
 
 from pathlib import Path
@@ -13,18 +14,10 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..experiment.weights import load_named_model
-from ..models.pase import PASE, PASEConfig, speaker_seed
+from ..models.pase import PASE, speaker_seed
 from .store import UtteranceStore
 
 SEEDS_FILE = "speaker_seeds.npz"
-
-
-def load_pase(experiments_path: Path, name: str, epoch: int | str | None, device="cpu") -> PASE:
-    """The PASE encoder (eval mode) of the experiment a SampleRNN config names."""
-    model, _ = load_named_model(experiments_path, name, epoch, "pase", "model.pase_experiment",
-                                lambda config: PASE(PASEConfig.from_dict(config["model"])), device)
-    return model
 
 
 def speaker_train_seeds(model: PASE, index: dict, load_audio, speakers, seconds: float) -> dict:
@@ -40,15 +33,15 @@ def speaker_train_seeds(model: PASE, index: dict, load_audio, speakers, seconds:
     return seeds
 
 
-def compute_speaker_seeds(model_config: dict, data_index: dict, normalization: dict,
-                          experiments_path: Path, data_path: Path, log) -> dict:
+def compute_speaker_seeds(model: PASE, model_config: dict, data_index: dict, normalization: dict,
+                          data_path: Path, log) -> dict:
     """The arrays of speaker_seeds.npz: the seed of every speaker, in speaker-index order.
 
-    A seed is the mean of PASE frames over the first `pase_seed_seconds` of the
-    speaker's training audio (utterances sorted by id), for modeling and
-    adaptation speakers alike, so that unseen speakers can be rendered.
+    A seed is the mean of PASE frames (of `model`, the encoder of the experiment
+    `model_config` names) over the first `pase_seed_seconds` of the speaker's
+    training audio (utterances sorted by id), for modeling and adaptation
+    speakers alike, so that unseen speakers can be rendered.
     """
-    model = load_pase(experiments_path, model_config["pase_experiment"], model_config.get("pase_epoch"))
     store = UtteranceStore(data_index, normalization, data_path)
     seconds = model_config["pase_seed_seconds"]
     speakers = sorted(data_index["speakers"], key=lambda s: s["index"])   # rows = speaker indices

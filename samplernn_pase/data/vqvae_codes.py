@@ -13,33 +13,23 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..experiment.weights import load_named_model
-from ..models.vqvae import MelVQVAE, VQVAEConfig
+from ..models.vqvae import MelVQVAE
 from .code_windows import CodeGrids
 from .mel_crops import MelCrops
 from .store import UtteranceStore
-
-
-def load_vqvae(experiments_path: Path, name: str, epoch: int | str | None = None,
-               device="cpu") -> tuple[MelVQVAE, MelCrops, int]:
-    """The VQ-VAE of another experiment (the one a GPT prior names) in eval mode, its mels and
-    the epoch loaded (`epoch`: an epoch, None for the latest, "best")."""
-    model, epoch = load_named_model(experiments_path, name, epoch, "vqvae", "model.vqvae_experiment",
-                                    lambda config: MelVQVAE(VQVAEConfig.from_dict(config["model"])),
-                                    device)
-    return model, MelCrops.of_experiment(Path(experiments_path) / name), epoch
 
 
 class VQVAECodec:
     """The frozen VQ-VAE of a gpt_prior experiment: scaled log-mel <-> code grids, mel -> audio.
 
     `epoch` is resolved once (by `init`) and stored in codes.npz, so that test
-    decodes with the checkpoint that made the codes.
+    decodes with the checkpoint that made the codes. The trained model comes from
+    experiment/weights.py `load_vqvae_codec` (the experiment floor reads checkpoints).
     """
 
-    def __init__(self, experiments_path, name: str, epoch, device="cpu"):
+    def __init__(self, model: MelVQVAE, mels: MelCrops, name: str, epoch: int, device="cpu"):
         self.name = name
-        self.model, self.mels, self.epoch = load_vqvae(experiments_path, name, epoch, device)
+        self.model, self.mels, self.epoch = model, mels, epoch
         self.config = self.model.config
         self.settings = self.mels.settings
         self.device = device

@@ -3,7 +3,10 @@
 `test`, `test_sample` and `synthesize` load their runner's model here (from an
 experiment, or from a release unpacked into one), `create_release` takes the
 weights from here, and an experiment built on another (SampleRNN on a PASE
-experiment, the GPT prior on a VQ-VAE experiment) loads that one's model here.
+experiment, the GPT prior on a VQ-VAE experiment) loads that one's model here
+(`load_pase`, `load_vqvae_codec`) and hands it to the data code that uses it
+(data/speaker_seeds.py, data/vqvae_codes.py), which sits below the experiment
+in the layer order.
 """
 
 from pathlib import Path
@@ -56,3 +59,24 @@ def load_named_model(experiments_path: Path, name: str, epoch: int | str | None,
     `build(config)` makes the family's model from that experiment's config."""
     experiment, config, epoch = named_experiment(experiments_path, name, epoch, model_type, field)
     return load_weights(build(config), experiment, epoch, device).eval(), epoch
+
+
+def load_pase(experiments_path: Path, name: str, epoch: int | str | None, device="cpu") -> nn.Module:
+    """The PASE encoder (eval mode) of the experiment a SampleRNN config names."""
+    from ..models.pase import PASE, PASEConfig   # here: librosa's import is slow
+    model, _ = load_named_model(experiments_path, name, epoch, "pase", "model.pase_experiment",
+                                lambda config: PASE(PASEConfig.from_dict(config["model"])), device)
+    return model
+
+
+def load_vqvae_codec(experiments_path: Path, name: str, epoch: int | str | None = None,
+                     device="cpu"):
+    """The frozen VQ-VAE (data/vqvae_codes.py `VQVAECodec`) of the experiment a GPT prior
+    names, with its mels (`epoch`: an epoch, None for the latest, "best")."""
+    from ..data.mel_crops import MelCrops
+    from ..data.vqvae_codes import VQVAECodec
+    from ..models.vqvae import MelVQVAE, VQVAEConfig
+    model, epoch = load_named_model(experiments_path, name, epoch, "vqvae", "model.vqvae_experiment",
+                                    lambda config: MelVQVAE(VQVAEConfig.from_dict(config["model"])),
+                                    device)
+    return VQVAECodec(model, MelCrops.of_experiment(Path(experiments_path) / name), name, epoch, device)

@@ -58,6 +58,19 @@ def cosine_similarity(a, b) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
 
 
+def speaker_similarity(model, generated_wave, reference_waves, sample_rate, seed_seconds=None) -> float:
+    """Cosine between the PASE embedding (of the project's encoder `model`) of generated speech
+    and that of the real speaker's audio.
+
+    The reference embedding averages the first seed_seconds of reference_waves
+    (all of it if None); the generated one averages the whole generated wave.
+    """
+    from ..models.pase import embed
+    generated = embed(model, [generated_wave], sample_rate)
+    reference = embed(model, reference_waves, sample_rate, seconds=seed_seconds)
+    return cosine_similarity(generated, reference)
+
+
 def centroid(embeddings) -> np.ndarray:
     """Mean of unit-normalized embeddings, normalized (GE2E's speaker centroid)."""
     stacked = np.stack([np.asarray(e, np.float64) for e in embeddings])

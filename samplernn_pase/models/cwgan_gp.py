@@ -167,8 +167,9 @@ def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, labels: tor
 
 
 class CWGANGP(nn.Module):
-    """Generator + critic; `forward(step, ...)` is the loss of one optimizer's step, so the
-    DistributedDataParallel wrapper sees every computation."""
+    """Generator + critic and the loss of each one's step (`critic_loss`, `generator_loss`),
+    which the runner calls in turn (through the DistributedDataParallel wrapper under torchrun:
+    training/distributed.py DistributedModel)."""
 
     def __init__(self, config: CWGANGPConfig):
         super().__init__()
@@ -177,26 +178,19 @@ class CWGANGP(nn.Module):
         self.generator = MelGenerator(config, config.groups, channels)
         self.critic = MelCritic(config)
 
-    def forward(self, step: str, real: torch.Tensor | None, labels: torch.Tensor,
-                noise: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        if step == "critic":
-            return self.critic_loss(real, labels, noise)
-        if step == "generator":
-            return self.generator_loss(labels, noise)
-        raise ValueError(f"unknown step {step!r}")
-
-    def critic_loss(self, real, labels, noise):
-        """-(E critic(real) - E critic(fake)) + lambda * penalty. The fakes are made without
-        a graph: the critic step must not reach the generator."""
+    def critic_loss(self, real, labels, noise) -> tuple[torch.Tensor, dict]:
+        """-(E critic(real) - E critic(fake)) + lambda * penalty, and its two terms (detached).
+        The fakes are made without a graph: the critic step must not reach the generator."""
         with torch.no_grad():
             fake = self.generator(noise, labels)
         wasserstein = self.critic(real, labels).mean() - self.critic(fake, labels).mean()
         penalty = gradient_penalty(self.critic, real, fake, labels)
         loss = -wasserstein + self.config.gradient_penalty_weight * penalty
-        return loss, {"wasserstein": float(wasserstein.detach()), "gradient_penalty": float(penalty.detach())}
+        return loss, {"wasserstein": wasserstein.detach(), "gradient_penalty": penalty.detach()}
 
-    def generator_loss(self, labels, noise):
-        return -self.critic(self.generator(noise, labels), labels).mean(), {}
+    def generator_loss(self, labels, noise) -> torch.Tensor:
+        """-E critic(G(noise, labels))."""
+        return -self.critic(self.generator(noise, labels), labels).mean()
 
     @torch.no_grad()
     def wasserstein_estimate(self, real, labels, noise) -> torch.Tensor:

@@ -28,7 +28,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from samplernn_pase.metrics.speaker import cosine_similarity  # noqa: F401  (also used by callers)
 from samplernn_pase.models.pase_targets import compute_targets
 from samplernn_pase.models.section import ModelSection
 
@@ -356,13 +355,3 @@ def speaker_seed(model, waves, seed_seconds, sample_rate):
     """
     return embed(model, waves, sample_rate, seconds=seed_seconds)
 
-
-def speaker_similarity(model, generated_wave, reference_waves, sample_rate, seed_seconds=None):
-    """Cosine between the PASE embedding of generated speech and that of the real speaker's audio.
-
-    The reference embedding averages the first seed_seconds of reference_waves
-    (all of it if None); the generated one averages the whole generated wave.
-    """
-    generated = embed(model, [generated_wave], sample_rate)
-    reference = embed(model, reference_waves, sample_rate, seconds=seed_seconds)
-    return cosine_similarity(generated, reference)

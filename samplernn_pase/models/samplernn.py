@@ -379,14 +379,12 @@ class SampleRNN(nn.Module):
         """The mu-law codes of x - x_hat: the samples' decoded ``codes`` minus their ``prediction``."""
         return mulaw_encode(self.code_values[codes] - prediction, self.config.q_levels)
 
-    def loss(self, input_samples_q, conds, speaker, hidden=None, reset=None, mask=None, forward=None):
+    def loss(self, input_samples_q, conds, speaker, hidden=None, reset=None, mask=None):
         """Mean NLL in bits per sample over the rows in ``mask`` -> (loss, new_hidden).
 
         An all-empty batch (DDP padding) gives a zero loss that still has a graph.
-        ``forward``: the module whose call runs this model (its DistributedDataParallel
-        wrapper, which must see the call to average the gradients); default the model.
         """
-        logits, new_hidden = (forward or self)(input_samples_q, conds, speaker, hidden, reset)
+        logits, new_hidden = self(input_samples_q, conds, speaker, hidden, reset)
         return nll_bits(logits, self.targets(input_samples_q, conds), mask), new_hidden
 
     @torch.no_grad()

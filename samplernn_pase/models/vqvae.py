@@ -339,7 +339,8 @@ def adaptive_gan_weight(reconstruction_loss: torch.Tensor, generator_loss: torch
 
 class MelVQVAE(nn.Module):
     """Autoencoder (encoder, quantizer, decoder) and its discriminator in one module, so that
-    one DistributedDataParallel wrapper serves both optimizers."""
+    one DistributedDataParallel wrapper serves both optimizers; the runner calls the two
+    named losses (`autoencoder_loss`, `discriminator_loss`)."""
 
     def __init__(self, config: VQVAEConfig):
         super().__init__()
@@ -375,31 +376,27 @@ class MelVQVAE(nn.Module):
         quantized = self.quantizer.codebook[codes].permute(0, 3, 1, 2)
         return self.decoder(quantized)[:, 0]
 
-    def forward(self, mel: torch.Tensor, part: str = "autoencoder", reconstruction=None,
-                use_gan: bool = False):
-        """The loss of one optimizer and its scalars (and the reconstruction, for the other).
-
-        part "autoencoder": L1 + codebook_weight * quantizer loss (+ adaptive weight *
-        disc_weight * hinge generator loss when `use_gan`); part "discriminator": the hinge
-        loss on `mel` (real) against `reconstruction` (detached).
-        """
+    def autoencoder_loss(self, mel: torch.Tensor, use_gan: bool = False):
+        """L1 + codebook_weight * quantizer loss (+ adaptive weight * disc_weight * hinge
+        generator loss when `use_gan`) -> (loss, scalars as detached tensors, reconstruction)."""
         c = self.config
-        if part == "discriminator":
-            logits_real = self.discriminator(mel[:, None])
-            logits_fake = self.discriminator(reconstruction.detach()[:, None])
-            loss = hinge_discriminator_loss(logits_real, logits_fake)
-            return loss, {"logits_real": float(logits_real.detach().mean()),
-                          "logits_fake": float(logits_fake.detach().mean())}, None
         reconstruction, quantizer_loss, codes = self.autoencode(mel)
         reconstruction_loss = (reconstruction - mel).abs().mean()
         loss = reconstruction_loss + c.codebook_weight * quantizer_loss
-        scalars = {"reconstruction_l1": float(reconstruction_loss.detach()),
-                   "quantizer_loss": float(quantizer_loss.detach()),
-                   "codes_used": int(codes.unique().numel()), "codes_restarted": self.quantizer.restarted}
+        used = torch.zeros(self.quantizer.size, device=codes.device).index_fill_(0, codes.flatten(), 1)
+        scalars = {"reconstruction_l1": reconstruction_loss.detach(), "quantizer_loss": quantizer_loss.detach(),
+                   "codes_used": used.sum(), "codes_restarted": self.quantizer.restarted}
         if use_gan:
             generator_loss = -self.discriminator(reconstruction[:, None]).mean()
             weight = adaptive_gan_weight(reconstruction_loss, generator_loss, self.decoder.last_layer,
                                          c.min_adapt_weight, c.max_adapt_weight) * c.disc_weight
             loss = loss + weight * generator_loss
-            scalars.update({"generator_loss": float(generator_loss.detach()), "adaptive_weight": float(weight)})
+            scalars.update({"generator_loss": generator_loss.detach(), "adaptive_weight": weight})
         return loss, scalars, reconstruction
+
+    def discriminator_loss(self, mel: torch.Tensor, reconstruction: torch.Tensor):
+        """The hinge loss on `mel` (real) against `reconstruction` (detached) -> (loss, scalars)."""
+        logits_real = self.discriminator(mel[:, None])
+        logits_fake = self.discriminator(reconstruction.detach()[:, None])
+        loss = hinge_discriminator_loss(logits_real, logits_fake)
+        return loss, {"logits_real": logits_real.detach().mean(), "logits_fake": logits_fake.detach().mean()}

@@ -2,8 +2,8 @@
 
 The loop (training/loop.py) owns epochs, checkpoints, logging, the NaN guard,
 the scheduler, early stopping, autocast and DDP. A runner owns what differs
-between model families: the model, the batches, the loss of one batch, the
-validation loss and the test rendering (a plan of items that the ranks
+between model families: the model, the batches, one training step (its losses,
+each optimizer stepped through the loop's `optimize`), the validation loss and the test rendering (a plan of items that the ranks
 render in shares, written by rank 0). This is Skeltorch's "Runner" role.
 """
 
@@ -20,7 +20,7 @@ from ..data.stateful_loader import StatefulLoader
 from ..data.store import UtteranceStore
 from ..errors import UserError
 from ..experiment.folder import Experiment
-from ..training.optim import build_optimizer
+from ..training.optim import Optimize, build_optimizer
 from ..training.distributed import Distributed
 from ..training.rng import side_stream
 
@@ -117,14 +117,18 @@ class Runner(ABC):
         """
 
     @abstractmethod
-    def train_step(self, model: nn.Module, batch, optimizer: str = "model"
-                   ) -> tuple[torch.Tensor, dict] | None:
-        """Loss of one batch for one optimizer (to back-propagate) and extra scalars to log.
+    def training_step(self, model, batch, optimize: "Optimize") -> dict[str, torch.Tensor]:
+        """One batch: compute the losses, call `optimize(name, loss)` for each optimizer that
+        steps on this batch, in order (GAN families: critic / discriminator step, then the
+        generator step, written top to bottom here, ~30 lines as in hifi-gan's train.py), and
+        return the scalars to log as (detached) tensors. The key `self.loss_name` is the run's
+        training loss (the first optimizer's), absent when that optimizer did not step.
 
-        `model` is `self.model`, or its DistributedDataParallel wrapper. The loop
-        calls it once per batch for each optimizer of `optimizers()`, in their
-        order; returning None leaves that optimizer out for this batch (e.g. a
-        discriminator before it starts, a generator between critic steps).
+        `model` is `self.model`, or under torchrun its DistributedModel
+        (training/distributed.py): call it, or its named loss methods, on it, so that
+        DistributedDataParallel sees the computation. `optimize` (training/optim.py) zeroes
+        the gradients, back-propagates, clips, applies the NaN guard and steps; it returns
+        whether the step was taken.
         """
 
     @abstractmethod

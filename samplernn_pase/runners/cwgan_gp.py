@@ -5,8 +5,8 @@ mels.npz); training reads random crops of `model.frames` frames of the
 modeling speakers' training utterances, each with the labels of its speaker
 (speaker index, gender) from data.json.
 
-Steps. The loop calls `train_step` for "critic" then "generator" on every
-batch. The critic steps on every batch; the generator on every n_critic-th
+Steps (`training_step`). The critic steps on every batch, then the generator
+on every n_critic-th
 (the count is in the checkpoints, so a resumed run keeps the rhythm). The
 run's training loss is the first optimizer's, the critic loss
 -(E critic(real) - E critic(fake)) + lambda * penalty.
@@ -97,14 +97,19 @@ class CWGANGPRunner(Runner):
         return torch.randn(batch_size, self.model_config.noise_size, device=self.device,
                            generator=generator)
 
-    def train_step(self, model, batch, optimizer="critic"):
+    def training_step(self, model, batch, optimize):
         labels = batch["labels"].to(self.device)
-        if optimizer == "critic":
-            self.critic_steps += 1
-            return model("critic", batch["mel"].to(self.device), labels, self.noise(len(labels)))
-        if self.critic_steps % self.model_config.n_critic:
-            return None
-        return model("generator", None, labels, self.noise(len(labels)))
+        logged = {}
+        # Critic: -(E critic(real) - E critic(G(z))) + lambda * gradient penalty; the fakes
+        # are made without a graph, so this step does not reach the generator.
+        self.critic_steps += 1
+        loss, scalars = model.critic_loss(batch["mel"].to(self.device), labels, self.noise(len(labels)))
+        if optimize("critic", loss):
+            logged.update({self.loss_name: loss.detach(), **scalars})
+        # Generator, on every n_critic-th critic step: -E critic(G(z)).
+        if self.critic_steps % self.model_config.n_critic == 0:
+            optimize("generator", model.generator_loss(labels, self.noise(len(labels))))
+        return logged
 
     def state_dict(self):
         return {"critic_steps": self.critic_steps}

@@ -22,6 +22,7 @@ import torch
 from ..data.code_windows import CODES_FILE, CodeGrids, CodeWindowLoader
 from ..data.vqvae_codes import VQVAECodec, encode_corpus
 from ..errors import UserError
+from ..experiment.weights import load_vqvae_codec
 from ..models.gpt import GPT, GPTConfig, bits_per_code, generate, grid_to_sequence, sequence_to_grid
 from .base import Runner
 from ..training.rng import stream_seed
@@ -37,7 +38,7 @@ class GPTPriorRunner(Runner):
     def prepare_experiment(config, data_index, normalization, experiments_path, data_path, log):
         """`init`: the code grid of every utterance, by the named VQ-VAE, into codes.npz."""
         model_config = config["model"]
-        codec = VQVAECodec(experiments_path, model_config["vqvae_experiment"], model_config["vqvae_epoch"])
+        codec = load_vqvae_codec(experiments_path, model_config["vqvae_experiment"], model_config["vqvae_epoch"])
         return {CODES_FILE: encode_corpus(codec, data_index, normalization, data_path, log)}
 
     def build_model(self):
@@ -110,9 +111,10 @@ class GPTPriorRunner(Runner):
         speakers = [self.speaker_of[self.codes.ids[k]] for k in batch["utterances"].tolist()]
         return bits_per_code(model(codes, self.conditions(speakers)), codes), mask
 
-    def train_step(self, model, batch, optimizer="model"):
+    def training_step(self, model, batch, optimize):
         bits, mask = self.batch_bits(model, batch)
-        return (bits * mask).sum() / mask.sum().clamp(min=1), {}
+        loss = (bits * mask).sum() / mask.sum().clamp(min=1)
+        return {self.loss_name: loss.detach()} if optimize("model", loss) else {}
 
     @torch.no_grad()
     def nll_bits(self, ids: list[str], shard: bool = False) -> tuple[float, int]:
@@ -133,8 +135,8 @@ class GPTPriorRunner(Runner):
     @cached_property
     def codec(self) -> VQVAECodec:
         """The VQ-VAE checkpoint that made codes.npz (loaded for test only)."""
-        return VQVAECodec(self.context.experiment.root.parent, self.codes.vqvae_experiment,
-                          self.codes.vqvae_epoch, self.device)
+        return load_vqvae_codec(self.context.experiment.root.parent, self.codes.vqvae_experiment,
+                                self.codes.vqvae_epoch, self.device)
 
     def max_columns(self) -> int | None:
         """Time columns in test.max_seconds (at least 2), or None for no limit."""

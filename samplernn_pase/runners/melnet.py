@@ -73,12 +73,14 @@ class MelNetRunner(Runner):
         """(B, T): real frames of filled slots (an utterance's last chunk is padded)."""
         return (batch["frame_mask"] & batch["mask"][:, None]).to(self.device)
 
-    def train_step(self, model, batch, optimizer="model"):
+    def training_step(self, model, batch, optimize):
         mel = batch["mel"].to(self.device)
         reset, mask = batch["reset"].to(self.device), self.frame_mask(batch)
         loss, state, stats = model(mel, self.state, reset, mask, tiers=self.train_tiers)
         self.state = {k: {name: t.detach() for name, t in s.items()} for k, s in state.items()}
-        return loss, {name: float(value) for name, value in stats.items()}
+        if not optimize("model", loss):
+            return {}
+        return {self.loss_name: loss.detach(), **stats}      # stats: detached per-tier NLLs
 
     def on_skipped_step(self):
         self.state = None

@@ -66,11 +66,13 @@ class PASERunner(Runner):
             loader.load_state_dict(position)
         return loader
 
-    def train_step(self, model, batch, optimizer="model"):
+    def training_step(self, model, batch, optimize):
         losses = model(batch["chunk"].to(self.device),
                        {k: v.to(self.device) for k, v in batch["targets"].items()})
-        scalars = {k: float(v.detach()) for k, v in losses.items() if k != "total"}
-        return losses["total"], scalars
+        if not optimize("model", losses["total"]):
+            return {}
+        return {self.loss_name: losses["total"].detach(),
+                **{k: v.detach() for k, v in losses.items() if k != "total"}}
 
     @torch.no_grad()
     def validation_loss(self, whole: bool = False):

@@ -13,7 +13,8 @@ import torch
 
 from ..audio.mulaw import mulaw_decode, mulaw_encode
 from ..data.samplernn_source import SampleRNNSource
-from ..data.speaker_seeds import SEEDS_FILE, compute_speaker_seeds, load_pase, read_speaker_seeds
+from ..data.speaker_seeds import SEEDS_FILE, compute_speaker_seeds, read_speaker_seeds
+from ..experiment.weights import load_pase
 from ..errors import UserError
 from ..data import cache
 from ..data.features import world_resynthesis
@@ -56,8 +57,9 @@ class SampleRNNRunner(Runner):
                             "the audio, or in lab/ for CMU ARCTIC) and the corpus has none; use \"acoustic\"")
         if config["model"]["conds_speaker_type"] != "pase":
             return {}
-        return {SEEDS_FILE: compute_speaker_seeds(config["model"], data_index, normalization,
-                                                  experiments_path, data_path, log)}
+        pase = load_pase(experiments_path, config["model"]["pase_experiment"], config["model"].get("pase_epoch"))
+        return {SEEDS_FILE: compute_speaker_seeds(pase, config["model"], data_index, normalization,
+                                                  data_path, log)}
 
     def load_speaker_vectors(self):
         """PASE speaker seeds written by `init` (None: a learned speaker embedding table)."""
@@ -93,11 +95,10 @@ class SampleRNNRunner(Runner):
             self.hidden = None   # a new epoch starts every slot from h0
         return loader
 
-    def train_step(self, model, batch, optimizer="model"):
+    def training_step(self, model, batch, optimize):
         samples, conds, speaker, reset, mask = unpack_batch(batch, self.device)
-        loss, self.hidden = self.model.loss(samples, conds, self.speaker_input(speaker), self.hidden, reset,
-                                            mask, forward=model)
-        return loss, {}
+        loss, self.hidden = model.loss(samples, conds, self.speaker_input(speaker), self.hidden, reset, mask)
+        return {self.loss_name: loss.detach()} if optimize("model", loss) else {}
 
     def on_skipped_step(self):
         self.hidden = None

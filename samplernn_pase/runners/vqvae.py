@@ -62,7 +62,6 @@ class VQVAERunner(Runner):
         self.model_config = vqvae_config(self.config)
         self.mels = MelCrops.of_experiment(self.context.experiment.root)
         self.batches_seen = 0         # autoencoder batches, all epochs: the GAN starts at disc_start
-        self.reconstruction = None    # this batch's, for the discriminator step
         return MelVQVAE(self.model_config)
 
     def optimizers(self, training):
@@ -90,17 +89,22 @@ class VQVAERunner(Runner):
         """True from the `disc_start`-th batch on (counted from 0)."""
         return self.batches_seen > self.model_config.disc_start
 
-    def train_step(self, model, batch, optimizer="autoencoder"):
+    def training_step(self, model, batch, optimize):
         mel = batch["chunk"].to(self.device)
-        if optimizer == "autoencoder":
-            self.batches_seen += 1
-            loss, scalars, reconstruction = model(mel, "autoencoder", use_gan=self.gan_active())
-            self.reconstruction = reconstruction.detach()
-            return loss, scalars
-        if not self.gan_active():
-            return None
-        loss, scalars, _ = model(mel, "discriminator", reconstruction=self.reconstruction)
-        return loss, scalars
+        self.batches_seen += 1
+        use_gan = self.gan_active()
+        logged = {}
+        # Autoencoder: L1 + codebook loss (+ the adaptively weighted GAN term once it is on).
+        loss, scalars, reconstruction = model.autoencoder_loss(mel, use_gan=use_gan)
+        if optimize("autoencoder", loss):
+            logged.update({self.loss_name: loss.detach(), **scalars})
+        # Discriminator, from batch disc_start on: hinge loss, real mel against the
+        # reconstruction the autoencoder made before its step (detached).
+        if use_gan:
+            loss, scalars = model.discriminator_loss(mel, reconstruction.detach())
+            if optimize("discriminator", loss):
+                logged.update(scalars)
+        return logged
 
     def state_dict(self):
         return {"batches_seen": self.batches_seen}

@@ -18,6 +18,8 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ..errors import UserError
 
@@ -68,13 +70,52 @@ class Distributed:
         if self.enabled:
             dist.barrier(group=self.slow_group)
 
-    def any_true(self, flag: bool, device: torch.device) -> bool:
-        """True on every rank if it is true on one (e.g. an interruption)."""
+    def any_true(self, flag: bool | torch.Tensor, device: torch.device) -> bool:
+        """True on every rank if it is true on one (e.g. an interruption). A tensor `flag`
+        stays on the device until this one read (one synchronization)."""
         if not self.enabled:
-            return flag
-        tensor = torch.tensor([1.0 if flag else 0.0], device=device)
+            return bool(flag)
+        tensor = (flag.detach().float().reshape(1) if isinstance(flag, torch.Tensor)
+                  else torch.tensor([1.0 if flag else 0.0], device=device))
         dist.all_reduce(tensor)
         return bool(tensor.item() > 0)
+
+
+class _Call(nn.Module):
+    """Runs `model.<method>(...)` as its forward, so that the DistributedDataParallel
+    wrapper around it sees every computation of a loss method, not only `forward`."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, method: str, *args, **kwargs):
+        if method == "forward":       # through __call__, with the model's own hooks
+            return self.model(*args, **kwargs)
+        return getattr(self.model, method)(*args, **kwargs)
+
+
+class DistributedModel:
+    """The model as `Runner.training_step` sees it under torchrun. Calling it, or any method
+    of its own class (a named loss such as `critic_loss`), runs through one
+    DistributedDataParallel forward, which averages the gradients of the backward that
+    follows over the ranks. The nn.Module methods (`train`, `parameters`, ...) and other
+    attributes are the model's own. In one process the loop passes the model itself."""
+
+    def __init__(self, model: nn.Module, device: torch.device, find_unused_parameters: bool):
+        self.module = model
+        self.wrapper = DistributedDataParallel(
+            _Call(model), device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=find_unused_parameters)
+
+    def __call__(self, *args, **kwargs):
+        return self.wrapper("forward", *args, **kwargs)
+
+    def __getattr__(self, name: str):
+        attribute = getattr(self.module, name)
+        if callable(attribute) and not hasattr(nn.Module, name) and name not in self.module._modules:
+            return lambda *args, **kwargs: self.wrapper(name, *args, **kwargs)
+        return attribute
 
 
 def parse_device(name: str) -> torch.device:

@@ -4,7 +4,9 @@ Read top to bottom it is the whole of training: resume, epochs of
 truncated-BPTT batches, the NaN guard, gradient clipping, checkpoints
 (every epoch and every `checkpoint_period` iterations), validation, the
 learning-rate scheduler, early stopping and the test rendering. A model
-family only provides a Runner (runners/base.py).
+family only provides a Runner (runners/base.py, duck-typed here: training sits
+below runners in the layer order); its `training_step` computes the losses of
+a batch and steps each optimizer through `Trainer.optimize`.
 """
 
 import io
@@ -13,13 +15,11 @@ import signal
 import time
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from .. import __version__
 from ..errors import UserError
 from ..experiment.folder import Experiment, atomic_torch_save, atomic_write_json
-from ..runners.base import Runner
-from .distributed import Distributed
+from .distributed import Distributed, DistributedModel
 from .optim import build_scheduler
 from .prefetch import Prefetcher
 from .progress import progress
@@ -82,7 +82,7 @@ def move_tensors(value, device):
 class Trainer:
     """Holds the state of one training run; `run()` is the loop."""
 
-    def __init__(self, experiment: Experiment, runner: Runner, dist: Distributed,
+    def __init__(self, experiment: Experiment, runner, dist: Distributed,
                  max_epochs: int | None = None, log_period: int | None = None):
         self.experiment = experiment
         self.runner = runner
@@ -98,18 +98,20 @@ class Trainer:
         self.optimizers = runner.optimizers(self.training)
         self.schedulers = {name: build_scheduler(optimizer, self.training)
                            for name, optimizer in self.optimizers.items()}
-        self.model = runner.model
+        self.model = runner.model         # what `training_step` calls
         if dist.enabled:
-            self.model = DistributedDataParallel(
-                runner.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=runner.find_unused_parameters or len(self.optimizers) > 1)
+            self.model = DistributedModel(runner.model, self.device,
+                                          runner.find_unused_parameters or len(self.optimizers) > 1)
+        self.stepped = {}           # this batch's optimizers that stepped: name -> (loss, grad norm)
         self.writer = None
         self.interrupted_by = None  # the signal that stopped `run()` early, e.g. "SIGINT"
         # Counters saved in every checkpoint.
         self.epoch = 1              # the epoch in progress (or next to start)
         self.iteration = 0          # optimizer steps taken, all epochs together
         self.loader_position = None  # position inside `epoch` when resuming mid-epoch
-        self.epoch_loss = [0.0, 0]  # running sum and count of this epoch's training losses
+        # Running sum (a float64 tensor once a step is taken) and count of this epoch's
+        # training losses; a float pair in checkpoints.
+        self.epoch_loss = [0.0, 0]
         self.best_validation = math.inf
         self.bad_epochs = 0
         self.nan_streak = 0
@@ -175,7 +177,7 @@ class Trainer:
     def rank_state(self, loader_position) -> dict:
         """This rank's loader position, carried states, RNG and running loss (CPU tensors)."""
         return {"loader": loader_position, "runner": move_tensors(self.runner.state_dict(), "cpu"),
-                "rng": rng_state(), "epoch_loss": list(self.epoch_loss)}
+                "rng": rng_state(), "epoch_loss": [float(self.epoch_loss[0]), self.epoch_loss[1]]}
 
     def restore_rank_state(self, ranks: list[dict], loop: dict, path) -> None:
         """Each rank takes its own entry. A mid-epoch checkpoint of another number of ranks
@@ -226,50 +228,34 @@ class Trainer:
 
     # --- one step ----------------------------------------------------------------
 
-    def step(self, batch) -> float | None:
-        """One batch: a step of each optimizer in turn. Returns the first optimizer's
-        loss, or None when it did not step (NaN guard, or the runner left it out)."""
-        self.model.train()
-        losses, logged = {}, {}
-        for name, optimizer in self.optimizers.items():
-            result = self.optimizer_step(name, optimizer, batch)
-            if result is None:
-                continue
-            losses[name], grad_norm, scalars = result
-            prefix = "" if len(self.optimizers) == 1 else f"{name}/"
-            logged.update({f"{prefix}grad_norm": grad_norm, f"{prefix}lr": optimizer.param_groups[0]["lr"]})
-            if prefix:
-                logged[f"{name}_loss"] = losses[name]
-            logged.update(scalars)
-        if not losses:
+    def step(self, batch) -> torch.Tensor | None:
+        """One batch: the runner's `training_step`, which steps the optimizers through
+        `optimize`. Returns the first optimizer's loss (a detached tensor), or None when it
+        did not step (NaN guard, or the runner left it out)."""
+        self.runner.model.train()
+        self.stepped = {}        # name -> (loss, grad norm) of the optimizers that stepped
+        use_bf16 = self.training["bf16"] and self.device.type == "cuda"
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            scalars = self.runner.training_step(self.model, batch, self.optimize)
+        if not self.stepped:
             return None
         self.iteration += 1
         primary = next(iter(self.optimizers))
-        value = losses.get(primary)
+        value = self.stepped[primary][0] if primary in self.stepped else None
         if self.iteration % self.log_period == 0:
-            if self.writer is not None:
-                if value is not None:
-                    self.writer.add_scalar(f"train/{self.runner.loss_name}", value, self.iteration)
-                for tag, scalar in logged.items():
-                    self.writer.add_scalar(f"train/{tag}", scalar, self.iteration)
-            names = ({primary: self.runner.loss_name} if len(self.optimizers) == 1
-                     else {name: f"{name}_loss" for name in losses})
-            self.log.info("epoch %d iteration %d %s", self.epoch, self.iteration,
-                          " ".join(f"{names[name]} {loss:.9g}" for name, loss in losses.items()))
+            self.log_step(scalars)
         return value
 
-    def optimizer_step(self, name: str, optimizer, batch):
-        """Forward, backward, clip and step for one optimizer: (loss, grad norm, scalars),
-        or None when the runner left it out or the NaN guard skipped it."""
+    def optimize(self, name: str, loss: torch.Tensor) -> bool:
+        """Backward, clip and step for optimizer `name` (the `Optimize` a runner is given).
+
+        The NaN guard's decision is the one read from the device: loss and gradient-norm
+        finiteness in one tensor, one `.item()` (and under torchrun one all-reduce)."""
+        optimizer = self.optimizers[name]
         for other in self.optimizers.values():      # gradients of one step only
             other.zero_grad(set_to_none=True)
-        use_bf16 = self.training["bf16"] and self.device.type == "cuda"
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            result = self.runner.train_step(self.model, batch, optimizer=name)
-        if result is None:
-            return None
-        loss, scalars = result
-        loss.backward()
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            loss.backward()
         clip = self.training["gradient_clip"]
         parameters = [p for group in optimizer.param_groups for p in group["params"]]
         if clip is not None:
@@ -277,10 +263,9 @@ class Trainer:
         else:
             norms = [p.grad.norm() for p in parameters if p.grad is not None]
             grad_norm = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
-        finite = bool(torch.isfinite(loss).item() and torch.isfinite(grad_norm).item())
-        if self.dist.enabled:  # every rank must take the same decision
-            finite = not self.dist.any_true(not finite, self.device)
-        if not finite:
+        loss = loss.detach()
+        non_finite = ~(torch.isfinite(loss) & torch.isfinite(grad_norm.to(loss.device)))
+        if self.dist.any_true(non_finite, self.device):   # every rank takes the same decision
             self.nan_streak += 1
             optimizer.zero_grad(set_to_none=True)
             self.runner.on_skipped_step()
@@ -290,10 +275,31 @@ class Trainer:
                 raise TrainingError(
                     f"training stopped: {self.nan_streak} non-finite losses in a row "
                     f"(lower training.learning_rate or training.gradient_clip)")
-            return None
+            return False
         self.nan_streak = 0
         optimizer.step()
-        return loss.item(), grad_norm.item(), scalars
+        self.stepped[name] = (loss, grad_norm.detach())
+        return True
+
+    def log_step(self, scalars: dict) -> None:
+        """TensorBoard and the log line of a logged step: the tensors are read here only."""
+        several = len(self.optimizers) > 1
+        losses = {name: float(loss) for name, (loss, _) in self.stepped.items()}
+        if self.writer is not None:
+            logged = {}
+            for name, (loss, grad_norm) in self.stepped.items():
+                prefix = f"{name}/" if several else ""
+                logged[f"{prefix}grad_norm"] = float(grad_norm)
+                logged[f"{prefix}lr"] = self.optimizers[name].param_groups[0]["lr"]
+                if several:
+                    logged[f"{name}_loss"] = losses[name]
+            logged.update({tag: float(value) for tag, value in scalars.items()})
+            for tag, value in logged.items():
+                self.writer.add_scalar(f"train/{tag}", value, self.iteration)
+        names = ({name: self.runner.loss_name for name in losses} if not several
+                 else {name: f"{name}_loss" for name in losses})
+        self.log.info("epoch %d iteration %d %s", self.epoch, self.iteration,
+                      " ".join(f"{names[name]} {loss:.9g}" for name, loss in losses.items()))
 
     # --- the loop -----------------------------------------------------------------
 
@@ -316,10 +322,11 @@ class Trainer:
                     for batch in bar:
                         iteration_before = self.iteration
                         loss = self.step(batch)
-                        if loss is not None:
-                            self.epoch_loss[0] += loss
+                        if loss is not None:   # summed on the device, read at the epoch's end
+                            self.epoch_loss[0] = self.epoch_loss[0] + loss.double()
                             self.epoch_loss[1] += 1
-                            bar.set_postfix({self.runner.loss_name: f"{loss:.4f}"})
+                            if self.iteration % self.log_period == 0:
+                                bar.set_postfix({self.runner.loss_name: f"{float(loss):.4f}"})
                         stop = self.dist.any_true(interrupted.signal is not None, self.device)
                         stepped = self.iteration != iteration_before
                         if stop or (checkpoint_period and stepped
@@ -351,7 +358,7 @@ class Trainer:
             loss_sum, count = self.runner.validation_loss()
         loss_sum, count = self.dist.all_reduce_sum([loss_sum, count], self.device)
         validation = loss_sum / max(count, 1)
-        train_loss = self.epoch_loss[0] / max(self.epoch_loss[1], 1)
+        train_loss = float(self.epoch_loss[0]) / max(self.epoch_loss[1], 1)
         for scheduler in self.schedulers.values():
             if scheduler is not None:
                 scheduler.step(validation)

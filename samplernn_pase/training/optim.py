@@ -2,9 +2,11 @@
 
 A runner declares its optimizers (runners/base.py `Runner.optimizers`); most
 families have one, the adversarial ones (autoencoder + discriminator,
-generator + critic) have two. The loop steps them in the declared order on
-every batch and keeps all of them in the checkpoints.
+generator + critic) have two. The runner's `training_step` steps them, in
+its order, through the loop's `Optimize`; the checkpoints keep all of them.
 """
+
+from typing import Protocol
 
 import torch
 
@@ -30,3 +32,12 @@ def build_scheduler(optimizer, training: dict):
     return torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=settings["factor"], patience=settings["patience"],
         min_lr=settings["min_lr"])
+
+
+class Optimize(Protocol):
+    """What `Runner.training_step` calls for each optimizer that steps on a batch, given by
+    the loop (training/loop.py `Trainer.optimize`): zero the gradients of every optimizer,
+    back-propagate `loss`, clip, apply the NaN guard and step the optimizer `name`.
+    Returns whether the step was taken (False: the NaN guard skipped it)."""
+
+    def __call__(self, name: str, loss: torch.Tensor) -> bool: ...
