@@ -19,8 +19,9 @@ BASES = {"samplernn": "config.default.json", "melnet": "configs/melnet.json", "p
          "vqvae": "configs/vqvae.json", "gpt_prior": "configs/gpt_prior.json",
          "cwgan_gp": "configs/cwgan_gp.json"}
 
-# (family, the field the error names, changes to the family's shipped config); a change under
-# "data." edits the data section. Each breaks one rule and keeps the others.
+# (family, the field the error names (in `model` unless a section is named), changes to the
+# family's shipped config, "data." or "training." naming another section than `model`). Each
+# breaks one rule and keeps the others.
 CASES = [
     # SampleRNN (config.default.json: ratios [20, 4], acoustic, lpc_order 16, harmonic source)
     ("samplernn", "lpc_order", {"conditioning": "linguistic"}),          # the issue's example
@@ -37,6 +38,8 @@ CASES = [
     ("melnet", "chunk_frames", {"chunk_frames": 65}),                     # 1 time split: even
     ("melnet", "chunk_frames", {"chunk_frames": 0}),                      # the schema's minimum
     ("melnet", "win_length", {"win_length": 2048}),                       # n_fft 1024
+    ("melnet", "training.tier", {"training.tier": 5}),                    # 4 tiers
+    ("samplernn", "training.tier", {"training.tier": 1}),                 # MelNet's setting
     # PASE (configs/pase.json: 16 kHz, strides [10, 2, 1, 2, 1, 2, 2] = 160 samples)
     ("pase", "conv_strides", {"conv_strides": [10, 2, 1, 2, 1, 2, 1]}),
     ("pase", "conv_channels", {"conv_channels": [32, 64, 64]}),
@@ -109,7 +112,8 @@ def test_init_refuses_a_config_that_breaks_a_rule_before_any_corpus_work(family,
     status = init(workspace, family_config(family, changes))
     lines = capsys.readouterr().err.strip().splitlines()
     assert status == 2
-    assert len(lines) == 1 and f"broken.json: model.{field}: " in lines[0], lines
+    field = field if "." in field else f"model.{field}"
+    assert len(lines) == 1 and f"broken.json: {field}: " in lines[0], lines
     assert sorted(p.name for p in (workspace / "experiments").iterdir()) == ["vqvae"]   # no x, no staging
     assert list((workspace / "data").iterdir()) == []                     # no demo corpus synthesized
 

@@ -139,6 +139,11 @@ def cross_section_problems(config: dict) -> list[str]:
     if model["type"] == "pase" and model["sample_rate"] != data["sample_rate"]:
         problems.append(f"model.sample_rate: {model['sample_rate']} differs from the corpus rate "
                         f"data.sample_rate {data['sample_rate']}")
+    tier = config["training"]["tier"]
+    if tier is not None and model["type"] != "melnet":
+        problems.append(f"training.tier: {tier}, but only MelNet experiments have tiers (null here)")
+    elif tier is not None and tier > model["tiers"]:
+        problems.append(f"training.tier: {tier}, but the model has tiers 1..{model['tiers']}")
     return problems
 
 
