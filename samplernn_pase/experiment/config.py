@@ -1,10 +1,13 @@
-"""Configuration: validation against the shipped JSON schema, and defaults.
+"""Configuration: the one check of a config, and defaults.
 
 The config is grouped by category (`data`, `model`, `training`, `test`). Each
 category has its own schema fragment in `schema/`; `model` picks its fragment
 by `model.type`. Validation fills in every default so that the snapshot
 written by `init` is complete: later commands read only that snapshot and
-never depend on the defaults of the installed version.
+never depend on the defaults of the installed version (a snapshot of an
+earlier version is read as this one writes it: `upgrade_snapshot`).
+`validate_config` runs every rule, each written once (see its docstring);
+`init` calls it before any corpus work.
 """
 
 import copy
@@ -87,7 +90,7 @@ def validate_config(config: dict, source: str = "config", schema_dir: Path = SCH
     fill_defaults(schema, config["model"])
     _validate(schema, config["model"], "model", source)
     config_class = model_config_class(model_type)
-    if config["training"]["adam_betas"] is None:      # the snapshot names the betas it trains with
+    if config["training"].get("adam_betas") is None:      # the snapshot names the betas it trains with
         config["training"]["adam_betas"] = list(config_class.default_adam_betas)
     problems = cross_section_problems(config)
     if experiments_path is not None and not problems:
@@ -139,7 +142,7 @@ def cross_section_problems(config: dict) -> list[str]:
     if model["type"] == "pase" and model["sample_rate"] != data["sample_rate"]:
         problems.append(f"model.sample_rate: {model['sample_rate']} differs from the corpus rate "
                         f"data.sample_rate {data['sample_rate']}")
-    tier = config["training"]["tier"]
+    tier = config["training"].get("tier")
     if tier is not None and model["type"] != "melnet":
         problems.append(f"training.tier: {tier}, but only MelNet experiments have tiers (null here)")
     elif tier is not None and tier > model["tiers"]:
