@@ -56,8 +56,7 @@ def timed(step, min_seconds, min_repeats=2):
 
 def bench_ours(args, device):
     config = SampleRNNConfig(ratios=args.ratios, rnn_hidden_size=args.hidden_size, rnn_layers=1,
-                             conditioning="acoustic", num_speakers=NUM_SPEAKERS,
-                             sequence_length=args.sequence_length)
+                             conditioning="acoustic", num_speakers=NUM_SPEAKERS)
     model = SampleRNN(config).to(device)
     fs, batch = config.frame_size, args.batch_size
     audio = torch.rand(batch, fs * (args.sequence_length + 1), device=device) * 2 - 1

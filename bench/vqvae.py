@@ -31,7 +31,7 @@ def sync(device):
 
 
 def throughput(model, mel, use_gan: bool, seconds: float, device) -> tuple[float, int]:
-    betas = tuple(model.config.adam_betas)
+    betas = model.config.default_adam_betas     # training.adam_betas of a vqvae config left null
     autoencoder = torch.optim.Adam(model.autoencoder_parameters(), lr=1e-4, betas=betas)
     discriminator = torch.optim.Adam(model.discriminator_parameters(), lr=1e-4, betas=betas)
     model.train()

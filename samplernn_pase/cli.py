@@ -163,7 +163,8 @@ def cmd_init(args, experiment) -> None:
     from .runners import runner_class
 
     config = read_config_file(args.config_path)
-    config = validate_config(config, str(args.config_path), args.config_schema_path or SCHEMA_DIR)
+    config = validate_config(config, str(args.config_path), args.config_schema_path or SCHEMA_DIR,
+                             experiments_path=args.experiments_path)   # before any corpus work
     if args.seed is not None:
         config["seed"] = args.seed
     config["package_version"] = __version__

@@ -100,10 +100,11 @@ def test_cwgan_gp_init_rejects_crops_the_network_cannot_make(tmp_path, demo_data
     space = Workspace(tmp_path, demo_data_path)
     config = tiny_cwgan_config()
     config["model"].update({"generator": "strips", "strips": 3})
-    result = space.run("bad", "init", "--config-path", str(_write(tmp_path, config)), check=False)
+    path = _write(tmp_path, config)
+    result = space.run("bad", "init", "--config-path", str(path), check=False)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "error: model.frames: 16 is not a multiple of 2 ** scales * strips = 12"]
+    assert result.stderr.strip().splitlines() == [   # a config error at init names the config file
+        f"error: {path}: model.frames: 16 is not a multiple of 2 ** scales * strips = 12"]
     assert not space.experiment("bad").exists()
 
 

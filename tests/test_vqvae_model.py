@@ -133,12 +133,15 @@ def test_downsampling_per_axis_and_code_round_trip():
 
 
 def test_config_problems_are_named():
-    assert "downsample_time" in tiny_config(downsample_time=6).check()
-    assert "channel_multipliers" in tiny_config(downsample_freq=16).check()
-    assert "n_mels" in tiny_config(n_mels=18).check()
-    assert "crop_frames" in tiny_config(crop_frames=36).check()
-    assert "disc_layers" in tiny_config(disc_layers=3).check()          # 16 mels < 3 * 8
-    assert tiny_config().check() is None
+    # The dataclass refuses a config that breaks a rule when it is built (as every family's does).
+    for overrides, field in [({"downsample_time": 6}, "downsample_time"),
+                             ({"downsample_freq": 16}, "channel_multipliers"),
+                             ({"n_mels": 18}, "n_mels"),
+                             ({"crop_frames": 36}, "crop_frames"),
+                             ({"disc_layers": 3}, "disc_layers")]:        # 16 mels < 3 * 8
+        with pytest.raises(ValueError, match=rf"^model\.{field}: "):
+            tiny_config(**overrides)
+    assert tiny_config().problems() == []
 
 
 def test_spectral_convergence_and_perplexity_closed_forms():

@@ -36,7 +36,7 @@ def mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: floa
 @dataclass
 class MelAnalysis:
     """The settings of `mel_spectrogram` but the sample rate, named as in the `model` section of
-    the mel families (MelNet, VQ-VAE): their configs and the settings stored with precomputed
+    the mel families (MelNet, VQ-VAE, CWGAN-GP): their configs and the settings stored with precomputed
     mels (data/mel_crops.py) extend it, so the fields and defaults are written once."""
 
     n_mels: int = 80
@@ -45,6 +45,12 @@ class MelAnalysis:
     win_length: int = 1024
     fmin: float = 0.0
     fmax: float | None = None  # None: sample_rate / 2
+
+    def analysis_problems(self) -> list[str]:
+        """Rules between the analysis fields, as `model.<field>: why` (a config's `model` section)."""
+        if self.win_length > self.n_fft:
+            return [f"model.win_length: {self.win_length} is longer than model.n_fft {self.n_fft}"]
+        return []
 
 
 def hann_window(win_length: int, device: torch.device) -> torch.Tensor:

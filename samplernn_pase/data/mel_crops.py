@@ -78,9 +78,6 @@ def compute_mels(data_index: dict, normalization: dict, data_path: Path, setting
     if settings.sample_rate != data_index["sample_rate"]:
         raise UserError(f"model: mel sample rate {settings.sample_rate} differs from data.sample_rate "
                         f"{data_index['sample_rate']}")
-    if settings.win_length > settings.n_fft:
-        raise UserError(f"model.win_length: {settings.win_length} is longer than model.n_fft "
-                        f"{settings.n_fft}")
     store = UtteranceStore(data_index, normalization, data_path, cache_size=1)
     utterances = data_index["utterances"]
     mels = [settings.log_mel(store.load(u["id"]).audio) for u in utterances]

@@ -67,9 +67,6 @@ class VQVAECodec:
 def encode_corpus(codec: VQVAECodec, data_index: dict, normalization: dict, data_path: Path,
                   log) -> dict:
     """The arrays of codes.npz: the code grid of every utterance long enough for one column."""
-    if codec.settings.sample_rate != data_index["sample_rate"]:
-        raise UserError(f"model.vqvae_experiment: its mels are at {codec.settings.sample_rate} Hz, "
-                        f"this corpus at data.sample_rate {data_index['sample_rate']}")
     store = UtteranceStore(data_index, normalization, data_path, cache_size=1)
     grids, too_short = {}, 0
     for utterance in data_index["utterances"]:

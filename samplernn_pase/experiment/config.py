@@ -1,14 +1,18 @@
-"""Configuration: validation against the shipped JSON schema, and defaults.
+"""Configuration: the one check of a config, and defaults.
 
 The config is grouped by category (`data`, `model`, `training`, `test`). Each
 category has its own schema fragment in `schema/`; `model` picks its fragment
 by `model.type`. Validation fills in every default so that the snapshot
 written by `init` is complete: later commands read only that snapshot and
-never depend on the defaults of the installed version.
+never depend on the defaults of the installed version (a snapshot of an
+earlier version is read as this one writes it: `upgrade_snapshot`).
+`validate_config` runs every rule, each written once (see its docstring);
+`init` calls it before any corpus work.
 """
 
 import copy
 import json
+import math
 from pathlib import Path
 
 import jsonschema
@@ -58,8 +62,18 @@ def _validate(schema: dict, instance: dict, where: str, source: str) -> None:
         raise UserError(f"{source}: {path or 'config'}: {error.message}")
 
 
-def validate_config(config: dict, source: str = "config", schema_dir: Path = SCHEMA_DIR) -> dict:
-    """Return a validated copy of `config` with every default filled in."""
+def validate_config(config: dict, source: str = "config", schema_dir: Path = SCHEMA_DIR,
+                    experiments_path: Path | None = None) -> dict:
+    """Return a validated copy of `config` with every default filled in, or a one-line UserError
+    naming the field: the one check of a config, which `init` runs before it reads any corpus.
+
+    Three kinds of rule, each written once: the type, range or choices of one field in the
+    schema; a rule between fields of the `model` section in the family's dataclass config
+    (`problems()`, models/section.py); a rule between sections here (`cross_section_problems`).
+    With `experiments_path`, the experiments the config names (a PASE or VQ-VAE experiment)
+    must exist and fit (`named_experiment_problems`). What only the corpus can tell (labels for
+    linguistic conditioning, genders for a `gender` label) is checked after it is indexed.
+    """
     if not isinstance(config, dict):
         raise UserError(f"{source}: the config must be a JSON object")
     config = fill_defaults(load_schema("config", schema_dir), copy.deepcopy(config))
@@ -75,27 +89,98 @@ def validate_config(config: dict, source: str = "config", schema_dir: Path = SCH
     schema = load_schema(f"model_{model_type}", schema_dir)
     fill_defaults(schema, config["model"])
     _validate(schema, config["model"], "model", source)
-    check_consistency(config, source)
+    config_class = model_config_class(model_type)
+    if config["training"].get("adam_betas") is None:      # the snapshot names the betas it trains with
+        config["training"]["adam_betas"] = list(config_class.default_adam_betas)
+    problems = cross_section_problems(config)
+    if experiments_path is not None and not problems:
+        problems = named_experiment_problems(config, Path(experiments_path))
+    if problems:
+        raise UserError(f"{source}: {problems[0]}")
     return config
 
 
-def check_consistency(config: dict, source: str) -> None:
-    """Rules that span sections, which a JSON schema cannot express."""
+def model_config_class(model_type: str):
+    """The dataclass config of a model family (models/<family>.py)."""
+    if model_type == "samplernn":
+        from ..models.samplernn import SampleRNNConfig as config_class
+    elif model_type == "melnet":
+        from ..models.melnet import MelNetConfig as config_class
+    elif model_type == "pase":
+        from ..models.pase import PASEConfig as config_class
+    elif model_type == "vqvae":
+        from ..models.vqvae import VQVAEConfig as config_class
+    elif model_type == "gpt_prior":
+        from ..models.gpt import GPTConfig as config_class
+    elif model_type == "cwgan_gp":
+        from ..models.cwgan_gp import CWGANGPConfig as config_class
+    else:
+        raise UserError(f"model.type: unknown model type {model_type!r}")
+    return config_class
+
+
+def model_section_problems(config: dict, **derived) -> list[str]:
+    """The family's rules between the fields of the `model` section (its dataclass's `problems`);
+    `derived` replaces fields that come from elsewhere (e.g. the GPT prior's column height)."""
+    try:
+        model_config_class(config["model"]["type"]).from_dict(config["model"], **derived)
+    except UserError as error:       # ConfigError, or an unknown setting
+        return [str(error)]
+    return []
+
+
+def cross_section_problems(config: dict) -> list[str]:
+    """The model section's own rules, then rules between sections, as `field: why` lines."""
+    model, data = config["model"], config["data"]
+    if model["type"] == "gpt_prior":   # the column height is the VQ-VAE's: see named_experiment_problems
+        problems = model_section_problems(config, column_height=1)
+    else:
+        problems = model_section_problems(config)
+    if model["type"] == "samplernn" and math.prod(model["ratios"]) != data["hop_length"]:
+        problems.append(f"model.ratios: their product ({math.prod(model['ratios'])}) must equal "
+                        f"data.hop_length ({data['hop_length']}), the samples per conditioning frame")
+    if model["type"] == "pase" and model["sample_rate"] != data["sample_rate"]:
+        problems.append(f"model.sample_rate: {model['sample_rate']} differs from the corpus rate "
+                        f"data.sample_rate {data['sample_rate']}")
+    tier = config["training"].get("tier")
+    if tier is not None and model["type"] != "melnet":
+        problems.append(f"training.tier: {tier}, but only MelNet experiments have tiers (null here)")
+    elif tier is not None and tier > model["tiers"]:
+        problems.append(f"training.tier: {tier}, but the model has tiers 1..{model['tiers']}")
+    return problems
+
+
+def named_experiment_problems(config: dict, experiments_path: Path) -> list[str]:
+    """The experiment a config names must exist, be of the right family, hold the checkpoint
+    asked for, and fit: a GPT prior's context holds two of its VQ-VAE's code columns, at the
+    corpus's sample rate. (`init` of a PASE-conditioned SampleRNN, or of a GPT prior.)"""
+    from .weights import named_experiment
     model = config["model"]
-    if model["type"] == "vqvae":
-        from ..models.vqvae import VQVAEConfig
-        problem = VQVAEConfig.from_dict(model).check()
-        if problem:
-            raise UserError(f"{source}: {problem}")
-    if model["type"] == "samplernn":
-        frame_size = 1
-        for ratio in model["ratios"]:
-            frame_size *= ratio
-        hop = config["data"].get("hop_length")
-        if hop is not None and frame_size != hop:
-            raise UserError(
-                f"{source}: model.ratios: their product ({frame_size}) must equal "
-                f"data.hop_length ({hop}), the samples per conditioning frame")
+    try:
+        if model["type"] == "samplernn" and model["conds_speaker_type"] == "pase":
+            named_experiment(experiments_path, model["pase_experiment"], model["pase_epoch"], "pase",
+                             "model.pase_experiment")
+        if model["type"] == "gpt_prior":
+            _, vqvae, _ = named_experiment(experiments_path, model["vqvae_experiment"], model["vqvae_epoch"],
+                                           "vqvae", "model.vqvae_experiment")
+            if vqvae["data"]["sample_rate"] != config["data"]["sample_rate"]:
+                return [f"model.vqvae_experiment: its mels are at {vqvae['data']['sample_rate']} Hz, "
+                        f"this corpus at data.sample_rate {config['data']['sample_rate']}"]
+            column_height = vqvae["model"]["n_mels"] // vqvae["model"]["downsample_freq"]
+            return model_section_problems(config, column_height=column_height)
+    except UserError as error:
+        return [str(error)]
+    return []
+
+
+def upgrade_snapshot(config: dict) -> dict:
+    """A config.json written by an earlier version, read as this version writes it: `adam_betas`
+    moved from `model` to `training` (Adam's (0.9, 0.999) where a family had none)."""
+    model, training = config.get("model", {}), config.setdefault("training", {})
+    betas = model.pop("adam_betas", None)
+    if training.get("adam_betas") is None:
+        training["adam_betas"] = list(betas or (0.9, 0.999))
+    return config
 
 
 def read_config_file(path: Path) -> dict:

@@ -21,6 +21,7 @@ import torch
 
 from ..errors import UserError
 from ..files import atomic_write_bytes  # noqa: F401  (re-exported: the folder's writer)
+from .config import upgrade_snapshot
 
 CHECKPOINT_RE = re.compile(r"^(\d+)\.checkpoint\.pt$")
 PARTIAL_CHECKPOINT = "partial.checkpoint.pt"
@@ -112,7 +113,8 @@ class Experiment:
                 shutil.rmtree(staging, ignore_errors=True)
 
     def config(self) -> dict:
-        return json.loads(self.config_path.read_text())
+        """The snapshot `init` wrote (one of an earlier version read as this version writes it)."""
+        return upgrade_snapshot(json.loads(self.config_path.read_text()))
 
     def data_index(self) -> dict:
         return json.loads(self.data_index_path.read_text())

@@ -32,12 +32,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checked
+from ..audio.mel import MelAnalysis
 from .section import ModelSection
 
 
 @dataclass
-class CWGANGPConfig(ModelSection):
+class CWGANGPConfig(ModelSection, MelAnalysis):
+    """The `model` section of a CWGAN-GP config (schema/model_cwgan_gp.json); the mel analysis
+    fields (n_fft, hop_length, ...) come from MelAnalysis (data/mel_crops.py computes the mels)."""
+
     n_mels: int = 64
     frames: int = 64                    # frames of a generated crop
     label_sizes: tuple = (1,)           # classes of each label kind (speaker, gender, ...)
@@ -53,23 +56,25 @@ class CWGANGPConfig(ModelSection):
     critic_features: int = 128
     gradient_penalty_weight: float = 10.0
     n_critic: int = 5
-    # The mel analysis (data/mel_crops.py), the labels and the test's samples are the runner's.
-    runner_settings = ("n_fft", "hop_length", "win_length", "fmin", "fmax", "labels",
-                       "samples_per_label", "adam_betas")
+    # The labels and the test's samples are the runner's.
+    runner_settings = ("labels", "samples_per_label")
+    default_adam_betas = (0.5, 0.9)      # training.adam_betas when null: the seed's, for GAN training
 
     @property
     def groups(self) -> int:
         return self.strips if self.generator == "strips" else 1
 
-    def check(self) -> str | None:
-        """What is wrong with the shape settings, or None."""
+    def problems(self) -> list[str]:
+        """Rules between fields (one field's type and range: schema/model_cwgan_gp.json)."""
+        problems = self.analysis_problems()
         step = 2 ** self.scales
         if self.n_mels % step:
-            return f"model.n_mels: {self.n_mels} is not a multiple of 2 ** scales = {step}"
+            problems.append(f"model.n_mels: {self.n_mels} is not a multiple of 2 ** scales = {step}")
         if self.frames % (step * self.groups):
-            return (f"model.frames: {self.frames} is not a multiple of 2 ** scales * strips = "
-                    f"{step * self.groups}")
-        return None
+            problems.append(f"model.frames: {self.frames} is not a multiple of 2 ** scales * strips = "
+                            f"{step * self.groups}" if self.groups > 1 else
+                            f"model.frames: {self.frames} is not a multiple of 2 ** scales = {step}")
+        return problems
 
 
 class MelGenerator(nn.Module):
@@ -120,8 +125,6 @@ class MelCritic(nn.Module):
 
     def __init__(self, config: CWGANGPConfig):
         super().__init__()
-        if config.critic_conditioning not in ("concat", "projection"):
-            raise ValueError(f"critic_conditioning: {config.critic_conditioning!r}")
         self.concat = config.critic_conditioning == "concat"
         size = config.label_embedding_size if self.concat else config.critic_features
         self.label_embeddings = nn.ModuleList(nn.Embedding(n, size) for n in config.label_sizes)
@@ -173,7 +176,7 @@ class CWGANGP(nn.Module):
 
     def __init__(self, config: CWGANGPConfig):
         super().__init__()
-        self.config = checked(config)
+        self.config = config
         channels = config.strip_channels if config.generator == "strips" else config.generator_channels
         self.generator = MelGenerator(config, config.groups, channels)
         self.critic = MelCritic(config)

@@ -51,12 +51,16 @@ class GPTConfig(ModelSection):
     runner_settings = ("vqvae_experiment", "vqvae_epoch", "condition_on_gender", "condition_on_corpus",
                        "prompt_fraction", "samples_per_speaker", "top_k", "top_p")
 
-    def __post_init__(self):
+    def problems(self) -> list[str]:
+        """Rules between fields (one field's type and range: schema/model_gpt_prior.json). The
+        column height comes from the VQ-VAE experiment (experiment/config.py checks it at `init`)."""
+        problems = []
         if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
+            problems.append(f"model.n_embd: {self.n_embd} is not a multiple of model.n_head {self.n_head}")
         if self.block_size < 2 * self.column_height:
-            raise ValueError(f"block_size={self.block_size} must hold at least two columns of "
-                             f"{self.column_height} codes (the sliding window keeps half of it)")
+            problems.append(f"model.block_size: {self.block_size} codes hold less than two time columns "
+                            f"of {self.column_height} codes (the sliding window keeps half of it)")
+        return problems
 
     @property
     def condition_sizes(self) -> list[int]:

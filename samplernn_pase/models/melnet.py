@@ -84,18 +84,19 @@ class MelNetConfig(ModelSection, MelAnalysis):
     chunk_frames: int = 64  # TBPTT chunk, in full-resolution frames; 0: no chunking
     sample_temperature: float = 1.0
 
-    def __post_init__(self):
-        if self.tiers < 1:
-            raise ValueError("tiers must be >= 1")
+    def problems(self) -> list[str]:
+        """Rules between fields (one field's type and range: schema/model_melnet.json)."""
+        problems = self.analysis_problems()
         if len(self.layers) != self.tiers:
-            raise ValueError(f"layers has {len(self.layers)} entries for {self.tiers} tiers")
-        if any(n < 1 for n in self.layers):
-            raise ValueError("every tier needs at least one layer")
+            problems.append(f"model.layers: {len(self.layers)} entries for model.tiers = {self.tiers}; "
+                            "give one per tier")
         if self.n_mels < 2 ** freq_splits(self.tiers):
-            raise ValueError(f"n_mels={self.n_mels} is too small for {self.tiers} tiers")
+            problems.append(f"model.n_mels: {self.n_mels} is too small for {self.tiers} tiers (at least "
+                            f"2 ** {freq_splits(self.tiers)} frequency splits = {2 ** freq_splits(self.tiers)})")
         if self.chunk_frames % time_factor(self.tiers):
-            raise ValueError(f"chunk_frames={self.chunk_frames} must be a multiple of "
-                             f"{time_factor(self.tiers)} (2 ** time-splitting tiers)")
+            problems.append(f"model.chunk_frames: {self.chunk_frames} must be a multiple of "
+                            f"{time_factor(self.tiers)} (2 ** time-splitting tiers of {self.tiers})")
+        return problems
 
 
 # --- multiscale split / interleave ----------------------------------------------

@@ -62,22 +62,27 @@ class PASEConfig(ModelSection):
         self.conv_kernels = tuple(self.conv_kernels)
         self.conv_strides = tuple(self.conv_strides)
         self.worker_weights = {**{name: 1.0 for name in WORKERS}, **self.worker_weights}  # unnamed: 1.0
+        super().__post_init__()
+
+    def problems(self) -> list[str]:
+        """Rules between fields (one field's type and range: schema/model_pase.json)."""
+        problems = []
         hop = math.prod(self.conv_strides)
         if hop * 100 != self.sample_rate:
-            raise ValueError(
-                f"conv_strides multiply to {hop} samples; 10 ms at {self.sample_rate} Hz is {self.sample_rate / 100:g}"
-            )
+            problems.append(f"model.conv_strides: multiply to {hop} samples; 10 ms at model.sample_rate "
+                            f"{self.sample_rate} Hz is {self.sample_rate / 100:g}")
         if not len(self.conv_channels) == len(self.conv_kernels) == len(self.conv_strides):
-            raise ValueError("conv_channels, conv_kernels and conv_strides need one entry per layer")
+            problems.append("model.conv_channels: conv_channels, conv_kernels and conv_strides need one "
+                            f"entry per layer, got {len(self.conv_channels)}, {len(self.conv_kernels)} "
+                            f"and {len(self.conv_strides)}")
         if any(k < s for k, s in zip(self.conv_kernels, self.conv_strides)):
-            raise ValueError("every conv kernel must be at least as long as its stride")
-        if self.sinc_kernel % 2 == 0:
-            raise ValueError(f"sinc_kernel must be odd, got {self.sinc_kernel}")
-        unknown = set(self.worker_weights) - set(WORKERS)
-        if unknown:
-            raise ValueError(f"unknown workers {sorted(unknown)}; known: {list(WORKERS)}")
+            problems.append("model.conv_kernels: every conv kernel must be at least as long as its stride "
+                            "(model.conv_strides)")
         if not any(w > 0 for w in self.worker_weights.values()):
-            raise ValueError("at least one worker needs a weight above 0")
+            problems.append("model.worker_weights: at least one worker needs a weight above 0")
+        if self.win_length > self.n_fft:
+            problems.append(f"model.win_length: {self.win_length} is longer than model.n_fft {self.n_fft}")
+        return problems
 
     def to_dict(self):
         """JSON-ready `model` section."""

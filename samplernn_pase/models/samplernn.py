@@ -38,7 +38,6 @@ from samplernn_pase.audio.mulaw import mulaw_decode, mulaw_encode, mulaw_zero
 from samplernn_pase.models.recurrent import GRUCell, gate_buffer, generation_threads, input_order, run_gru
 from samplernn_pase.models.section import ModelSection
 
-CONDITIONINGS = ("acoustic", "linguistic", "linguistic_lf0")
 CONDITIONING_KEYS = ("acoustic", "linguistic_categorical", "linguistic_real", "lpc", "source", "harmonic")
 
 
@@ -55,7 +54,6 @@ class SampleRNNConfig(ModelSection):
     speaker_embedding_size: int = 15
     speaker_vector_size: int = 0        # > 0: speakers are given as float vectors
     linguistic_embedding_size: int = 15  # width of each of the four shared linguistic tables
-    sequence_length: int = 13           # frames per training chunk (the loader's)
     lpc_order: int = 0                  # > 0: the sample level models the residual of a linear
                                         # predictor of this order (acoustic conditioning only)
     harmonic_source: bool = False       # a pulse train at F0 enters the sample level
@@ -71,32 +69,35 @@ class SampleRNNConfig(ModelSection):
 
     def __post_init__(self):
         tiers = len(self.ratios)
-        if tiers < 1 or any(int(r) < 1 for r in self.ratios):
-            raise ValueError(f"ratios must be positive integers, got {self.ratios}")
         self.ratios = [int(r) for r in self.ratios]
         for name in ("rnn_layers", "rnn_hidden_size"):
             value = getattr(self, name)
-            value = [int(value)] * tiers if isinstance(value, (int, float)) else [int(v) for v in value]
-            if len(value) != tiers:
-                raise ValueError(f"{name} needs one value per tier ({tiers}), got {value}")
-            setattr(self, name, value)
-        if self.conditioning not in CONDITIONINGS:
-            raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}")
+            setattr(self, name, [int(value)] * tiers if isinstance(value, (int, float)) else [int(v) for v in value])
         self.linguistic_table_sizes = [int(v) for v in self.linguistic_table_sizes]
         self.linguistic_column_tables = [int(t) for t in self.linguistic_column_tables]
-        if any(not 0 <= t < len(self.linguistic_table_sizes) for t in self.linguistic_column_tables):
-            raise ValueError(f"linguistic_column_tables {self.linguistic_column_tables} index tables "
-                             f"that do not exist ({len(self.linguistic_table_sizes)} tables)")
         self.lpc_order, self.source_context = int(self.lpc_order), int(self.source_context)
-        if not 0 <= self.lpc_order < self.frame_size:   # the look-back frame holds its lags
-            raise ValueError(f"lpc_order must be 0 (off) or 1..{self.frame_size - 1}, got {self.lpc_order}")
+        super().__post_init__()
+
+    def problems(self) -> list[str]:
+        """Rules between fields (one field's type and range: schema/model_samplernn.json)."""
+        tiers, problems = len(self.ratios), []
+        for name in ("rnn_layers", "rnn_hidden_size"):
+            if len(getattr(self, name)) != tiers:
+                problems.append(f"model.{name}: one value for all tiers or one per tier ({tiers} "
+                                f"for ratios {self.ratios}), got {getattr(self, name)}")
+        if self.lpc_order >= self.frame_size:   # the look-back frame holds its lags
+            problems.append(f"model.lpc_order: must be 0 (off) or 1..{self.frame_size - 1} (below the "
+                            f"top tier's frame of prod(ratios) = {self.frame_size}), got {self.lpc_order}")
         if self.lpc_order and self.conditioning != "acoustic":
-            raise ValueError("lpc_order needs conditioning \"acoustic\": the predictor comes from the "
-                             "frames' mel-cepstrum")
+            problems.append(f"model.lpc_order: {self.lpc_order} needs model.conditioning \"acoustic\" (the "
+                            f"predictor comes from the frames' mel-cepstrum), not {self.conditioning!r}")
         if self.harmonic_source and self.conditioning == "linguistic":
-            raise ValueError("harmonic_source needs F0: conditioning \"acoustic\" or \"linguistic_lf0\"")
-        if self.source_context < 0:
-            raise ValueError(f"source_context must be >= 0, got {self.source_context}")
+            problems.append("model.harmonic_source: needs F0, model.conditioning \"acoustic\" or "
+                            "\"linguistic_lf0\", not \"linguistic\"")
+        if any(not 0 <= t < len(self.linguistic_table_sizes) for t in self.linguistic_column_tables):
+            problems.append(f"linguistic_column_tables {self.linguistic_column_tables} index tables "
+                            f"that do not exist ({len(self.linguistic_table_sizes)} tables)")
+        return problems
 
     # The config lists tiers bottom first, as the seed does ([20, 4]: a tier of
     # 20-sample frames under a tier of 80-sample frames); the model builds them
@@ -198,11 +199,6 @@ class FrameTier(nn.Module):
                     nn.init.orthogonal_(gate)
             elif name.startswith("bias"):
                 nn.init.zeros_(param)
-
-    def upsample_matrix(self):
-        """The transposed convolution (kernel = stride) as a (H_in, ratio * H_out) matrix."""
-        weight = self.upsample.weight                   # (H_in, H_out, ratio)
-        return weight.transpose(1, 2).reshape(weight.shape[0], -1)
 
     def upsample_frames(self, output):
         """(B, n, H_in) -> (B, n * ratio, H_out): the transposed convolution as one

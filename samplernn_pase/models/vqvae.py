@@ -21,7 +21,6 @@ from torch import nn
 from torch import distributed as torch_dist
 
 from ..audio.mel import MelAnalysis
-from . import checked
 from .section import ModelSection
 
 
@@ -55,34 +54,36 @@ class VQVAEConfig(ModelSection, MelAnalysis):
     disc_channels: int = 64
     min_adapt_weight: float = 0.0
     max_adapt_weight: float = 1.0
-    adam_betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
+    default_adam_betas = (0.5, 0.9)      # training.adam_betas when null: the seed's, for GAN training
 
     def axis_steps(self) -> tuple[int, int]:
         """log2 of the frequency and time downsampling factors."""
         return int(math.log2(self.downsample_freq)), int(math.log2(self.downsample_time))
 
-    def check(self) -> str | None:
-        """A problem with the config (field: reason), or None."""
+    def problems(self) -> list[str]:
+        """Rules between fields (one field's type and range: schema/model_vqvae.json)."""
+        problems = self.analysis_problems()
         levels = len(self.channel_multipliers)
         for name in ("downsample_freq", "downsample_time"):
             factor = getattr(self, name)
             if factor < 1 or factor & (factor - 1):
-                return f"model.{name}: {factor} is not a power of 2"
+                return problems + [f"model.{name}: {factor} is not a power of 2"]
         if max(self.axis_steps()) != levels - 1:
-            return (f"model.channel_multipliers: {levels} levels give {levels - 1} downsamplings, but "
-                    f"downsample_freq {self.downsample_freq} / downsample_time {self.downsample_time} "
-                    f"need {max(self.axis_steps())}")
+            problems.append(f"model.channel_multipliers: {levels} levels give {levels - 1} downsamplings, "
+                            f"but downsample_freq {self.downsample_freq} / downsample_time "
+                            f"{self.downsample_time} need {max(self.axis_steps())}")
         if self.n_mels % self.downsample_freq:
-            return f"model.n_mels: {self.n_mels} is not a multiple of downsample_freq {self.downsample_freq}"
+            problems.append(f"model.n_mels: {self.n_mels} is not a multiple of downsample_freq "
+                            f"{self.downsample_freq}")
         if self.crop_frames % self.downsample_time:
-            return (f"model.crop_frames: {self.crop_frames} is not a multiple of downsample_time "
-                    f"{self.downsample_time}")
+            problems.append(f"model.crop_frames: {self.crop_frames} is not a multiple of downsample_time "
+                            f"{self.downsample_time}")
         # The PatchGAN halves both axes disc_layers times, then two 4x4 convolutions take 3 more.
         if min(self.n_mels, self.crop_frames) < 3 * 2 ** self.disc_layers:
-            return (f"model.disc_layers: {self.disc_layers} layers need crops of at least "
-                    f"{3 * 2 ** self.disc_layers} mels and frames (n_mels {self.n_mels}, "
-                    f"crop_frames {self.crop_frames})")
-        return None
+            problems.append(f"model.disc_layers: {self.disc_layers} layers need crops of at least "
+                            f"{3 * 2 ** self.disc_layers} mels and frames (n_mels {self.n_mels}, "
+                            f"crop_frames {self.crop_frames})")
+        return problems
 
 
 def swish(x: torch.Tensor) -> torch.Tensor:
@@ -229,8 +230,6 @@ class VectorQuantizer(nn.Module):
     def __init__(self, size: int, dim: int, commitment_weight: float, update: str = "gradient",
                  ema_decay: float = 0.99, dead_code_steps: int = 0, noise_sigma: float = 0.0):
         super().__init__()
-        if update not in ("gradient", "ema"):
-            raise ValueError(f"codebook update {update!r}: gradient or ema")
         self.size, self.dim = size, dim
         self.commitment_weight, self.update = commitment_weight, update
         self.ema_decay, self.dead_code_steps, self.noise_sigma = ema_decay, dead_code_steps, noise_sigma
@@ -344,7 +343,7 @@ class MelVQVAE(nn.Module):
 
     def __init__(self, config: VQVAEConfig):
         super().__init__()
-        self.config = checked(config)
+        self.config = config
         self.encoder = Encoder(config)
         self.quantizer = VectorQuantizer(config.codebook_size, config.codebook_dim, config.commitment_weight,
                                          config.codebook_update, config.ema_decay, config.dead_code_steps,

@@ -53,9 +53,6 @@ class CWGANGPRunner(Runner):
     def prepare_experiment(config, data_index, normalization, experiments_path, data_path, log):
         """`init`: the labels must exist in the corpus; the scaled log-mels go into mels.npz."""
         labels = SpeakerLabels(data_index, config["model"]["labels"])
-        problem = CWGANGPConfig.from_dict(config["model"], label_sizes=labels.sizes).check()
-        if problem:
-            raise UserError(problem)
         log.info("cwgan_gp labels: %s (classes %s)", labels.kinds, list(labels.sizes))
         return prepare_mels(config, data_index, normalization, data_path, log)
 
@@ -65,16 +62,12 @@ class CWGANGPRunner(Runner):
         self.labels = SpeakerLabels(self.index, model["labels"])
         self.model_config = CWGANGPConfig.from_dict(model, n_mels=self.crops.n_mels,
                                                     label_sizes=self.labels.sizes)
-        problem = self.model_config.check()
-        if problem:
-            raise UserError(problem)
         self.critic_steps = 0      # critic steps taken: the generator steps every n_critic-th
         return CWGANGP(self.model_config)
 
     def optimizers(self, training):
-        settings = {} if training["optimizer"] == "sgd" else {"betas": tuple(self.config["model"]["adam_betas"])}
-        return {"critic": build_optimizer(self.model.critic.parameters(), training, **settings),
-                "generator": build_optimizer(self.model.generator.parameters(), training, **settings)}
+        return {"critic": build_optimizer(self.model.critic.parameters(), training),
+                "generator": build_optimizer(self.model.generator.parameters(), training)}
 
     # --- batches --------------------------------------------------------------------
 

@@ -46,12 +46,6 @@ class GPTPriorRunner(Runner):
         self.speaker_labels = self.label_table()
         model_config = self.config["model"]
         self.window_columns = model_config["block_size"] // self.codes.column_height
-        if self.window_columns < 2:
-            raise UserError(f"model.block_size: {model_config['block_size']} codes hold less than two "
-                            f"time columns of {self.codes.column_height} codes")
-        if model_config["n_embd"] % model_config["n_head"]:
-            raise UserError(f"model.n_embd: {model_config['n_embd']} is not a multiple of model.n_head "
-                            f"{model_config['n_head']}")
         self.model_config = GPTConfig.from_dict(
             model_config, block_size=self.window_columns * self.codes.column_height,
             codebook_size=self.codes.codebook_size, column_height=self.codes.column_height,

@@ -27,9 +27,6 @@ class MelNetRunner(Runner):
 
     def build_model(self):
         self.model_config = MelNetConfig.from_dict(self.config["model"])
-        if self.model_config.chunk_frames < 1:
-            raise UserError("model.chunk_frames: MelNet trains in chunks; give a positive multiple "
-                            "of 2 ** (time-splitting tiers)")
         normalization = self.context.experiment.normalization()
         if "mel_mean" not in normalization:
             raise UserError(f"{self.context.experiment.normalization_path}: no mel_mean / mel_std "

@@ -32,9 +32,6 @@ class PASERunner(Runner):
 
     def build_model(self):
         self.pase_config = PASEConfig.from_dict(self.config["model"])
-        if self.pase_config.sample_rate != self.index["sample_rate"]:
-            raise UserError(f"model.sample_rate: {self.pase_config.sample_rate} differs from the "
-                            f"corpus rate data.sample_rate {self.index['sample_rate']}")
         self.targets = ChunkTargets(self.pase_config, self.audio, self.config["data"])
         hop = self.targets.hop
         self.chunk_samples = int(self.pase_config.chunk_seconds * self.pase_config.sample_rate) // hop * hop

@@ -38,8 +38,7 @@ class SampleRNNRunner(Runner):
             linguistic_table_sizes=self.store.linguistic_table_sizes,
             linguistic_column_tables=self.store.linguistic_column_tables,
             linguistic_real_dim=self.store.linguistic_real_dim,
-            speaker_vector_size=0 if self.speaker_vectors is None else self.speaker_vectors.shape[1],
-            sequence_length=self.config["training"]["sequence_length"])
+            speaker_vector_size=0 if self.speaker_vectors is None else self.speaker_vectors.shape[1])
         self.source = SampleRNNSource(
             self.store, self.model_config.frame_size, self.model_config.conditioning, self.model_config.q_levels,
             lpc_order=self.model_config.lpc_order,

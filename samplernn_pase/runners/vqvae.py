@@ -40,14 +40,6 @@ def code_perplexity(codes: np.ndarray, codebook_size: int) -> float:
     return float(np.exp(-np.sum(probabilities * np.log(probabilities))))
 
 
-def vqvae_config(config: dict) -> VQVAEConfig:
-    model_config = VQVAEConfig.from_dict(config["model"])
-    problem = model_config.check()
-    if problem:
-        raise UserError(problem)
-    return model_config
-
-
 class VQVAERunner(Runner):
     loss_name = "autoencoder_loss"
     find_unused_parameters = True     # the discriminator gets no gradient before disc_start
@@ -55,21 +47,17 @@ class VQVAERunner(Runner):
     @staticmethod
     def prepare_experiment(config, data_index, normalization, experiments_path, data_path, log):
         """`init`: the scaled log-mel of every utterance (mels.npz)."""
-        vqvae_config(config)
         return prepare_mels(config, data_index, normalization, data_path, log)
 
     def build_model(self):
-        self.model_config = vqvae_config(self.config)
+        self.model_config = VQVAEConfig.from_dict(self.config["model"])
         self.mels = MelCrops.of_experiment(self.context.experiment.root)
         self.batches_seen = 0         # autoencoder batches, all epochs: the GAN starts at disc_start
         return MelVQVAE(self.model_config)
 
     def optimizers(self, training):
-        overrides = {}
-        if training["optimizer"] in ("adam", "adamw"):
-            overrides["betas"] = tuple(self.model_config.adam_betas)
-        return {"autoencoder": build_optimizer(self.model.autoencoder_parameters(), training, **overrides),
-                "discriminator": build_optimizer(self.model.discriminator_parameters(), training, **overrides)}
+        return {"autoencoder": build_optimizer(self.model.autoencoder_parameters(), training),
+                "discriminator": build_optimizer(self.model.discriminator_parameters(), training)}
 
     def loader(self, split: str, epoch: int, shuffle: bool, batch_size: int | None = None):
         return self.mels.loader(self.utterance_ids(split), batch_size or self.config["training"]["batch_size"],

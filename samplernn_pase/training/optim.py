@@ -12,12 +12,14 @@ import torch
 
 
 def build_optimizer(parameters, training: dict, **overrides) -> torch.optim.Optimizer:
-    """The optimizer named by `training.optimizer`; `overrides` replace its settings
-    (e.g. `betas=(0.5, 0.9)` and another `lr` for a GAN critic)."""
+    """The optimizer named by `training.optimizer`, with `training.adam_betas` for Adam(W);
+    `overrides` replace its settings (e.g. another `lr` for a GAN critic)."""
     kind = training["optimizer"]
     settings = {"lr": training["learning_rate"], "weight_decay": training["weight_decay"]}
     if kind == "sgd":
         settings["momentum"] = 0.9
+    elif training.get("adam_betas") is not None:
+        settings["betas"] = tuple(training["adam_betas"])
     settings.update(overrides)
     optimizer_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
                        "sgd": torch.optim.SGD}[kind]
