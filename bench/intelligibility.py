@@ -1,10 +1,10 @@
 """The intelligibility judge on the demo's test recordings and their WORLD resynthesis.
 
-    python bench/intelligibility.py [--data-path /tmp/demo_data] [--max-seconds 2.0]
+    python bench/intelligibility.py [--data-path /tmp/demo_data] [--max-seconds 2.0] [--utterances 4]
 
 Runs `init`'s data preparation on the demo corpus (built in --data-path when
-missing), takes the test split of the modeling speakers (the utterances a
-`test` draws from), and prints one JSON object: mean WER and CER of Whisper
+missing), takes the utterances a `test` renders (--utterances of the test split
+of the modeling speakers, one per speaker first; 0: all of them), and prints one JSON object: mean WER and CER of Whisper
 tiny.en on the real recordings and on their WORLD resynthesis from the cached
 features, whole and cut to --max-seconds with the label-span rule (the words
 whose end lies inside the cut), the number of utterances scored and why the
@@ -28,20 +28,21 @@ from samplernn_pase.data.prepare import prepare_data  # noqa: E402
 from samplernn_pase.data.store import UtteranceStore  # noqa: E402
 from samplernn_pase.experiment.config import fill_defaults, load_schema  # noqa: E402
 from samplernn_pase.metrics import intelligibility  # noqa: E402
+from samplernn_pase.runners.rendering import choose_test_utterances  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-path", type=Path, default=Path("/tmp/samplernn_pase_bench_demo"))
     parser.add_argument("--max-seconds", type=float, default=2.0)
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--utterances", type=int, default=4, help="as test.utterances; 0: the whole test split")
     args = parser.parse_args()
     data_config = fill_defaults(load_schema("data"), {})
     index, normalization = prepare_data(data_config, args.data_path, seed=0, num_workers=2,
                                         log=logging.getLogger("bench"))
     store = UtteranceStore(index, normalization, args.data_path)
-    modeling = {s["id"] for s in index["speakers"] if s["set"] == "modeling"}
-    utterances = [u for u in index["utterances"] if u["split"] == args.split and u["speaker"] in modeling]
+    chosen = choose_test_utterances(index, args.utterances or len(index["utterances"]))
+    utterances = [u for u in index["utterances"] if u["id"] in chosen]
     rate = index["sample_rate"]
     rows = {f"{row}_{span}": [] for row in ("real", "world") for span in ("whole", "cut")}
     unscored, started = {}, time.perf_counter()

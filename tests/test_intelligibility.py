@@ -259,3 +259,21 @@ def test_every_row_of_a_test_is_judged_against_the_words_of_its_span(demo_prepar
     assert evaluation.spoken_words(mismatched["id"], cut) is None
     assert "transcript" in evaluation.settings()["intelligibility"]["unscored"][mismatched["id"]]
     assert evaluation.spoken_words("no-such-utterance", cut) is None
+
+
+def test_report_shows_the_words_beside_what_was_heard(tmp_path):
+    from samplernn_pase.report.collect import read_section
+
+    for name in ("demo_f1_001.wav", "demo_f1_001.real.wav", "sample-0.wav"):
+        soundfile.write(tmp_path / name, np.zeros(160, np.float32), 16000)
+    metrics = {"utterances": {"demo_f1_001": {"wer": 0.25, "transcript": "the birch canoe",
+                                              "reference_text": "The birch canoe slid"},
+                              "sample-0": {"dnsmos_ovrl": 1.5}},
+               "references": {"real": {"utterances": {"demo_f1_001": {"wer": 0.0,
+                                                                      "transcript": "The birch canoe slid"}}}}}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    section = read_section("", tmp_path, ["demo_f1_001"])
+    results = {u.stem: u for u in section.utterances}
+    assert results["demo_f1_001"].texts == {"said": "The birch canoe slid", "heard": "the birch canoe",
+                                           "heard (real)": "The birch canoe slid"}
+    assert results["demo_f1_001"].metrics["wer"] == 0.25 and results["sample-0"].texts == {}
