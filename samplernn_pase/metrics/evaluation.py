@@ -65,7 +65,9 @@ class Evaluation:
             return None
         words, reason = intelligibility.spoken_words(utterance["text"], utterance.get("word_ends"),
                                                      utterance["seconds"], num_samples / self.sample_rate)
-        if reason is not None:
+        if reason is None:
+            self.unscored.pop(utterance_id, None)
+        else:
             self.unscored[utterance_id] = reason
         return words
 
@@ -103,15 +105,16 @@ class Evaluation:
         keys = [(i, None if max_samples is None else int(max_samples)) for i in ids]
         return audio_frechet(generated, real, self.sample_rate, self.pase, self._frechet_cache, keys)
 
-    def settings(self) -> dict:
-        """What metrics.json says about how it was judged."""
+    def settings(self, utterance_ids=None) -> dict:
+        """What metrics.json says about how it was judged (`unscored`: of `utterance_ids`, or all)."""
         from importlib.metadata import version
         return {
             "speaker_encoder": f"Resemblyzer {version('Resemblyzer')} (GE2E, weights from its wheel)",
             "speaker_references_per_speaker": REFERENCE_UTTERANCES_PER_SPEAKER,
             "mos": f"DNSMOS P.808 and P.835 (speechmos {version('speechmos')}, "
                    f"onnxruntime {version('onnxruntime')})",
-            "intelligibility": {**intelligibility.settings(), "unscored": dict(sorted(self.unscored.items()))},
+            "intelligibility": {**intelligibility.settings(), "unscored": {
+                i: why for i, why in sorted(self.unscored.items()) if utterance_ids is None or i in utterance_ids}},
             "analysis": {k: self.params[k] for k in ("f0_method", "f0_floor", "f0_ceil", "mcep_order",
                                                      "mcep_alpha", "hop_length", "sample_rate")},
         }

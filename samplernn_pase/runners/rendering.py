@@ -130,7 +130,7 @@ def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[di
                               for row, rows in reference_rows.items()}}
     if evaluation is not None:
         metrics["frechet"] = evaluation.frechet(generated_set, speaker_set, max_samples)
-        metrics["evaluation"] = evaluation.settings()
+        metrics["evaluation"] = evaluation.settings({item.get("words_of") for item in rendered})
     atomic_write_json(out_dir / "metrics.json", metrics)
     if writer is not None:
         scalars = {f"{tag}/{key}": value for key, value in metrics["mean"].items()}
