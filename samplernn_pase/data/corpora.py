@@ -80,7 +80,7 @@ def read_transcript(path: Path) -> str | None:
     """The text of a one-utterance transcript file (lines joined), None when absent or empty."""
     try:
         text = " ".join(Path(path).read_text(encoding="utf-8", errors="replace").split())
-    except (FileNotFoundError, IsADirectoryError):
+    except OSError:             # absent (or unreadable): no transcript, as for a corpus without them
         return None
     return text or None
 
