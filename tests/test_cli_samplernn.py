@@ -177,6 +177,12 @@ def check_evaluation(metrics: dict) -> None:
         assert figures["generated"] == 2 and figures["real"] >= 2
         assert math_finite(figures["distance"]) and math_finite(figures["floor"])
     assert metrics["evaluation"]["analysis"]["mcep_alpha"] == 0.41
+    # 0.1 s cuts end before any word of a demo sentence does: no row has a WER, and
+    # metrics.json says why for each utterance (tests/test_intelligibility.py judges longer spans).
+    unscored = metrics["evaluation"]["intelligibility"]["unscored"]
+    assert set(unscored) == set(metrics["utterances"])
+    assert all("before its first word ends" in why for why in unscored.values())
+    assert all("wer" not in row["mean"] for row in rows.values())
 
 
 def test_info_lists_utterance_ids_and_options_follow_the_command(workspace):

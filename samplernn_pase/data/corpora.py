@@ -18,6 +18,12 @@ Layouts:
 - ljspeech: `metadata.csv` (id|text|normalized text) + `wavs/<id>.wav`; one female speaker.
 - folder: `<speaker>/<utterance>.wav|.flac` with an optional `speakers.csv` (id,gender).
 - demo: the embedded eSpeak NG corpus (demo_corpus.py), built on first use.
+
+Transcripts (`SourceUtterance.text`, None where the corpus has none): a `.txt`
+beside the audio for `folder` and the demo; VCTK's `txt/<speaker>/<stem>.txt`;
+ARCTIC's prompts `etc/txt.done.data`, lines `( arctic_a0001 "Author of the ...
+etc." )`; LJSpeech's third metadata field, the text with numbers and
+abbreviations spelled out (the second when the third is empty).
 """
 
 import csv
@@ -42,6 +48,7 @@ class SourceUtterance:
     speaker: str
     audio: Path
     labels: Path | None
+    text: str | None = None     # what is said, as the corpus writes it
 
 
 @dataclass
@@ -69,6 +76,43 @@ def _labels_beside(audio: Path, *stems: str) -> Path | None:
     return None
 
 
+def read_transcript(path: Path) -> str | None:
+    """The text of a one-utterance transcript file (lines joined), None when absent or empty."""
+    try:
+        text = " ".join(Path(path).read_text(encoding="utf-8", errors="replace").split())
+    except OSError:             # absent (or unreadable): no transcript, as for a corpus without them
+        return None
+    return text or None
+
+
+_PROMPT_LINE = re.compile(r'^\(\s*(\S+)\s+"((?:[^"\\]|\\.)*)"\s*\)\s*$')
+
+
+def read_arctic_prompts(path: Path) -> dict[str, str]:
+    """{utterance stem: text} of a Festival prompt file (ARCTIC's etc/txt.done.data):
+    one `( arctic_a0001 "Author of the danger trail, Philip Steels, etc." )` per line,
+    with `\\"` for a quote inside the text."""
+    prompts = {}
+    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        match = _PROMPT_LINE.match(line.strip())
+        if match:
+            prompts[match.group(1)] = re.sub(r'\\(.)', r"\1", match.group(2)).strip()
+    return prompts
+
+
+def read_ljspeech_metadata(path: Path) -> list[tuple[str, str | None]]:
+    """(stem, text) of every line of LJSpeech's metadata.csv (`id|text|normalized text`, no
+    quoting: the texts hold bare `"`): the normalized text, else the text, else None."""
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        fields = [f.strip() for f in line.split("|")]
+        if not fields[0]:
+            continue
+        text = next((f for f in reversed(fields[1:3]) if f), None)
+        rows.append((fields[0], text))
+    return rows
+
+
 class _Builder:
     def __init__(self, name: str):
         self.corpus = Corpus(name)
@@ -78,10 +122,11 @@ class _Builder:
         self.corpus.speakers.setdefault(speaker_id, gender)
         return speaker_id
 
-    def utterance(self, raw_speaker: str, stem: str, audio: Path, labels: Path | None) -> None:
+    def utterance(self, raw_speaker: str, stem: str, audio: Path, labels: Path | None,
+                  text: str | None = None) -> None:
         speaker_id = f"{self.corpus.name}_{raw_speaker}"
         utterance_id = f"{self.corpus.name}_{stem}" if stem.startswith(raw_speaker) else f"{speaker_id}_{stem}"
-        self.corpus.utterances.append(SourceUtterance(utterance_id, speaker_id, audio, labels))
+        self.corpus.utterances.append(SourceUtterance(utterance_id, speaker_id, audio, labels, text))
 
 
 def _audio_files(folder: Path) -> list[Path]:
@@ -113,7 +158,8 @@ def read_vctk(root: Path, name: str, mic: str = "mic1") -> Corpus:
                 if not stem.endswith(suffix):
                     continue
                 stem = stem[: -len(suffix)]
-            builder.utterance(raw, stem, audio, _labels_beside(audio, stem))
+            builder.utterance(raw, stem, audio, _labels_beside(audio, stem),
+                              read_transcript(root / "txt" / raw / f"{stem}.txt"))
     return builder.corpus
 
 
@@ -129,10 +175,11 @@ def read_cmu_arctic(root: Path, name: str) -> Corpus:
         wav_folder = folder / "wav"
         if not wav_folder.is_dir():
             raise UserError(f"{folder}: no wav/ folder")
-        listed = None
+        listed, texts = None, {}
         prompts = folder / "etc" / "txt.done.data"
         if prompts.exists():
             listed = re.findall(r"^\(\s*(\S+)", prompts.read_text(encoding="utf-8", errors="replace"), re.M)
+            texts = read_arctic_prompts(prompts)
         files = {p.stem: p for p in _audio_files(wav_folder)}
         for stem in (listed if listed is not None else sorted(files)):
             if stem not in files:
@@ -142,7 +189,7 @@ def read_cmu_arctic(root: Path, name: str) -> Corpus:
             in_lab_folder = folder / "lab" / f"{stem}.lab"
             if labels is None and is_full_context_file(in_lab_folder):
                 labels = in_lab_folder
-            builder.utterance(raw, stem, files[stem], labels)
+            builder.utterance(raw, stem, files[stem], labels, texts.get(stem))
     return builder.corpus
 
 
@@ -152,15 +199,12 @@ def read_ljspeech(root: Path, name: str) -> Corpus:
     if not metadata.exists():
         raise UserError(f"{metadata}: not found (an LJSpeech folder has metadata.csv and wavs/)")
     builder.speaker("LJ", "f")
-    for line in metadata.read_text(encoding="utf-8").splitlines():
-        stem = line.split("|", 1)[0].strip()
-        if not stem:
-            continue
+    for stem, text in read_ljspeech_metadata(metadata):
         audio = root / "wavs" / f"{stem}.wav"
         if not audio.exists():
             builder.corpus.missing.append(str(audio))
             continue
-        builder.utterance("LJ", stem, audio, _labels_beside(audio))
+        builder.utterance("LJ", stem, audio, _labels_beside(audio), text)
     return builder.corpus
 
 
@@ -182,7 +226,8 @@ def read_folder(root: Path, name: str) -> Corpus:
             continue
         builder.speaker(folder.name, genders.get(folder.name))
         for audio in files:
-            builder.utterance(folder.name, audio.stem, audio, _labels_beside(audio))
+            builder.utterance(folder.name, audio.stem, audio, _labels_beside(audio),
+                              read_transcript(audio.with_suffix(".txt")))
     return builder.corpus
 
 

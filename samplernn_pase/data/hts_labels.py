@@ -183,6 +183,16 @@ def read_labels(path: Path) -> PhoneLabels:
     return parse_lines(text.splitlines())
 
 
+def word_end_times(labels: PhoneLabels) -> np.ndarray:
+    """(W,) seconds at which each word of the utterance ends, in order: the ends of the
+    phones that close a word, i.e. the last phone of its syllable (p7 = 1) in the last
+    syllable of its word (b5 = 1). Pauses have x (0) there and close nothing."""
+    real = labels.real
+    last_in_syllable = real[:, LABEL_REAL_FIELDS.index("p7")] == 1
+    last_in_word = real[:, LABEL_REAL_FIELDS.index("b5")] == 1
+    return labels.ends[last_in_syllable & last_in_word]
+
+
 def is_full_context_file(path: Path) -> bool:
     """Whether a .lab file looks like HTS full-context labels (its first line has a /A: section),
     as opposed to, say, the Festival segment labels in CMU ARCTIC's own lab/ folder."""

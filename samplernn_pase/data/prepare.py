@@ -187,6 +187,7 @@ def prepare_data(data_config: dict, data_path: Path, seed: int, num_workers: int
             "num_frames": int(result["num_frames"]), "split": split_of[uid],
             "audio": _relative(source.audio, data_path), "features": result["features"],
             "has_labels": bool(result["has_labels"]),
+            "text": source.text, "word_ends": word_ends(source) if result["has_labels"] else None,
         })
     speakers = [{"id": s, "corpus": corpus_of[s], "gender": genders.get(s), "seconds": round(speaker_seconds[s], 3),
                  "set": speaker_set[s], "index": speaker_index[s]} for s in speaker_ids]
@@ -204,6 +205,14 @@ def prepare_data(data_config: dict, data_path: Path, seed: int, num_workers: int
     }
     _log_summary(index, log)
     return index, normalization
+
+
+def word_ends(source) -> list[float] | None:
+    """When each word of a transcribed utterance ends (seconds, from its labels; the
+    intelligibility judge takes the words said inside a cut rendering from them)."""
+    if source.text is None or source.labels is None:
+        return None
+    return [round(float(t), 4) for t in hts_labels.word_end_times(hts_labels.read_labels(source.labels))]
 
 
 def linguistic_vocabularies(phone_categoricals: list[np.ndarray]) -> dict[str, list[str]]:

@@ -1,4 +1,4 @@
-"""The independent judges of a `test`: speaker similarity, DNSMOS and Fréchet distances.
+"""The independent judges of a `test`: speaker similarity, DNSMOS, intelligibility and Fréchet distances.
 
 One `Evaluation` per runner, built on first use: Resemblyzer and DNSMOS
 load lazily, and what does not change between epochs is computed once (the
@@ -12,11 +12,16 @@ embedding each. A rendered utterance is scored against its own speaker's
 centroid without the recording of that same utterance, and against the
 other speakers' centroids (mean cosine), for the model's audio and for the
 reference rows alike.
+
+Intelligibility (intelligibility.py): WER and CER of Whisper tiny.en for audio
+that says the words of a transcribed utterance, against the words said in the
+span it covers; the same words for the model's audio and its reference rows.
 """
 
 import numpy as np
 
 from ..data.features import feature_params
+from . import intelligibility
 from .frechet import audio_frechet
 from .mos import dnsmos
 from .speaker import SpeakerCentroids, resemblyzer_embedding
@@ -31,6 +36,8 @@ class Evaluation:
         self.sample_rate = index["sample_rate"]
         self.params = index.get("feature_params") or feature_params(data_config)
         self.speaker_of = {u["id"]: u["speaker"] for u in index["utterances"]}
+        self.utterances = {u["id"]: u for u in index["utterances"]}
+        self.unscored: dict[str, str] = {}      # utterance -> why it has no WER
         self._centroids = None
         self._reference_scores: dict[tuple, dict] = {}
         self._frechet_cache: dict = {}
@@ -49,8 +56,24 @@ class Evaluation:
             self._centroids = SpeakerCentroids(embeddings, self.speaker_of)
         return self._centroids
 
-    def judge(self, audio: np.ndarray, utterance_id: str | None = None) -> dict:
-        """Speaker similarity to the utterance's speaker (when it has one) and DNSMOS."""
+    def spoken_words(self, utterance_id: str | None, num_samples: int) -> str | None:
+        """The words of a transcribed utterance said in its first `num_samples` (None: none
+        known; the reason is kept for `settings`). A data.json without `text` (written
+        before transcripts were kept) has none."""
+        utterance = self.utterances.get(utterance_id)
+        if utterance is None or utterance.get("text") is None:
+            return None
+        words, reason = intelligibility.spoken_words(utterance["text"], utterance.get("word_ends"),
+                                                     utterance["seconds"], num_samples / self.sample_rate)
+        if reason is None:
+            self.unscored.pop(utterance_id, None)
+        else:
+            self.unscored[utterance_id] = reason
+        return words
+
+    def judge(self, audio: np.ndarray, utterance_id: str | None = None, words: str | None = None) -> dict:
+        """Speaker similarity to the utterance's speaker (when it has one), DNSMOS, and WER/CER
+        against the words the audio should say (when given)."""
         speaker = self.speaker_of.get(utterance_id)
         if speaker is None:          # e.g. an unconditional sample: no speaker to compare with
             scores = SpeakerCentroids({}, {}).scores(None, None)
@@ -58,13 +81,15 @@ class Evaluation:
             embedding = resemblyzer_embedding(audio, self.sample_rate)
             scores = self.centroids.scores(embedding, speaker, exclude=utterance_id)
         scores.update(dnsmos(audio, self.sample_rate))
+        if words is not None:
+            scores.update(intelligibility.judge_intelligibility(audio, self.sample_rate, words))
         return scores
 
-    def judge_reference(self, row: str, audio: np.ndarray, utterance_id: str) -> dict:
+    def judge_reference(self, row: str, audio: np.ndarray, utterance_id: str, words: str | None = None) -> dict:
         """`judge` of a reference row (real, world, ...), remembered: it does not change by epoch."""
-        key = (row, utterance_id, len(audio))
+        key = (row, utterance_id, len(audio), words)
         if key not in self._reference_scores:
-            self._reference_scores[key] = self.judge(audio, utterance_id)
+            self._reference_scores[key] = self.judge(audio, utterance_id, words)
         return self._reference_scores[key]
 
     def real_set(self, speaker_set: str, max_samples: int | None) -> tuple[list[str], list[np.ndarray]]:
@@ -80,14 +105,16 @@ class Evaluation:
         keys = [(i, None if max_samples is None else int(max_samples)) for i in ids]
         return audio_frechet(generated, real, self.sample_rate, self.pase, self._frechet_cache, keys)
 
-    def settings(self) -> dict:
-        """What metrics.json says about how it was judged."""
+    def settings(self, utterance_ids=None) -> dict:
+        """What metrics.json says about how it was judged (`unscored`: of `utterance_ids`, or all)."""
         from importlib.metadata import version
         return {
             "speaker_encoder": f"Resemblyzer {version('Resemblyzer')} (GE2E, weights from its wheel)",
             "speaker_references_per_speaker": REFERENCE_UTTERANCES_PER_SPEAKER,
             "mos": f"DNSMOS P.808 and P.835 (speechmos {version('speechmos')}, "
                    f"onnxruntime {version('onnxruntime')})",
+            "intelligibility": {**intelligibility.settings(), "unscored": {
+                i: why for i, why in sorted(self.unscored.items()) if utterance_ids is None or i in utterance_ids}},
             "analysis": {k: self.params[k] for k in ("f0_method", "f0_floor", "f0_ceil", "mcep_order",
                                                      "mcep_alpha", "hop_length", "sample_rate")},
         }

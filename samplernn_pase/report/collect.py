@@ -68,6 +68,24 @@ def per_utterance_metrics(metrics: dict) -> dict[str, dict[str, float]]:
     return table
 
 
+def utterance_texts(metrics: dict) -> dict[str, dict[str, str]]:
+    """utterance id -> {"said": reference text, "heard": the model's transcript,
+    "heard (<row>)": each reference row's}, from the intelligibility judge's entries."""
+    texts: dict[str, dict[str, str]] = {}
+    rows = [("", metrics.get("utterances"))]
+    rows += [(row, entry.get("utterances")) for row, entry in (metrics.get("references") or {}).items()
+             if isinstance(entry, dict)]
+    for row, entries in rows:
+        for name, values in (entries if isinstance(entries, dict) else {}).items():
+            if not isinstance(values, dict):
+                continue
+            if isinstance(values.get("reference_text"), str):
+                texts.setdefault(str(name), {})["said"] = values["reference_text"]
+            if isinstance(values.get("transcript"), str):
+                texts.setdefault(str(name), {})[f"heard ({row})" if row else "heard"] = values["transcript"]
+    return texts
+
+
 def series_of(key: str) -> tuple[str, str]:
     """A flattened key as (metric, series): "model.mcd_db" -> ("mcd_db", "model"), so that the
     model and its reference rows share one plot; a top-level number is its own series."""
@@ -98,6 +116,7 @@ class UtteranceResult:
     audio: list[Media] = field(default_factory=list)
     images: list[Media] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)   # the words to say and what Whisper heard
 
     def variant(self, label: str) -> Media | None:
         return next((m for m in self.audio if m.label == label), None)
@@ -159,6 +178,11 @@ def read_section(name: str, folder: Path, known_stems: list[str]) -> ResultSecti
             variant = stem[len(group) + 1:]
             groups[group].metrics.update({f"{variant}.{k}" if variant else k: v
                                           for k, v in values.items()})
+    for utterance_id, texts in utterance_texts(metrics).items():
+        stem = file_stem(utterance_id)
+        group = next((s for s in stems if stem == s or stem.startswith(s + ".")), stem)
+        if group in groups:
+            groups[group].texts.update(texts)
     for result in groups.values():
         result.audio.sort(key=lambda m: variant_order(m.label))
     return ResultSection(name, folder, summary_metrics(metrics), list(groups.values()),

@@ -179,7 +179,7 @@ class MelNetRunner(Runner):
             rendered.append({"id": name + ".upsampled", "audio": self.to_audio(upsampled[0]),
                              "reference": reference_audio, "metrics": metrics,
                              "images": self.tier_panels(stages, real[0].cpu().numpy()),
-                             "utterance": name,
+                             "utterance": name, "words_of": name,
                              # The real recording, and Griffin-Lim from its real mel (the ceiling
                              # of a mel model with this vocoder).
                              "references": {"real": recording, "griffin_lim": reference_audio}})

