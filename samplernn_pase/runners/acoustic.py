@@ -35,7 +35,7 @@ from ..data.features import world_resynthesis
 from ..data.speaker_seeds import SEEDS_FILE, compute_speaker_seeds, read_speaker_seeds
 from ..data.synthesis_input import utterance_record
 from ..errors import UserError
-from ..experiment.folder import atomic_save_npz
+from ..experiment.folder import Experiment, atomic_save_npz
 from ..experiment.release import VOCODER_FOLDER
 from ..experiment.weights import load_weights, named_experiment
 from ..metrics.speech import compare, feature_analysis
@@ -56,12 +56,16 @@ def check_vocoder(model_section: dict, data_index: dict, experiments_path: Path)
     name = model_section.get("vocoder_experiment")
     if name is None:
         return
-    experiment, config, _ = named_experiment(experiments_path, name, model_section.get("vocoder_epoch"),
-                                             "samplernn", FIELD)
-    conditioning = config["model"]["conditioning"]
-    if conditioning != "acoustic":
+    candidate = Experiment(experiments_path, name)
+    conditioning = candidate.config()["model"].get("conditioning", "acoustic") if candidate.exists() else None
+    if conditioning not in (None, "acoustic"):     # said before a missing checkpoint
         raise UserError(f"{FIELD}: {name} is conditioned on {conditioning!r}, not \"acoustic\" (the WORLD "
                         "features this model predicts)")
+    try:
+        experiment, config, _ = named_experiment(experiments_path, name, model_section.get("vocoder_epoch"),
+                                                 "samplernn", FIELD)
+    except UserError as error:
+        raise UserError(error if str(error).startswith(FIELD) else f"{FIELD}: {error}") from None
     theirs, ours = experiment.data_index()["feature_params"], data_index["feature_params"]
     differ = [f"{key} {theirs.get(key)} vs {ours.get(key)}" for key in ANALYSIS_KEYS
               if theirs.get(key) != ours.get(key)]
