@@ -105,11 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
                                "phone_index, position_in_phone, phone_duration, phone_categorical, "
                                "phone_real for linguistic conditioning; needs --speaker")
     rendered.add_argument("--text",
-                          help="new text, read by eSpeak NG in the speaker's voice of the demo "
-                               "corpus: labels, phone durations and log-F0 from that reading, as "
-                               "`init` makes them for the corpus; needs --speaker (a demo speaker)")
+                          help="new text spoken by an acoustic experiment (model.type \"acoustic\"): "
+                               "eSpeak NG gives its labels only, the duration model the timing, the "
+                               "acoustic model the WORLD features, the vocoder the waveform; needs "
+                               "--speaker (a demo speaker)")
+    rendered.add_argument("--espeak-text",
+                          help="SampleRNN experiments: re-vocode eSpeak NG's own reading of new text "
+                               "in the speaker's demo voice (labels, phone durations, log-F0 and the "
+                               "other WORLD features of that reading, as `init` makes them for the "
+                               "corpus); needs --speaker (a demo speaker)")
     synthesize.add_argument("--speaker", default=None,
-                            help="speaker id (see `info`) for --features and --text")
+                            help="speaker id (see `info`) for --features, --text and --espeak-text")
     synthesize.add_argument("--output-dir", type=Path, default=None,
                             help="default: results/epoch-N/synthesized of the experiment, or "
                                  "./synthesized for a release")
@@ -414,7 +420,8 @@ def cmd_synthesize(args, experiment) -> None:
 def require_utterance(args, experiment) -> None:
     """`synthesize --utterance ID`: one of the utterances of data.json (or of the release)."""
     if args.speaker is not None:
-        raise UserError("--speaker: only with --features or --text (an utterance has its speaker)")
+        raise UserError("--speaker: only with --features, --text or --espeak-text (an utterance has its "
+                        "speaker)")
     ids = [u["id"] for u in experiment.data_index()["utterances"]]
     if args.utterance not in ids:
         raise UserError(f"--utterance {args.utterance}: not in "
@@ -423,18 +430,31 @@ def require_utterance(args, experiment) -> None:
 
 
 def synthesis_input(args, experiment, folder: Path) -> dict:
-    """The data.json record of what `synthesize --features/--text` renders (data/synthesis_input.py)."""
+    """The data.json record of what `synthesize --features/--text/--espeak-text` renders
+    (data/synthesis_input.py). `--text` is text-to-speech, through an acoustic experiment;
+    `--espeak-text` re-vocodes eSpeak NG's own reading through a SampleRNN experiment."""
     from .data.synthesis_input import features_file_record, text_record
-    option = "--text" if args.text is not None else "--features"
+    option = next(f"--{name.replace('_', '-')}" for name in ("text", "espeak_text", "features")
+                  if getattr(args, name) is not None)
     if args.speaker is None:
         raise UserError(f"{option}: give the speaker with --speaker NAME (see `info`)")
     config, index = experiment.config(), experiment.data_index()
-    if config["model"]["type"] != "samplernn":
-        raise UserError(f"{option}: only SampleRNN renders from conditioning features; this is a "
-                        f"{config['model']['type']} experiment (use --utterance)")
-    if args.text is not None:
-        return text_record(args.text, args.speaker, index, config["data"], folder)
-    return features_file_record(args.features, args.speaker, index, config["model"]["conditioning"])
+    model_type = config["model"]["type"]
+    if model_type not in ("samplernn", "acoustic"):
+        raise UserError(f"{option}: only SampleRNN and acoustic experiments render from features or "
+                        f"text; this is a {model_type} experiment (use --utterance)")
+    if option == "--text" and model_type != "acoustic":
+        raise UserError("--text: text-to-speech needs an acoustic experiment (model.type \"acoustic\"); "
+                        "--espeak-text re-vocodes eSpeak NG's own reading through this SampleRNN experiment")
+    if option == "--espeak-text" and model_type != "samplernn":
+        raise UserError("--espeak-text: re-vocoding eSpeak NG's reading needs a SampleRNN experiment; "
+                        "an acoustic experiment speaks text with --text")
+    if option != "--features":
+        return text_record(args.text or args.espeak_text, args.speaker, index, config["data"], folder,
+                           option)
+    # An acoustic experiment reads the phone-level labels of the file.
+    return features_file_record(args.features, args.speaker, index,
+                                config["model"].get("conditioning", "linguistic"))
 
 
 def cmd_tensorboard(args, experiment) -> None:

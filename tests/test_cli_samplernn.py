@@ -479,26 +479,26 @@ def one_line_error(result) -> str:
     return lines[0]
 
 
-def test_synthesize_text_reads_it_with_the_demo_front_end(workspace, trained, tmp_path):
+def test_synthesize_espeak_text_revocodes_the_demo_front_ends_reading(workspace, trained, tmp_path):
     from samplernn_pase.data.demo_corpus import read_text
 
     index = json.loads((workspace.experiment(trained) / "data.json").read_text())
     speaker = next(s["id"] for s in index["speakers"] if s["set"] == "modeling")
     text = "Hello there."
-    _, audio = synthesized(workspace.run(trained, "synthesize", "--text", text, "--speaker", speaker,
-                                         "--output-dir", str(tmp_path / "out")))
+    _, audio = synthesized(workspace.run(trained, "synthesize", "--espeak-text", text, "--speaker",
+                                         speaker, "--output-dir", str(tmp_path / "out")))
     # eSpeak NG's own reading of the text by that voice sets the duration (whole frames of it).
     espeak, _ = soundfile.read(read_text(text, speaker.removeprefix("demo_"), 16000, tmp_path / "espeak"))
     assert len(espeak) - 80 < len(audio) <= len(espeak)
 
-    unknown = one_line_error(workspace.run(trained, "synthesize", "--text", text, "--speaker", "nobody",
-                                           check=False))
+    unknown = one_line_error(workspace.run(trained, "synthesize", "--espeak-text", text, "--speaker",
+                                           "nobody", check=False))
     assert "--speaker nobody" in unknown and all(s["id"] in unknown for s in index["speakers"])
-    nameless = one_line_error(workspace.run(trained, "synthesize", "--text", text, check=False))
+    nameless = one_line_error(workspace.run(trained, "synthesize", "--espeak-text", text, check=False))
     assert "--speaker" in nameless
     adaptation = next(s["id"] for s in index["speakers"] if s["set"] == "adaptation")
-    untrained = one_line_error(workspace.run(trained, "synthesize", "--text", text, "--speaker", adaptation,
-                                             check=False))
+    untrained = one_line_error(workspace.run(trained, "synthesize", "--espeak-text", text, "--speaker",
+                                             adaptation, check=False))
     assert adaptation in untrained and "never trained" in untrained
 
 

@@ -115,6 +115,13 @@ def acoustic_features(audio: np.ndarray, params: dict) -> np.ndarray:
     return features[:num_frames].astype(np.float32)
 
 
+def features_f0(acoustic: np.ndarray) -> np.ndarray:
+    """F0 in Hz (0 where unvoiced) of (un-normalized) acoustic features: exp(lf0) where the
+    voiced flag is set."""
+    acoustic = np.asarray(acoustic, dtype=np.float64)
+    return np.where(acoustic[:, 1] > 0.5, np.exp(acoustic[:, 0]), 0.0)
+
+
 def world_resynthesis(acoustic: np.ndarray, params: dict) -> np.ndarray:
     """Audio from (un-normalized) acoustic features by the WORLD vocoder: the classical baseline.
 
@@ -128,7 +135,7 @@ def world_resynthesis(acoustic: np.ndarray, params: dict) -> np.ndarray:
 
     sample_rate, order = params["sample_rate"], params["mcep_order"]
     acoustic = np.asarray(acoustic, dtype=np.float64)
-    f0 = np.where(acoustic[:, 1] > 0.5, np.exp(acoustic[:, 0]), 0.0)
+    f0 = features_f0(acoustic)
     mcep = np.ascontiguousarray(acoustic[:, 2:3 + order])
     fft_size = pyworld.get_cheaptrick_fft_size(sample_rate, params["f0_floor"])
     envelope = np.ascontiguousarray(pysptk.mc2sp(mcep, params["mcep_alpha"], fft_size))

@@ -28,6 +28,10 @@ class Utterance:
     acoustic: np.ndarray                       # float32 (num_frames, 43), normalized
     linguistic_categorical: np.ndarray | None  # int64 (num_frames, 10) indices into each field's table
     linguistic_real: np.ndarray | None         # float32 (num_frames, 45), normalized
+    # Phone level (with labels): what a duration model reads and frames are expanded from.
+    phone_index: np.ndarray | None = None      # int32 (num_frames,) the phone of each frame
+    phone_categorical: np.ndarray | None = None  # int64 (num_phones, 10) indices into each field's table
+    phone_real: np.ndarray | None = None       # float32 (num_phones, 43) the label's numbers, un-normalized
 
     @property
     def num_frames(self) -> int:
@@ -128,22 +132,26 @@ class UtteranceStore:
         except cache.UnreadableEntry as error:
             raise UserError(f"{error} (utterance {utterance_id})") from None
         acoustic = normalize(arrays["acoustic"], self.acoustic_mean[speaker], self.acoustic_std[speaker])
-        categorical = real = None
+        categorical = real = phone_index = phone_indices = phone_real = None
         if self.vocabularies and "phone_categorical" in arrays:
             phone_symbols = arrays["phone_categorical"]
             phone_indices = np.array([[vocabulary.get(symbol, vocabulary[hts_labels.UNKNOWN_SYMBOL])
                                        for vocabulary, symbol in zip(self.vocabularies, row)]
-                                      for row in phone_symbols.tolist()], dtype=np.int64)
+                                      for row in phone_symbols.tolist()], dtype=np.int64
+                                     ).reshape(len(phone_symbols), len(self.vocabularies))
             phone_index = arrays["phone_index"]
-            categorical = phone_indices.reshape(len(phone_symbols), len(self.vocabularies))[phone_index]
+            categorical = phone_indices[phone_index]
             real_values = expand_linguistic(phone_index, arrays["position_in_phone"], arrays["phone_duration"],
                                             arrays["phone_real"])
             real = normalize(real_values, self.linguistic_mean[speaker], self.linguistic_std[speaker])
+            phone_real = arrays["phone_real"].astype(np.float32, copy=False)
         audio = arrays.get("audio")
         if audio is not None:
             audio = audio.astype(np.float32, copy=False)
-        utterance = Utterance(utterance_id, speaker, audio, acoustic, categorical, real)
-        for array in (utterance.audio, utterance.acoustic, categorical, real):
+        utterance = Utterance(utterance_id, speaker, audio, acoustic, categorical, real,
+                              phone_index, phone_indices, phone_real)
+        for array in (utterance.audio, utterance.acoustic, categorical, real, phone_index, phone_indices,
+                      phone_real):
             if array is not None:
                 array.flags.writeable = False
         return utterance

@@ -106,17 +106,19 @@ def check_shapes(path: Path, arrays: dict, index: dict, names: tuple[str, ...]) 
         raise UserError(f"--features {path}: phone_index points outside the {phones} phones")
 
 
-def text_record(text: str, speaker: str, index: dict, data_config: dict, folder: Path) -> dict:
-    """`--text "..." --speaker NAME`: eSpeak NG reads the text in the speaker's demo voice;
-    the features of that reading are saved in `folder` as `init` would cache them."""
+def text_record(text: str, speaker: str, index: dict, data_config: dict, folder: Path,
+                option: str = "--text") -> dict:
+    """`--text "..." --speaker NAME` (or `--espeak-text`): eSpeak NG reads the text in the
+    speaker's demo voice; the features of that reading are saved in `folder` as `init` would
+    cache them. An acoustic experiment takes only its labels; SampleRNN re-vocodes it all."""
     record = require_speaker(speaker, index)
     corpus_types = {entry.get("name") or entry["type"]: entry["type"] for entry in data_config["corpora"]}
     if corpus_types.get(record["corpus"]) != "demo":
         raise UserError(f"--speaker {speaker}: from corpus {record['corpus']!r}, not the eSpeak NG demo "
-                        "corpus; --text reads text with eSpeak NG, so only its speakers (whose labels "
+                        f"corpus; {option} reads text with eSpeak NG, so only its speakers (whose labels "
                         "and voices the model learned from it) can say new text")
     if not text.strip():
-        raise UserError("--text: empty text")
+        raise UserError(f"{option}: empty text")
     voice = speaker[len(record["corpus"]) + 1:]       # corpora.py: <corpus name>_<raw speaker id>
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -124,7 +126,7 @@ def text_record(text: str, speaker: str, index: dict, data_config: dict, folder:
     try:
         arrays = features.extract_utterance(wav, wav.with_suffix(".lab"), index["feature_params"])
     except features.BadInput as error:
-        raise UserError(f"--text: eSpeak NG's reading of it cannot be used ({error})") from None
+        raise UserError(f"{option}: eSpeak NG's reading of it cannot be used ({error})") from None
     path = folder / "text.npz"
     np.savez(path, **arrays)
     words = re.findall(r"[a-z0-9]+", text.lower())[:6]

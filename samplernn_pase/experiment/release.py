@@ -12,6 +12,9 @@ file of plain containers and tensors (loadable with `weights_only=True`):
                   e.g. speaker_seeds.npz of PASE-conditioned SampleRNN)
     features      {utterance id: {name: tensor}}: the feature-cache entries (conditioning
                   and reference audio) of the experiment's fixed test utterances
+    vocoder       an acoustic experiment's only: the release of the SampleRNN experiment
+                  its model.vocoder_experiment names (at model.vocoder_epoch), without
+                  features, so that the release renders speech on its own
 
 What synthesis needs: weights, config, speaker ids and their rows (data.speakers:
 `index` is the row, `set` says whether training ever saw it), label
@@ -29,11 +32,13 @@ from .. import __version__
 from ..data import cache
 from ..errors import UserError
 from .folder import Experiment, atomic_save_npz, atomic_torch_save, atomic_write_json, torch_load
-from .weights import checkpoint_weights
+from .weights import checkpoint_weights, named_experiment
 
 RELEASE_FORMAT = 2
 #: Files of the experiment folder (besides config, data, normalization) a runner may read.
 EXTRA_FILES = ("speaker_seeds.npz",)
+#: Where unpack_release puts a release's vocoder: <into>/vocoder/release, beside <into>/release.
+VOCODER_FOLDER = "vocoder"
 
 
 def _tensors(arrays: dict) -> dict:
@@ -67,10 +72,17 @@ def build_release(experiment: Experiment, epoch: int, data_path: Path, utterance
         if (experiment.root / name).is_file():
             with np.load(experiment.root / name, allow_pickle=False) as npz:
                 files[name] = _tensors({key: npz[key] for key in npz.files})
-    return {"format": RELEASE_FORMAT, "package_version": __version__, "epoch": epoch,
-            "config": experiment.config(), "model": checkpoint_weights(experiment, epoch), "data": data,
-            "normalization": _tensors(experiment.normalization()), "files": files,
-            "features": features}
+    release = {"format": RELEASE_FORMAT, "package_version": __version__, "epoch": epoch,
+               "config": experiment.config(), "model": checkpoint_weights(experiment, epoch), "data": data,
+               "normalization": _tensors(experiment.normalization()), "files": files,
+               "features": features}
+    model = release["config"]["model"]
+    if model.get("vocoder_experiment") is not None:
+        vocoder, _, vocoder_epoch = named_experiment(experiment.root.parent, model["vocoder_experiment"],
+                                                     model.get("vocoder_epoch"), "samplernn",
+                                                     "model.vocoder_experiment")
+        release["vocoder"] = build_release(vocoder, vocoder_epoch, data_path, [])
+    return release
 
 
 def load_release(path: Path) -> dict:
@@ -103,4 +115,6 @@ def unpack_release(release: dict, into: Path) -> Experiment:
     for name, arrays in release["files"].items():
         atomic_save_npz(root / name, _arrays(arrays))
     atomic_torch_save(experiment.checkpoint_path(release["epoch"]), {"model": release["model"]})
+    if "vocoder" in release:
+        unpack_release(release["vocoder"], Path(into) / VOCODER_FOLDER)
     return experiment

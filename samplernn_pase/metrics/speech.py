@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data.features import mel_cepstrum, spectral_envelope, utterance_f0
+from ..data.features import features_f0, mel_cepstrum, spectral_envelope, utterance_f0
 
 
 @dataclass
@@ -30,6 +30,14 @@ def analyse(audio: np.ndarray, params: dict) -> Analysis:
     f0, times = utterance_f0(signal, params)
     envelope = spectral_envelope(signal, f0, times, params)
     return Analysis(f0, mel_cepstrum(envelope, params["mcep_order"], params["mcep_alpha"]))
+
+
+def feature_analysis(acoustic: np.ndarray, params: dict) -> Analysis:
+    """The Analysis that (un-normalized) acoustic features describe, without audio: their F0
+    and mel-cepstrum columns. Features a model predicts are compared with a recording's own
+    features this way, frame by frame."""
+    acoustic = np.asarray(acoustic, np.float64)
+    return Analysis(features_f0(acoustic), acoustic[:, 2:3 + params["mcep_order"]])
 
 
 def mel_cepstral_distortion(mcep_a: np.ndarray, mcep_b: np.ndarray) -> float:

@@ -11,6 +11,7 @@ RUNNERS = {
     "vqvae": "samplernn_pase.runners.vqvae:VQVAERunner",
     "gpt_prior": "samplernn_pase.runners.gpt_prior:GPTPriorRunner",
     "cwgan_gp": "samplernn_pase.runners.cwgan_gp:CWGANGPRunner",
+    "acoustic": "samplernn_pase.runners.acoustic:AcousticRunner",
 }
 
 

@@ -1,0 +1,322 @@
+"""The acoustic family in the shared loop: labels -> durations -> WORLD features -> a vocoder.
+
+Training: batches of whole utterances of the modeling speakers (padded, with
+lengths), loss = duration loss + acoustic loss (models/acoustic.py), the
+acoustic model reading frames made from the recording's durations.
+
+Test, for each fixed test utterance:
+- the model row: durations predicted from the phones, features predicted from
+  the frames they make, rendered by the SampleRNN experiment `model.vocoder_experiment`
+  (by WORLD when it is null); `world_predicted`: the same features through WORLD;
+  the usual reference rows, the recording (`real`) and WORLD's resynthesis of its
+  features (`world`);
+- the features against the recording's, frame by frame with the recording's
+  (oracle) durations: MCD, F0 RMSE, V/UV error through metrics/speech.py, and the
+  durations (RMSE in frames; Pearson correlation over all phones of the test), each
+  beside its trivial baseline from the training split (data/phone_sequences.py
+  `phone_symbol_means`): the speaker's mean features per phone symbol, the mean
+  duration per phone symbol.
+
+`synthesize --text` renders eSpeak NG's labels of new text the same way: the
+duration model gives the timing, eSpeak's own durations and F0 are not used.
+"""
+
+import tempfile
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.normalization import denormalize
+from ..data.phone_sequences import (PHONE_COLUMN, UtteranceBatches, collate, frame_linguistic,
+                                    phone_symbol_means, utterance_item)
+from ..data.features import world_resynthesis
+from ..data.speaker_seeds import SEEDS_FILE, compute_speaker_seeds, read_speaker_seeds
+from ..data.synthesis_input import utterance_record
+from ..errors import UserError
+from ..experiment.folder import Experiment, atomic_save_npz
+from ..experiment.release import VOCODER_FOLDER
+from ..experiment.weights import load_weights, named_experiment
+from ..metrics.speech import compare, feature_analysis
+from ..models.acoustic import AcousticConfig, AcousticModel, frames_of, losses, to_features
+from .base import RunContext, Runner
+from .rendering import test_tag, utterances_to_render, write_results
+from .samplernn import SampleRNNRunner
+
+#: feature_params of data.json that must agree between this experiment and its vocoder.
+ANALYSIS_KEYS = ("version", "sample_rate", "hop_length", "f0_method", "f0_floor", "f0_ceil", "mcep_order",
+                 "mcep_alpha")
+FIELD = "model.vocoder_experiment"
+
+
+def check_vocoder(model_section: dict, data_index: dict, experiments_path: Path) -> None:
+    """One line when the named vocoder cannot render this experiment's features: missing,
+    not SampleRNN on acoustic conditioning, another feature analysis, or missing speakers."""
+    name = model_section.get("vocoder_experiment")
+    if name is None:
+        return
+    candidate = Experiment(experiments_path, name)
+    conditioning = candidate.config()["model"].get("conditioning", "acoustic") if candidate.exists() else None
+    if conditioning not in (None, "acoustic"):     # said before a missing checkpoint
+        raise UserError(f"{FIELD}: {name} is conditioned on {conditioning!r}, not \"acoustic\" (the WORLD "
+                        "features this model predicts)")
+    try:
+        experiment, config, _ = named_experiment(experiments_path, name, model_section.get("vocoder_epoch"),
+                                                 "samplernn", FIELD)
+    except UserError as error:
+        raise UserError(error if str(error).startswith(FIELD) else f"{FIELD}: {error}") from None
+    theirs, ours = experiment.data_index()["feature_params"], data_index["feature_params"]
+    differ = [f"{key} {theirs.get(key)} vs {ours.get(key)}" for key in ANALYSIS_KEYS
+              if theirs.get(key) != ours.get(key)]
+    if differ:
+        raise UserError(f"{FIELD}: {name} analyses its features differently ({'; '.join(differ)})")
+    vocoder_speakers = {s["id"]: s for s in experiment.data_index()["speakers"]}
+    table = config["model"]["conds_speaker_type"] != "pase"
+    missing = [s["id"] for s in data_index["speakers"] if s["set"] == "modeling" and (
+        s["id"] not in vocoder_speakers or (table and vocoder_speakers[s["id"]]["set"] != "modeling"))]
+    if missing:
+        raise UserError(f"{FIELD}: {name} was not trained on speaker{'s' * (len(missing) > 1)} "
+                        f"{', '.join(missing)}")
+
+
+class AcousticRunner(Runner):
+
+    @staticmethod
+    def prepare_experiment(config, data_index, normalization, experiments_path, data_path, log):
+        """`init`: the corpus must have labels and the vocoder must fit; PASE seeds when asked for."""
+        if not data_index.get("linguistic"):
+            raise UserError("model.type \"acoustic\" maps HTS full-context labels to features and the corpus "
+                            "has none (.lab beside the audio, or lab/ for CMU ARCTIC)")
+        check_vocoder(config["model"], data_index, experiments_path)
+        if config["model"]["conds_speaker_type"] != "pase":
+            return {}
+        return {SEEDS_FILE: compute_speaker_seeds(config["model"], data_index, normalization,
+                                                  experiments_path, data_path, log)}
+
+    def build_model(self):
+        if not self.index.get("linguistic"):
+            raise UserError("data.json: no linguistic labels; the acoustic model needs them")
+        pase = self.config["model"]["conds_speaker_type"] == "pase"
+        self.speaker_vectors = read_speaker_seeds(self.context.experiment.root) if pase else None
+        self.model_config = AcousticConfig.from_dict(
+            self.config["model"], num_speakers=self.store.num_speakers, acoustic_dim=self.store.acoustic_dim,
+            linguistic_table_sizes=self.store.linguistic_table_sizes,
+            linguistic_column_tables=self.store.linguistic_column_tables,
+            frame_real_dim=self.store.linguistic_real_dim,
+            speaker_vector_size=0 if self.speaker_vectors is None else self.speaker_vectors.shape[1])
+        return AcousticModel(self.model_config)
+
+    def utterance_ids(self, split):
+        return [i for i in super().utterance_ids(split) if self.store.utterances[i].get("has_labels", True)]
+
+    def on_device(self, batch: dict) -> dict:
+        """The batch's tensors on the device, its speakers as the model takes them."""
+        moved = {key: value.to(self.device) if torch.is_tensor(value) else value for key, value in batch.items()}
+        speaker = moved["speaker"]
+        moved["speaker"] = speaker if self.speaker_vectors is None else self.speaker_vectors.to(self.device)[speaker]
+        return moved
+
+    # --- training -----------------------------------------------------------------
+
+    def loader(self, split, epoch, shuffle):
+        return UtteranceBatches(self.store, self.utterance_ids(split), self.config["training"]["batch_size"],
+                                self.config["seed"], epoch, self.context.rank, self.context.world_size, shuffle)
+
+    def train_batches(self, epoch, position):
+        batches = self.loader("train", epoch, shuffle=True)
+        if len(batches) == 0:
+            raise UserError("data: no training utterance with labels of a modeling speaker")
+        if position is not None:
+            batches.load_state_dict(position)
+        return batches
+
+    def batch_losses(self, model, batch) -> dict[str, torch.Tensor]:
+        """{"loss", "duration_loss", "acoustic_loss", "vuv_loss"} of one batch."""
+        batch = self.on_device(batch)
+        log_durations, features = model(batch)
+        return losses(log_durations, features, batch)
+
+    def train_step(self, model, batch, optimizer="model"):
+        result = self.batch_losses(model, batch)
+        return result["loss"], {name: value.item() for name, value in result.items() if name != "loss"}
+
+    @torch.no_grad()
+    def validation_loss(self):
+        self.model.eval()
+        total, count = 0.0, 0
+        for batch in self.loader("validation", 0, shuffle=False):
+            total += float(self.batch_losses(self.model, batch)["loss"]) * len(batch["ids"])
+            count += len(batch["ids"])
+        return total, count
+
+    # --- prediction -----------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict(self, utterance_id: str) -> dict:
+        """The utterance's features (un-normalized, voicing decided) predicted with the recording's
+        durations (`oracle`) and with predicted ones (`predicted`), the durations in frames
+        (`durations` the recording's or the labels', `predicted_durations`) and the real features."""
+        self.model.eval()
+        item = utterance_item(self.store, utterance_id)
+        speaker = item["speaker"]
+        batch = self.on_device(collate([item]))
+        log_durations, oracle = self.model(batch)
+        durations = frames_of(log_durations[0]).cpu().numpy()
+        if durations.sum() == 0:
+            durations[:] = 1        # a model that says nothing still says every phone once
+        utterance = self.store.load(utterance_id)
+        categorical, real = frame_linguistic(utterance.phone_categorical, utterance.phone_real, durations,
+                                             self.store.hop_length / self.store.sample_rate,
+                                             self.store.linguistic_mean[speaker], self.store.linguistic_std[speaker])
+        predicted = self.model.features(torch.from_numpy(categorical)[None].to(self.device),
+                                        torch.from_numpy(real)[None].to(self.device), batch["speaker"],
+                                        torch.tensor([len(categorical)], device=self.device))
+        mean, std = self.store.acoustic_mean[speaker], self.store.acoustic_std[speaker]
+
+        def raw(features):
+            return denormalize(to_features(features[0]).cpu().numpy(), mean, std)
+        return {"oracle": raw(oracle), "predicted": raw(predicted), "durations": item["durations"],
+                "predicted_durations": durations, "real": self.store.raw_acoustic(utterance),
+                "speaker": speaker, "symbols": utterance.phone_categorical[:, PHONE_COLUMN],
+                "phone_index": utterance.phone_index}
+
+    @cached_property
+    def baselines(self) -> dict[str, np.ndarray]:
+        """The trivial baselines of the training split (data/phone_sequences.phone_symbol_means)."""
+        phonemes = self.store.linguistic_table_sizes[self.store.linguistic_column_tables[PHONE_COLUMN]]
+        return phone_symbol_means(self.store, self.utterance_ids("train"), phonemes)
+
+    def feature_metrics(self, prediction: dict) -> dict:
+        """The predicted features (oracle durations) and the per-symbol baseline against the real
+        ones, and both models' durations against the real ones (per utterance)."""
+        params = self.evaluation.params
+        speaker = prediction["speaker"]
+        real = feature_analysis(prediction["real"], params)
+        table = self.baselines["acoustic"][speaker][prediction["symbols"][prediction["phone_index"]]]
+        baseline = denormalize(table, self.store.acoustic_mean[speaker], self.store.acoustic_std[speaker])
+        baseline[:, 1] = baseline[:, 1] > 0.5
+        metrics = {f"oracle_{key}": value
+                   for key, value in compare(feature_analysis(prediction["oracle"], params), real).items()}
+        metrics.update({f"baseline_{key}": value
+                        for key, value in compare(feature_analysis(baseline, params), real).items()})
+        truth = prediction["durations"].astype(np.float64)
+        metrics["duration_rmse_frames"] = rmse(prediction["predicted_durations"], truth)
+        metrics["baseline_duration_rmse_frames"] = rmse(self.baselines["duration"][prediction["symbols"]], truth)
+        return metrics
+
+    # --- the vocoder -------------------------------------------------------------------
+
+    def vocoder_location(self) -> tuple[Path, str, int | str | None] | None:
+        """(experiments path, name, epoch) of the vocoder; a release holds it unpacked beside itself."""
+        model = self.config["model"]
+        if model.get("vocoder_experiment") is None:
+            return None
+        if self.context.from_release:
+            return self.context.experiment.root.parent / VOCODER_FOLDER, "release", None
+        return self.context.experiment.root.parent, model["vocoder_experiment"], model.get("vocoder_epoch")
+
+    @cached_property
+    def vocoder(self) -> SampleRNNRunner | None:
+        """The SampleRNN runner of the vocoder experiment with its checkpoint's weights, rendering
+        whole utterances; built on first use (inside the test's own RNG stream)."""
+        location = self.vocoder_location()
+        if location is None:
+            return None
+        experiment, config, epoch = named_experiment(*location, "samplernn", FIELD)
+        config = {**config, "test": {**config["test"], "max_seconds": None}}
+        # The vocoder only renders features: no PASE encoder (from_release), no training.
+        context = RunContext(experiment=experiment, config=config, data_path=self.context.data_path,
+                             device=self.device, log=self.log, from_release=True)
+        runner = SampleRNNRunner(context)
+        load_weights(runner.model, experiment, epoch, self.device).eval()
+        runner.vocoder_epoch = epoch
+        return runner
+
+    def vocode(self, ids: list[str], features: list[np.ndarray], speakers: list[str]) -> list[np.ndarray]:
+        """The vocoder's audio of un-normalized features, batched as its test is."""
+        vocoder = self.vocoder
+        audio = []
+        with tempfile.TemporaryDirectory(prefix="samplernn_pase-acoustic-") as folder:
+            names = []
+            for k, (utterance_id, acoustic, speaker) in enumerate(zip(ids, features, speakers)):
+                name = f"{utterance_id}@acoustic-{len(vocoder.store.utterances)}"
+                path = Path(folder) / f"{k}.npz"
+                atomic_save_npz(path, {"acoustic": acoustic})
+                vocoder.store.add(utterance_record(name, speaker, path, {"acoustic": acoustic}, vocoder.index))
+                names.append(name)
+            batch_size = self.config["test"]["batch_size"]
+            for start in range(0, len(names), batch_size):
+                audio += [item["audio"] for item in
+                          vocoder.render_batch(names[start:start + batch_size], vocoder.vocoder_epoch)]
+        return audio
+
+    # --- test rendering -------------------------------------------------------------
+
+    def test_plan(self, utterance_ids, speaker_set):
+        utterance_ids = list(utterances_to_render(self.index, self.config["test"], speaker_set, utterance_ids))
+        SampleRNNRunner.refuse_untrained_speakers(self, utterance_ids)   # the same rule for a speaker table
+        return utterance_ids
+
+    def max_frames(self) -> int | None:
+        max_seconds = self.config["test"]["max_seconds"]
+        return None if max_seconds is None else int(max_seconds * self.store.sample_rate // self.store.hop_length)
+
+    def render(self, epoch, items, speaker_set):
+        if not items:
+            return []
+        hop, params = self.store.hop_length, self.evaluation.params
+        max_frames = self.max_frames()
+        predictions = [self.predict(i) for i in items]
+        cut = [p["predicted"][:max_frames] for p in predictions]
+        world_predicted = [world_resynthesis(features, params) for features in cut]
+        speakers = [self.store.utterances[i]["speaker"] for i in items]
+        model_audio = world_predicted if self.vocoder is None else self.vocode(items, cut, speakers)
+        rendered = []
+        for utterance_id, prediction, audio, world in zip(items, predictions, model_audio, world_predicted):
+            utterance = self.store.load(utterance_id)
+            frames = len(prediction["real"]) if max_frames is None else min(len(prediction["real"]), max_frames)
+            real = None if utterance.audio is None else np.asarray(utterance.audio[:frames * hop])
+            references = {"world": world_resynthesis(prediction["real"][:frames], params)}
+            if real is not None:
+                references["real"] = real
+            if self.vocoder is not None:
+                references["world_predicted"] = world
+            metrics = {"seconds": len(audio) / self.store.sample_rate,
+                       "predicted_frames": int(prediction["predicted_durations"].sum()),
+                       "label_frames": int(prediction["durations"].sum()), **self.feature_metrics(prediction)}
+            rendered.append({
+                "id": utterance_id, "utterance": utterance_id, "audio": audio,
+                "reference": real if real is not None else references["world"], "metrics": metrics,
+                "references": references,
+                "reference_metrics": {row: {"seconds": len(a) / self.store.sample_rate}
+                                      for row, a in references.items()},
+                "durations": [prediction["durations"].tolist(), prediction["predicted_durations"].tolist(),
+                              self.baselines["duration"][prediction["symbols"]].tolist()]})
+        return rendered
+
+    def write_test(self, epoch, out_dir, rendered, writer, speaker_set):
+        return write_results(out_dir, epoch, self.store.sample_rate, rendered, writer, test_tag(speaker_set),
+                             self.evaluation, speaker_set, extra=pooled_duration_metrics(rendered))
+
+
+def rmse(predicted, truth) -> float:
+    return float(np.sqrt(np.mean((np.asarray(predicted, np.float64) - np.asarray(truth, np.float64)) ** 2)))
+
+
+def pearson(a, b) -> float | None:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if len(a) < 2 or a.std() == 0 or b.std() == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def pooled_duration_metrics(rendered: list[dict]) -> dict:
+    """Duration RMSE (frames) and Pearson correlation over every phone of the test together,
+    for the model and the per-symbol baseline."""
+    truth = np.concatenate([item["durations"][0] for item in rendered])
+    predicted = np.concatenate([item["durations"][1] for item in rendered])
+    baseline = np.concatenate([item["durations"][2] for item in rendered])
+    return {"duration_rmse_frames_all_phones": rmse(predicted, truth), "duration_pearson": pearson(predicted, truth),
+            "baseline_duration_rmse_frames_all_phones": rmse(baseline, truth),
+            "baseline_duration_pearson": pearson(baseline, truth)}

@@ -1,0 +1,193 @@
+"""The acoustic family's model and data: shapes, padding, frames made from durations against the
+store's frames from the label file, the features' own analysis against the recording's, and a
+briefly trained model against trivial baselines on real demo utterances."""
+
+import numpy as np
+import pytest
+import torch
+
+from samplernn_pase.data import hts_labels
+from samplernn_pase.data.phone_sequences import (
+    PHONE_COLUMN, collate, expand_phones, frame_linguistic, phone_frames, phone_symbol_means, utterance_item)
+from samplernn_pase.data.store import UtteranceStore
+from samplernn_pase.metrics.speech import analyse, compare, feature_analysis
+from samplernn_pase.models.acoustic import AcousticConfig, AcousticModel, frames_of, losses
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def tiny_model(**overrides) -> AcousticModel:
+    options = dict(hidden_size=12, duration_hidden_size=8, rnn_layers=2, conv_kernel=3,
+                   linguistic_embedding_size=3, speaker_embedding_size=4, num_speakers=3, acoustic_dim=43,
+                   linguistic_table_sizes=[6, 4], linguistic_column_tables=[0, 0, 1], frame_real_dim=5)
+    options.update(overrides)
+    torch.manual_seed(0)
+    return AcousticModel(AcousticConfig(**options)).eval()
+
+
+def random_item(phones: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    durations = rng.integers(0, 6, phones)
+    frames = int(durations.sum())
+    return {"speaker": int(rng.integers(0, 3)),
+            "phone_categorical": np.stack([rng.integers(0, 6, phones), rng.integers(0, 6, phones),
+                                           rng.integers(0, 4, phones)], axis=1),
+            "phone_real": rng.standard_normal((phones, 3)).astype(np.float32), "durations": durations,
+            "frame_categorical": np.stack([rng.integers(0, 6, frames), rng.integers(0, 6, frames),
+                                           rng.integers(0, 4, frames)], axis=1),
+            "frame_real": rng.standard_normal((frames, 5)).astype(np.float32),
+            "acoustic": np.concatenate([rng.standard_normal((frames, 1)), rng.integers(0, 2, (frames, 1)),
+                                        rng.standard_normal((frames, 41))], axis=1).astype(np.float32)}
+
+
+def test_shapes_and_padding_does_not_change_a_sequence():
+    model = tiny_model()
+    short, long = random_item(5, seed=1), random_item(9, seed=2)
+    with torch.no_grad():
+        alone = model(collate([short]))
+        together = model(collate([short, long]))
+    batch = collate([short, long])
+    assert together[0].shape == (2, 9) and together[1].shape == (2, batch["frame_lengths"].max(), 43)
+    frames = len(short["acoustic"])
+    torch.testing.assert_close(together[0][0, :5], alone[0][0], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(together[1][0, :frames], alone[1][0], atol=1e-6, rtol=1e-5)
+    # and each step depends on its neighbours (the sequence is modeled, not frame by frame)
+    changed = {**short, "frame_real": short["frame_real"].copy()}
+    changed["frame_real"][0] += 1.0
+    with torch.no_grad():
+        moved = model(collate([changed]))[1][0]
+    assert (moved[-1] - alone[1][0][-1]).abs().max() > 1e-6
+
+
+def test_losses_are_the_closed_forms_over_the_unpadded_steps():
+    model = tiny_model()
+    items = [random_item(4, seed=3), random_item(7, seed=4)]
+    batch = collate(items)
+    with torch.no_grad():
+        log_durations, features = model(batch)
+    result = losses(log_durations, features, batch)
+    duration = np.concatenate([(log_durations[k, :len(i["durations"])].numpy() - i["durations"] / 10.0) ** 2
+                               for k, i in enumerate(items)]).mean()
+    predicted = np.concatenate([features[k, :len(i["acoustic"])].numpy() for k, i in enumerate(items)])
+    target = np.concatenate([i["acoustic"] for i in items])
+    logit, flag = predicted[:, 1].astype(np.float64), target[:, 1]
+    bce = np.mean(np.logaddexp(0, logit) - flag * logit)
+    mse = np.mean((np.delete(predicted, 1, axis=1) - np.delete(target, 1, axis=1)) ** 2)
+    assert float(result["duration_loss"]) == pytest.approx(duration, rel=1e-5)
+    assert float(result["vuv_loss"]) == pytest.approx(bce, rel=1e-5)
+    assert float(result["acoustic_loss"]) == pytest.approx(mse + bce, rel=1e-5)
+    assert float(result["loss"]) == pytest.approx(duration + mse + bce, rel=1e-5)
+    assert frames_of(torch.tensor([0.0, 0.24, 0.26, -0.5])).tolist() == [0, 2, 3, 0]
+
+
+def test_expand_phones_closed_form():
+    phone_index, position = expand_phones(np.array([2, 0, 3]))
+    assert phone_index.tolist() == [0, 0, 2, 2, 2]
+    np.testing.assert_allclose(position, [0.25, 0.75, 1 / 6, 0.5, 5 / 6], rtol=1e-6)
+    assert phone_frames(phone_index, 3).tolist() == [2, 0, 3]
+
+
+@pytest.fixture(scope="module")
+def store(demo_prepared):
+    index, normalization, data_path = demo_prepared
+    return UtteranceStore(index, normalization, data_path)
+
+
+def test_frames_from_the_recordings_durations_match_the_label_files(store):
+    """The frames the acoustic model reads, made from phone durations in frames, against the
+    store's frames made from the .lab file's times (hts_labels.frame_alignment)."""
+    utterance_id = store.ids(split="train")[0]
+    utterance = store.load(utterance_id)
+    speaker = utterance.speaker_index
+    mean, std = store.linguistic_mean[speaker], store.linguistic_std[speaker]
+    durations = phone_frames(utterance.phone_index, len(utterance.phone_categorical))
+    assert durations.sum() == utterance.num_frames
+    categorical, real = frame_linguistic(utterance.phone_categorical, utterance.phone_real, durations,
+                                         store.hop_length / store.sample_rate, mean, std)
+    np.testing.assert_array_equal(categorical, utterance.linguistic_categorical)
+    np.testing.assert_allclose(real[:, 2:], utterance.linguistic_real[:, 2:], atol=1e-5)
+    # the phone's duration (normalized seconds) within one frame of the label's, the position within a frame
+    hop = store.hop_length / store.sample_rate
+    assert np.all(np.abs(real[:, 0] - utterance.linguistic_real[:, 0]) * std[0] <= hop + 1e-6)
+    assert np.all(np.abs(real[:, 1] - utterance.linguistic_real[:, 1]) <= 1.0 / np.maximum(
+        durations[utterance.phone_index], 1) + 1e-6)
+    assert hts_labels.CATEGORICAL_FIELDS[PHONE_COLUMN] == "p3"
+
+
+def test_features_analysis_is_the_recordings_analysis(store):
+    """The metrics of predicted features read F0 and mel-cepstrum from the columns; on the
+    recording's own features that is what analysing the recording gives."""
+    utterance = store.load(store.ids(split="test")[0])
+    params = store.index["feature_params"]
+    figures = compare(feature_analysis(store.raw_acoustic(utterance), params), analyse(utterance.audio, params))
+    assert figures["mcd_db"] < 1e-3 and figures["vuv_error"] == 0 and figures["f0_rmse_hz"] < 1e-3
+
+
+def test_briefly_trained_model_beats_the_trivial_baselines(store):
+    """Trained briefly on a few real utterances (each model on its own loss): the features closer
+    than each utterance's own mean (the voiced flag decided by its majority), the durations closer
+    than the mean duration of each phone symbol."""
+    ids = store.ids(split="train", speaker_set="modeling")
+    items = [utterance_item(store, i) for i in ids[:3]]
+    batch = collate(items)
+    model = tiny_model(hidden_size=24, duration_hidden_size=16, rnn_layers=1, num_speakers=store.num_speakers,
+                       linguistic_table_sizes=store.linguistic_table_sizes,
+                       linguistic_column_tables=store.linguistic_column_tables,
+                       frame_real_dim=store.linguistic_real_dim).train()
+    speaker = batch["speaker"]
+
+    def train(parameters, loss_of, steps, learning_rate):
+        optimizer = torch.optim.Adam(parameters, lr=learning_rate)
+        for _ in range(steps):
+            optimizer.zero_grad()
+            loss_of().backward()
+            optimizer.step()
+
+    def features():
+        return model.features(batch["frame_categorical"], batch["frame_real"], speaker, batch["frame_lengths"])
+
+    train(model.parameters(), lambda: losses(torch.zeros_like(batch["durations"], dtype=torch.float),
+                                             features(), batch)["acoustic_loss"], 40, 1e-2)
+    duration_items = [utterance_item(store, i) for i in ids[:12]]
+    phones = collate(duration_items)
+
+    def log_durations():
+        return model.log_durations(phones["phone_categorical"], phones["phone_real"], phones["speaker"],
+                                   phones["phone_lengths"])
+
+    train(list(model.duration_model.parameters()) + list(model.speaker.parameters()),
+          lambda: losses(log_durations(), torch.zeros_like(phones["acoustic"]), phones)["duration_loss"], 150, 1e-2)
+    model.eval()
+    with torch.no_grad():
+        predicted = torch.cat([f[:len(i["acoustic"])] for f, i in zip(features(), items)]).numpy()
+        predicted_log = log_durations()
+    frames = np.concatenate([i["acoustic"] for i in items])
+    own_mean = np.concatenate([np.broadcast_to(i["acoustic"].mean(axis=0), i["acoustic"].shape) for i in items])
+    continuous = [c for c in range(43) if c != 1]
+    assert np.mean((predicted[:, continuous] - frames[:, continuous]) ** 2) < \
+        0.8 * np.mean((own_mean[:, continuous] - frames[:, continuous]) ** 2)
+    assert np.mean((predicted[:, 1] > 0) != (frames[:, 1] > 0.5)) < \
+        np.mean((own_mean[:, 1] > 0.5) != (frames[:, 1] > 0.5))
+    means = phone_symbol_means(store, ids[:12], store.linguistic_table_sizes[0])
+    truth = np.concatenate([i["durations"] for i in duration_items]).astype(float)
+    model_frames = np.concatenate([frames_of(predicted_log[k, :len(i["durations"])]).numpy()
+                                   for k, i in enumerate(duration_items)])
+    baseline = np.concatenate([means["duration"][i["phone_categorical"][:, PHONE_COLUMN]] for i in duration_items])
+    assert np.sqrt(np.mean((model_frames - truth) ** 2)) < np.sqrt(np.mean((baseline - truth) ** 2))
+
+
+def test_phone_symbol_means_are_the_means_of_their_frames(store):
+    ids = store.ids(split="train", speaker_set="modeling")[:4]
+    means = phone_symbol_means(store, ids, store.linguistic_table_sizes[0])
+    first = store.load(ids[0])
+    symbol = first.phone_categorical[first.phone_index[0], PHONE_COLUMN]
+    frames, durations = [], []
+    for i in ids:
+        utterance = store.load(i)
+        symbols = utterance.phone_categorical[:, PHONE_COLUMN]
+        if utterance.speaker_index == first.speaker_index:
+            frames.append(utterance.acoustic[symbols[utterance.phone_index] == symbol])
+        durations += [int(np.sum(utterance.phone_index == p)) for p in np.flatnonzero(symbols == symbol)]
+    np.testing.assert_allclose(means["acoustic"][first.speaker_index, symbol], np.concatenate(frames).mean(axis=0),
+                               rtol=1e-4, atol=1e-5)
+    assert means["duration"][symbol] == pytest.approx(np.mean(durations), rel=1e-5)

@@ -1,0 +1,121 @@
+"""The acoustic family on the real CLI and demo corpus: init refuses a vocoder that cannot render
+its features, training resumes exactly after a SIGKILL mid-epoch, and `synthesize --text` from a
+release alone speaks with the predicted durations, not eSpeak NG's."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from test_cli_samplernn import Workspace, tiny_config
+from test_resume import assert_same_run, losses
+
+
+def tiny_acoustic_config(**training) -> dict:
+    config = json.loads(open(os.path.join(os.path.dirname(__file__), "..", "configs", "acoustic.json")).read())
+    config["data"].update({"train_seconds_per_speaker": 4.0, "validation_seconds_per_speaker": 1.0,
+                           "test_seconds_per_speaker": 1.0})
+    config["model"].update({"hidden_size": 16, "duration_hidden_size": 8, "rnn_layers": 1,
+                            "vocoder_experiment": "vocoder"})
+    config["training"].update({"batch_size": 1, "max_epochs": 2, "log_period": 1, "checkpoint_period": 2,
+                               **training})
+    config["test"].update({"period": None, "utterances": 1, "max_seconds": 0.2})
+    return config
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory, demo_data_path):
+    """A workspace with a one-epoch tiny SampleRNN vocoder on acoustic conditioning."""
+    space = Workspace(tmp_path_factory.mktemp("acoustic"), demo_data_path)
+    vocoder = tiny_config(max_epochs=1)
+    vocoder["data"].update({"train_seconds_per_speaker": 0.5, "validation_seconds_per_speaker": 0.5})
+    vocoder["test"]["period"] = None
+    space.init("vocoder", vocoder)
+    space.run("vocoder", "train")
+    return space
+
+
+def test_init_refuses_a_vocoder_that_cannot_render_the_features(space):
+    config = tiny_acoustic_config()
+    for name, expected in (("missing", "no such experiment"), ("linguistic", "not \"acoustic\"")):
+        if name == "linguistic":
+            other = tiny_config(max_epochs=1)
+            other["model"].update({"conditioning": "linguistic", "lpc_order": 0, "harmonic_source": False})
+            space.init("linguistic", other)
+        config["model"]["vocoder_experiment"] = name
+        result = space.run(f"refused-{name}", "init", "--config-path",
+                           str(write(space, f"refused-{name}", config)), check=False)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and "model.vocoder_experiment" in lines[0] \
+            and expected in lines[0], lines
+        assert not space.experiment(f"refused-{name}").exists()
+
+
+def write(space, name, config):
+    path = space.root / f"{name}.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def test_sigkill_mid_epoch_resumes_exactly(space):
+    config = tiny_acoustic_config()
+    space.init("straight", config)
+    space.init("killed", config)
+    space.run("straight", "train")
+    straight, killed = space.experiment("straight"), space.experiment("killed")
+    second_epoch = sorted(i for i, (epoch, _) in losses(straight).items() if epoch == 2)
+    assert len(second_epoch) >= 6, "the test needs several iterations per epoch"
+    process = subprocess.Popen(space.command("killed", "train"), cwd=space.root, env=space.env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    try:
+        while max(losses(killed) if (killed / "verbose.log").exists() else {}, default=0) < second_epoch[2]:
+            assert process.poll() is None, "train ended before the kill"
+            assert time.time() < deadline
+            time.sleep(0.01)
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    partial = torch.load(killed / "checkpoints" / "partial.checkpoint.pt", weights_only=True)
+    assert partial["loop"]["epoch"] == 2 and not partial["loop"]["epoch_complete"]
+    space.run("killed", "train")
+    assert_same_run(killed, straight)
+
+
+def test_synthesize_text_from_a_release_follows_the_predicted_durations(space, tmp_path):
+    from samplernn_pase.data.demo_corpus import read_text
+    from samplernn_pase.data.hts_labels import read_labels
+
+    if not (space.experiment("straight") / "checkpoints" / "2.checkpoint.pt").is_file():
+        space.init("straight", tiny_acoustic_config())
+        space.run("straight", "train")
+    space.run("straight", "create_release", "--epoch", "2")
+    release = space.experiment("straight") / "checkpoints" / "2.checkpoint.release.pt"
+    text, speaker = "Hello there.", "demo_f1"
+    out = tmp_path / "out"
+    # The release alone: another folder, no experiments/ beside it.
+    result = subprocess.run([sys.executable, "-m", "samplernn_pase", "synthesize", "--release", str(release),
+                             "--text", text, "--speaker", speaker, "--output-dir", str(out)],
+                            cwd=tmp_path, capture_output=True, text=True, env=space.env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    wav = result.stdout.strip().splitlines()[-1].removeprefix("wav: ")
+    audio, rate = soundfile.read(wav)
+    assert rate == 16000 and np.all(np.isfinite(audio))
+    figures = next(iter(json.loads((out / "metrics.json").read_text())["utterances"].values()))
+    assert len(audio) == figures["predicted_frames"] * 80
+    # eSpeak NG's own reading of the text: its labels' timing is not the rendering's.
+    espeak = read_text(text, "f1", 16000, tmp_path / "espeak")
+    labels = read_labels(espeak.with_suffix(".lab"))
+    espeak_frames = round(labels.duration * 16000 / 80)
+    assert abs(figures["label_frames"] - espeak_frames) <= 1
+    assert abs(figures["predicted_frames"] - espeak_frames) >= 3
+    # the SampleRNN experiment can no longer be asked for text-to-speech, only to re-vocode eSpeak
+    refused = space.run("vocoder", "synthesize", "--text", text, "--speaker", speaker, check=False)
+    assert refused.returncode == 2 and "--espeak-text" in refused.stderr
