@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 EXPERIMENT ?= demo
 DEMO_EPOCHS ?= 4
 
-.PHONY: venv demo test bench clean-demo
+.PHONY: venv demo test bench gpu-check clean-demo
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ bench: venv
 	$(PY) bench/samplernn.py
 	$(PY) bench/melnet.py
 	$(PY) bench/features.py
+
+# No venv: a GPU machine's own Python (its CUDA torch), no network; see bench/gpu.py.
+gpu-check:
+	$(PYTHON) bench/gpu.py
 
 clean-demo:
 	rm -rf experiments/$(EXPERIMENT)

@@ -54,7 +54,9 @@ def timed(step, min_seconds, min_repeats=2):
     return (time.perf_counter() - start) / repeats
 
 
-def bench_ours(args, device):
+def bench_ours(args, device, generate=True):
+    """Training (in bf16 autocast when ``args.bf16``) and, with ``generate``, generation
+    throughput of our model at the given sizes."""
     config = SampleRNNConfig(ratios=args.ratios, rnn_hidden_size=args.hidden_size, rnn_layers=1,
                              conditioning="acoustic", num_speakers=NUM_SPEAKERS)
     model = SampleRNN(config).to(device)
@@ -67,15 +69,19 @@ def bench_ours(args, device):
     reset = torch.zeros(batch, dtype=torch.bool, device=device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     state = {"hidden": None}
+    bf16 = getattr(args, "bf16", False)
 
     def train_step():
-        loss, state["hidden"] = model.loss(codes, conds, speaker, state["hidden"], reset, mask)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss, state["hidden"] = model.loss(codes, conds, speaker, state["hidden"], reset, mask)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         sync(device)
 
     train = batch * fs * args.sequence_length / timed(train_step, args.min_seconds)
+    if not generate:
+        return {"train_samples_per_s": round(train, 1)}
     model.eval()
     frames = args.generate_frames
 

@@ -114,6 +114,45 @@ def test_incremental_generation_matches_teacher_forcing(conditioning, speaker_ve
     assert torch.equal(greedy, model.generate(conds, speaker, temperature=0))
 
 
+def test_vocoder_generation_is_the_all_pole_filter_of_its_excitation_then_quantized():
+    """A network rigged to sample one residual code r0 every time: the emitted codes must be
+    the mu-law codes of y = (harmonic + r0) / A(z), scipy's all-pole filter from the look-back
+    (decoded silence), quantized once. Predicting from the codes instead sends every sample's
+    rounding error back through 1 / A(z) and drifts off y by several codes."""
+    import scipy.signal
+
+    from samplernn_pase.audio.mulaw import mulaw_decode, mulaw_zero
+
+    torch.manual_seed(0)
+    model = tiny("acoustic", lpc_order=4, harmonic_source=True, source_context=2).eval()
+    mlp = model.sample_mlp
+    r0 = mulaw_zero() + 3
+    with torch.no_grad():
+        mlp.output.parametrizations.weight.original0.zero_()
+        mlp.output.bias.fill_(-10.0)
+        mlp.output.bias[r0] = 10.0
+    batch, frames, fs = 2, 40, 8
+    conds = vocoder_inputs(features(batch, frames), batch, frames)
+    predictor = np.array([1.6, -1.2, 0.5, -0.1])           # one resonant all-pole filter, stable
+    assert np.all(np.abs(np.roots(np.concatenate([[1.0], -predictor]))) < 1)
+    conds["lpc"] = torch.tensor(predictor, dtype=torch.float32).expand(batch, frames, 4).clone()
+    t = np.arange(frames * fs)
+    harmonic = 0.01 * np.stack([np.cos(2 * np.pi * t / 20), np.cos(2 * np.pi * t / 13 + 1.0)])
+    conds["harmonic"] = torch.tensor(harmonic, dtype=torch.float32).reshape(batch, frames, fs)
+    codes = model.generate(conds, torch.tensor([0, 1]), temperature=0)
+
+    a = np.concatenate([[1.0], -predictor])
+    silence = float(mulaw_decode(np.array(mulaw_zero())))
+    excitation = harmonic + float(mulaw_decode(np.array(r0)))
+    y = np.stack([scipy.signal.lfilter([1.0], a, row, zi=scipy.signal.lfiltic([1.0], a, [silence] * 4))[0]
+                  for row in excitation])
+    assert np.abs(y).max() < 1 and np.abs(y).max() > 0.05       # no clipping, far above the rounding
+    expected = mulaw_encode(y)
+    agree = np.mean(codes.numpy() == expected)
+    assert agree > 0.99, agree                                   # float32 vs float64 at bin edges
+    assert np.abs(codes.numpy() - expected).max() <= 1
+
+
 def test_upsampling_is_a_transposed_convolution():
     torch.manual_seed(0)
     tier = tiny().tiers[0]

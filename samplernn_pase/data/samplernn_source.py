@@ -9,7 +9,7 @@ import numpy as np
 
 from ..audio.excitation import (harmonic_source, periodic_fraction, predict, predictor_from_mel_cepstrum,
                                 synthesis_phases)
-from ..audio.mulaw import mulaw_decode, mulaw_encode, mulaw_zero
+from ..audio.mulaw import mulaw_encode, mulaw_zero
 from .lru import LRUCache
 from .stateful_loader import pad_frames
 
@@ -38,8 +38,12 @@ class SampleRNNSource:
                                 phase aligned to the recording's residual
         harmonic                float32 (n, frame_size)  with both: the periodic part of
                                 every sample's excitation, added to the prediction
+        aperiodic               float32 (n, frame_size)  with both: the rest of the
+                                recording's (unquantized) prediction residual, whose
+                                mu-law codes are the targets
 
-    The targets are ``input_samples_q[frame_size:]``. Utterances are read
+    The targets are ``input_samples_q[frame_size:]`` (with a predictor, the codes of
+    ``aperiodic``, see SampleRNN.targets). Utterances are read
     through ``store.load``, which keeps recently loaded ones in memory, so a
     slot reads its utterance from disk once. Frame counts come from ``num_frames`` (id -> frames) or the store's
     ``index`` (data.json), so planning an epoch loads no audio.
@@ -125,7 +129,15 @@ def vocoder_inputs(store, utterance, frame_size, q_levels, lpc_order, source_con
     """The linear predictor of every frame, the harmonic source windows around every sample
     and, with both, the periodic part of every sample's excitation (see SampleRNNSource and
     audio/excitation.py). ``aligned`` (and a recording): the harmonics take their phases (and
-    the periodic part their amplitudes) from the residual of the recording's mu-law values."""
+    the periodic part its amplitudes) from the prediction residual of the recording, and with
+    both options ``aperiodic`` holds the rest of that residual, the training target.
+
+    The residual is that of the recording itself, not of its mu-law values: the mu-law
+    rounding error is white at about -38 dB of the signal, but through the inverse filter
+    A(z) it is lifted by the prediction gain, and on the demo recordings it is a third of
+    the residual's power in voiced frames (2.2e-4 with it, 1.4e-4 without, demo_f1_015).
+    A network trained on it learns to sample it as excitation noise, which its synthesis
+    then sends through 1 / A(z): the noise floor that hid the harmonics (issue 23)."""
     acoustic = store.raw_acoustic(utterance).astype(np.float64)
     fields = store.index["acoustic_fields"]
     mcep = acoustic[:, fields.index("mcep0"):fields.index("bap")]
@@ -139,7 +151,9 @@ def vocoder_inputs(store, utterance, frame_size, q_levels, lpc_order, source_con
     if source_context is not None:
         residual = None
         if align:
-            values = mulaw_decode(mulaw_encode(utterance.audio, q_levels), q_levels)
+            values = np.zeros(len(acoustic) * frame_size)
+            audio = np.asarray(utterance.audio, np.float64)[:len(values)]
+            values[:len(audio)] = audio
             residual = values - predict(values, coefficients, frame_size)
         periodic_power = error_power * periodic_fraction(acoustic[:, fields.index("bap")]) if lpc_order else None
         pulses, harmonic = harmonic_source(acoustic[:, fields.index("lf0")], acoustic[:, fields.index("vuv")],
@@ -150,4 +164,6 @@ def vocoder_inputs(store, utterance, frame_size, q_levels, lpc_order, source_con
         out["source"] = np.ascontiguousarray(windows).reshape(len(acoustic), frame_size, -1)
         if lpc_order:
             out["harmonic"] = harmonic.reshape(len(acoustic), frame_size)
+            if residual is not None:
+                out["aperiodic"] = (residual - harmonic).astype(np.float32).reshape(len(acoustic), frame_size)
     return out

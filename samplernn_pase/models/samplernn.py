@@ -38,7 +38,8 @@ from samplernn_pase.audio.mulaw import mulaw_decode, mulaw_encode, mulaw_zero
 from samplernn_pase.models.recurrent import GRUCell, gate_buffer, generation_threads, input_order, run_gru
 from samplernn_pase.models.section import ModelSection
 
-CONDITIONING_KEYS = ("acoustic", "linguistic_categorical", "linguistic_real", "lpc", "source", "harmonic")
+CONDITIONING_KEYS = ("acoustic", "linguistic_categorical", "linguistic_real", "lpc", "source", "harmonic",
+                     "aperiodic")
 
 
 @dataclass
@@ -366,8 +367,13 @@ class SampleRNN(nn.Module):
 
     def targets(self, input_samples_q, conds):
         """The codes the output predicts, (B, T): the samples' own codes, or with ``lpc_order``
-        the mu-law codes of the prediction residual x[t] - x_hat[t]."""
+        the mu-law codes of the prediction residual x[t] - x_hat[t]: those of
+        ``conds["aperiodic"]`` (B, n, frame_size) where the data gives it (the residual of the
+        unquantized recording less its periodic part, data/samplernn_source.py), else read off
+        the decoded codes (teacher forcing on generated codes, as generation reports them)."""
         targets = input_samples_q[:, self.frame_size:]
+        if self.config.lpc_order and "aperiodic" in conds:
+            return mulaw_encode(conds["aperiodic"].float().reshape(targets.shape), self.config.q_levels)
         prediction = self.prediction(input_samples_q, conds)
         return targets if prediction is None else self.residual_codes(targets, prediction)
 
@@ -501,9 +507,9 @@ class SampleRNN(nn.Module):
             else:
                 choice = torch.argmax(logits, dim=-1)
             if prediction is not None:
-                codes[:, p] = vocoder.sample_code(prediction, choice)
-                # the residual code that teacher forcing reads off the sample (requantizing the
-                # sample can move the residual to a neighbouring code)
+                codes[:, p] = vocoder.sample_code(p, choice)
+                # the residual code that teacher forcing reads off the emitted code (see
+                # _VocoderPlan: it differs from the sampled one by the filtered rounding errors)
                 choice = vocoder.residual_code(codes[:, p], prediction)
             else:
                 codes[:, p] = choice
@@ -514,7 +520,19 @@ class SampleRNN(nn.Module):
 class _VocoderPlan:
     """The linear prediction and the harmonic source at generation: the predictor of every
     frame (reversed, to meet the last ``order`` decoded samples in time order) and the
-    source's term of every sample of the current top frame, projected once per frame."""
+    source's term of every sample of the current top frame, projected once per frame.
+
+    The prediction runs twice. The network sees the prediction from the decoded codes,
+    exactly as teacher forcing computes it (`SampleRNN.prediction`). The sample itself
+    continues the unquantized signal: ``y[t] = sum_k c_k y[t - k] + harmonic[t] +
+    residual[t]``, kept in float, and only its code is emitted. Predicting from the
+    codes instead would feed every sample's mu-law rounding error back through the
+    all-pole filter 1 / A(z), whose power gain is the prediction gain (15-30 dB on
+    voiced speech): a noise floor that fills the gaps between the harmonics. Here the
+    rounding error stays white at the level of the signal's own mu-law quantization,
+    as in a recording; the residual code that teacher forcing reads off the emitted
+    code (the sampled one plus A(z) applied to the rounding errors, which is what the
+    training targets hold too) is the one whose log-probability generation reports."""
 
     def __init__(self, model, conds):
         mlp = model.sample_mlp
@@ -531,17 +549,23 @@ class _VocoderPlan:
         # the residual's code as the model's targets define it (SampleRNN.targets)
         self.residual_code = model.residual_codes
         self.source_terms = None
+        self.signal = None          # (B, look-back + length) the unquantized samples
+        self.continuation = None    # (B,) the prediction of the current sample from them
 
     def add_terms(self, x, codes, p, t):
         """Adds the sample's excitation terms to the first layer's input ``x`` (B, H), in
-        place; returns the prediction (B,) or None."""
+        place; returns the prediction (B,) from the decoded codes, or None."""
         frame = t // self.frame_size
         prediction = None
         if self.lpc is not None:
+            if self.signal is None:   # the look-back, as teacher forcing decodes it
+                self.signal = self.code_values[codes]
             order = self.lpc.shape[-1]
             prediction = (self.code_values[codes[:, p - order:p]] * self.lpc[:, frame]).sum(-1)
+            self.continuation = (self.signal[:, p - order:p] * self.lpc[:, frame]).sum(-1)
             if self.harmonic is not None:
                 prediction = prediction + self.harmonic[:, frame, t % self.frame_size]
+                self.continuation += self.harmonic[:, frame, t % self.frame_size]
             x += self.prediction_table[mulaw_encode(prediction, self.q_levels)]
         if self.source is not None:
             if t % self.frame_size == 0:
@@ -549,9 +573,12 @@ class _VocoderPlan:
             x += self.source_terms[:, t % self.frame_size]
         return prediction
 
-    def sample_code(self, prediction, residual_code):
-        """The sample's own code: the prediction plus the decoded residual, quantized."""
-        return mulaw_encode(prediction + self.code_values[residual_code], self.q_levels)
+    def sample_code(self, p, residual_code):
+        """The sample's code: the unquantized signal's continuation plus the decoded residual,
+        kept (within [-1, 1]) as the signal's next sample, and quantized."""
+        value = (self.continuation + self.code_values[residual_code]).clamp_(-1.0, 1.0)
+        self.signal[:, p] = value
+        return mulaw_encode(value, self.q_levels)
 
 
 class _TierPlan:

@@ -137,9 +137,11 @@ class AcousticRunner(Runner):
         log_durations, features = model(batch)
         return losses(log_durations, features, batch)
 
-    def train_step(self, model, batch, optimizer="model"):
+    def training_step(self, model, batch, optimize):
         result = self.batch_losses(model, batch)
-        return result["loss"], {name: value.item() for name, value in result.items() if name != "loss"}
+        if not optimize("model", result["loss"]):
+            return {}
+        return {name: value.detach() for name, value in result.items()}
 
     @torch.no_grad()
     def validation_loss(self):
