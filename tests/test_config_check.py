@@ -17,7 +17,7 @@ from samplernn_pase.training.optim import build_optimizer
 ROOT = Path(__file__).resolve().parents[1]
 BASES = {"samplernn": "config.default.json", "melnet": "configs/melnet.json", "pase": "configs/pase.json",
          "vqvae": "configs/vqvae.json", "gpt_prior": "configs/gpt_prior.json",
-         "cwgan_gp": "configs/cwgan_gp.json"}
+         "cwgan_gp": "configs/cwgan_gp.json", "acoustic": "configs/acoustic.json"}
 
 # (family, the field the error names (in `model` unless a section is named), changes to the
 # family's shipped config, "data." or "training." naming another section than `model`). Each
@@ -67,6 +67,10 @@ CASES = [
     ("cwgan_gp", "frames", {"frames": 60}),
     ("cwgan_gp", "frames", {"generator": "strips", "strips": 16}),        # 64 frames, 8 * 16 needed
     ("cwgan_gp", "win_length", {"win_length": 2048}),
+    # Acoustic model (configs/acoustic.json, on the SampleRNN vocoder experiment "demo" made below)
+    ("acoustic", "vocoder_experiment", {"vocoder_experiment": "absent"}),
+    ("acoustic", "vocoder_experiment", {"vocoder_epoch": 7}),             # it has epoch 1 only
+    ("acoustic", "pase_experiment", {"conds_speaker_type": "pase", "pase_experiment": "absent"}),
 ]
 
 
@@ -81,7 +85,7 @@ def family_config(family: str, changes: dict | None = None) -> dict:
 @pytest.fixture
 def workspace(tmp_path):
     """An empty data folder, and an experiments folder holding the VQ-VAE experiment the GPT
-    prior config names: its validated config snapshot and the name of one epoch checkpoint, all
+    prior config names and the SampleRNN vocoder the acoustic config names: its validated config snapshot and the name of one epoch checkpoint, all
     that `init` reads of it before the corpus (the weights are read when the codes are made)."""
     (tmp_path / "data").mkdir()
     vqvae = tmp_path / "experiments" / "vqvae"
@@ -89,6 +93,10 @@ def workspace(tmp_path):
     snapshot = validate_config(family_config("vqvae"))
     (vqvae / "config.json").write_text(json.dumps(snapshot))
     (vqvae / "checkpoints" / "1.checkpoint.pt").write_bytes(b"")
+    vocoder = tmp_path / "experiments" / "demo"        # the acoustic config's SampleRNN vocoder
+    (vocoder / "checkpoints").mkdir(parents=True)
+    (vocoder / "config.json").write_text(json.dumps(validate_config(family_config("samplernn"))))
+    (vocoder / "checkpoints" / "1.checkpoint.pt").write_bytes(b"")
     return tmp_path
 
 
@@ -114,7 +122,7 @@ def test_init_refuses_a_config_that_breaks_a_rule_before_any_corpus_work(family,
     assert status == 2
     field = field if "." in field else f"model.{field}"
     assert len(lines) == 1 and f"broken.json: {field}: " in lines[0], lines
-    assert sorted(p.name for p in (workspace / "experiments").iterdir()) == ["vqvae"]   # no x, no staging
+    assert sorted(p.name for p in (workspace / "experiments").iterdir()) == ["demo", "vqvae"]   # no x, no staging
     assert list((workspace / "data").iterdir()) == []                     # no demo corpus synthesized
 
 

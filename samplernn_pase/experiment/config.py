@@ -114,6 +114,8 @@ def model_config_class(model_type: str):
         from ..models.gpt import GPTConfig as config_class
     elif model_type == "cwgan_gp":
         from ..models.cwgan_gp import CWGANGPConfig as config_class
+    elif model_type == "acoustic":
+        from ..models.acoustic import AcousticConfig as config_class
     else:
         raise UserError(f"model.type: unknown model type {model_type!r}")
     return config_class
@@ -150,6 +152,25 @@ def cross_section_problems(config: dict) -> list[str]:
     return problems
 
 
+def vocoder_problems(experiments_path: Path, name: str, epoch) -> list[str]:
+    """An acoustic model's vocoder: a trained SampleRNN on acoustic (WORLD) conditioning. Its
+    analysis and speakers are compared with the corpus's once it is indexed (runners/acoustic.py)."""
+    from .folder import Experiment
+    from .weights import named_experiment
+    field = "model.vocoder_experiment"
+    candidate = Experiment(experiments_path, name)
+    if candidate.exists():      # the conditioning is said before a missing checkpoint
+        vocoder = candidate.config()["model"]
+        if vocoder.get("type") == "samplernn" and vocoder.get("conditioning") != "acoustic":
+            return [f"{field}: {name} is conditioned on {vocoder.get('conditioning')!r}, not \"acoustic\" "
+                    "(the WORLD features this model predicts)"]
+    try:
+        named_experiment(experiments_path, name, epoch, "samplernn", field)
+    except UserError as error:
+        return [str(error) if str(error).startswith(field) else f"{field}: {error}"]
+    return []
+
+
 def named_experiment_problems(config: dict, experiments_path: Path) -> list[str]:
     """The experiment a config names must exist, be of the right family, hold the checkpoint
     asked for, and fit: a GPT prior's context holds two of its VQ-VAE's code columns, at the
@@ -157,9 +178,11 @@ def named_experiment_problems(config: dict, experiments_path: Path) -> list[str]
     from .weights import named_experiment
     model = config["model"]
     try:
-        if model["type"] == "samplernn" and model["conds_speaker_type"] == "pase":
+        if model["type"] in ("samplernn", "acoustic") and model["conds_speaker_type"] == "pase":
             named_experiment(experiments_path, model["pase_experiment"], model["pase_epoch"], "pase",
                              "model.pase_experiment")
+        if model["type"] == "acoustic" and model.get("vocoder_experiment") is not None:
+            return vocoder_problems(experiments_path, model["vocoder_experiment"], model.get("vocoder_epoch"))
         if model["type"] == "gpt_prior":
             _, vqvae, _ = named_experiment(experiments_path, model["vqvae_experiment"], model["vqvae_epoch"],
                                            "vqvae", "model.vqvae_experiment")

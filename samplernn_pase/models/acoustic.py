@@ -55,11 +55,6 @@ class AcousticConfig(ModelSection):
     frame_real_dim: int = 45              # the frame's numbers: phone duration, position, the label's 43
     speaker_vector_size: int = 0          # PASE seed width (conds_speaker_type "pase")
 
-    def __post_init__(self):
-        if self.conv_kernel % 2 == 0:
-            raise ValueError(f"conv_kernel {self.conv_kernel}: must be odd (centred on the step)")
-        if not self.linguistic_table_sizes:
-            raise ValueError("the acoustic model needs linguistic labels (linguistic_table_sizes is empty)")
 
 
 def lengths_mask(lengths: torch.Tensor, longest: int) -> torch.Tensor:
@@ -72,6 +67,8 @@ class SequenceStack(nn.Module):
 
     def __init__(self, config: AcousticConfig, real_dim: int, hidden_size: int, output_size: int):
         super().__init__()
+        if not config.linguistic_table_sizes:   # a corpus fact (labels), not a config rule
+            raise ValueError("the acoustic model needs linguistic labels (linguistic_table_sizes is empty)")
         self.tables = nn.ModuleList(nn.Embedding(size, config.linguistic_embedding_size)
                                     for size in config.linguistic_table_sizes)
         self.column_tables = [int(t) for t in config.linguistic_column_tables]
