@@ -11,6 +11,7 @@ import pytest
 
 from samplernn_pase.errors import UserError
 from samplernn_pase.experiment.config import SCHEMA_DIR, read_config_file, validate_config
+from samplernn_pase.models.acoustic import AcousticConfig
 from samplernn_pase.models.cwgan_gp import CWGANGPConfig
 from samplernn_pase.models.gpt import GPTConfig
 from samplernn_pase.models.melnet import MelNetConfig
@@ -20,7 +21,8 @@ from samplernn_pase.models.vqvae import VQVAEConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"samplernn": SampleRNNConfig, "melnet": MelNetConfig, "pase": PASEConfig,
-           "vqvae": VQVAEConfig, "cwgan_gp": CWGANGPConfig, "gpt_prior": GPTConfig}
+           "vqvae": VQVAEConfig, "cwgan_gp": CWGANGPConfig, "gpt_prior": GPTConfig,
+           "acoustic": AcousticConfig}
 
 
 @pytest.mark.parametrize("family", sorted(CONFIGS))
