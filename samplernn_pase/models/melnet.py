@@ -53,6 +53,7 @@ teacher-forced pass (`tier_nll`).
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -275,6 +276,13 @@ class FeatureExtraction(nn.Module):
         return features, last.view(B, Fq, H)
 
 
+class FramePlan(NamedTuple):
+    """What `DelayedLayer.frame_step` needs, prepared once per generation."""
+    freq_gates: tuple          # both directions of time_freq_rnn stacked: (a, c, bias) of `_gru_sequences`
+    time_cell: GRUCell         # time_rnn over the B * F bins
+    central_cell: GRUCell | None   # central_rnn (tier 1), else None
+
+
 class DelayedLayer(nn.Module):
     """One layer of the time-delayed, (centralized) and frequency-delayed stacks."""
 
@@ -325,7 +333,7 @@ class DelayedLayer(nn.Module):
             stacks = stacks + h_c.unsqueeze(-2)
         return h_t, h_c, stacks
 
-    def sampling_plan(self, batch_size: int, n_freq: int):
+    def sampling_plan(self, batch_size: int, n_freq: int) -> FramePlan:
         """What `frame_step` needs, prepared once per generation: the two directions of
         `time_freq_rnn` stacked for `_gru_sequences`, the cells of the time GRUs."""
         rnn = self.time_freq_rnn
@@ -336,9 +344,9 @@ class DelayedLayer(nn.Module):
         c = [state_gate_weights(rnn.weight_hh_l0), state_gate_weights(rnn.weight_hh_l0_reverse)]
         freq_gates = torch.stack(a), torch.stack(c), torch.stack(bias).unsqueeze(1)
         central = GRUCell.of(self.central_rnn, batch_size) if self.central else None
-        return freq_gates, GRUCell.of(self.time_rnn, batch_size * n_freq), central
+        return FramePlan(freq_gates, GRUCell.of(self.time_rnn, batch_size * n_freq), central)
 
-    def frame_step(self, h_t, h_c, time_state, central_state, plan):
+    def frame_step(self, h_t, h_c, time_state, central_state, plan: FramePlan):
         """Time-direction part for one frame: h_t (B, F, H), h_c (B, H) or None.
 
         `plan`: `self.sampling_plan(B, F)` (both directions of `time_freq_rnn` run as
@@ -347,12 +355,11 @@ class DelayedLayer(nn.Module):
         adds to the frequency-delayed input of every bin of the frame.
         """
         B, Fq, H = h_t.shape
-        freq_gates, time_cell, central_cell = plan
-        time_state = time_cell(h_t.reshape(B * Fq, H), time_state.reshape(B * Fq, H)).view(B, Fq, H)
-        out = _gru_sequences(torch.stack([h_t, h_t.flip(1)]), *freq_gates)
+        time_state = plan.time_cell(h_t.reshape(B * Fq, H), time_state.reshape(B * Fq, H)).view(B, Fq, H)
+        out = _gru_sequences(torch.stack([h_t, h_t.flip(1)]), *plan.freq_gates)
         over_freq = torch.cat([out[0], out[1].flip(1)], -1)
         if self.central:
-            central_state = central_cell(h_c, central_state)
+            central_state = plan.central_cell(h_c, central_state)
         h_t, h_c, stacks = self.stack_outputs(h_t, time_state, over_freq, h_c, central_state)
         return h_t, h_c, time_state, central_state, stacks
 
