@@ -39,7 +39,8 @@ def add_global_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m samplernn_pase",
-        description="Experiment manager for SampleRNN, MelNet and PASE speech generation.")
+        description="Experiment manager for neural speech generation: SampleRNN, MelNet, PASE, "
+                    "mel VQ-VAE + GPT prior, conditional WGAN-GP, acoustic model (text to speech).")
     parser.add_argument("--version", action="version", version=f"samplernn_pase {__version__}")
     add_global_options(parser, defaults=True)
     global_options = argparse.ArgumentParser(add_help=False)
@@ -71,7 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="batches prepared ahead in a background thread (0: none)")
     train.add_argument("--log-period", type=int, default=None)
     train.add_argument("--tier", type=int, default=None, help="MelNet: train only this tier")
+    add_rendering_commands(commands)
+    add_viewing_commands(commands)
+    return parser
 
+
+def add_rendering_commands(commands) -> None:
+    """The commands that render audio: test, test_sample, create_release, synthesize."""
     test = commands.add_parser("test", help="render audio and metrics for a checkpoint")
     test.add_argument("--epoch", type=int, default=None)
     test.add_argument("--device", default="cpu")
@@ -121,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  "./synthesized for a release")
     synthesize.add_argument("--device", default="cpu")
 
+
+def add_viewing_commands(commands) -> None:
+    """The commands that show experiments: tensorboard, report."""
     board = commands.add_parser("tensorboard", help="serve the TensorBoard logs")
     board.add_argument("--port", type=int, default=6006)
     board.add_argument("--host", default="127.0.0.1")
@@ -131,7 +141,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="one page comparing these experiments (all when no name is given)")
     report.add_argument("--output", type=Path, default=None,
                         help="comparison page (default: <experiments-path>/compare.html)")
-    return parser
 
 
 def setup_logging(log_path: Path | None, verbose: bool, is_main: bool = True) -> logging.Logger:

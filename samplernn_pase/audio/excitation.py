@@ -83,7 +83,14 @@ def linear_prediction(history: torch.Tensor, coefficients: torch.Tensor, hop_len
     length = history.shape[-1] - order
     lags = history[..., :-1].unfold(-1, order, 1).flip(-1)            # (..., T, order): x[t-1] .. x[t-order]
     per_sample = coefficients.repeat_interleave(hop_length, dim=-2)[..., :length, :]
-    return (lags * per_sample).sum(-1)
+    return predictor_sum(lags, per_sample)
+
+
+def predictor_sum(lags: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+    """The prediction ``sum_k c_k x[t - k]`` from the lags (..., order) and the coefficients
+    (..., order) given in the same order: `linear_prediction` for every sample at once, and
+    SampleRNN's generation for one sample at a time (oldest lag first, coefficients reversed)."""
+    return (lags * coefficients).sum(-1)
 
 
 def predict(values: np.ndarray, coefficients: np.ndarray, hop_length: int) -> np.ndarray:

@@ -150,7 +150,21 @@ def labels_from_events(events: list[tuple], text: str, num_samples: int, sample_
     for kind, position, length, _, _ in events:
         if kind == _EVENT_WORD:
             words[position] = text[position - 1: position - 1 + length]
-    # Segments: [start_sample, name, word_position or None]; pauses start with "_".
+    segments, ends = _segments(events, num_samples)
+    final_mark = text.rstrip()[-1:] if text.rstrip() else "."
+    structure = _Structure(segments, words, tone="H-H%" if final_mark == "?" else "L-L%")
+    lines = []
+    for index, segment in enumerate(segments):
+        start = round(segment[0] / sample_rate * hts_labels.HTS_TIME_UNITS_PER_SECOND)
+        end = round(ends[index] / sample_rate * hts_labels.HTS_TIME_UNITS_PER_SECOND)
+        lines.append(f"{start} {end} {hts_labels.format_context(structure.context(index))}")
+    return lines
+
+
+def _segments(events: list[tuple], num_samples: int):
+    """The phones of the phoneme events: ([start_sample, name, word_position or None], their end
+    samples). Pauses are "pau" (consecutive ones merged), "sil" at both ends; zero-length
+    phones are dropped."""
     segments = []
     for kind, position, _, sample, name in events:
         if kind != _EVENT_PHONEME:
@@ -166,115 +180,81 @@ def labels_from_events(events: list[tuple], text: str, num_samples: int, sample_
         segments[-1][1] = "sil"
     starts = [s[0] for s in segments] + [num_samples]
     segments = [s for s, end in zip(segments, starts[1:]) if end > s[0]]  # drop zero-length phones
-    ends = [s[0] for s in segments[1:]] + [num_samples]
+    return segments, [s[0] for s in segments[1:]] + [num_samples]
 
-    # Structure: phrases (split at pauses) > words > syllables > phones.
-    phrases, word_phones = [], {}
-    for index, (_, _, position) in enumerate(segments):
-        if position is None:
-            if phrases and phrases[-1]:
+
+class _Structure:
+    """Phrases (split at pauses) > words > syllables > phones of one utterance, and the
+    full-context fields of each phone from them."""
+
+    def __init__(self, segments: list, words: dict, tone: str):
+        self.segments, self.tone = segments, tone
+        phrases, word_phones = [], {}
+        for index, (_, _, position) in enumerate(segments):
+            if position is None:
+                if phrases and phrases[-1]:
+                    phrases.append([])
+                continue
+            if not phrases:
                 phrases.append([])
-            continue
-        if not phrases:
-            phrases.append([])
-        if position not in word_phones:
-            word_phones[position] = []
-            phrases[-1].append(position)
-        word_phones[position].append(index)
-    phrases = [p for p in phrases if p]
-    syllables = []  # dicts with phones, word, phrase, stress, accent, vowel
-    word_info = {}
-    for phrase_index, phrase in enumerate(phrases):
-        for position in phrase:
-            phones = word_phones[position]
-            word = words.get(position, "").lower().strip(".,;:!?'\"")
-            gpos = GPOS.get(word, "content")
-            word_syllables = []
-            for group in _syllabify([segments[i][1] for i in phones]):
-                members = [phones[i] for i in group]
-                vowel = next((segments[i][1] for i in members if _is_vowel(segments[i][1])), None)
-                stress = 1 if vowel and vowel[:1] in "',"else 0
-                accent = 1 if vowel and vowel[:1] == "'" and gpos == "content" else 0
-                word_syllables.append(len(syllables))
-                syllables.append({"phones": members, "word": position, "phrase": phrase_index,
-                                  "stress": stress, "accent": accent,
-                                  "vowel": hts_symbol(vowel) if vowel else "novowel"})
-            word_info[position] = {"gpos": gpos, "syllables": word_syllables, "phrase": phrase_index}
-    syllable_of_phone = {p: s for s, syllable in enumerate(syllables) for p in syllable["phones"]}
-    phrase_syllables = [[s for s, syl in enumerate(syllables) if syl["phrase"] == i] for i in range(len(phrases))]
-    final_mark = text.rstrip()[-1:] if text.rstrip() else "."
-    tone = "H-H%" if final_mark == "?" else "L-L%"
+            if position not in word_phones:
+                word_phones[position] = []
+                phrases[-1].append(position)
+            word_phones[position].append(index)
+        self.phrases = phrases = [p for p in phrases if p]
+        self.syllables = syllables = []  # dicts with phones, word, phrase, stress, accent, vowel
+        self.word_info = {}
+        for phrase_index, phrase in enumerate(phrases):
+            for position in phrase:
+                self._add_word(position, word_phones[position], words, phrase_index)
+        self.syllable_of_phone = {p: s for s, syllable in enumerate(syllables) for p in syllable["phones"]}
+        self.phrase_syllables = [[s for s, syl in enumerate(syllables) if syl["phrase"] == i]
+                                 for i in range(len(phrases))]
+        self.all_words = [w for phrase in phrases for w in phrase]
+        self.names = [hts_symbol(s[1]) if s[2] is not None else s[1] for s in segments]
+
+    def _add_word(self, position: int, phones: list[int], words: dict, phrase_index: int) -> None:
+        """The syllables of one word (its phones' indices), with stress, accent and vowel."""
+        segments, syllables = self.segments, self.syllables
+        word = words.get(position, "").lower().strip(".,;:!?'\"")
+        gpos = GPOS.get(word, "content")
+        word_syllables = []
+        for group in _syllabify([segments[i][1] for i in phones]):
+            members = [phones[i] for i in group]
+            vowel = next((segments[i][1] for i in members if _is_vowel(segments[i][1])), None)
+            stress = 1 if vowel and vowel[:1] in "',"else 0
+            accent = 1 if vowel and vowel[:1] == "'" and gpos == "content" else 0
+            word_syllables.append(len(syllables))
+            syllables.append({"phones": members, "word": position, "phrase": phrase_index,
+                              "stress": stress, "accent": accent,
+                              "vowel": hts_symbol(vowel) if vowel else "novowel"})
+        self.word_info[position] = {"gpos": gpos, "syllables": word_syllables, "phrase": phrase_index}
 
     # As Festival writes them: a neighbour that does not exist is 0; the fields of the
     # current syllable, word and phrase of a pause are x; a pause's tone is 0.
-    def word_fields(position):
+    def word_fields(self, position):
         if position is None:
             return 0, 0
-        return word_info[position]["gpos"], len(word_info[position]["syllables"])
+        return self.word_info[position]["gpos"], len(self.word_info[position]["syllables"])
 
-    def phrase_fields(index):
-        if index is None or not 0 <= index < len(phrases):
+    def phrase_fields(self, index):
+        if index is None or not 0 <= index < len(self.phrases):
             return 0, 0
-        return len(phrase_syllables[index]), len(phrases[index])
+        return len(self.phrase_syllables[index]), len(self.phrases[index])
 
-    all_words = [w for phrase in phrases for w in phrase]
-    lines = []
-    names = [hts_symbol(s[1]) if s[2] is not None else s[1] for s in segments]
-    for index, segment in enumerate(segments):
+    def context(self, index: int) -> dict:
+        """The full-context fields of phone `index` (hts_labels.format_context's input)."""
         f = {}
         for offset, key in zip(range(-2, 3), ("p1", "p2", "p3", "p4", "p5")):
             neighbour = index + offset
-            f[key] = names[neighbour] if 0 <= neighbour < len(segments) else "x"
-        s = syllable_of_phone.get(index)
+            f[key] = self.names[neighbour] if 0 <= neighbour < len(self.segments) else "x"
+        s = self.syllable_of_phone.get(index)
         if s is None:  # pause / silence: only the neighbouring units
-            previous_syllable = max((t for p, t in syllable_of_phone.items() if p < index), default=None)
-            next_syllable = min((t for p, t in syllable_of_phone.items() if p > index), default=None)
-            previous_word = syllables[previous_syllable]["word"] if previous_syllable is not None else None
-            next_word = syllables[next_syllable]["word"] if next_syllable is not None else None
-            previous_phrase = syllables[previous_syllable]["phrase"] if previous_syllable is not None else None
-            next_phrase = syllables[next_syllable]["phrase"] if next_syllable is not None else None
-            phrase = next_phrase if next_phrase is not None else previous_phrase
-            if phrase is not None:
-                f["h3"], f["h4"] = phrase + 1, len(phrases) - phrase
-            f["h5"] = 0
+            neighbours = self._pause_fields(index, f)
         else:
-            syllable = syllables[s]
-            previous_syllable = s - 1 if s > 0 else None
-            next_syllable = s + 1 if s + 1 < len(syllables) else None
-            word_index = all_words.index(syllable["word"])
-            previous_word = all_words[word_index - 1] if word_index > 0 else None
-            next_word = all_words[word_index + 1] if word_index + 1 < len(all_words) else None
-            previous_phrase = syllable["phrase"] - 1 if syllable["phrase"] > 0 else None
-            next_phrase = syllable["phrase"] + 1 if syllable["phrase"] + 1 < len(phrases) else None
-            phones = syllable["phones"]
-            f["p6"], f["p7"] = phones.index(index) + 1, len(phones) - phones.index(index)
-            f["b1"], f["b2"], f["b3"] = syllable["stress"], syllable["accent"], len(phones)
-            in_word = word_info[syllable["word"]]["syllables"]
-            f["b4"], f["b5"] = in_word.index(s) + 1, len(in_word) - in_word.index(s)
-            in_phrase = phrase_syllables[syllable["phrase"]]
-            k = in_phrase.index(s)
-            before, after = in_phrase[:k], in_phrase[k + 1:]
-            f["b6"], f["b7"] = k + 1, len(in_phrase) - k
-            f["b8"] = sum(syllables[t]["stress"] for t in before)
-            f["b9"] = sum(syllables[t]["stress"] for t in after)
-            f["b10"] = sum(syllables[t]["accent"] for t in before)
-            f["b11"] = sum(syllables[t]["accent"] for t in after)
-            f["b12"] = next((k - j for j in range(k - 1, -1, -1) if syllables[in_phrase[j]]["stress"]), 0)
-            f["b13"] = next((j - k for j in range(k + 1, len(in_phrase)) if syllables[in_phrase[j]]["stress"]), 0)
-            f["b14"] = next((k - j for j in range(k - 1, -1, -1) if syllables[in_phrase[j]]["accent"]), 0)
-            f["b15"] = next((j - k for j in range(k + 1, len(in_phrase)) if syllables[in_phrase[j]]["accent"]), 0)
-            f["b16"] = syllable["vowel"]
-            phrase_words = phrases[syllable["phrase"]]
-            w = phrase_words.index(syllable["word"])
-            content = [word_info[p]["gpos"] == "content" for p in phrase_words]
-            f["e1"], f["e2"] = word_fields(syllable["word"])
-            f["e3"], f["e4"] = w + 1, len(phrase_words) - w
-            f["e5"], f["e6"] = sum(content[:w]), sum(content[w + 1:])
-            f["e7"] = next((w - j for j in range(w - 1, -1, -1) if content[j]), 0)
-            f["e8"] = next((j - w for j in range(w + 1, len(phrase_words)) if content[j]), 0)
-            f["h1"], f["h2"] = phrase_fields(syllable["phrase"])
-            f["h3"], f["h4"] = syllable["phrase"] + 1, len(phrases) - syllable["phrase"]
-            f["h5"] = tone if syllable["phrase"] == len(phrases) - 1 else "L-H%"
+            neighbours = self._syllable_fields(index, s, f)
+        previous_syllable, next_syllable, previous_word, next_word, previous_phrase, next_phrase = neighbours
+        syllables = self.syllables
         f["a1"] = f["a2"] = f["a3"] = f["c1"] = f["c2"] = f["c3"] = 0
         if previous_syllable is not None:
             f["a1"], f["a2"] = syllables[previous_syllable]["stress"], syllables[previous_syllable]["accent"]
@@ -282,15 +262,71 @@ def labels_from_events(events: list[tuple], text: str, num_samples: int, sample_
         if next_syllable is not None:
             f["c1"], f["c2"] = syllables[next_syllable]["stress"], syllables[next_syllable]["accent"]
             f["c3"] = len(syllables[next_syllable]["phones"])
-        f["d1"], f["d2"] = word_fields(previous_word)
-        f["f1"], f["f2"] = word_fields(next_word)
-        f["g1"], f["g2"] = phrase_fields(previous_phrase)
-        f["i1"], f["i2"] = phrase_fields(next_phrase)
-        f["j1"], f["j2"], f["j3"] = len(syllables), len(all_words), len(phrases)
-        start = round(segment[0] / sample_rate * hts_labels.HTS_TIME_UNITS_PER_SECOND)
-        end = round(ends[index] / sample_rate * hts_labels.HTS_TIME_UNITS_PER_SECOND)
-        lines.append(f"{start} {end} {hts_labels.format_context(f)}")
-    return lines
+        f["d1"], f["d2"] = self.word_fields(previous_word)
+        f["f1"], f["f2"] = self.word_fields(next_word)
+        f["g1"], f["g2"] = self.phrase_fields(previous_phrase)
+        f["i1"], f["i2"] = self.phrase_fields(next_phrase)
+        f["j1"], f["j2"], f["j3"] = len(syllables), len(self.all_words), len(self.phrases)
+        return f
+
+    def _pause_fields(self, index: int, f: dict):
+        """A pause's phrase position (h3, h4) and tone (h5) into `f`; returns its neighbouring
+        (syllables, words, phrases), previous and next."""
+        syllables, phrases = self.syllables, self.phrases
+        previous_syllable = max((t for p, t in self.syllable_of_phone.items() if p < index), default=None)
+        next_syllable = min((t for p, t in self.syllable_of_phone.items() if p > index), default=None)
+        previous_word = syllables[previous_syllable]["word"] if previous_syllable is not None else None
+        next_word = syllables[next_syllable]["word"] if next_syllable is not None else None
+        previous_phrase = syllables[previous_syllable]["phrase"] if previous_syllable is not None else None
+        next_phrase = syllables[next_syllable]["phrase"] if next_syllable is not None else None
+        phrase = next_phrase if next_phrase is not None else previous_phrase
+        if phrase is not None:
+            f["h3"], f["h4"] = phrase + 1, len(phrases) - phrase
+        f["h5"] = 0
+        return previous_syllable, next_syllable, previous_word, next_word, previous_phrase, next_phrase
+
+    def _syllable_fields(self, index: int, s: int, f: dict):
+        """The fields of phone `index` in syllable `s`, its word and its phrase into `f`;
+        returns its neighbouring (syllables, words, phrases), previous and next."""
+        syllables, phrases, all_words, word_info = self.syllables, self.phrases, self.all_words, self.word_info
+        syllable = syllables[s]
+        previous_syllable = s - 1 if s > 0 else None
+        next_syllable = s + 1 if s + 1 < len(syllables) else None
+        word_index = all_words.index(syllable["word"])
+        previous_word = all_words[word_index - 1] if word_index > 0 else None
+        next_word = all_words[word_index + 1] if word_index + 1 < len(all_words) else None
+        previous_phrase = syllable["phrase"] - 1 if syllable["phrase"] > 0 else None
+        next_phrase = syllable["phrase"] + 1 if syllable["phrase"] + 1 < len(phrases) else None
+        phones = syllable["phones"]
+        f["p6"], f["p7"] = phones.index(index) + 1, len(phones) - phones.index(index)
+        f["b1"], f["b2"], f["b3"] = syllable["stress"], syllable["accent"], len(phones)
+        in_word = word_info[syllable["word"]]["syllables"]
+        f["b4"], f["b5"] = in_word.index(s) + 1, len(in_word) - in_word.index(s)
+        in_phrase = self.phrase_syllables[syllable["phrase"]]
+        k = in_phrase.index(s)
+        before, after = in_phrase[:k], in_phrase[k + 1:]
+        f["b6"], f["b7"] = k + 1, len(in_phrase) - k
+        f["b8"] = sum(syllables[t]["stress"] for t in before)
+        f["b9"] = sum(syllables[t]["stress"] for t in after)
+        f["b10"] = sum(syllables[t]["accent"] for t in before)
+        f["b11"] = sum(syllables[t]["accent"] for t in after)
+        f["b12"] = next((k - j for j in range(k - 1, -1, -1) if syllables[in_phrase[j]]["stress"]), 0)
+        f["b13"] = next((j - k for j in range(k + 1, len(in_phrase)) if syllables[in_phrase[j]]["stress"]), 0)
+        f["b14"] = next((k - j for j in range(k - 1, -1, -1) if syllables[in_phrase[j]]["accent"]), 0)
+        f["b15"] = next((j - k for j in range(k + 1, len(in_phrase)) if syllables[in_phrase[j]]["accent"]), 0)
+        f["b16"] = syllable["vowel"]
+        phrase_words = phrases[syllable["phrase"]]
+        w = phrase_words.index(syllable["word"])
+        content = [word_info[p]["gpos"] == "content" for p in phrase_words]
+        f["e1"], f["e2"] = self.word_fields(syllable["word"])
+        f["e3"], f["e4"] = w + 1, len(phrase_words) - w
+        f["e5"], f["e6"] = sum(content[:w]), sum(content[w + 1:])
+        f["e7"] = next((w - j for j in range(w - 1, -1, -1) if content[j]), 0)
+        f["e8"] = next((j - w for j in range(w + 1, len(phrase_words)) if content[j]), 0)
+        f["h1"], f["h2"] = self.phrase_fields(syllable["phrase"])
+        f["h3"], f["h4"] = syllable["phrase"] + 1, len(phrases) - syllable["phrase"]
+        f["h5"] = self.tone if syllable["phrase"] == len(phrases) - 1 else "L-H%"
+        return previous_syllable, next_syllable, previous_word, next_word, previous_phrase, next_phrase
 
 
 def write_utterance(espeak: _Espeak, text: str, speaker: str, sample_rate: int, stem: Path) -> Path:

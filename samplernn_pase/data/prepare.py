@@ -88,8 +88,58 @@ def prepare_data(data_config: dict, data_path: Path, seed: int, num_workers: int
     data_path = Path(data_path)
     require_data_path(data_config, data_path, log)
     params = features.feature_params(data_config)
-    sample_rate, hop_length = params["sample_rate"], params["hop_length"]
+    sample_rate = params["sample_rate"]
+    genders, sources, corpus_of, missing = read_corpora(data_config, data_path, log)
+    tasks = [{"audio": str(u.audio), "labels": str(u.labels) if u.labels else None,
+              "data_path": str(data_path), "params": params} for u in sources]
+    results = extract_all(tasks, num_workers, log)
+    kept, dropped, converted = keep_extracted(sources, results, missing, data_path, log)
 
+    speaker_seconds: dict[str, float] = {}
+    for source, result in kept.values():
+        speaker_seconds[source.speaker] = speaker_seconds.get(source.speaker, 0.0) + result["num_samples"] / sample_rate
+    speaker_set = allocation.allocate_speakers(speaker_seconds, genders, data_config, seed)
+    speaker_ids = sorted((s for s in speaker_set if speaker_set[s] == "modeling")) + \
+        sorted((s for s in speaker_set if speaker_set[s] == "adaptation"))
+    split_of = {}
+    for speaker in speaker_ids:
+        own = [(uid, r["num_samples"] / sample_rate) for uid, (s, r) in kept.items() if s.speaker == speaker]
+        split_of.update(allocation.split_utterances(
+            own, data_config["test_seconds_per_speaker"], data_config["validation_seconds_per_speaker"],
+            seed, speaker, data_config["train_seconds_per_speaker"]))
+    used = {uid: kept[uid] for uid in sorted(split_of)}
+    linguistic = linguistic_index([r for _, r in used.values() if r["has_labels"]])
+    normalization = speaker_normalization(used, split_of, speaker_ids, params, linguistic is not None)
+
+    utterances = [{
+        "id": uid, "speaker": source.speaker, "seconds": round(result["num_samples"] / sample_rate, 4),
+        "num_frames": int(result["num_frames"]), "split": split_of[uid],
+        "audio": _relative(source.audio, data_path), "features": result["features"],
+        "has_labels": bool(result["has_labels"]),
+        "text": source.text, "word_ends": word_ends(source) if result["has_labels"] else None,
+    } for uid, (source, result) in used.items()]
+    speakers = [{"id": s, "corpus": corpus_of[s], "gender": genders.get(s), "seconds": round(speaker_seconds[s], 3),
+                 "set": speaker_set[s], "index": number} for number, s in enumerate(speaker_ids)]
+    unused = sorted(s for s in speaker_seconds if s not in speaker_set)
+    index = {
+        "sample_rate": sample_rate,
+        "hop_length": params["hop_length"],
+        "feature_params": params,
+        "speakers": speakers,
+        "utterances": utterances,
+        "linguistic": linguistic,
+        "acoustic_fields": features.acoustic_fields(params["mcep_order"]),
+        "report": {"kept": len(kept), "dropped": {k: sorted(v) for k, v in sorted(dropped.items())},
+                   "converted": converted, "unused_speakers": unused},
+    }
+    _log_summary(index, log)
+    return index, normalization
+
+
+def read_corpora(data_config: dict, data_path: Path, log: logging.Logger):
+    """Every corpus of data.corpora: (gender of each speaker, the utterances, the corpus of
+    each speaker, the audio files listed but missing); a speaker or an utterance id in two
+    corpora is refused."""
     genders, sources, corpus_of, missing = {}, [], {}, []
     for entry in data_config["corpora"]:
         corpus = read_corpus(entry, data_path, data_config, log)
@@ -105,11 +155,12 @@ def prepare_data(data_config: dict, data_path: Path, seed: int, num_workers: int
                  len(corpus.speakers), len(corpus.utterances))
     if len({u.id for u in sources}) != len(sources):
         raise UserError("data.corpora: two utterances share an id; give the corpora different `name`s")
+    return genders, sources, corpus_of, missing
 
-    tasks = [{"audio": str(u.audio), "labels": str(u.labels) if u.labels else None,
-              "data_path": str(data_path), "params": params} for u in sources]
-    results = extract_all(tasks, num_workers, log)
 
+def keep_extracted(sources, results, missing, data_path: Path, log: logging.Logger):
+    """The utterances whose features were extracted: ({id: (source, result)}, {reason: the files
+    left out}, how many were resampled / downmixed); none kept is refused."""
     dropped: dict[str, list[str]] = {}
     for path in missing:
         dropped.setdefault("missing_audio", []).append(_relative(Path(path), data_path))
@@ -130,35 +181,27 @@ def prepare_data(data_config: dict, data_path: Path, seed: int, num_workers: int
     if not kept:
         raise UserError(f"{data_path}: no valid utterance in data.corpora "
                         f"({sum(len(v) for v in dropped.values())} files left out)")
+    return kept, dropped, converted
 
-    speaker_seconds: dict[str, float] = {}
-    for source, result in kept.values():
-        speaker_seconds[source.speaker] = speaker_seconds.get(source.speaker, 0.0) + result["num_samples"] / sample_rate
-    speaker_set = allocation.allocate_speakers(speaker_seconds, genders, data_config, seed)
-    speaker_ids = sorted((s for s in speaker_set if speaker_set[s] == "modeling")) + \
-        sorted((s for s in speaker_set if speaker_set[s] == "adaptation"))
-    speaker_index = {s: i for i, s in enumerate(speaker_ids)}
 
-    split_of = {}
-    for speaker in speaker_ids:
-        own = [(uid, r["num_samples"] / sample_rate) for uid, (s, r) in kept.items() if s.speaker == speaker]
-        split_of.update(allocation.split_utterances(
-            own, data_config["test_seconds_per_speaker"], data_config["validation_seconds_per_speaker"],
-            seed, speaker, data_config["train_seconds_per_speaker"]))
-    used = {uid: kept[uid] for uid in sorted(split_of)}
+def linguistic_index(labelled: list[dict]) -> dict | None:
+    """data.json's `linguistic` from the extraction results of the labelled utterances (None:
+    none has labels). Vocabularies, one per shared table: index 0 = x (not applicable), index
+    1 = the unknown symbol (a symbol never seen here, met later), then every symbol seen."""
+    if not labelled:
+        return None
+    return {"columns": list(hts_labels.COLUMNS),
+            "categorical_fields": list(hts_labels.CATEGORICAL_FIELDS),
+            "table_of_field": dict(hts_labels.CATEGORICAL_TABLES),
+            "vocabularies": linguistic_vocabularies([r["phone_categorical"] for r in labelled]),
+            "real_fields": list(hts_labels.FRAME_REAL_FIELDS)}
 
-    # Linguistic vocabularies, one per shared table: index 0 = x (not applicable), index 1 =
-    # the unknown symbol (a symbol never seen here, met later), then every symbol seen.
-    labelled = [r for _, r in used.values() if r["has_labels"]]
-    linguistic = None
-    if labelled:
-        linguistic = {"columns": list(hts_labels.COLUMNS),
-                      "categorical_fields": list(hts_labels.CATEGORICAL_FIELDS),
-                      "table_of_field": dict(hts_labels.CATEGORICAL_TABLES),
-                      "vocabularies": linguistic_vocabularies([r["phone_categorical"] for r in labelled]),
-                      "real_fields": list(hts_labels.FRAME_REAL_FIELDS)}
 
-    # Per-speaker normalization from training frames (all frames for a speaker without any).
+def speaker_normalization(used: dict, split_of: dict, speaker_ids: list[str], params: dict,
+                          linguistic: bool) -> dict[str, np.ndarray]:
+    """normalization.npz: per-speaker mean/std of the acoustic features (and of the real
+    linguistic columns when the corpus has labels) over its training frames (all of its
+    frames for a speaker without any)."""
     acoustic_fields = features.acoustic_fields(params["mcep_order"])
     flag_dims = tuple(acoustic_fields.index(f) for f in features.FLAG_FIELDS)
     acoustic_stats = {s: Accumulator(len(acoustic_fields)) for s in speaker_ids}
@@ -175,36 +218,11 @@ def prepare_data(data_config: dict, data_path: Path, seed: int, num_workers: int
     normalization = {"speakers": np.array(speaker_ids, dtype=str)}
     means, stds = zip(*(acoustic_stats[s].mean_std(flag_dims) for s in speaker_ids))
     normalization["acoustic_mean"], normalization["acoustic_std"] = np.stack(means), np.stack(stds)
-    if linguistic is not None:
+    if linguistic:
         unnormalized = tuple(hts_labels.FRAME_REAL_FIELDS.index(f) for f in hts_labels.UNNORMALIZED_FIELDS)
         means, stds = zip(*(linguistic_stats[s].mean_std(unnormalized) for s in speaker_ids))
         normalization["linguistic_real_mean"], normalization["linguistic_real_std"] = np.stack(means), np.stack(stds)
-
-    utterances = []
-    for uid, (source, result) in used.items():
-        utterances.append({
-            "id": uid, "speaker": source.speaker, "seconds": round(result["num_samples"] / sample_rate, 4),
-            "num_frames": int(result["num_frames"]), "split": split_of[uid],
-            "audio": _relative(source.audio, data_path), "features": result["features"],
-            "has_labels": bool(result["has_labels"]),
-            "text": source.text, "word_ends": word_ends(source) if result["has_labels"] else None,
-        })
-    speakers = [{"id": s, "corpus": corpus_of[s], "gender": genders.get(s), "seconds": round(speaker_seconds[s], 3),
-                 "set": speaker_set[s], "index": speaker_index[s]} for s in speaker_ids]
-    unused = sorted(s for s in speaker_seconds if s not in speaker_set)
-    index = {
-        "sample_rate": sample_rate,
-        "hop_length": hop_length,
-        "feature_params": params,
-        "speakers": speakers,
-        "utterances": utterances,
-        "linguistic": linguistic,
-        "acoustic_fields": acoustic_fields,
-        "report": {"kept": len(kept), "dropped": {k: sorted(v) for k, v in sorted(dropped.items())},
-                   "converted": converted, "unused_speakers": unused},
-    }
-    _log_summary(index, log)
-    return index, normalization
+    return normalization
 
 
 def word_ends(source) -> list[float] | None:

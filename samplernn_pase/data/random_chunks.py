@@ -8,7 +8,7 @@ a plain dict so a mid-epoch checkpoint resumes at the next batch.
 
 Offsets are multiples of `offset_step` (PASE: its frame hop, so that targets
 computed once per utterance line up with every chunk). A batch is
-{"wave": (B, chunk_samples), "chunks": [(item, offset)], **targets_of(chunks, wave)}:
+{"chunk": (B, ..., chunk_samples), "chunks": [(item, offset)], **targets_of(chunks, chunk)}:
 `targets_of` is where a model's training targets are computed, in the data
 pipeline (and in `train --num-workers`'s read-ahead thread) rather than in the step.
 """
@@ -22,7 +22,7 @@ class RandomChunkLoader:
                  chunk_samples: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
                  shuffle: bool = True, offset_step: int = 1, targets_of=None):
         self.audio_of = audio_of          # item -> float32 array (..., length): waveform or mel
-        self.targets_of = targets_of      # (chunks, wave) -> dict of extra batch entries
+        self.targets_of = targets_of      # (chunks, chunk) -> dict of extra batch entries
         self.batch_size = batch_size
         self.chunk_samples = chunk_samples
         self.position = 0

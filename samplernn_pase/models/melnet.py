@@ -53,6 +53,7 @@ teacher-forced pass (`tier_nll`).
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -275,6 +276,13 @@ class FeatureExtraction(nn.Module):
         return features, last.view(B, Fq, H)
 
 
+class FramePlan(NamedTuple):
+    """What `DelayedLayer.frame_step` needs, prepared once per generation."""
+    freq_gates: tuple          # both directions of time_freq_rnn stacked: (a, c, bias) of `_gru_sequences`
+    time_cell: GRUCell         # time_rnn over the B * F bins
+    central_cell: GRUCell | None   # central_rnn (tier 1), else None
+
+
 class DelayedLayer(nn.Module):
     """One layer of the time-delayed, (centralized) and frequency-delayed stacks."""
 
@@ -304,19 +312,28 @@ class DelayedLayer(nn.Module):
         over_time, time_last = run_gru(self.time_rnn, seq, time_state.reshape(1, B * Fq, H))
         over_time = over_time.view(B, Fq, T, H).transpose(1, 2)
         over_freq, _ = run_gru(self.time_freq_rnn, h_t.reshape(B * T, Fq, H))
-        h_t = self.time_out(torch.cat([over_time, over_freq.view(B, T, Fq, 2 * H)], -1)) + h_t
-        stacks = h_t
-        central_last = None
+        central, central_last = None, None
         if self.central:
-            out, central_last = run_gru(self.central_rnn, h_c, central_state.unsqueeze(0))
-            h_c = self.central_out(out) + h_c
+            central, central_last = run_gru(self.central_rnn, h_c, central_state.unsqueeze(0))
             central_last = central_last.squeeze(0)
-            stacks = stacks + h_c.unsqueeze(2)
+        h_t, h_c, stacks = self.stack_outputs(h_t, over_time, over_freq.view(B, T, Fq, 2 * H), h_c, central)
         out, _ = run_gru(self.freq_rnn, (h_f + stacks).reshape(B * T, Fq, H))
         h_f = self.freq_out(out.view(B, T, Fq, H)) + h_f
         return h_t, h_f, h_c, time_last.view(B, Fq, H), central_last
 
-    def sampling_plan(self, batch_size: int, n_freq: int):
+    def stack_outputs(self, h_t, over_time, over_freq, h_c, central):
+        """The time-delayed and centralized stacks' outputs (residual) from their recurrences'
+        outputs, for a chunk (..., T, F, H) or one frame (..., F, H): over_time, over_freq (both
+        directions) and central (None without the centralized stack). Returns h_t, h_c and
+        ``stacks``: what the layer adds to the frequency-delayed input of every bin."""
+        h_t = self.time_out(torch.cat([over_time, over_freq], -1)) + h_t
+        stacks = h_t
+        if self.central:
+            h_c = self.central_out(central) + h_c
+            stacks = stacks + h_c.unsqueeze(-2)
+        return h_t, h_c, stacks
+
+    def sampling_plan(self, batch_size: int, n_freq: int) -> FramePlan:
         """What `frame_step` needs, prepared once per generation: the two directions of
         `time_freq_rnn` stacked for `_gru_sequences`, the cells of the time GRUs."""
         rnn = self.time_freq_rnn
@@ -327,9 +344,9 @@ class DelayedLayer(nn.Module):
         c = [state_gate_weights(rnn.weight_hh_l0), state_gate_weights(rnn.weight_hh_l0_reverse)]
         freq_gates = torch.stack(a), torch.stack(c), torch.stack(bias).unsqueeze(1)
         central = GRUCell.of(self.central_rnn, batch_size) if self.central else None
-        return freq_gates, GRUCell.of(self.time_rnn, batch_size * n_freq), central
+        return FramePlan(freq_gates, GRUCell.of(self.time_rnn, batch_size * n_freq), central)
 
-    def frame_step(self, h_t, h_c, time_state, central_state, plan):
+    def frame_step(self, h_t, h_c, time_state, central_state, plan: FramePlan):
         """Time-direction part for one frame: h_t (B, F, H), h_c (B, H) or None.
 
         `plan`: `self.sampling_plan(B, F)` (both directions of `time_freq_rnn` run as
@@ -338,16 +355,12 @@ class DelayedLayer(nn.Module):
         adds to the frequency-delayed input of every bin of the frame.
         """
         B, Fq, H = h_t.shape
-        freq_gates, time_cell, central_cell = plan
-        time_state = time_cell(h_t.reshape(B * Fq, H), time_state.reshape(B * Fq, H)).view(B, Fq, H)
-        out = _gru_sequences(torch.stack([h_t, h_t.flip(1)]), *freq_gates)
+        time_state = plan.time_cell(h_t.reshape(B * Fq, H), time_state.reshape(B * Fq, H)).view(B, Fq, H)
+        out = _gru_sequences(torch.stack([h_t, h_t.flip(1)]), *plan.freq_gates)
         over_freq = torch.cat([out[0], out[1].flip(1)], -1)
-        h_t = self.time_out(torch.cat([time_state, over_freq], -1)) + h_t
-        stacks = h_t
         if self.central:
-            central_state = central_cell(h_c, central_state)
-            h_c = self.central_out(central_state) + h_c
-            stacks = stacks + h_c.unsqueeze(1)
+            central_state = plan.central_cell(h_c, central_state)
+        h_t, h_c, stacks = self.stack_outputs(h_t, time_state, over_freq, h_c, central_state)
         return h_t, h_c, time_state, central_state, stacks
 
 
@@ -443,121 +456,179 @@ class Tier(nn.Module):
         Samples `frames` frames, or with `target` (B, T, F) scores the given
         values instead and returns (target, log-likelihoods (B, T, F)).
         `chunk`: this tier's TBPTT chunk in frames (the feature extraction's
-        window, as in training); 0 for a single window.
+        window, as in training); 0 for a single window. Per frame: the
+        time-direction stacks (`_frame_stacks`), then the frequency-delayed stack
+        and the head bin by bin (`_FrequencyStep`).
         """
         if target is not None:
             batch_size, frames = target.shape[:2]
-        Fq, H = self.n_freq, self.hidden_size
         device = self.head.weight.device
         reset = torch.ones(batch_size, dtype=torch.bool, device=device)
         state = self._apply_reset(self.initial_state(batch_size), reset)
-        x = self.head.weight.new_zeros(batch_size, frames, Fq)
+        x = self.head.weight.new_zeros(batch_size, frames, self.n_freq)
         log_likelihood = torch.zeros_like(x) if target is not None else None
-        if self.conditioned:
-            z_time, z_freq = [], []
-            chunk = chunk or frames or 1
-            features_state = state["features"]
-            for start in range(0, max(frames, 1), chunk):
-                size = (min(chunk, frames - start), Fq)
-                z_t, z_f, features_state = self.conditioning(lower[:, start:start + chunk],
-                                                             features_state, size)
-                z_time.append(z_t)
-                z_freq.append(z_f)
-            z_time, z_freq = torch.cat(z_time, 1), torch.cat(z_freq, 1)
+        features = self._generation_features(lower, state["features"], frames, chunk) \
+            if self.conditioned else None
         time_states = list(state["time"].unbind(1))
         central_states = list(state["central"].unbind(1)) if self.central else None
-        prev = state["prev_frame"]
-        # Per value, layer i computes u = h_f + stacks_i, g_i = GRU(u, g_i), h_f += W_i g_i + b_i,
-        # and the head theta = W h_f + b. Within a frame everything is linear in
-        # V = [x[t, f-1], g_0, ..., g_{L-1}] plus per-frame constants, so layer i's gate
-        # pre-activations are one addmm of a prefix of V (the `gate_views` layout, with the
-        # products W_ih W_j of the layers below precomputed), and theta one addmm of V.
-        # The per-frame constants (h_f's bias and features, stacks_i, the output biases
-        # b_j below, the Gumbel noise of the logits) are the addmms' bias rows, computed
-        # for all bins of a frame at once.
-        L = len(self.layers)
-        B = batch_size
-        w_in = self.freq_in.weight.t()  # (1, H): h_f of the bin's input value
-        out_w = [layer.freq_out.weight.t() for layer in self.layers]  # h_f += g_j @ out_w[j]
-        biases = torch.stack([layer.freq_out.bias for layer in self.layers]).cumsum(0)
-        offsets = [torch.zeros_like(biases[0])] + list(biases[:-1])
-        gate_in, gate_bias, gate_mats = [], [], []
-        for i, layer in enumerate(self.layers):
-            rnn = layer.freq_rnn
-            a, bias = input_gate_weights(rnn.weight_ih_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
-            gate_in.append(a)
-            gate_bias.append(bias + offsets[i] @ a)
-            gate_mats.append(torch.cat([w_in @ a] + [out_w[j] @ a for j in range(i)]
-                                       + [state_gate_weights(rnn.weight_hh_l0)]))
-        head_w = self.head.weight.t()  # (H, 3K)
-        head_mat = torch.cat([w_in @ head_w] + [w @ head_w for w in out_w])  # (1 + L H, 3K)
-        head_bias = self.head.bias + biases[-1] @ head_w
-        K = self.head.out_features // 3
-        plans = [layer.sampling_plan(B, Fq) for layer in self.layers]
-        V = x.new_zeros(B, 1 + L * H)
-        value_slot = V[:, :1]
-        gates, n = x.new_empty(B, 4 * H), x.new_empty(B, H)
-        views = gate_views(gates)
-        cells = [(V[:, :1 + (i + 1) * H], gate_mats[i], V[:, 1 + i * H:1 + (i + 1) * H])
-                 for i in range(L)]
-        theta = x.new_empty(B, 3 * K)
-        mu, log_std, logit = theta[:, :K], theta[:, K:2 * K], theta[:, 2 * K:]
-        frame_values = x.new_empty(Fq, B, 1)
-        value_views = frame_values.unbind(0)
-        thetas = x.new_empty(Fq, B, 3 * K) if target is not None else None
-        addmm, addcmul, gather, argmax = torch.addmm, torch.addcmul, torch.gather, torch.argmax
+        plans = [layer.sampling_plan(batch_size, self.n_freq) for layer in self.layers]
+        bins = _FrequencyStep(self, batch_size)
         sampling = target is None and temperature > 0
+        prev = state["prev_frame"]
         for t in range(frames):
-            h_t = self.time_in(prev.unsqueeze(-1))
-            h_c = self.central_in(prev) if self.central else None
-            freq_base = self.freq_in.bias  # (H,) or (B, F, H)
-            if self.conditioned:
-                h_t = h_t + z_time[:, t]
-                freq_base = z_freq[:, t] + freq_base
-            frame_pre = []
-            for i, layer in enumerate(self.layers):
-                h_t, h_c, time_states[i], c, add = layer.frame_step(
-                    h_t, h_c, time_states[i], central_states[i] if self.central else None,
-                    plans[i])
-                if self.central:
-                    central_states[i] = c
-                pre = torch.matmul(add + freq_base, gate_in[i]).add_(gate_bias[i])
-                frame_pre.append(pre.transpose(0, 1).contiguous().unbind(0))  # F x (B, 4H)
-            frame_pre = list(zip(*frame_pre))  # F x L
-            head_pre = torch.matmul(freq_base, head_w).add_(head_bias).expand(B, Fq, 3 * K)
-            if sampling:  # this frame's random numbers in one go, temperature folded in
-                gumbel, normal = gmm_noise((B, Fq), K, x, generator)
-                head_pre = head_pre + F.pad(gumbel * temperature, (2 * K, 0))
-                normal = (normal * temperature).transpose(0, 1).contiguous().unbind(0)
-            head_pre = head_pre.transpose(0, 1).contiguous().unbind(0)  # F x (B, 3K)
-            if target is not None:
-                target_views = target[:, t].t().unsqueeze(-1).unbind(0)
-                theta_views = thetas.unbind(0)
-            V.zero_()  # x[t, -1] = 0 and the initial states of the frequency GRUs
-            for f in range(Fq):
-                for pre, (inputs, mat, g) in zip(frame_pre[f], cells):
-                    addmm(pre, inputs, mat, out=gates)
-                    gru_update(views, g, n, g)
-                if target is not None:
-                    addmm(head_pre[f], V, head_mat, out=theta_views[f])
-                    value_slot.copy_(target_views[f])
-                    continue
-                addmm(head_pre[f], V, head_mat, out=theta)
-                k = argmax(logit, 1, keepdim=True)
-                if sampling:
-                    std = gather(log_std, 1, k).clamp_(LOG_STD_MIN, LOG_STD_MAX).exp_()
-                    addcmul(gather(mu, 1, k), std, normal[f], out=value_slot)
-                else:
-                    gather(mu, 1, k, out=value_slot)
-                value_slot.clamp_(-VALUE_LIMIT, VALUE_LIMIT)
-                value_views[f].copy_(value_slot)
+            freq_base, stacks = self._frame_stacks(prev, None if features is None else features[0][:, t],
+                                                   None if features is None else features[1][:, t],
+                                                   time_states, central_states, plans)
+            frame_gates = bins.frame_gates(stacks, freq_base)
+            head_bias = bins.head_bias(freq_base)
             if target is not None:
                 x[:, t] = target[:, t]
-                log_likelihood[:, t] = gmm_log_prob(thetas.transpose(0, 1), target[:, t])
-            else:
-                x[:, t] = frame_values.view(Fq, B).t()
+                log_likelihood[:, t] = bins.score_frame(frame_gates, bins.per_bin(head_bias), target[:, t])
+                prev = x[:, t]
+                continue
+            normal = None
+            if sampling:   # this frame's random numbers in one go, temperature folded in
+                gumbel, normal = gmm_noise(head_bias.shape[:2], bins.components, x, generator)
+                head_bias = head_bias + F.pad(gumbel * temperature, (2 * bins.components, 0))
+                normal = bins.per_bin(normal * temperature)
+            x[:, t] = bins.sample_frame(frame_gates, bins.per_bin(head_bias), normal)
             prev = x[:, t]
         return x if target is None else (x, log_likelihood)
+
+    def _generation_features(self, lower, state, frames, chunk):
+        """The layer-0 additions from x_<k (`conditioning`) of all `frames` frames, (B, T, F, H)
+        for the time-delayed and for the frequency-delayed stack, computed over the training's
+        chunks of `chunk` frames (0: one)."""
+        z_time, z_freq = [], []
+        chunk = chunk or frames or 1
+        for start in range(0, max(frames, 1), chunk):
+            size = (min(chunk, frames - start), self.n_freq)
+            z_t, z_f, state = self.conditioning(lower[:, start:start + chunk], state, size)
+            z_time.append(z_t)
+            z_freq.append(z_f)
+        return torch.cat(z_time, 1), torch.cat(z_freq, 1)
+
+    def _frame_stacks(self, prev, z_time, z_freq, time_states, central_states, plans):
+        """The time-delayed (and centralized) stacks for one frame from the previous frame
+        prev (B, F) and the frame's conditioning z_time, z_freq (B, F, H) or None: every
+        layer's `DelayedLayer.frame_step` (states updated in place in the lists). Returns
+        the frequency-delayed input's base (layer 0: (H,) or (B, F, H)) and each layer's
+        ``stacks`` (B, F, H)."""
+        h_t = self.time_in(prev.unsqueeze(-1))
+        h_c = self.central_in(prev) if self.central else None
+        freq_base = self.freq_in.bias  # (H,) or (B, F, H)
+        if self.conditioned:
+            h_t = h_t + z_time
+            freq_base = z_freq + freq_base
+        stacks = []
+        for i, layer in enumerate(self.layers):
+            h_t, h_c, time_states[i], central, add = layer.frame_step(
+                h_t, h_c, time_states[i], central_states[i] if self.central else None, plans[i])
+            if self.central:
+                central_states[i] = central
+            stacks.append(add)
+        return freq_base, stacks
+
+
+class _FrequencyStep:
+    """The frequency-delayed stack and the GMM head of a tier, one value at a time.
+
+    Per value, layer i computes u = h_f + stacks_i, g_i = GRU(u, g_i), h_f += W_i g_i + b_i,
+    and the head theta = W h_f + b. Within a frame everything is linear in
+    V = [x[t, f-1], g_0, ..., g_{L-1}] plus per-frame constants, so layer i's gate
+    pre-activations are one addmm of a prefix of V (the `gate_views` layout, with the
+    products W_ih W_j of the layers below precomputed), and theta one addmm of V.
+    The per-frame constants (h_f's bias and features, stacks_i, the output biases
+    b_j below, the Gumbel noise of the logits) are the addmms' bias rows, computed
+    for all bins of a frame at once (`frame_gates`, `head_bias`).
+    """
+
+    def __init__(self, tier, batch_size):
+        L, H, B = len(tier.layers), tier.hidden_size, batch_size
+        w_in = tier.freq_in.weight.t()  # (1, H): h_f of the bin's input value
+        out_w = [layer.freq_out.weight.t() for layer in tier.layers]  # h_f += g_j @ out_w[j]
+        biases = torch.stack([layer.freq_out.bias for layer in tier.layers]).cumsum(0)
+        offsets = [torch.zeros_like(biases[0])] + list(biases[:-1])
+        self.gate_in, self.gate_bias, gate_mats = [], [], []
+        for i, layer in enumerate(tier.layers):
+            rnn = layer.freq_rnn
+            a, bias = input_gate_weights(rnn.weight_ih_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
+            self.gate_in.append(a)
+            self.gate_bias.append(bias + offsets[i] @ a)
+            gate_mats.append(torch.cat([w_in @ a] + [out_w[j] @ a for j in range(i)]
+                                       + [state_gate_weights(rnn.weight_hh_l0)]))
+        self.head_w = tier.head.weight.t()  # (H, 3K)
+        self.head_mat = torch.cat([w_in @ self.head_w] + [w @ self.head_w for w in out_w])  # (1 + L H, 3K)
+        self.head_out_bias = tier.head.bias + biases[-1] @ self.head_w
+        K = self.components = tier.head.out_features // 3
+        self.n_freq, self.batch_size = tier.n_freq, B
+        like = tier.head.weight
+        self.V = like.new_zeros(B, 1 + L * H)
+        self.value_slot = self.V[:, :1]
+        self.gates, self.n = like.new_empty(B, 4 * H), like.new_empty(B, H)
+        self.views = gate_views(self.gates)
+        self.cells = [(self.V[:, :1 + (i + 1) * H], gate_mats[i], self.V[:, 1 + i * H:1 + (i + 1) * H])
+                      for i in range(L)]
+        self.theta = like.new_empty(B, 3 * K)
+        self.frame_values = like.new_empty(tier.n_freq, B, 1)
+        self.thetas = None
+
+    @staticmethod
+    def per_bin(values):
+        """(B, F, ...) -> F tensors (B, ...), contiguous (one per bin)."""
+        return values.transpose(0, 1).contiguous().unbind(0)
+
+    def frame_gates(self, stacks, freq_base):
+        """Each bin's gate pre-activations of each layer before V enters: F x L (B, 4H)."""
+        per_layer = [self.per_bin(torch.matmul(add + freq_base, a).add_(bias))
+                     for add, a, bias in zip(stacks, self.gate_in, self.gate_bias)]
+        return list(zip(*per_layer))
+
+    def head_bias(self, freq_base):
+        """The head's per-frame bias (B, F, 3K) before V enters."""
+        return torch.matmul(freq_base, self.head_w).add_(self.head_out_bias).expand(
+            self.batch_size, self.n_freq, self.head_out_bias.shape[-1])
+
+    def _advance(self, gates_of_bin):
+        """Every layer's frequency GRU one bin up, from the value of the bin below in V."""
+        for pre, (inputs, mat, g) in zip(gates_of_bin, self.cells):
+            torch.addmm(pre, inputs, mat, out=self.gates)
+            gru_update(self.views, g, self.n, g)
+
+    def sample_frame(self, frame_gates, head_bias, normal):
+        """One frame's values (B, F): per bin the GRUs, the head, and a draw of the GMM
+        (`gmm_sample` with the frame's noise folded in: Gumbel in ``head_bias``, ``normal``
+        per bin scaled by the temperature; None: the most likely component's mean)."""
+        K, theta = self.components, self.theta
+        mu, log_std, logit = theta[:, :K], theta[:, K:2 * K], theta[:, 2 * K:]
+        value_views = self.frame_values.unbind(0)
+        self.V.zero_()  # x[t, -1] = 0 and the initial states of the frequency GRUs
+        for f in range(self.n_freq):
+            self._advance(frame_gates[f])
+            torch.addmm(head_bias[f], self.V, self.head_mat, out=theta)
+            k = torch.argmax(logit, 1, keepdim=True)
+            if normal is not None:
+                std = torch.gather(log_std, 1, k).clamp_(LOG_STD_MIN, LOG_STD_MAX).exp_()
+                torch.addcmul(torch.gather(mu, 1, k), std, normal[f], out=self.value_slot)
+            else:
+                torch.gather(mu, 1, k, out=self.value_slot)
+            self.value_slot.clamp_(-VALUE_LIMIT, VALUE_LIMIT)
+            value_views[f].copy_(self.value_slot)
+        return self.frame_values.view(self.n_freq, self.batch_size).t()
+
+    def score_frame(self, frame_gates, head_bias, target):
+        """log p (B, F) of one given frame target (B, F): per bin the GRUs and the head, the
+        bin's given value entering V for the next."""
+        if self.thetas is None:
+            self.thetas = self.theta.new_empty(self.n_freq, self.batch_size, self.theta.shape[-1])
+        target_views = target.t().unsqueeze(-1).unbind(0)
+        theta_views = self.thetas.unbind(0)
+        self.V.zero_()
+        for f in range(self.n_freq):
+            self._advance(frame_gates[f])
+            torch.addmm(head_bias[f], self.V, self.head_mat, out=theta_views[f])
+            self.value_slot.copy_(target_views[f])
+        return gmm_log_prob(self.thetas.transpose(0, 1), target)
 
 
 class MelNet(nn.Module):

@@ -25,6 +25,7 @@ cost is its number of calls, not arithmetic.
 """
 
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -67,12 +68,27 @@ def layer_weights(rnn: nn.GRU, layer: int = 0, direction: str = ""):
 # --- the step ----------------------------------------------------------------------
 
 
-def gate_views(gates: torch.Tensor):
-    """Views (input part [n_x, r, z], state part [r, z, n_h], r and z, r, z, n_h, n_x)
-    of a (..., 4H) buffer."""
+class GateViews(NamedTuple):
+    """Views of one (..., 4H) buffer [n_x, r, z, n_h] (see the module's docstring)."""
+    input_part: torch.Tensor   # [n_x, r, z]: what the input adds (the order of `input_order`)
+    state_part: torch.Tensor   # [r, z, n_h]: what h W_hh^T + b_hh adds (PyTorch's order)
+    rz: torch.Tensor           # r and z, summed over input and state
+    r: torch.Tensor
+    z: torch.Tensor
+    n_h: torch.Tensor          # n's state part W_hn h + b_hn
+    n_x: torch.Tensor          # n's input part W_in x + b_in
+
+
+def gate_views(gates: torch.Tensor) -> GateViews:
+    """The named views of a (..., 4H) buffer."""
     H = gates.shape[-1] // 4
-    return (gates[..., :3 * H], gates[..., H:], gates[..., H:3 * H], gates[..., H:2 * H],
-            gates[..., 2 * H:3 * H], gates[..., 3 * H:], gates[..., :H])
+    return GateViews(gates[..., :3 * H], gates[..., H:], gates[..., H:3 * H], gates[..., H:2 * H],
+                     gates[..., 2 * H:3 * H], gates[..., 3 * H:], gates[..., :H])
+
+
+def step_views(gates: torch.Tensor, dim: int = 1):
+    """The `GateViews` of each step of a buffer of all steps (steps along `dim`)."""
+    return [GateViews._make(step) for step in zip(*(v.unbind(dim) for v in gate_views(gates)))]
 
 
 def input_order(weight: torch.Tensor, dim: int = 0) -> torch.Tensor:
@@ -112,10 +128,9 @@ def gru_update(views, h: torch.Tensor, n: torch.Tensor, out: torch.Tensor) -> to
     In place: r and z become the gates' values, `n` n's; h' goes to `out`
     (which may be `h`) and is returned. These are what the backward pass needs.
     """
-    _, _, rz, r, z, n_h, n_x = views
-    rz.sigmoid_()
-    torch.addcmul(n_x, r, n_h, out=n).tanh_()
-    return torch.lerp(n, h, z, out=out)   # (1 - z) * n + z * h
+    views.rz.sigmoid_()
+    torch.addcmul(views.n_x, views.r, views.n_h, out=n).tanh_()
+    return torch.lerp(n, h, views.z, out=out)   # (1 - z) * n + z * h
 
 
 def gru_step(views, h: torch.Tensor, weight_hh_t: torch.Tensor, n: torch.Tensor,
@@ -123,7 +138,7 @@ def gru_step(views, h: torch.Tensor, weight_hh_t: torch.Tensor, n: torch.Tensor,
     """One GRU step: the buffer of `gate_buffer` (`views` of it) + the state product
     h W_hh^T (h (B, H) or (D, B, H) with `weight_hh_t` (H, 3H) or (D, H, 3H): D GRUs
     at once), then `gru_update`. Returns h' (in `out`)."""
-    state = views[1]
+    state = views.state_part
     if h.dim() == 3:
         state.baddbmm_(h, weight_hh_t)
     else:
@@ -137,12 +152,11 @@ def gru_update_backward(views, n: torch.Tensor, h: torch.Tensor, dh: torch.Tenso
     (same layout), from dh = d loss / d h'. `views`, `n`: the step's buffers after the
     forward; h its input state. Returns dh z, the part of d loss / d h that does not go
     through the state product (the caller adds d[:3H] W_hh)."""
-    _, _, _, r, z, n_h, _ = views
-    _, _, _, g_r, g_z, g_nh, g_nx = grad_views
-    torch.mul(dh * (1 - z), 1 - n * n, out=g_nx)
-    torch.mul(g_nx, r, out=g_nh)
-    torch.mul(g_nx * n_h, r * (1 - r), out=g_r)
-    torch.mul(dh * (h - n), z * (1 - z), out=g_z)
+    r, z, grad = views.r, views.z, grad_views
+    torch.mul(dh * (1 - z), 1 - n * n, out=grad.n_x)
+    torch.mul(grad.n_x, r, out=grad.n_h)
+    torch.mul(grad.n_x * views.n_h, r * (1 - r), out=grad.r)
+    torch.mul(dh * (h - n), z * (1 - z), out=grad.z)
     return dh * z
 
 
@@ -156,7 +170,7 @@ class GRUCell:
         self.weight_hh_t = weight_hh.t()
         self.gates = weight_hh.new_empty(rows, 4 * hidden)
         self.views = gate_views(self.gates)
-        self.input_part = self.views[0]
+        self.input_part = self.views.input_part
         self.n = weight_hh.new_empty(rows, hidden)
         if weight_ih is not None:
             self.input_weight, self.input_bias = input_gate_weights(weight_ih, bias_ih, bias_hh)
@@ -198,8 +212,7 @@ class GRURecurrence(torch.autograd.Function):
         n = torch.empty_like(output)
         weight_t = weight_hh.t()
         h = h0
-        for views, n_t, out_t in zip(zip(*(v.unbind(1) for v in gate_views(gates))),
-                                     n.unbind(1), output.unbind(1)):
+        for views, n_t, out_t in zip(step_views(gates), n.unbind(1), output.unbind(1)):
             h = gru_step(views, h, weight_t, n_t, out_t)
         ctx.save_for_backward(h0, output, gates, n, weight_hh)
         return output
@@ -211,12 +224,11 @@ class GRURecurrence(torch.autograd.Function):
         previous = torch.cat([h0[:, None], output[:, :-1]], dim=1)
         grad = torch.empty_like(gates)
         dh = torch.zeros_like(h0)
-        steps = list(zip(zip(*(v.unbind(1) for v in gate_views(gates))), n.unbind(1),
-                         previous.unbind(1), grad_output.unbind(1),
-                         zip(*(v.unbind(1) for v in gate_views(grad)))))
+        steps = list(zip(step_views(gates), n.unbind(1), previous.unbind(1), grad_output.unbind(1),
+                         step_views(grad)))
         for views, n_t, h_t, grad_t, grad_views in reversed(steps):
             direct = gru_update_backward(views, n_t, h_t, dh + grad_t, grad_views)
-            dh = torch.addmm(direct, grad_views[1], weight_hh)
+            dh = torch.addmm(direct, grad_views.state_part, weight_hh)
         state = grad[..., hidden:].reshape(-1, 3 * hidden)
         grad_weight = state.t() @ previous.reshape(-1, hidden)
         grad_input = torch.cat([grad[..., hidden:3 * hidden], grad[..., :hidden]], dim=-1)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
-from samplernn_pase.audio.excitation import linear_prediction
+from samplernn_pase.audio.excitation import linear_prediction, predictor_sum
 from samplernn_pase.audio.mulaw import mulaw_decode, mulaw_encode, mulaw_zero
 from samplernn_pase.models.recurrent import GRUCell, gate_buffer, generation_threads, input_order, run_gru
 from samplernn_pase.models.section import ModelSection
@@ -201,12 +201,18 @@ class FrameTier(nn.Module):
             elif name.startswith("bias"):
                 nn.init.zeros_(param)
 
+    def upsample_matrix(self):
+        """The transposed convolution's weight (H_in, H_out, r) as one (H_in, H_out * r) matrix
+        (a view, no copy of the large weight): a frame's output is one product, in the
+        convolution's own (H_out, r) layout."""
+        weight = self.upsample.weight
+        return weight.view(weight.shape[0], -1)
+
     def upsample_frames(self, output):
         """(B, n, H_in) -> (B, n * ratio, H_out): the transposed convolution as one
-        matrix product, without copying its (large) weight."""
+        matrix product."""
         batch, n, _ = output.shape
-        weight = self.upsample.weight
-        up = (output @ weight.view(weight.shape[0], -1)).view(batch, n, -1, self.ratio)
+        up = (output @ self.upsample_matrix()).view(batch, n, -1, self.ratio)
         return up.transpose(2, 3).reshape(batch, n * self.ratio, -1) + self.upsample_bias.repeat(n, 1)
 
     def forward(self, frames, conds, upper, hidden):
@@ -220,6 +226,64 @@ class FrameTier(nn.Module):
             x = x + upper
         output, hidden = run_gru(self.rnn, x, hidden)
         return self.upsample_frames(output), hidden
+
+    def generation(self, mixed):
+        """This tier prepared for `TierStep.step`, one frame at a time; ``mixed`` (B, n, C) the
+        conditioning of every top frame."""
+        return TierStep(self, mixed)
+
+
+class TierStep:
+    """`FrameTier.forward` one frame at a time (generation). Everything that does not depend
+    on the codes is computed ahead for all frames: the first GRU layer's gate buffer
+    (`recurrent.gate_views` layout) from the conditioning and the biases, and the input
+    projection folded into the gates (a frame_size x 4H matrix). Per frame: that product
+    on the previous frame's samples, the gates from the tier above, the GRU step and the
+    upsampling (`FrameTier.upsample_matrix`)."""
+
+    def __init__(self, tier, mixed):
+        rnn = tier.rnn
+        self.frame_size, self.ratio = tier.frame_size, tier.ratio
+        batch, frames = mixed.shape[:2]
+        w_ih = rnn.weight_ih_l0                                                   # (3H, H)
+        base = tier.input_projection.bias + tier.conds_projection(mixed)          # (B, n, H)
+        self.const_gates = gate_buffer(F.linear(base, w_ih, rnn.bias_ih_l0), rnn.bias_hh_l0)  # (B, n, 4H)
+        frame_gates = input_order(w_ih @ tier.input_projection.weight).t()        # (frame, 3H)
+        self.frame_gates = F.pad(frame_gates, (0, rnn.hidden_size))               # (frame, 4H): not n_h
+        self.upper_gates_weight = w_ih.t()                                        # for the tier above
+        self.cells = [GRUCell(rnn.weight_hh_l0, batch)]    # the input part filled by `step`
+        self.cells += [GRUCell.of(rnn, batch, layer) for layer in range(1, rnn.num_layers)]
+        self.up_weight = tier.upsample_matrix()                                   # (H, H_out * r)
+        bias = tier.upsample_bias.t().reshape(-1)                                 # (H_out * r)
+        self.up_bias = bias.expand(batch, frames, -1)                             # (B, n, H_out * r)
+
+    def add_bias(self, per_frame):
+        """Adds a term (B, n, H_out) of every frame to each of its upsampled outputs (the
+        sample level's conditioning, folded into the bottom tier's bias)."""
+        batch, frames = per_frame.shape[:2]
+        self.up_bias = (self.up_bias.view(batch, frames, -1, self.ratio)
+                        + per_frame[..., None]).reshape(batch, frames, -1)
+
+    def upper_input(self, upper):
+        """The input gates (B, r, 3H) (input part order) of the tier above's upsampled output
+        upper (B, r, H) for the r frames of this tier under its current frame."""
+        return input_order(torch.matmul(upper, self.upper_gates_weight), -1)
+
+    def step(self, previous, frame, upper_gates, hidden):
+        """One frame: previous (B, frame_size) the decoded samples of the frame before, frame
+        the index of the current top frame, upper_gates (B, 3H) from `upper_input` of the tier
+        above (None at the top), hidden a list of (B, H) per layer, updated. Returns the
+        upsampled output (B, r, H_out)."""
+        cell = self.cells[0]
+        torch.addmm(self.const_gates[:, frame], previous, self.frame_gates, out=cell.gates)
+        if upper_gates is not None:
+            cell.input_part.add_(upper_gates)
+        x = hidden[0] = cell.step(hidden[0])
+        for layer in range(1, len(self.cells)):
+            x = hidden[layer] = self.cells[layer](x, hidden[layer])
+        # (B, H_out, r) in the transposed convolution's own layout, viewed as (B, r, H_out)
+        up = torch.addmm(self.up_bias[:, frame], x, self.up_weight).view(x.shape[0], -1, self.ratio)
+        return up.transpose(1, 2)
 
 
 class SampleMLP(nn.Module):
@@ -264,10 +328,18 @@ class SampleMLP(nn.Module):
     def tap_offsets(self, device):
         return torch.arange(self.frame_size, device=device) * self.q_levels
 
-    def head(self, x):
-        for layer in self.hidden:
-            x = F.relu(layer(x))
-        return self.output(x)
+    def head_weights(self):
+        """((weight, bias) of each hidden layer, (weight, bias) of the output)."""
+        return [(layer.weight, layer.bias) for layer in self.hidden], (self.output.weight, self.output.bias)
+
+    def head(self, x, weights=None, inplace=False):
+        """Logits (..., q) from the first layer's pre-activation x (..., H); ``weights`` from
+        `head_weights` (evaluated once for a generation), ``inplace`` for generation."""
+        hidden, output = weights or self.head_weights()
+        x = F.relu(x, inplace=inplace)
+        for weight, bias in hidden:
+            x = F.relu(F.linear(x, weight, bias), inplace=inplace)
+        return F.linear(x, *output)
 
     def forward(self, codes, conds, upper):
         """codes (B, T + frame_size - 1) int64; conds (B, n0, C); upper (B, T, H) -> (B, T, q)."""
@@ -277,7 +349,7 @@ class SampleMLP(nn.Module):
         n0 = conds.shape[1]
         x = (x.view(batch, n0, length // n0, hidden) + upper.view(batch, n0, length // n0, hidden)
              + self.conds_projection(conds)[:, :, None])
-        return self.head(F.relu(x.view(batch, length, hidden)))
+        return self.head(x.view(batch, length, hidden))
 
 
 class SampleRNN(nn.Module):
@@ -442,27 +514,26 @@ class SampleRNN(nn.Module):
         mlp = self.sample_mlp
         with parametrize.cached():
             mixed = self.mixer(conds, speaker)                                   # (B, n, C)
-            plan = [_TierPlan(tier, mixed) for tier in self.tiers]
+            tiers = [tier.generation(mixed) for tier in self.tiers]
             # the sample level's conditioning, added once per bottom frame to its upsampled output
-            sample_conds = mlp.conds_projection(mixed)                           # (B, n, H)
-            plan[-1].up_bias = (plan[-1].up_bias.view(batch, frames, -1, plan[-1].ratio)
-                                + sample_conds[..., None]).reshape(batch, frames, -1)
+            tiers[-1].add_bias(mlp.conds_projection(mixed))                      # (B, n, H)
             table = mlp.input_table().contiguous()
-            head = [(layer.weight, layer.bias) for layer in mlp.hidden]
-            out_w, out_b = mlp.output.weight, mlp.output.bias
-            vocoder = _VocoderPlan(self, conds)
+            head = mlp.head_weights()
+            vocoder = _VocoderStep(self, conds)
 
         codes = torch.full((batch, fs0 + length), mulaw_zero(q), dtype=torch.int64, device=device)
         log_probs = torch.empty(batch, length, device=device) if return_log_probs else None
         hidden = [list(h.unbind(0)) for h in self.initial_hidden(batch)]
         with generation_threads(device, rows=batch):
-            self._generate_steps(plan, codes, hidden, table, head, out_w, out_b, temperature,
-                                 generator, log_probs, vocoder)
+            self._generate_steps(tiers, codes, hidden, table, head, temperature, generator, log_probs,
+                                 vocoder)
         samples = codes[:, fs0:].clone()
         return (samples, log_probs) if return_log_probs else samples
 
-    def _generate_steps(self, plan, codes, hidden, table, head, out_w, out_b, temperature,
-                        generator, log_probs, vocoder):
+    def _generate_steps(self, tiers, codes, hidden, table, head, temperature, generator, log_probs,
+                        vocoder):
+        """The loop over samples: each tier's `TierStep.step` at the start of its frames, then
+        the sample level (`SampleMLP.forward` for one sample) and the draw."""
         batch, device = codes.shape[0], codes.device
         fs0, q = self.frame_size, self.config.q_levels
         length = codes.shape[1] - fs0
@@ -478,30 +549,20 @@ class SampleRNN(nn.Module):
             if t % fs0 == 0 and temperature > 0:   # sampling noise for the whole top frame
                 uniform = torch.rand(batch, fs0, q, device=device, generator=generator)
                 gumbel = -torch.log(-torch.log(uniform.clamp_(1e-10, 1.0)))
-            for i, tier in enumerate(plan):
+            for i, tier in enumerate(tiers):
                 if t % tier.frame_size:
                     continue
-                cell = tier.cells[0]
-                torch.addmm(tier.const_gates[:, frame], self.code_values[codes[:, p - tier.frame_size:p]],
-                            tier.frame_gates, out=cell.gates)
-                if i > 0:
-                    cell.input_part.add_(upper_gates[:, (t // tier.frame_size) % plan[i - 1].ratio])
-                h = tier.step(hidden[i])
-                # (B, H_out, r) in the transposed convolution's own layout, viewed as (B, r, H_out)
-                up = torch.addmm(tier.up_bias[:, frame], h, tier.up_weight).view(batch, -1, tier.ratio)
-                up = up.transpose(1, 2)
-                if i + 1 < len(plan):
-                    upper_gates = input_order(torch.matmul(up, plan[i + 1].upper_gates_weight), -1)
+                above = upper_gates[:, (t // tier.frame_size) % tiers[i - 1].ratio] if i > 0 else None
+                up = tier.step(self.code_values[codes[:, p - tier.frame_size:p]], frame, above, hidden[i])
+                if i + 1 < len(tiers):
+                    upper_gates = tiers[i + 1].upper_input(up)
                 else:
                     ups = up
             x = F.embedding_bag(codes[:, p - k:p] + offsets, table, mode="sum")
-            x = x + ups[:, t % plan[-1].ratio]
+            x = x + ups[:, t % tiers[-1].ratio]
             if vocoder.active:
                 prediction = vocoder.add_terms(x, codes, p, t)
-            x = torch.relu_(x)
-            for weight, bias in head:
-                x = torch.relu_(F.linear(x, weight, bias))
-            logits = F.linear(x, out_w, out_b)
+            logits = self.sample_mlp.head(x, head, inplace=True)
             if temperature > 0:
                 choice = torch.argmax(logits / temperature + gumbel[:, t % fs0], dim=-1)
             else:
@@ -509,7 +570,7 @@ class SampleRNN(nn.Module):
             if prediction is not None:
                 codes[:, p] = vocoder.sample_code(p, choice)
                 # the residual code that teacher forcing reads off the emitted code (see
-                # _VocoderPlan: it differs from the sampled one by the filtered rounding errors)
+                # _VocoderStep: it differs from the sampled one by the filtered rounding errors)
                 choice = vocoder.residual_code(codes[:, p], prediction)
             else:
                 codes[:, p] = choice
@@ -517,10 +578,11 @@ class SampleRNN(nn.Module):
                 log_probs[:, t] = torch.log_softmax(logits, -1)[rows, choice]
 
 
-class _VocoderPlan:
-    """The linear prediction and the harmonic source at generation: the predictor of every
-    frame (reversed, to meet the last ``order`` decoded samples in time order) and the
-    source's term of every sample of the current top frame, projected once per frame.
+class _VocoderStep:
+    """`SampleRNN.prediction` and `SampleMLP.excitation` one sample at a time: the predictor
+    of every frame (reversed, to meet the last ``order`` decoded samples in time order, for
+    `predictor_sum`) and the source's term of every sample of the current top frame,
+    projected once per frame.
 
     The prediction runs twice. The network sees the prediction from the decoded codes,
     exactly as teacher forcing computes it (`SampleRNN.prediction`). The sample itself
@@ -561,8 +623,8 @@ class _VocoderPlan:
             if self.signal is None:   # the look-back, as teacher forcing decodes it
                 self.signal = self.code_values[codes]
             order = self.lpc.shape[-1]
-            prediction = (self.code_values[codes[:, p - order:p]] * self.lpc[:, frame]).sum(-1)
-            self.continuation = (self.signal[:, p - order:p] * self.lpc[:, frame]).sum(-1)
+            prediction = predictor_sum(self.code_values[codes[:, p - order:p]], self.lpc[:, frame])
+            self.continuation = predictor_sum(self.signal[:, p - order:p], self.lpc[:, frame])
             if self.harmonic is not None:
                 prediction = prediction + self.harmonic[:, frame, t % self.frame_size]
                 self.continuation += self.harmonic[:, frame, t % self.frame_size]
@@ -579,38 +641,6 @@ class _VocoderPlan:
         value = (self.continuation + self.code_values[residual_code]).clamp_(-1.0, 1.0)
         self.signal[:, p] = value
         return mulaw_encode(value, self.q_levels)
-
-
-class _TierPlan:
-    """One frame tier prepared for incremental generation: its first layer's gate
-    buffer (`recurrent.gate_views` layout) before the frame's codes and the tier
-    above enter, for all frames; the input projection folded into the gates (a
-    frame_size x 4H matrix); the input weights for the tier above; the GRU cells."""
-
-    def __init__(self, tier, mixed):
-        rnn = tier.rnn
-        self.frame_size, self.ratio = tier.frame_size, tier.ratio
-        batch, frames = mixed.shape[:2]
-        w_ih = rnn.weight_ih_l0                                                   # (3H, H)
-        base = tier.input_projection.bias + tier.conds_projection(mixed)          # (B, n, H)
-        self.const_gates = gate_buffer(F.linear(base, w_ih, rnn.bias_ih_l0), rnn.bias_hh_l0)  # (B, n, 4H)
-        frame_gates = input_order(w_ih @ tier.input_projection.weight).t()        # (frame, 3H)
-        self.frame_gates = F.pad(frame_gates, (0, rnn.hidden_size))               # (frame, 4H): not n_h
-        self.upper_gates_weight = w_ih.t()                                        # for the tier above
-        self.cells = [GRUCell(rnn.weight_hh_l0, batch)]    # the input part filled by the loop
-        self.cells += [GRUCell.of(rnn, batch, layer) for layer in range(1, rnn.num_layers)]
-        weight = tier.upsample.weight                                             # (H, H_out, r)
-        self.up_weight = weight.view(weight.shape[0], -1)                         # (H, H_out * r)
-        bias = tier.upsample_bias.t().reshape(-1)                                 # (H_out * r)
-        self.up_bias = bias.expand(batch, frames, -1)                             # (B, n, H_out * r)
-
-    def step(self, hidden):
-        """Advances every layer one step (``hidden``: list of (B, H), updated), the first
-        layer's input part being in its cell's buffer; returns the top output."""
-        x = hidden[0] = self.cells[0].step(hidden[0])
-        for layer in range(1, len(self.cells)):
-            x = hidden[layer] = self.cells[layer](x, hidden[layer])
-        return x
 
 
 def nll_bits(logits, targets, mask=None):

@@ -134,21 +134,7 @@ def write_report(experiment: Experiment, data_path: Path | None = None) -> Path:
     loss = collect.loss_name(config)
 
     history = collect.training_history(experiment)
-    loss_plot = None
-    if history:
-        loss_plot = save_curves(plots_dir / "loss.png", f"loss per epoch ({loss})", loss, {
-            "train": [(h["epoch"], h["train_loss"]) for h in history if collect.is_number(h.get("train_loss"))],
-            "validation": [(h["epoch"], h["validation_loss"]) for h in history
-                           if collect.is_number(h.get("validation_loss"))]}, best_epoch)
-    other_history = sorted({k for h in history for k, v in h.items() if collect.is_number(v)}
-                           - {"epoch", "iteration", "train_loss", "validation_loss"})
-    metric_plots = [(key, save_curves(plots_dir / f"history-{safe_name(key)}.png", key, key,
-                                      {"": [(h["epoch"], h[key]) for h in history
-                                            if collect.is_number(h.get(key))]}, best_epoch))
-                    for key in other_history]
-    for metric, series in sorted(collect.metrics_over_epochs(experiment).items()):
-        metric_plots.append((metric, save_curves(plots_dir / f"metric-{safe_name(metric)}.png",
-                                                 metric, metric, series, best_epoch)))
+    loss_plot, metric_plots = history_plots(experiment, plots_dir, history, loss, best_epoch)
 
     epochs = collect.result_epochs(experiment)
     shown = []
@@ -165,24 +151,49 @@ def write_report(experiment: Experiment, data_path: Path | None = None) -> Path:
             recordings.add_to(section)
         shown_results.append(results)
 
-    checkpoint_rows = []
-    for epoch_key, entry in sorted(checkpoints.get("epochs", {}).items(), key=lambda e: int(e[0])):
-        epoch = int(epoch_key)
-        checkpoint_rows.append({
-            "epoch": epoch, "validation_loss": entry.get("validation_loss"),
-            "iteration": entry.get("iteration"), "best": epoch == best_epoch,
-            "file": experiment.checkpoint_path(epoch).is_file(),
-            "release": experiment.release_path(epoch).is_file()})
-
     return render_page(
         experiment.root / REPORT_FILE, "experiment.html.j2",
         name=experiment.name, family=config.get("model", {}).get("type", "?"),
         config_text=json.dumps(config, indent=2), data=collect.data_summary(index),
         loss_name=loss, loss_plot=loss_plot, metric_plots=metric_plots, history=history,
         best_epoch=best_epoch, latest_epoch=epochs[-1] if epochs else None, result_epochs=epochs,
-        shown_results=shown_results, checkpoints=checkpoint_rows,
+        shown_results=shown_results, checkpoints=checkpoint_rows(experiment, checkpoints, best_epoch),
         partial_checkpoint=experiment.partial_checkpoint_path.is_file(),
         recordings_problem=recordings.problem)
+
+
+def history_plots(experiment: Experiment, plots_dir: Path, history: list[dict], loss: str, best_epoch):
+    """The curves over epochs: the training and validation loss (None without history), and
+    (name, PNG) of every other logged figure and of every test metric."""
+    loss_plot = None
+    if history:
+        loss_plot = save_curves(plots_dir / "loss.png", f"loss per epoch ({loss})", loss, {
+            "train": [(h["epoch"], h["train_loss"]) for h in history if collect.is_number(h.get("train_loss"))],
+            "validation": [(h["epoch"], h["validation_loss"]) for h in history
+                           if collect.is_number(h.get("validation_loss"))]}, best_epoch)
+    other_history = sorted({k for h in history for k, v in h.items() if collect.is_number(v)}
+                           - {"epoch", "iteration", "train_loss", "validation_loss"})
+    metric_plots = [(key, save_curves(plots_dir / f"history-{safe_name(key)}.png", key, key,
+                                      {"": [(h["epoch"], h[key]) for h in history
+                                            if collect.is_number(h.get(key))]}, best_epoch))
+                    for key in other_history]
+    for metric, series in sorted(collect.metrics_over_epochs(experiment).items()):
+        metric_plots.append((metric, save_curves(plots_dir / f"metric-{safe_name(metric)}.png",
+                                                 metric, metric, series, best_epoch)))
+    return loss_plot, metric_plots
+
+
+def checkpoint_rows(experiment: Experiment, checkpoints: dict, best_epoch) -> list[dict]:
+    """One row per checkpoint of checkpoints/index.json, in epoch order: its files present."""
+    rows = []
+    for epoch_key, entry in sorted(checkpoints.get("epochs", {}).items(), key=lambda e: int(e[0])):
+        epoch = int(epoch_key)
+        rows.append({
+            "epoch": epoch, "validation_loss": entry.get("validation_loss"),
+            "iteration": entry.get("iteration"), "best": epoch == best_epoch,
+            "file": experiment.checkpoint_path(epoch).is_file(),
+            "release": experiment.release_path(epoch).is_file()})
+    return rows
 
 
 # --- several experiments side by side ----------------------------------------------------

@@ -124,12 +124,8 @@ class AcousticRunner(Runner):
                                 self.config["seed"], epoch, self.context.rank, self.context.world_size, shuffle)
 
     def train_batches(self, epoch, position):
-        batches = self.loader("train", epoch, shuffle=True)
-        if len(batches) == 0:
-            raise UserError("data: no training utterance with labels of a modeling speaker")
-        if position is not None:
-            batches.load_state_dict(position)
-        return batches
+        return self.positioned(self.loader("train", epoch, shuffle=True), position,
+                               empty="data: no training utterance with labels of a modeling speaker")
 
     def batch_losses(self, model, batch) -> dict[str, torch.Tensor]:
         """{"loss", "duration_loss", "acoustic_loss", "vuv_loss"} of one batch."""
@@ -249,7 +245,7 @@ class AcousticRunner(Runner):
                 names.append(name)
             batch_size = self.config["test"]["batch_size"]
             for start in range(0, len(names), batch_size):
-                audio += [item["audio"] for item in
+                audio += [item.audio for item in
                           vocoder.render_batch(names[start:start + batch_size], vocoder.vocoder_epoch)]
         return audio
 

@@ -83,11 +83,7 @@ class Runner(ABC):
     def evaluation(self):
         """The independent judges of `test` (metrics/evaluation.py), built on first use."""
         from ..metrics.evaluation import Evaluation
-        return Evaluation(self.index, self.store, self.config["data"], pase=self.pase_encoder())
-
-    def pase_encoder(self):
-        """The PASE encoder the experiment names (model.pase_experiment), for its Fréchet distance."""
-        return None
+        return Evaluation(self.index, self.store, self.config["data"])
 
     def utterance_ids(self, split: str) -> list[str]:
         """Utterances of the modeling speakers in one split (what training sees)."""
@@ -100,6 +96,16 @@ class Runner(ABC):
                               chunk_frames, seed=self.config["seed"], epoch=epoch,
                               rank=self.context.rank, world_size=self.context.world_size,
                               shuffle=shuffle)
+
+    @staticmethod
+    def positioned(batches, position: dict | None, empty: str | None = None):
+        """`train_batches`' loader at a resumed `position` (None: from the start); `empty`:
+        the one-line error when the loader has no batch at all."""
+        if empty is not None and len(batches) == 0:
+            raise UserError(empty)
+        if position is not None:
+            batches.load_state_dict(position)
+        return batches
 
     # --- to implement ----------------------------------------------------------
 

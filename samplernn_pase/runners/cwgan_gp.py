@@ -43,7 +43,7 @@ from ..metrics.frechet import mel_frechet
 from ..models.cwgan_gp import CWGANGP, CWGANGPConfig
 from ..training.optim import build_optimizer
 from .base import Runner
-from .rendering import write_results
+from .rendering import RenderedItem, write_results
 
 
 class CWGANGPRunner(Runner):
@@ -195,9 +195,8 @@ class CWGANGPRunner(Runner):
         # speaker's test utterances (the speaker-similarity reference leaves it out).
         test_utterance = {u["speaker"]: u["id"] for u in reversed(self.index["utterances"])
                           if u["split"] == "test"}
-        rendered = [{"id": f"{name}-{i}", "audio": wave, "reference": None,
-                     "utterance": test_utterance.get(speakers[0]),
-                     "metrics": self.profile_distances(mel, row, profiles)}
+        rendered = [RenderedItem(f"{name}-{i}", wave, metrics=self.profile_distances(mel, row, profiles),
+                                 utterance=test_utterance.get(speakers[0]))
                     for (name, row, speakers, i), wave, mel in zip(names, audio, mels.numpy())]
         return [{"rendered": rendered, "grid": grid, "mels": mels.numpy(), "real_mels": real_mels,
                  "wasserstein": self.wasserstein_estimate("test"), "count": count}]

@@ -26,7 +26,7 @@ from ..experiment.weights import load_vqvae_codec
 from ..models.gpt import GPT, GPTConfig, bits_per_code, generate, grid_to_sequence, sequence_to_grid
 from .base import Runner
 from ..training.rng import stream_seed
-from .rendering import test_tag, utterances_to_render, write_results
+from .rendering import RenderedItem, max_test_frames, test_tag, utterances_to_render, write_results
 
 UNKNOWN_GENDER = "unknown"
 
@@ -134,12 +134,9 @@ class GPTPriorRunner(Runner):
 
     def max_columns(self) -> int | None:
         """Time columns in test.max_seconds (at least 2), or None for no limit."""
-        max_seconds = self.config["test"]["max_seconds"]
-        if max_seconds is None:
-            return None
         c = self.codec
-        frames = int(max_seconds * c.settings.sample_rate) // c.settings.hop_length
-        return max(2, frames // c.config.downsample_time)
+        frames = max_test_frames(self.config["test"], c.settings.sample_rate, c.settings.hop_length)
+        return None if frames is None else max(2, frames // c.config.downsample_time)
 
     def sample(self, speaker_ids: list[str], num_codes: int, prompt: torch.Tensor | None,
                generator: torch.Generator) -> torch.Tensor:
@@ -150,7 +147,7 @@ class GPTPriorRunner(Runner):
                         self.config["test"]["temperature"], model_config["top_k"],
                         model_config["top_p"], generator).cpu()
 
-    def continuation(self, utterance_id: str, max_columns: int | None, generator) -> dict:
+    def continuation(self, utterance_id: str, max_columns: int | None, generator) -> RenderedItem:
         """The first prompt_fraction of a real test utterance's columns, the rest sampled."""
         c, height = self.codec, self.codes.column_height
         real = torch.from_numpy(self.codes.grid(utterance_id)[:, :max_columns]).long()
@@ -174,12 +171,11 @@ class GPTPriorRunner(Runner):
         panels = [(f"continuation after the first {prompt_columns} of {columns} code columns "
                    f"(frame {prompt_frames})", generated),
                   ("VQ-VAE decoding of the real codes", reconstruction), ("real (scaled log-mel)", original)]
-        return {"id": f"{utterance_id}.continuation", "audio": c.to_audio(generated),
-                "reference": np.array(audio[:frames * hop]), "metrics": metrics,
-                "images": self.mel_images(panels), "utterance": utterance_id,
-                "references": {"real": np.array(audio[:frames * hop])}}
+        return RenderedItem(f"{utterance_id}.continuation", c.to_audio(generated), np.array(audio[:frames * hop]),
+                            metrics, images=self.mel_images(panels), utterance=utterance_id,
+                            references={"real": np.array(audio[:frames * hop])})
 
-    def unconditional(self, speaker_id: str, columns: int, generator) -> list[dict]:
+    def unconditional(self, speaker_id: str, columns: int, generator) -> list[RenderedItem]:
         """samples_per_speaker samples of `columns` time columns for one speaker, from nothing."""
         count = self.config["model"]["samples_per_speaker"]
         if count == 0:
@@ -190,9 +186,8 @@ class GPTPriorRunner(Runner):
         for k in range(count):
             mel = c.decode(sequence_to_grid(codes[k], height))
             seconds = mel.shape[1] * c.settings.hop_length / c.settings.sample_rate
-            rendered.append({"id": f"sample-{speaker_id}-{k}", "audio": c.to_audio(mel), "reference": None,
-                             "metrics": {"seconds": seconds},
-                             "images": self.mel_images([(f"sample for speaker {speaker_id}", mel)])})
+            rendered.append(RenderedItem(f"sample-{speaker_id}-{k}", c.to_audio(mel), metrics={"seconds": seconds},
+                                         images=self.mel_images([(f"sample for speaker {speaker_id}", mel)])))
         return rendered
 
     @staticmethod
@@ -239,5 +234,4 @@ class GPTPriorRunner(Runner):
         items = [item for group in rendered[1:] for item in group]
         return write_results(out_dir, epoch, self.index["sample_rate"], items, writer,
                              test_tag(speaker_set), self.evaluation, speaker_set, extra=summary,
-                             frechet_items={item["id"] for item in items
-                                            if item["id"].startswith("sample-")})
+                             frechet_items={item.id for item in items if item.id.startswith("sample-")})

@@ -18,27 +18,34 @@ from ..errors import UserError
 from ..models.melnet import MelNet, MelNetConfig
 from ..training.rng import stream_seed
 from .base import Runner
-from .rendering import test_tag, utterances_to_render, write_results
+from .carried import CarriedState
+from .rendering import RenderedItem, max_test_frames, test_tag, utterances_to_render, write_results
 
 
 class MelNetRunner(Runner):
     loss_name = "nll"
     find_unused_parameters = True   # `--tier K` trains one tier; the others get no gradient
 
+    def __init__(self, context):
+        self.state = CarriedState()   # per trained tier, its time-direction states, chunk to chunk
+        self.model_config = MelNetConfig.from_dict(context.config["model"])
+        self.train_tiers = list(range(1, self.model_config.tiers + 1))
+        super().__init__(context)
+        self.source = self.mel_source()
+        if self.config["training"]["tier"] is not None:
+            self.select_tier(self.config["training"]["tier"])
+
     def build_model(self):
-        self.model_config = MelNetConfig.from_dict(self.config["model"])
+        return MelNet(self.model_config)
+
+    def mel_source(self) -> MelSource:
+        """Standardized log-mel chunks, with the statistics `init` wrote."""
         normalization = self.context.experiment.normalization()
         if "mel_mean" not in normalization:
             raise UserError(f"{self.context.experiment.normalization_path}: no mel_mean / mel_std "
                             "(the experiment was made by an older version: run `init` again)")
-        self.source = MelSource(self.store, self.index, self.model_config,
-                                normalization["mel_mean"], normalization["mel_std"])
-        self.state = None
-        tier = self.config["training"]["tier"]
-        self.train_tiers = list(range(1, self.model_config.tiers + 1))
-        if tier is not None:
-            self.select_tier(tier)
-        return MelNet(self.model_config)
+        return MelSource(self.store, self.index, self.model_config, normalization["mel_mean"],
+                         normalization["mel_std"])
 
     @staticmethod
     def prepare_experiment(config, data_index, normalization, experiments_path, data_path, log):
@@ -52,19 +59,16 @@ class MelNetRunner(Runner):
         if not 1 <= tier <= self.model_config.tiers:
             raise UserError(f"--tier {tier}: the model has tiers 1..{self.model_config.tiers}")
         self.train_tiers = [tier]
-        self.state = None
+        self.state.clear()
 
     def loader(self, split, epoch, shuffle):
         return self.stateful_loader(self.source, self.model_config.chunk_frames, split, epoch,
                                     shuffle)
 
     def train_batches(self, epoch, position):
-        loader = self.loader("train", epoch, shuffle=True)
-        if position is not None:
-            loader.load_state_dict(position)
-        else:
-            self.state = None
-        return loader
+        if position is None:
+            self.state.clear()
+        return self.positioned(self.loader("train", epoch, shuffle=True), position)
 
     def frame_mask(self, batch) -> torch.Tensor:
         """(B, T): real frames of filled slots (an utterance's last chunk is padded)."""
@@ -73,24 +77,23 @@ class MelNetRunner(Runner):
     def training_step(self, model, batch, optimize):
         mel = batch["mel"].to(self.device)
         reset, mask = batch["reset"].to(self.device), self.frame_mask(batch)
-        loss, state, stats = model(mel, self.state, reset, mask, tiers=self.train_tiers)
-        self.state = {k: {name: t.detach() for name, t in s.items()} for k, s in state.items()}
+        loss, state, stats = model(mel, self.state.value, reset, mask, tiers=self.train_tiers)
+        self.state.keep(state)
         if not optimize("model", loss):
             return {}
         return {self.loss_name: loss.detach(), **stats}      # stats: detached per-tier NLLs
 
     def on_skipped_step(self):
-        self.state = None
+        self.state.clear()
 
     def state_dict(self):
-        return {"state": self.state, "train_tiers": self.train_tiers}
+        return {"state": self.state.state_dict(), "train_tiers": self.train_tiers}
 
     def load_state_dict(self, state):
         if state.get("train_tiers") == self.train_tiers and state.get("state") is not None:
-            self.state = {int(k): {n: t.to(self.device) for n, t in s.items()}
-                          for k, s in state["state"].items()}
+            self.state.load({int(k): s for k, s in state["state"].items()}, self.device)
         else:   # another tier selection: its carried states do not apply
-            self.state = None
+            self.state.clear()
 
     @torch.no_grad()
     def validation_loss(self):
@@ -135,9 +138,8 @@ class MelNetRunner(Runner):
 
     def test_frames(self, frames: int | None) -> int:
         """Frames to render: the cap of test.max_seconds, a whole number of tier-1 frames."""
-        max_seconds = self.config["test"]["max_seconds"]
-        if max_seconds is not None:
-            cap = int(max_seconds * self.index["sample_rate"]) // self.model_config.hop_length
+        cap = max_test_frames(self.config["test"], self.index["sample_rate"], self.model_config.hop_length)
+        if cap is not None:
             frames = cap if frames is None else min(frames, cap)
         frames = self.model.time_factor * 16 if frames is None else frames
         return frames - frames % self.model.time_factor
@@ -152,9 +154,8 @@ class MelNetRunner(Runner):
             if kind == "sample":
                 samples, stages = self.model.sample(1, self.test_frames(None), temperature,
                                                     generator, return_tiers=True)
-                rendered.append({"id": name, "audio": self.to_audio(samples[0]), "reference": None,
-                                 "metrics": {},
-                                 "images": self.tier_panels({k: v[0] for k, v in stages.items()}, None)})
+                rendered.append(RenderedItem(name, self.to_audio(samples[0]), images=self.tier_panels(
+                    {k: v[0] for k, v in stages.items()}, None)))
                 continue
             real = self.source.normalized(name)
             frames = self.test_frames(len(real))
@@ -176,13 +177,12 @@ class MelNetRunner(Runner):
                        "upsampling_l1": float((upsampled - real).abs().mean())}
             reference_audio = self.to_audio(real[0])
             recording = self.store.load(name).audio[:frames * self.model_config.hop_length]
-            rendered.append({"id": name + ".upsampled", "audio": self.to_audio(upsampled[0]),
-                             "reference": reference_audio, "metrics": metrics,
-                             "images": self.tier_panels(stages, real[0].cpu().numpy()),
-                             "utterance": name, "words_of": name,
-                             # The real recording, and Griffin-Lim from its real mel (the ceiling
-                             # of a mel model with this vocoder).
-                             "references": {"real": recording, "griffin_lim": reference_audio}})
+            rendered.append(RenderedItem(
+                name + ".upsampled", self.to_audio(upsampled[0]), reference_audio, metrics,
+                images=self.tier_panels(stages, real[0].cpu().numpy()), utterance=name, words_of=name,
+                # The real recording, and Griffin-Lim from its real mel (the ceiling of a mel
+                # model with this vocoder).
+                references={"real": recording, "griffin_lim": reference_audio}))
         return rendered
 
     def write_test(self, epoch, out_dir, rendered, writer, speaker_set):
@@ -190,5 +190,4 @@ class MelNetRunner(Runner):
         return write_results(out_dir, epoch, self.index["sample_rate"], rendered, writer,
                              test_tag(speaker_set), self.evaluation, speaker_set,
                              self.test_frames(None) * self.model_config.hop_length,
-                             frechet_items={item["id"] for item in rendered
-                                            if item["id"].startswith("sample-")})
+                             frechet_items={item.id for item in rendered if item.id.startswith("sample-")})

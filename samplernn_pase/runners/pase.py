@@ -20,7 +20,6 @@ from ..audio.plots import png_to_array, save_images
 from ..data.pase_chunks import ChunkTargets
 from ..data.random_chunks import RandomChunkLoader
 from ..data.speaker_seeds import speaker_train_seeds
-from ..errors import UserError
 from ..experiment.folder import atomic_write_json
 from ..metrics.speaker import cosine_similarity, speaker_identification
 from ..models.pase import PASE, PASEConfig, embed, speaker_seed
@@ -56,12 +55,8 @@ class PASERunner(Runner):
                                  offset_step=self.targets.hop, targets_of=self.targets)
 
     def train_batches(self, epoch, position):
-        loader = self.loader("train", epoch, shuffle=True)
-        if len(loader) == 0:
-            raise UserError("training.batch_size: fewer training chunks than one batch")
-        if position is not None:
-            loader.load_state_dict(position)
-        return loader
+        return self.positioned(self.loader("train", epoch, shuffle=True), position,
+                               empty="training.batch_size: fewer training chunks than one batch")
 
     def training_step(self, model, batch, optimize):
         losses = model(batch["chunk"].to(self.device),

@@ -1,6 +1,7 @@
 """What every runner's `test` writes: wav, spectrogram PNG, metrics.json, TensorBoard."""
 
 import math
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,33 @@ from ..audio.io import write_wav
 from ..audio.plots import png_to_array, save_images, save_spectrogram_comparison
 from ..errors import UserError
 from ..experiment.folder import atomic_write_json
+
+
+@dataclass
+class RenderedItem:
+    """One rendering of a `test`, what `write_results` writes: plain data (arrays, numbers,
+    strings), since other ranks send theirs to rank 0."""
+
+    id: str                        # file stem of its wav and PNG, key of metrics.json's utterances
+    audio: np.ndarray              # the generated audio
+    reference: np.ndarray | None = None   # the audio its spectrogram image compares with
+    metrics: dict = field(default_factory=dict)
+    images: list | None = None     # panels for audio.plots.save_images (instead of the comparison)
+    utterance: str | None = None   # the test utterance it renders: its speaker is judged
+    words_of: str | None = None    # the utterance whose words it says from its start (WER, CER)
+    references: dict = field(default_factory=dict)         # {row name: audio}, e.g. real, world
+    reference_metrics: dict = field(default_factory=dict)  # {row name: metrics}
+    extra: dict = field(default_factory=dict)              # what a family keeps for its own summary
+
+    @classmethod
+    def of(cls, item) -> "RenderedItem":
+        """An item, or a dict of its fields (the keys it does not name go to `extra`)."""
+        if isinstance(item, cls):
+            return item
+        names = {f.name for f in fields(cls)}
+        known = {key: value for key, value in item.items() if key in names and value is not None}
+        return cls(**known, extra={**known.pop("extra", {}),
+                                   **{key: value for key, value in item.items() if key not in names}})
 
 
 def choose_test_utterances(index: dict, count: int, speaker_set: str = "modeling") -> list[str]:
@@ -41,6 +69,12 @@ def utterances_to_render(index: dict, test_config: dict, speaker_set: str = "mod
     return utterance_ids
 
 
+def max_test_frames(test_config: dict, sample_rate: int, hop_length: int) -> int | None:
+    """Whole frames of `hop_length` samples in test.max_seconds; None: no limit."""
+    max_seconds = test_config["max_seconds"]
+    return None if max_seconds is None else int(max_seconds * sample_rate) // hop_length
+
+
 def file_stem(utterance_id: str) -> str:
     return utterance_id.replace("/", "__")
 
@@ -63,13 +97,7 @@ def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[di
                   extra: dict | None = None) -> dict:
     """Write what a `test` renders, judged by the independent evaluation when one is given.
 
-    `rendered`: dicts with `id`, `audio` (generated), `reference` (for the
-    spectrogram image), `metrics`, and optionally `images` (panels for
-    audio.plots.save_images: plain data, so that ranks can send it to rank 0), `utterance` (the test utterance it renders: its speaker is
-    judged), `words_of` (the transcribed utterance whose words the audio says, from its
-    start: its WER and CER are judged, and those of its reference rows; leave it out for
-    audio that says nothing known, e.g. samples), `references` ({row name: audio}, e.g. the real recording and the
-    WORLD resynthesis) with `reference_metrics` ({row name: metrics}).
+    `rendered`: `RenderedItem`s (or dicts of their fields); no `words_of` (e.g. samples): no WER.
 
     Writes `<id>.wav`, `<id>.<row>.wav` for every reference row, `<id>.png`
     (none for an item with neither `images` nor `reference`) and `metrics.json`:
@@ -89,35 +117,23 @@ def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[di
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     per_utterance, reference_rows, generated_set = {}, {}, []
+    rendered = [RenderedItem.of(item) for item in rendered]
     for item in rendered:
-        stem = file_stem(item["id"])
-        audio = np.clip(np.asarray(item["audio"], dtype=np.float32), -1.0, 1.0)
-        write_wav(out_dir / f"{stem}.wav", audio, sample_rate)
-        if item.get("images") is not None:
-            png = save_images(out_dir / f"{stem}.png", item["images"])
-        elif item.get("reference") is not None:
-            png = save_spectrogram_comparison(out_dir / f"{stem}.png", audio, item["reference"],
-                                              sample_rate)
-        else:       # nothing to compare with (e.g. GAN samples, drawn together by the runner)
-            png = None
-        metrics = dict(item["metrics"])
+        stem = file_stem(item.id)
+        audio, png = write_item_files(out_dir / stem, item, sample_rate)
+        metrics = dict(item.metrics)
         words = None
         if evaluation is not None:
             # The words said in the span the item covers; its reference rows are cut the same way.
-            words = evaluation.spoken_words(item.get("words_of"), len(audio))
-            metrics.update(evaluation.judge(audio, item.get("utterance"), words))
+            words = evaluation.spoken_words(item.words_of, len(audio))
+            metrics.update(evaluation.judge(audio, item.utterance, words))
             if words is not None:
                 metrics["reference_text"] = words
-        per_utterance[item["id"]] = metrics
-        if frechet_items is None or item["id"] in frechet_items:
+        per_utterance[item.id] = metrics
+        if frechet_items is None or item.id in frechet_items:
             generated_set.append(audio)
-        for row, reference in (item.get("references") or {}).items():
-            reference = np.clip(np.asarray(reference, dtype=np.float32), -1.0, 1.0)
-            write_wav(out_dir / f"{stem}.{row}.wav", reference, sample_rate)
-            row_metrics = dict((item.get("reference_metrics") or {}).get(row, {}))
-            if evaluation is not None:
-                row_metrics.update(evaluation.judge_reference(row, reference, item.get("utterance"), words))
-            reference_rows.setdefault(row, {})[item["id"]] = row_metrics
+        for row, row_metrics in write_reference_rows(out_dir / stem, item, sample_rate, evaluation, words).items():
+            reference_rows.setdefault(row, {})[item.id] = row_metrics
         if writer is not None:
             # One tag per kind: TensorBoard files a tag under one plugin only.
             writer.add_audio(f"{tag}_audio/{stem}", audio, epoch, sample_rate=sample_rate)
@@ -130,16 +146,48 @@ def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[di
                               for row, rows in reference_rows.items()}}
     if evaluation is not None:
         metrics["frechet"] = evaluation.frechet(generated_set, speaker_set, max_samples)
-        metrics["evaluation"] = evaluation.settings({item.get("words_of") for item in rendered})
+        metrics["evaluation"] = evaluation.settings({item.words_of for item in rendered})
     atomic_write_json(out_dir / "metrics.json", metrics)
     if writer is not None:
-        scalars = {f"{tag}/{key}": value for key, value in metrics["mean"].items()}
-        for row, rows in metrics["references"].items():
-            scalars.update({f"{tag}/{row}/{key}": value for key, value in rows["mean"].items()})
-        for embedder, figures in metrics.get("frechet", {}).items():
-            scalars.update({f"{tag}/frechet_{embedder}/{key}": figures[key]
-                            for key in ("distance", "floor")})
-        for name, value in scalars.items():
-            if value is not None:
-                writer.add_scalar(name, value, epoch)
+        log_means(writer, metrics, tag, epoch)
     return metrics
+
+
+def write_item_files(stem: Path, item: RenderedItem, sample_rate: int):
+    """`<stem>.wav` of the item's audio (clipped to [-1, 1]) and `<stem>.png`: its image panels,
+    or its spectrogram beside its reference's, or none (nothing to compare with, e.g. GAN
+    samples drawn together by the runner). Returns (the clipped audio, the PNG's path or None)."""
+    audio = np.clip(np.asarray(item.audio, dtype=np.float32), -1.0, 1.0)
+    write_wav(stem.with_name(f"{stem.name}.wav"), audio, sample_rate)
+    png = stem.with_name(f"{stem.name}.png")
+    if item.images is not None:
+        return audio, save_images(png, item.images)
+    if item.reference is not None:
+        return audio, save_spectrogram_comparison(png, audio, item.reference, sample_rate)
+    return audio, None
+
+
+def write_reference_rows(stem: Path, item: RenderedItem, sample_rate: int, evaluation, words) -> dict:
+    """`<stem>.<row>.wav` of each reference row of the item (clipped to [-1, 1]); returns
+    {row: its metrics}, judged by `evaluation` (when given) on the same `words`."""
+    metrics = {}
+    for row, reference in item.references.items():
+        reference = np.clip(np.asarray(reference, dtype=np.float32), -1.0, 1.0)
+        write_wav(stem.with_name(f"{stem.name}.{row}.wav"), reference, sample_rate)
+        metrics[row] = dict(item.reference_metrics.get(row, {}))
+        if evaluation is not None:
+            metrics[row].update(evaluation.judge_reference(row, reference, item.utterance, words))
+    return metrics
+
+
+def log_means(writer, metrics: dict, tag: str, epoch: int) -> None:
+    """metrics.json's means to TensorBoard: `<tag>/<key>`, `<tag>/<row>/<key>` and
+    `<tag>/frechet_<embedder>/distance|floor` (a missing figure is left out)."""
+    scalars = {f"{tag}/{key}": value for key, value in metrics["mean"].items()}
+    for row, rows in metrics["references"].items():
+        scalars.update({f"{tag}/{row}/{key}": value for key, value in rows["mean"].items()})
+    for embedder, figures in metrics.get("frechet", {}).items():
+        scalars.update({f"{tag}/frechet_{embedder}/{key}": figures[key] for key in ("distance", "floor")})
+    for name, value in scalars.items():
+        if value is not None:
+            writer.add_scalar(name, value, epoch)

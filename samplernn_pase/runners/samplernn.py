@@ -7,6 +7,7 @@ utterances from their real conditioning and speakers, batched.
 """
 
 import math
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -21,31 +22,38 @@ from ..data.features import world_resynthesis
 from ..metrics.speech import analyse, compare
 from ..models.samplernn import CONDITIONING_KEYS, SampleRNN, SampleRNNConfig, unpack_batch
 from .base import Runner
-from .rendering import test_tag, utterances_to_render, write_results
+from .carried import CarriedState
+from .rendering import RenderedItem, max_test_frames, test_tag, utterances_to_render, write_results
 
 
 class SampleRNNRunner(Runner):
     loss_name = "nll_bits"
 
+    def __init__(self, context):
+        self.hidden = CarriedState()    # every loader slot's GRU states, chunk to chunk
+        self._reference_rows = {}
+        super().__init__(context)
+
     def build_model(self):
-        self.pase = None
-        self.speaker_vectors = self.load_speaker_vectors()
-        model_config = self.config["model"]
-        self.model_config = SampleRNNConfig.from_dict(
-            model_config,
+        return SampleRNN(self.model_config)
+
+    @cached_property
+    def model_config(self) -> SampleRNNConfig:
+        return SampleRNNConfig.from_dict(
+            self.config["model"],
             num_speakers=self.store.num_speakers,
             acoustic_dim=self.store.acoustic_dim,
             linguistic_table_sizes=self.store.linguistic_table_sizes,
             linguistic_column_tables=self.store.linguistic_column_tables,
             linguistic_real_dim=self.store.linguistic_real_dim,
             speaker_vector_size=0 if self.speaker_vectors is None else self.speaker_vectors.shape[1])
-        self.source = SampleRNNSource(
-            self.store, self.model_config.frame_size, self.model_config.conditioning, self.model_config.q_levels,
-            lpc_order=self.model_config.lpc_order,
-            source_context=self.model_config.source_context if self.model_config.harmonic_source else None)
-        self.hidden = None
-        self._reference_rows = {}
-        return SampleRNN(self.model_config)
+
+    @cached_property
+    def source(self) -> SampleRNNSource:
+        """The training chunks and the test's conditioning."""
+        c = self.model_config
+        return SampleRNNSource(self.store, c.frame_size, c.conditioning, c.q_levels, lpc_order=c.lpc_order,
+                               source_context=c.source_context if c.harmonic_source else None)
 
     @staticmethod
     def prepare_experiment(config, data_index, normalization, experiments_path, data_path, log):
@@ -60,20 +68,30 @@ class SampleRNNRunner(Runner):
         return {SEEDS_FILE: compute_speaker_seeds(pase, config["model"], data_index, normalization,
                                                   data_path, log)}
 
-    def load_speaker_vectors(self):
+    @cached_property
+    def speaker_vectors(self):
         """PASE speaker seeds written by `init` (None: a learned speaker embedding table)."""
-        model_config = self.config["model"]
-        if model_config["conds_speaker_type"] != "pase":
+        if self.config["model"]["conds_speaker_type"] != "pase":
             return None
-        if not self.context.from_release:
-            # The encoder also scores the rendered audio (speaker similarity); a release
-            # holds the seeds, not the encoder.
-            self.pase = load_pase(self.context.experiment.root.parent, model_config["pase_experiment"],
-                                  model_config["pase_epoch"])
+        self.pase   # noqa: B018 -- a missing PASE experiment is refused when the runner is built
         return read_speaker_seeds(self.context.experiment.root)
 
-    def pase_encoder(self):
-        return self.pase
+    @cached_property
+    def pase(self):
+        """The PASE encoder that made the seeds; it also scores the rendered audio (speaker
+        similarity, Fréchet distance). None without PASE seeds, or from a release (which
+        holds the seeds, not the encoder)."""
+        model_config = self.config["model"]
+        if model_config["conds_speaker_type"] != "pase" or self.context.from_release:
+            return None
+        return load_pase(self.context.experiment.root.parent, model_config["pase_experiment"],
+                         model_config["pase_epoch"])
+
+    @cached_property
+    def evaluation(self):
+        """The independent judges of `test`, with the PASE encoder's Fréchet distance."""
+        from ..metrics.evaluation import Evaluation
+        return Evaluation(self.index, self.store, self.config["data"], pase=self.pase)
 
     def speaker_input(self, speaker_index: torch.Tensor) -> torch.Tensor:
         if self.speaker_vectors is None:
@@ -87,27 +105,24 @@ class SampleRNNRunner(Runner):
                                     split, epoch, shuffle)
 
     def train_batches(self, epoch, position):
-        loader = self.loader("train", epoch, shuffle=True)
-        if position is not None:
-            loader.load_state_dict(position)
-        else:
-            self.hidden = None   # a new epoch starts every slot from h0
-        return loader
+        if position is None:
+            self.hidden.clear()   # a new epoch starts every slot from h0
+        return self.positioned(self.loader("train", epoch, shuffle=True), position)
 
     def training_step(self, model, batch, optimize):
         samples, conds, speaker, reset, mask = unpack_batch(batch, self.device)
-        loss, self.hidden = model.loss(samples, conds, self.speaker_input(speaker), self.hidden, reset, mask)
+        loss, hidden = model.loss(samples, conds, self.speaker_input(speaker), self.hidden.value, reset, mask)
+        self.hidden.keep(hidden)
         return {self.loss_name: loss.detach()} if optimize("model", loss) else {}
 
     def on_skipped_step(self):
-        self.hidden = None
+        self.hidden.clear()
 
     def state_dict(self):
-        return {"hidden": self.hidden}
+        return {"hidden": self.hidden.state_dict()}
 
     def load_state_dict(self, state):
-        hidden = state.get("hidden")
-        self.hidden = None if hidden is None else [h.to(self.device) for h in hidden]
+        self.hidden.load(state.get("hidden"), self.device)
 
     @torch.no_grad()
     def validation_loss(self):
@@ -143,9 +158,7 @@ class SampleRNNRunner(Runner):
 
     def max_frames(self) -> int | None:
         """Frames rendered per utterance at most (test.max_seconds), None: whole utterances."""
-        max_seconds = self.config["test"]["max_seconds"]
-        return None if max_seconds is None else \
-            int(max_seconds * self.index["sample_rate"] // self.model_config.frame_size)
+        return max_test_frames(self.config["test"], self.index["sample_rate"], self.model_config.frame_size)
 
     def reference_rows(self, utterance_id: str, real: np.ndarray) -> dict:
         """The real recording's analysis and the WORLD resynthesis from the utterance's
@@ -190,26 +203,38 @@ class SampleRNNRunner(Runner):
         generated = embed(self.pase, [audio], self.index["sample_rate"])
         return float(cosine_similarity(generated, self.speaker_vectors[utterance.speaker_index].numpy()))
 
+    def batch_conditioning(self, ids, frames, aligned: bool) -> dict:
+        """The conditioning of a batch of utterances cut to `frames` frames each, (B, longest, .),
+        each utterance's last frame repeated to the longest."""
+        longest = max(frames)
+        arrays = [self.source.conditioning(i, aligned) for i in ids]
+        conds = {}
+        for key in CONDITIONING_KEYS:
+            if key in arrays[0]:
+                conds[key] = torch.from_numpy(np.stack([
+                    np.concatenate([a[key][:n], np.repeat(a[key][n - 1:n], longest - n, axis=0)])
+                    for a, n in zip(arrays, frames)])).to(self.device)
+        return conds
+
+    def reference_log_probs(self, ids, references, frames, conds, speaker) -> torch.Tensor:
+        """The model's log-probabilities (B, longest * frame_size) of the real recordings, teacher
+        forced, the harmonic source aligned to them as in training."""
+        fs, longest = self.model_config.frame_size, max(frames)
+        reference_codes = torch.from_numpy(np.stack([
+            np.pad(mulaw_encode(r, self.model_config.q_levels), (0, (longest - n) * fs))
+            for r, n in zip(references, frames)])).to(self.device)
+        reference_conds = self.batch_conditioning(ids, frames, aligned=True) if "source" in conds else conds
+        return self.model.log_prob(reference_codes, reference_conds, speaker,
+                                   chunk_frames=self.config["training"]["sequence_length"] * 8)
+
     def render_batch(self, ids, epoch):
         fs = self.model_config.frame_size
         max_frames = self.max_frames()
         utterances = [self.store.load(i) for i in ids]
         frames = [u.acoustic.shape[0] if max_frames is None else min(u.acoustic.shape[0], max_frames)
                   for u in utterances]
-        longest = max(frames)
-
-        def batched(aligned):
-            """The conditioning of the batch, each utterance's last frame repeated to the longest."""
-            arrays = [self.source.conditioning(i, aligned) for i in ids]
-            conds = {}
-            for key in CONDITIONING_KEYS:
-                if key in arrays[0]:
-                    conds[key] = torch.from_numpy(np.stack([
-                        np.concatenate([a[key][:n], np.repeat(a[key][n - 1:n], longest - n, axis=0)])
-                        for a, n in zip(arrays, frames)])).to(self.device)
-            return conds
-
-        conds = batched(aligned=False)   # the harmonic source's phase free, as for new input
+        # the harmonic source's phase free, as for new input
+        conds = self.batch_conditioning(ids, frames, aligned=False)
         speaker = self.speaker_input(torch.tensor([u.speaker_index for u in utterances],
                                                   device=self.device))
         # Sampling must not consume the training RNG (exact resume), so it has its own.
@@ -219,13 +244,7 @@ class SampleRNNRunner(Runner):
         references = [None if u.audio is None else u.audio[:n * fs] for u, n in zip(utterances, frames)]
         log_probs = None
         if all(r is not None for r in references):
-            reference_codes = torch.from_numpy(np.stack([
-                np.pad(mulaw_encode(r, self.model_config.q_levels), (0, (longest - n) * fs))
-                for r, n in zip(references, frames)])).to(self.device)
-            # teacher forcing on the recording: the source aligned to it, as in training
-            reference_conds = batched(aligned=True) if "source" in conds else conds
-            log_probs = self.model.log_prob(reference_codes, reference_conds, speaker,
-                                            chunk_frames=self.config["training"]["sequence_length"] * 8)
+            log_probs = self.reference_log_probs(ids, references, frames, conds, speaker)
         rendered = []
         sample_rate = self.index["sample_rate"]
         params = self.evaluation.params
@@ -238,18 +257,17 @@ class SampleRNNRunner(Runner):
             real = references[row]
             if real is None:     # features without their recording (synthesize --features)
                 world = self.world_rendering(utterance_id, len(audio))
-                rendered.append({"id": utterance_id, "utterance": utterance_id, "words_of": utterance_id,
-                                 "audio": audio, "reference": world, "metrics": metrics, "references": {"world": world},
-                                 "reference_metrics": {"world": {"seconds": seconds}}})
+                rendered.append(RenderedItem(utterance_id, audio, world, metrics, utterance=utterance_id,
+                                             words_of=utterance_id, references={"world": world},
+                                             reference_metrics={"world": {"seconds": seconds}}))
                 continue
             reference = self.reference_rows(utterance_id, real)
             metrics.update(compare(analyse(audio, params), reference["analysis"]))
             if self.speaker_vectors is not None:
                 metrics["speaker_similarity"] = self.speaker_similarity(audio, utterances[row])
-            rendered.append({
-                "id": utterance_id, "utterance": utterance_id, "words_of": utterance_id, "audio": audio,
-                "reference": real,
-                "metrics": metrics, "references": {"real": real, "world": reference["world"]},
-                "reference_metrics": {row_name: {"seconds": seconds, **row_metrics} for row_name, row_metrics
-                                      in reference["metrics"].items()}})
+            rendered.append(RenderedItem(
+                utterance_id, audio, real, metrics, utterance=utterance_id, words_of=utterance_id,
+                references={"real": real, "world": reference["world"]},
+                reference_metrics={row_name: {"seconds": seconds, **row_metrics}
+                                   for row_name, row_metrics in reference["metrics"].items()}))
         return rendered

@@ -25,7 +25,7 @@ from ..errors import UserError
 from ..models.vqvae import MelVQVAE, VQVAEConfig
 from ..training.optim import build_optimizer
 from .base import Runner
-from .rendering import test_tag, utterances_to_render, write_results
+from .rendering import RenderedItem, max_test_frames, test_tag, utterances_to_render, write_results
 
 
 def spectral_convergence(reconstruction: np.ndarray, reference: np.ndarray) -> float:
@@ -134,10 +134,9 @@ class VQVAERunner(Runner):
     def render(self, epoch, items, speaker_set):
         """Reconstructions of test utterances, beside the original mel through the same
         Griffin-Lim (the vocoder's ceiling) and the real recording."""
-        max_seconds = self.config["test"]["max_seconds"]
         settings = self.mels.settings
-        max_frames = None if max_seconds is None else max(1, int(max_seconds * settings.sample_rate)
-                                                          // settings.hop_length)
+        max_frames = max_test_frames(self.config["test"], settings.sample_rate, settings.hop_length)
+        max_frames = None if max_frames is None else max(1, max_frames)
         rendered = []
         for utterance_id in items:
             original = self.mels.mel(utterance_id)[:, :max_frames]
@@ -155,17 +154,16 @@ class VQVAERunner(Runner):
                 "seconds": original.shape[1] * settings.hop_length / settings.sample_rate}
             audio = self.mels.to_audio(torch.from_numpy(reconstruction))
             recording = np.array(self.store.load(utterance_id).audio[:len(audio)])
-            rendered.append({
-                "id": utterance_id, "audio": audio, "reference": recording, "metrics": metrics,
-                "images": [("reconstruction (log-mel)", log_reconstruction),
-                           ("original (log-mel)", log_original)],
-                "utterance": utterance_id, "words_of": utterance_id, "codes": codes.reshape(-1),
-                "references": {"real": recording,
-                               "griffin_lim": self.mels.to_audio(torch.from_numpy(original))}})
+            rendered.append(RenderedItem(
+                utterance_id, audio, recording, metrics,
+                images=[("reconstruction (log-mel)", log_reconstruction), ("original (log-mel)", log_original)],
+                utterance=utterance_id, words_of=utterance_id,
+                references={"real": recording, "griffin_lim": self.mels.to_audio(torch.from_numpy(original))},
+                extra={"codes": codes.reshape(-1)}))
         return rendered
 
     def write_test(self, epoch, out_dir, rendered, writer, speaker_set):
-        codes = np.concatenate([item.pop("codes") for item in rendered])
+        codes = np.concatenate([item.extra["codes"] for item in rendered])
         summary = {"codebook_codes_used": int(len(np.unique(codes))),
                    "codebook_perplexity": code_perplexity(codes, self.model_config.codebook_size),
                    "codebook_size": self.model_config.codebook_size}
