@@ -301,7 +301,9 @@ class AcousticRunner(Runner):
                        "predicted_frames": int(prediction["predicted_durations"].sum()),
                        "label_frames": int(prediction["durations"].sum()), **self.feature_metrics(prediction)}
             rendered.append({
-                "id": utterance_id, "utterance": utterance_id, "audio": audio,
+                "id": utterance_id, "utterance": utterance_id, "audio": audio, "words_of": utterance_id,
+                "words_span": hop * recording_frames(prediction["predicted_durations"], prediction["durations"],
+                                                     len(audio) // hop),
                 "reference": real if real is not None else references["world"], "metrics": metrics,
                 "references": references,
                 "reference_metrics": {row: {"seconds": len(a) / self.store.sample_rate}
@@ -313,6 +315,14 @@ class AcousticRunner(Runner):
     def write_test(self, epoch, out_dir, rendered, writer, speaker_set):
         return write_results(out_dir, epoch, self.store.sample_rate, rendered, writer, test_tag(speaker_set),
                              self.evaluation, speaker_set, extra=pooled_duration_metrics(rendered))
+
+
+def recording_frames(predicted: np.ndarray, recorded: np.ndarray, frames: int) -> int:
+    """Frames of the recording that say the phones whose predicted frames end within the first
+    `frames` predicted frames (all of the recording when the rendering is whole): the span whose
+    words the rendering is judged against."""
+    complete = int(np.searchsorted(np.cumsum(predicted), frames, side="right"))
+    return int(np.sum(recorded)) if complete >= len(predicted) else int(np.sum(recorded[:complete]))
 
 
 def rmse(predicted, truth) -> float:

@@ -104,7 +104,9 @@ def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[di
         words = None
         if evaluation is not None:
             # The words said in the span the item covers; its reference rows are cut the same way.
-            words = evaluation.spoken_words(item.get("words_of"), len(audio))
+            # `words_span` (samples of the recording the audio says; default its own length):
+            # audio on predicted durations covers a span of the recording of another length.
+            words = evaluation.spoken_words(item.get("words_of"), item.get("words_span", len(audio)))
             metrics.update(evaluation.judge(audio, item.get("utterance"), words))
             if words is not None:
                 metrics["reference_text"] = words
