@@ -191,3 +191,12 @@ def test_phone_symbol_means_are_the_means_of_their_frames(store):
     np.testing.assert_allclose(means["acoustic"][first.speaker_index, symbol], np.concatenate(frames).mean(axis=0),
                                rtol=1e-4, atol=1e-5)
     assert means["duration"][symbol] == pytest.approx(np.mean(durations), rel=1e-5)
+
+
+def test_recording_frames_cover_the_phones_said_in_the_cut():
+    from samplernn_pase.runners.acoustic import recording_frames
+    predicted, recorded = np.array([2, 3, 4]), np.array([1, 5, 2])
+    assert recording_frames(predicted, recorded, 1) == 0       # no phone finished
+    assert recording_frames(predicted, recorded, 5) == 6       # two phones: 1 + 5 recorded frames
+    assert recording_frames(predicted, recorded, 8) == 6
+    assert recording_frames(predicted, recorded, 9) == 8       # whole: the whole recording
