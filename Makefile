@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXPERIMENT ?= demo
 DEMO_EPOCHS ?= 4
+TTS_EXPERIMENT ?= tts
+HELDOUT := samplernn_pase/data/sentences_heldout.txt
 
 .PHONY: venv demo test bench gpu-check clean-demo
 
@@ -25,6 +27,19 @@ demo: venv
 	$(PY) -m samplernn_pase --experiment-name $(EXPERIMENT) train --device cpu --max-epochs $(DEMO_EPOCHS)
 	@echo "audio, spectrograms, metrics (train renders the test utterances every test.period epochs):"
 	@ls -d experiments/$(EXPERIMENT)/results/epoch-* | sort -t- -k2 -n | tail -1
+	# Text to speech: the acoustic model (configs/acoustic.json, its vocoder the experiment
+	# above), then two sentences no demo speaker reads, in a female and a male demo voice.
+	# One thread: on a shared 2-core CPU two threads stall each other (steps of 0.2 s took 1-8 s).
+	@if [ ! -f experiments/$(TTS_EXPERIMENT)/config.json ]; then \
+	  $(PY) -m samplernn_pase --experiment-name $(TTS_EXPERIMENT) init --config-path configs/acoustic.json; \
+	fi
+	OMP_NUM_THREADS=1 $(PY) -m samplernn_pase --experiment-name $(TTS_EXPERIMENT) train --device cpu
+	$(PY) -m samplernn_pase --experiment-name $(TTS_EXPERIMENT) synthesize --speaker demo_f1 \
+	  --text "$$(sed -n 1p $(HELDOUT))" --output-dir experiments/$(TTS_EXPERIMENT)/speech
+	$(PY) -m samplernn_pase --experiment-name $(TTS_EXPERIMENT) synthesize --speaker demo_m1 \
+	  --text "$$(sed -n 2p $(HELDOUT))" --output-dir experiments/$(TTS_EXPERIMENT)/speech
+	@echo "text to speech (held-out sentences, predicted durations and features, the SampleRNN vocoder):"
+	@ls experiments/$(TTS_EXPERIMENT)/speech/*.wav | grep -v '\.\(real\|world\|world_predicted\)\.wav'
 
 test: venv
 	$(PY) -m pytest -q --durations=25 tests
@@ -39,4 +54,4 @@ gpu-check:
 	$(PYTHON) bench/gpu.py
 
 clean-demo:
-	rm -rf experiments/$(EXPERIMENT)
+	rm -rf experiments/$(EXPERIMENT) experiments/$(TTS_EXPERIMENT)

@@ -413,17 +413,27 @@ def cmd_synthesize(args, experiment) -> None:
             new_input = synthesis_input(args, experiment, Path(unpacked) / "input")
             utterance = new_input["id"]
         runner = trained_runner(args, experiment, epoch, device, from_release=args.release is not None)
-        if new_input is not None:
-            runner.store.add(new_input)
-            # New input is rendered whole, not cut to test.max_seconds as the test renders are.
-            runner.config = {**runner.config, "test": {**runner.config["test"], "max_seconds": None}}
         log = logging.getLogger(LOGGER_NAME)
         log.info("synthesize %s from %s epoch %d", utterance, args.release or experiment.name, epoch)
-        metrics = runner.test(epoch, out_dir, None, utterance_ids=[utterance])
+        if new_input is not None:
+            metrics = render_new_inputs(runner, [new_input], epoch, out_dir)
+        else:
+            metrics = runner.test(epoch, out_dir, None, utterance_ids=[utterance])
     summary = metrics_summary(f"synthesize {utterance}", metrics, out_dir)
     log.info("%s", summary)
     print(summary)
     print(f"wav: {out_dir / file_stem(utterance)}.wav")
+
+
+def render_new_inputs(runner, records: list[dict], epoch: int, out_dir: Path) -> dict:
+    """What `synthesize --features/--text/--espeak-text` renders: the data.json records of new
+    input (data/synthesis_input.py) added to the runner's store, rendered whole (not cut to
+    test.max_seconds as the test renders are) in one test, batched as the test is, and
+    judged by it; metrics.json's dict. bench/text_to_speech.py renders its sentences here."""
+    for record in records:
+        runner.store.add(record)
+    runner.config = {**runner.config, "test": {**runner.config["test"], "max_seconds": None}}
+    return runner.test(epoch, out_dir, None, utterance_ids=[record["id"] for record in records])
 
 
 def require_utterance(args, experiment) -> None:

@@ -36,6 +36,7 @@ def random_item(phones: int, seed: int) -> dict:
             "frame_categorical": np.stack([rng.integers(0, 6, frames), rng.integers(0, 6, frames),
                                            rng.integers(0, 4, frames)], axis=1),
             "frame_real": rng.standard_normal((frames, 5)).astype(np.float32),
+            "frame_phone": expand_phones(durations)[0],
             "acoustic": np.concatenate([rng.standard_normal((frames, 1)), rng.integers(0, 2, (frames, 1)),
                                         rng.standard_normal((frames, 41))], axis=1).astype(np.float32)}
 
@@ -134,7 +135,6 @@ def test_briefly_trained_model_beats_the_trivial_baselines(store):
                        linguistic_table_sizes=store.linguistic_table_sizes,
                        linguistic_column_tables=store.linguistic_column_tables,
                        frame_real_dim=store.linguistic_real_dim).train()
-    speaker = batch["speaker"]
 
     def train(parameters, loss_of, steps, learning_rate):
         optimizer = torch.optim.Adam(parameters, lr=learning_rate)
@@ -144,7 +144,7 @@ def test_briefly_trained_model_beats_the_trivial_baselines(store):
             optimizer.step()
 
     def features():
-        return model.features(batch["frame_categorical"], batch["frame_real"], speaker, batch["frame_lengths"])
+        return model.features(batch)
 
     train(model.parameters(), lambda: losses(torch.zeros_like(batch["durations"], dtype=torch.float),
                                              features(), batch)["acoustic_loss"], 40, 1e-2)
@@ -191,3 +191,12 @@ def test_phone_symbol_means_are_the_means_of_their_frames(store):
     np.testing.assert_allclose(means["acoustic"][first.speaker_index, symbol], np.concatenate(frames).mean(axis=0),
                                rtol=1e-4, atol=1e-5)
     assert means["duration"][symbol] == pytest.approx(np.mean(durations), rel=1e-5)
+
+
+def test_recording_frames_cover_the_phones_said_in_the_cut():
+    from samplernn_pase.runners.acoustic import recording_frames
+    predicted, recorded = np.array([2, 3, 4]), np.array([1, 5, 2])
+    assert recording_frames(predicted, recorded, 1) == 0       # no phone finished
+    assert recording_frames(predicted, recorded, 5) == 6       # two phones: 1 + 5 recorded frames
+    assert recording_frames(predicted, recorded, 8) == 6
+    assert recording_frames(predicted, recorded, 9) == 8       # whole: the whole recording

@@ -70,7 +70,8 @@ def utterance_item(store, utterance_id: str) -> dict:
                                          store.hop_length / store.sample_rate, mean, std)
     return {"speaker": speaker, "phone_categorical": utterance.phone_categorical,
             "phone_real": phone_real_normalized(utterance.phone_real, mean, std), "durations": durations,
-            "frame_categorical": categorical, "frame_real": real, "acoustic": utterance.acoustic}
+            "frame_categorical": categorical, "frame_real": real, "frame_phone": expand_phones(durations)[0],
+            "acoustic": utterance.acoustic}
 
 
 def pad(arrays: list[np.ndarray]) -> torch.Tensor:
@@ -84,13 +85,14 @@ def pad(arrays: list[np.ndarray]) -> torch.Tensor:
 
 def collate(items: list[dict]) -> dict:
     """Padded tensors of utterance items: phone_* (B, P, ...), durations (B, P), frame_* and
-    acoustic (B, T, ...), speaker (B,), phone_lengths and frame_lengths (B,)."""
+    acoustic (B, T, ...) (frame_phone: the phone of each frame), speaker (B,), phone_lengths
+    and frame_lengths (B,); an item without `acoustic` (new text) has frames of frame_phone."""
+    keys = ["phone_categorical", "phone_real", "durations", "frame_categorical", "frame_real", "frame_phone"]
     batch = {key: pad([item[key] for item in items])
-             for key in ("phone_categorical", "phone_real", "durations", "frame_categorical", "frame_real",
-                         "acoustic")}
+             for key in keys + ["acoustic"] * all("acoustic" in item for item in items)}
     batch["speaker"] = torch.tensor([item["speaker"] for item in items])
     batch["phone_lengths"] = torch.tensor([len(item["durations"]) for item in items])
-    batch["frame_lengths"] = torch.tensor([len(item["acoustic"]) for item in items])
+    batch["frame_lengths"] = torch.tensor([len(item["frame_phone"]) for item in items])
     return batch
 
 

@@ -130,4 +130,5 @@ def text_record(text: str, speaker: str, index: dict, data_config: dict, folder:
     path = folder / "text.npz"
     np.savez(path, **arrays)
     words = re.findall(r"[a-z0-9]+", text.lower())[:6]
-    return utterance_record(f"{speaker}_text_{'_'.join(words) or 'text'}", speaker, path, arrays, index)
+    record = utterance_record(f"{speaker}_text_{'_'.join(words) or 'text'}", speaker, path, arrays, index)
+    return {**record, "text": " ".join(text.split())}      # the words to judge the rendering against

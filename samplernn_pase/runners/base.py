@@ -107,6 +107,21 @@ class Runner(ABC):
             batches.load_state_dict(position)
         return batches
 
+    def refuse_untrained_speakers(self, utterance_ids) -> None:
+        """A learned speaker table has rows for every speaker, but training only ever
+        updates the modeling speakers' rows: audio from another row would be noise
+        passed off as that speaker. PASE seeds (`speaker_vectors`) voice any speaker."""
+        if getattr(self, "speaker_vectors", None) is not None:
+            return
+        modeling = {s["id"] for s in self.index["speakers"] if s["set"] == "modeling"}
+        speaker_of = {u["id"]: u["speaker"] for u in self.index["utterances"]}
+        untrained = sorted({speaker_of[i] for i in utterance_ids} - modeling)
+        if untrained:
+            raise UserError(
+                f"speaker {', '.join(untrained)}: not a modeling speaker, so its row of the speaker "
+                "embedding table was never trained (model.conds_speaker_type \"embedding\"); "
+                "voice unseen speakers with conds_speaker_type \"pase\"")
+
     # --- to implement ----------------------------------------------------------
 
     @abstractmethod

@@ -24,6 +24,7 @@ class RenderedItem:
     images: list | None = None     # panels for audio.plots.save_images (instead of the comparison)
     utterance: str | None = None   # the test utterance it renders: its speaker is judged
     words_of: str | None = None    # the utterance whose words it says from its start (WER, CER)
+    words_span: int | None = None  # samples of that recording it says (default: its own length)
     references: dict = field(default_factory=dict)         # {row name: audio}, e.g. real, world
     reference_metrics: dict = field(default_factory=dict)  # {row name: metrics}
     extra: dict = field(default_factory=dict)              # what a family keeps for its own summary
@@ -125,7 +126,10 @@ def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[di
         words = None
         if evaluation is not None:
             # The words said in the span the item covers; its reference rows are cut the same way.
-            words = evaluation.spoken_words(item.words_of, len(audio))
+            # `words_span`: samples of the recording the audio says (default its own length);
+            # audio on predicted durations covers a span of the recording of another length.
+            span = len(audio) if item.words_span is None else item.words_span
+            words = evaluation.spoken_words(item.words_of, span)
             metrics.update(evaluation.judge(audio, item.utterance, words))
             if words is not None:
                 metrics["reference_text"] = words

@@ -181,21 +181,6 @@ class SampleRNNRunner(Runner):
         frames = -(-num_samples // self.index["hop_length"])
         return world_resynthesis(acoustic[:frames], self.evaluation.params)[:num_samples]
 
-    def refuse_untrained_speakers(self, utterance_ids) -> None:
-        """A learned speaker table has rows for every speaker, but training only ever
-        updates the modeling speakers' rows: audio from another row would be noise
-        passed off as that speaker. PASE seeds voice any speaker."""
-        if self.speaker_vectors is not None:
-            return
-        modeling = {s["id"] for s in self.index["speakers"] if s["set"] == "modeling"}
-        speaker_of = {u["id"]: u["speaker"] for u in self.index["utterances"]}
-        untrained = sorted({speaker_of[i] for i in utterance_ids} - modeling)
-        if untrained:
-            raise UserError(
-                f"speaker {', '.join(untrained)}: not a modeling speaker, so its row of the speaker "
-                "embedding table was never trained (model.conds_speaker_type \"embedding\"); "
-                "voice unseen speakers with conds_speaker_type \"pase\"")
-
     def speaker_similarity(self, audio, utterance) -> float:
         """Cosine between the PASE embedding of the rendered audio and the speaker's seed."""
         from ..metrics.speaker import cosine_similarity
