@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..files import read_arrays
+from .planned_batches import PlannedBatches
 
 CODES_FILE = "codes.npz"
 
@@ -84,7 +85,7 @@ class CodeGrids:
         return np.ascontiguousarray(self.grid(utterance_id).T).reshape(-1)
 
 
-class CodeWindowLoader:
+class CodeWindowLoader(PlannedBatches):
     """Batches {"codes": (B, L) int64, "mask": (B, L) bool, "utterances": (B,) position of each
     window's utterance in `grids.ids`}."""
 
@@ -110,31 +111,18 @@ class CodeWindowLoader:
         windows = windows[rank::world_size][:per_rank]
         self.batches = [windows[i:i + batch_size] for i in range(0, len(windows), batch_size)]
 
-    def __len__(self) -> int:
-        return len(self.batches)
-
     def window(self, row: int, offset: int) -> np.ndarray:
         height = self.grids.column_height
         sequence = self.grids.sequence(self.items[row])
         return sequence[offset * height:(offset + self.window_columns) * height]
 
-    def __iter__(self):
-        while self.position < len(self.batches):
-            batch = self.batches[self.position]
-            self.position += 1
-            pieces = [self.window(row, offset) for row, offset in batch]
-            length = max(len(p) for p in pieces)
-            codes = np.zeros((len(pieces), length), dtype=np.int64)
-            mask = np.zeros((len(pieces), length), dtype=bool)
-            for i, piece in enumerate(pieces):
-                codes[i, :len(piece)] = piece
-                mask[i, :len(piece)] = True
-            yield {"codes": torch.from_numpy(codes), "mask": torch.from_numpy(mask),
-                   "utterances": torch.tensor([self.grids.position_of[self.items[row]]
-                                               for row, _ in batch])}
-
-    def state_dict(self) -> dict:
-        return {"position": self.position}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.position = int(state["position"])
+    def build(self, batch: list) -> dict:
+        pieces = [self.window(row, offset) for row, offset in batch]
+        length = max(len(p) for p in pieces)
+        codes = np.zeros((len(pieces), length), dtype=np.int64)
+        mask = np.zeros((len(pieces), length), dtype=bool)
+        for i, piece in enumerate(pieces):
+            codes[i, :len(piece)] = piece
+            mask[i, :len(piece)] = True
+        return {"codes": torch.from_numpy(codes), "mask": torch.from_numpy(mask),
+                "utterances": torch.tensor([self.grids.position_of[self.items[row]] for row, _ in batch])}

@@ -20,6 +20,7 @@ import torch
 from . import hts_labels
 from .features import expand_linguistic
 from .normalization import normalize
+from .planned_batches import PlannedBatches
 
 #: The current phone's symbol (p3) among the categorical columns: what the baselines key on.
 PHONE_COLUMN = hts_labels.CATEGORICAL_FIELDS.index("p3")
@@ -96,7 +97,7 @@ def collate(items: list[dict]) -> dict:
     return batch
 
 
-class UtteranceBatches:
+class UtteranceBatches(PlannedBatches):
     """Batches of whole utterances, shuffled by (seed, epoch), dealt to the DDP ranks in equal
     numbers; `position` batches already given."""
 
@@ -112,20 +113,8 @@ class UtteranceBatches:
         self.batches = [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
         self.position = 0
 
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __iter__(self):
-        while self.position < len(self.batches):
-            ids = self.batches[self.position]
-            self.position += 1
-            yield {**collate([utterance_item(self.store, i) for i in ids]), "ids": ids}
-
-    def state_dict(self) -> dict:
-        return {"position": self.position}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.position = int(state["position"])
+    def build(self, ids: list[str]) -> dict:
+        return {**collate([utterance_item(self.store, i) for i in ids]), "ids": ids}
 
 
 def phone_symbol_means(store, ids: list[str], num_symbols: int) -> dict[str, np.ndarray]:

@@ -16,8 +16,10 @@ pipeline (and in `train --num-workers`'s read-ahead thread) rather than in the s
 import numpy as np
 import torch
 
+from .planned_batches import PlannedBatches
 
-class RandomChunkLoader:
+
+class RandomChunkLoader(PlannedBatches):
     def __init__(self, audio_of, items: list, lengths: list[int], batch_size: int,
                  chunk_samples: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
                  shuffle: bool = True, offset_step: int = 1, targets_of=None):
@@ -43,22 +45,10 @@ class RandomChunkLoader:
         per_rank = (sum(n // chunk_samples for n in lengths) // world_size) // batch_size
         self.batches = [chunks[i * batch_size:(i + 1) * batch_size] for i in range(per_rank)]
 
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __iter__(self):
-        while self.position < len(self.batches):
-            chunks = self.batches[self.position]
-            self.position += 1
-            signal = torch.from_numpy(np.stack([
-                self.audio_of(item)[..., offset:offset + self.chunk_samples] for item, offset in chunks]))
-            batch = {"chunk": signal, "chunks": chunks}
-            if self.targets_of is not None:
-                batch.update(self.targets_of(chunks, signal))
-            yield batch
-
-    def state_dict(self) -> dict:
-        return {"position": self.position}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.position = int(state["position"])
+    def build(self, chunks: list) -> dict:
+        signal = torch.from_numpy(np.stack([
+            self.audio_of(item)[..., offset:offset + self.chunk_samples] for item, offset in chunks]))
+        batch = {"chunk": signal, "chunks": chunks}
+        if self.targets_of is not None:
+            batch.update(self.targets_of(chunks, signal))
+        return batch
