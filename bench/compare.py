@@ -1,6 +1,6 @@
-"""One benchmark, before and after a change, in one run: interleaved rounds, best of each.
+"""One benchmark, before and after a change, in one run: interleaved rounds, best (or median) of each.
 
-    python bench/compare.py --before /work/wt/before [--rounds 3] -- \\
+    python bench/compare.py --before /work/wt/before [--rounds 3] [--statistic median] -- \\
         bench/samplernn.py --hidden-size 1024 --ratios 20 4 --sequence-length 13 \\
         --batch-size 8 --threads 2 --device cpu --baseline-path bench/_seed/samplernn_pase
 
@@ -8,8 +8,9 @@ runs the script (a path inside the checkouts) from the "before" checkout and
 from this one, alternately, each in its own checkout (its package imported,
 relative paths resolved there), and prints one JSON line: the best figure of
 each side over the rounds (rates, `*_per_s`: the highest; times, `*seconds*`:
-the lowest; nested figures flattened with dots), and `after_vs_before`, the
-ratio of the two best figures oriented so that above 1 is faster. Each
+the lowest; nested figures flattened with dots; `--statistic median`: the
+median of the rounds instead), and `after_vs_before`, the ratio of the two
+sides' figures oriented so that above 1 is faster. Each
 round's JSON goes to stderr as it comes. On a shared machine the load drifts
 within minutes; alternating the two sides gives both the same drift, so the
 ratios are steadier than the figures, and a baseline that both sides measure
@@ -19,6 +20,7 @@ ratios are steadier than the figures, and a baseline that both sides measure
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -53,13 +55,15 @@ def run_once(checkout: Path, script: list[str], env: dict) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def best(rounds: list[dict]) -> dict:
-    """Per figure, the best value over the rounds; other fields from the last round."""
+def summary(rounds: list[dict], statistic: str = "best") -> dict:
+    """Per figure, the best (or the median) value over the rounds; other fields from the last round."""
     flat = [flatten(r) for r in rounds]
     out = dict(flat[-1])
     for key in out:
         values = [f[key] for f in flat if isinstance(f.get(key), (int, float)) and f.get(key) is not None]
-        if values and is_rate(key):
+        if values and statistic == "median" and (is_rate(key) or is_time(key)):
+            out[key] = statistics.median(values)
+        elif values and is_rate(key):
             out[key] = max(values)
         elif values and is_time(key):
             out[key] = min(values)
@@ -70,6 +74,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--before", type=Path, required=True, help="checkout of the code before the change")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--statistic", choices=["best", "median"], default="best",
+                        help="each side's figure over the rounds (median: for a load that varies both ways)")
     parser.add_argument("--env", nargs="*", default=[], metavar="NAME=VALUE",
                         help="environment for both sides (e.g. MKL_CBWR=AUTO,STRICT)")
     parser.add_argument("script", nargs=argparse.REMAINDER,
@@ -85,7 +91,7 @@ def main():
         for side, checkout in sides.items():
             rounds[side].append(run_once(checkout, script, env))
             print(f"round {number + 1} {side}: {json.dumps(rounds[side][-1])}", file=sys.stderr, flush=True)
-    before, after = best(rounds["before"]), best(rounds["after"])
+    before, after = summary(rounds["before"], args.statistic), summary(rounds["after"], args.statistic)
     ratios = {}
     for key, value in after.items():
         old = before.get(key)
@@ -96,7 +102,7 @@ def main():
             ratios[key] = round(value / old, 3)
         elif is_time(key):
             ratios[key] = round(old / value, 3)
-    print(json.dumps({"script": script, "rounds": args.rounds, "env": dict(item.split("=", 1) for item in args.env),
+    print(json.dumps({"script": script, "rounds": args.rounds, "statistic": args.statistic, "env": dict(item.split("=", 1) for item in args.env),
                       "before": before, "after": after, "after_vs_before": ratios}))
 
 
