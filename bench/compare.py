@@ -31,6 +31,8 @@ AFTER = Path(__file__).resolve().parents[1]
 def flatten(result: dict, prefix: str = "") -> dict:
     flat = {}
     for key, value in result.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            value = dict(enumerate(value))       # a list of results: one figure each, by position
         if isinstance(value, dict):
             flat.update(flatten(value, f"{prefix}{key}."))
         else:
@@ -39,11 +41,13 @@ def flatten(result: dict, prefix: str = "") -> dict:
 
 
 def is_time(key: str) -> bool:
-    return "seconds" in key.rsplit(".", 1)[-1]
+    last = key.rsplit(".", 1)[-1]
+    return ("seconds" in last or last.endswith("_s")) and not is_rate(key)
 
 
 def is_rate(key: str) -> bool:
-    return key.endswith("_per_s")
+    """`*_per_s` or `*_per_second`, the last name or one above it (`mels_per_s.deep`)."""
+    return any(part.endswith(("_per_s", "_per_second")) for part in key.split("."))
 
 
 def run_once(checkout: Path, script: list[str], env: dict) -> dict:
@@ -93,8 +97,11 @@ def main():
             print(f"round {number + 1} {side}: {json.dumps(rounds[side][-1])}", file=sys.stderr, flush=True)
     before, after = summary(rounds["before"], args.statistic), summary(rounds["after"], args.statistic)
     ratios = {}
+    every = [flatten(r) for side in rounds.values() for r in side]
     for key, value in after.items():
         old = before.get(key)
+        if len({json.dumps(f.get(key)) for f in every}) == 1:
+            continue                              # a setting (audio_seconds), the same in every round
         if "speedup" in key or not (isinstance(value, (int, float)) and isinstance(old, (int, float))
                                     and value and old):
             continue
