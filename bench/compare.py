@@ -7,8 +7,8 @@
 runs the script (a path inside the checkouts) from the "before" checkout and
 from this one, alternately, each in its own checkout (its package imported,
 relative paths resolved there), and prints one JSON line: the best figure of
-each side over the rounds (rates, `*_per_s`: the highest; times, `*seconds*`:
-the lowest; nested figures flattened with dots; `--statistic median`: the
+each side over the rounds (rates, `*_per_s` or `*_per_second`: the highest;
+times, `*seconds*` or `*_s`: the lowest; nested figures flattened with dots; `--statistic median`: the
 median of the rounds instead), and `after_vs_before`, the ratio of the two
 sides' figures oriented so that above 1 is faster. Each
 round's JSON goes to stderr as it comes. On a shared machine the load drifts
