@@ -109,6 +109,8 @@ def main() -> None:
     print(json.dumps({"experiment": args.experiment, "epoch": epoch, "utterances": len(rows),
                       "corpus_sentences": args.corpus_sentences,
                       "means": {k: mean(r[k] for r in rows) for k in keys},
+                      "wer_clipped_at_1": {k[4:]: mean(min(r[k], 1.0) for r in rows) for k in keys
+                                           if k.startswith("wer_")},
                       "frames_espeak_vs_predicted": [int(sum(r["frames"][0] for r in rows)),
                                                      int(sum(r["frames"][1] for r in rows))],
                       "phones": int(len(truth)),
