@@ -10,7 +10,10 @@ The acoustic model reads the utterance at two rates: a phone encoder of the same
 own weights) over the phones, whose output every frame of the phone receives, then a frame
 decoder over the frames' 55 columns: linear -> `frame_conv_layers` residual convolutions
 (dilations 1, 2, 4, ...) -> linear, plus a learned table of each speaker's features per phone
-symbol (the trivial baseline's form, started at it by the runner).
+symbol (the trivial baseline's form, started at it by the runner). `phone_encoder: "conv"`
+drops the phone encoder's GRU: each phone then sees `conv_kernel` phones, not the
+sentence, which on a small corpus the GRU learns to recognize (it recalls the training
+sentences' features instead of reading new ones; README, "New text, diagnosed").
 
 Why this shape: a frame's features depend on the phones around it in both
 directions (coarticulation, the phrase's declining F0), and the whole utterance
