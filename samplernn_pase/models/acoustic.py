@@ -10,7 +10,10 @@ The acoustic model reads the utterance at two rates: a phone encoder of the same
 own weights) over the phones, whose output every frame of the phone receives, then a frame
 decoder over the frames' 55 columns: linear -> `frame_conv_layers` residual convolutions
 (dilations 1, 2, 4, ...) -> linear, plus a learned table of each speaker's features per phone
-symbol (the trivial baseline's form, started at it by the runner).
+symbol (the trivial baseline's form, started at it by the runner). `phone_encoder: "conv"`
+drops the phone encoder's GRU: each phone then sees `conv_kernel` phones, not the
+sentence, which on a small corpus the GRU learns to recognize (it recalls the training
+sentences' features instead of reading new ones; README, "New text, diagnosed").
 
 Why this shape: a frame's features depend on the phones around it in both
 directions (coarticulation, the phrase's declining F0), and the whole utterance
@@ -55,6 +58,10 @@ class AcousticConfig(ModelSection):
     linguistic_embedding_size: int = 8    # width of each of the four shared symbol tables
     speaker_embedding_size: int = 16
     conds_speaker_type: str = "embedding"  # "embedding": a learned table; "pase": projected PASE seeds
+    phone_encoder: str = "rnn"            # the acoustic model's phone encoder: "rnn" (conv + GRU) or "conv" alone
+    dropout: float = 0.0                  # on the convolutions' outputs/inputs of both models, in training
+    feature_loss: str = "normalized"      # "normalized": MSE of the normalized features; "cepstral_distance":
+                                          # mel-cepstra 1.. weighted by their variance (see losses)
     # derived from the data
     num_speakers: int = 1
     acoustic_dim: int = 43
@@ -74,7 +81,8 @@ def lengths_mask(lengths: torch.Tensor, longest: int) -> torch.Tensor:
 class SequenceStack(nn.Module):
     """labels + speaker -> linear -> conv -> bidirectional GRU -> linear, over padded sequences."""
 
-    def __init__(self, config: AcousticConfig, real_dim: int, hidden_size: int, output_size: int):
+    def __init__(self, config: AcousticConfig, real_dim: int, hidden_size: int, output_size: int,
+                 use_rnn: bool = True):
         super().__init__()
         if not config.linguistic_table_sizes:   # a corpus fact (labels), not a config rule
             raise ValueError("the acoustic model needs linguistic labels (linguistic_table_sizes is empty)")
@@ -85,8 +93,11 @@ class SequenceStack(nn.Module):
                       + config.speaker_embedding_size)
         self.input = nn.Linear(input_size, hidden_size)
         self.conv = nn.Conv1d(hidden_size, hidden_size, config.conv_kernel, padding=config.conv_kernel // 2)
-        self.rnn = nn.GRU(hidden_size, hidden_size, config.rnn_layers, batch_first=True, bidirectional=True)
-        self.output = nn.Linear(2 * hidden_size, output_size)
+        self.use_rnn = use_rnn
+        if use_rnn:
+            self.rnn = nn.GRU(hidden_size, hidden_size, config.rnn_layers, batch_first=True, bidirectional=True)
+        self.output = nn.Linear(2 * hidden_size if self.use_rnn else hidden_size, output_size)
+        self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, categorical: torch.Tensor, real: torch.Tensor, speaker: torch.Tensor,
                 lengths: torch.Tensor) -> torch.Tensor:
@@ -97,6 +108,9 @@ class SequenceStack(nn.Module):
         x = self.input(torch.cat(parts, dim=-1))
         x = x * lengths_mask(lengths, longest)[..., None]
         x = F.relu(self.conv(x.transpose(1, 2))).transpose(1, 2)
+        x = self.dropout(x)
+        if not self.use_rnn:
+            return self.output(x)
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         x, _ = pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=longest)
         return self.output(x)
@@ -119,6 +133,7 @@ class FrameDecoder(nn.Module):
             nn.Conv1d(width, width, config.conv_kernel, dilation=2 ** k, padding=2 ** k * (config.conv_kernel // 2))
             for k in range(config.frame_conv_layers))
         self.output = nn.Linear(width, config.acoustic_dim)
+        self.dropout = nn.Dropout(config.dropout)
         # Each speaker's features per phone symbol, added to the output: the form of the trivial
         # baseline, learned, so that the layers above model what the context changes.
         self.phones = config.linguistic_table_sizes[self.column_tables[config.phone_column]]
@@ -136,7 +151,7 @@ class FrameDecoder(nn.Module):
         mask = lengths_mask(lengths, longest)[:, None, :].to(real.dtype)
         x = F.relu(self.input(torch.cat(parts, dim=-1))).transpose(1, 2) * mask
         for conv in self.convs:
-            x = (x + F.relu(conv(x))) * mask
+            x = (x + F.relu(conv(self.dropout(x)))) * mask
         out = self.output(x.transpose(1, 2))
         if speaker_index is None:
             return out
@@ -160,7 +175,8 @@ class AcousticModel(nn.Module):
             self.speaker = nn.Embedding(config.num_speakers, config.speaker_embedding_size)
         phone_real = config.frame_real_dim - 2
         self.duration_model = SequenceStack(config, phone_real, config.duration_hidden_size, 1)
-        self.phone_encoder = SequenceStack(config, phone_real, config.hidden_size, config.hidden_size)
+        self.phone_encoder = SequenceStack(config, phone_real, config.hidden_size, config.hidden_size,
+                                           use_rnn=config.phone_encoder == "rnn")
         self.frame_decoder = FrameDecoder(config, config.hidden_size)
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,10 +203,12 @@ class AcousticModel(nn.Module):
                                   None if self.config.conds_speaker_type == "pase" else batch["speaker"])
 
 
-def losses(log_durations: torch.Tensor, features: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+def losses(log_durations: torch.Tensor, features: torch.Tensor, batch: dict,
+           weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """{"loss", "duration_loss", "acoustic_loss", "vuv_loss"}: duration_loss the MSE of
     frames / DURATION_SCALE over the phones, acoustic_loss the MSE of the normalized features other
-    than the voiced flag plus vuv_loss, the flag's binary cross-entropy, over the frames;
+    than the voiced flag (each column's squared error times `weights[column]` when given, shape
+    (A,)) plus vuv_loss, the flag's binary cross-entropy, over the frames;
     loss = duration_loss + acoustic_loss."""
     phone_mask = lengths_mask(batch["phone_lengths"], log_durations.shape[1]).float()
     target = batch["durations"].float() / DURATION_SCALE
@@ -198,7 +216,8 @@ def losses(log_durations: torch.Tensor, features: torch.Tensor, batch: dict) -> 
     frame_mask = lengths_mask(batch["frame_lengths"], features.shape[1]).float()
     acoustic = batch["acoustic"]
     continuous = [c for c in range(acoustic.shape[-1]) if c != VUV_COLUMN]
-    squared = ((features[..., continuous] - acoustic[..., continuous]) ** 2).mean(dim=-1)
+    squared = (features[..., continuous] - acoustic[..., continuous]) ** 2
+    squared = (squared if weights is None else squared * weights[continuous]).mean(dim=-1)
     frames = frame_mask.sum()
     vuv_loss = (F.binary_cross_entropy_with_logits(features[..., VUV_COLUMN], acoustic[..., VUV_COLUMN],
                                                    reduction="none") * frame_mask).sum() / frames

@@ -141,7 +141,25 @@ class AcousticRunner(Runner):
         """{"loss", "duration_loss", "acoustic_loss", "vuv_loss"} of one batch."""
         batch = self.on_device(batch)
         log_durations, features = model(batch)
-        return losses(log_durations, features, batch)
+        return losses(log_durations, features, batch, self.loss_weights)
+
+    @cached_property
+    def loss_weights(self) -> torch.Tensor | None:
+        """model.feature_loss "cepstral_distance": each mel-cepstrum column from mcep1 weighted by its
+        variance (mean over the modeling speakers), the weights' mean over those columns 1, the
+        other columns 1. Normalized to unit variance, mcep39 (std 0.07 on the demo) weighs as
+        much as mcep1 (std 1.1), and the high cepstra, noise the network cannot predict, take
+        most of the loss; weighted, the loss is the squared cepstral distance that MCD measures
+        (up to a constant), which is dominated by the formant-bearing low cepstra."""
+        if self.model_config.feature_loss != "cepstral_distance":
+            return None
+        fields = self.index["acoustic_fields"]
+        modeling = [s["index"] for s in self.index["speakers"] if s["set"] == "modeling"]
+        variance = (self.store.acoustic_std[modeling].astype(np.float64) ** 2).mean(axis=0)
+        cepstra = [k for k, name in enumerate(fields) if name.startswith("mcep") and name != "mcep0"]
+        weights = np.ones(len(fields))
+        weights[cepstra] = variance[cepstra] / variance[cepstra].mean()
+        return torch.tensor(weights, dtype=torch.float32, device=self.device)
 
     def training_step(self, model, batch, optimize):
         result = self.batch_losses(model, batch)
