@@ -6,8 +6,10 @@ planned batch in turn. Like the stateful loader's, the position is a plain dict,
 so a mid-epoch checkpoint resumes at the next batch.
 """
 
+from abc import ABC, abstractmethod
 
-class PlannedBatches:
+
+class PlannedBatches(ABC):
     """A subclass sets `self.batches` (one plan per batch) and `self.position = 0`, and
     defines `build(plan) -> batch`."""
 
@@ -17,8 +19,9 @@ class PlannedBatches:
     def __len__(self) -> int:
         return len(self.batches)
 
+    @abstractmethod
     def build(self, plan) -> dict:
-        raise NotImplementedError
+        """The batch of one plan (an item of `self.batches`)."""
 
     def __iter__(self):
         while self.position < len(self.batches):
