@@ -6,7 +6,7 @@
 Each sentence of samplernn_pase/data/sentences_heldout.txt (no demo speaker reads
 them) is read by eSpeak NG in each modeling speaker's voice (`synthesize --text`'s
 front end, data/synthesis_input.text_record) and rendered by the acoustic experiment
-the way `synthesize --text` renders it (cli.render_new_inputs: predicted durations,
+the way `synthesize --text` renders it (runners/synthesis.new_inputs: predicted durations,
 predicted features, the vocoder; batched as the test is). The test's judges score
 four rows:
 
@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from samplernn_pase import cli  # noqa: E402
 from samplernn_pase.data.synthesis_input import text_record  # noqa: E402
+from samplernn_pase.runners.synthesis import new_inputs  # noqa: E402
 from samplernn_pase.experiment.folder import Experiment  # noqa: E402
 
 HELDOUT = Path(__file__).resolve().parents[1] / "samplernn_pase" / "data" / "sentences_heldout.txt"
@@ -99,7 +100,8 @@ def main() -> None:
                 records.append({**record, "id": f"{speaker}_heldout_{k:02d}"})
         front_end = time.time() - started
         out_dir = args.output_dir or Path(folder) / "rendered"
-        metrics = cli.render_new_inputs(runner, records, epoch, out_dir)
+        with new_inputs(runner, records):
+            metrics = runner.test(epoch, out_dir, None, utterance_ids=[r["id"] for r in records])
     speaker_of = {r["id"]: r["speaker"] for r in records}
     rows = {name: summary(metrics["utterances"] if row is None else metrics["references"][row]["utterances"],
                           speaker_of) for name, row in ROWS.items()}

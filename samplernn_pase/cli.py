@@ -127,6 +127,10 @@ def add_rendering_commands(commands) -> None:
                             help="default: results/epoch-N/synthesized of the experiment, or "
                                  "./synthesized for a release")
     synthesize.add_argument("--device", default="cpu")
+    synthesize.add_argument("--seed", type=int, default=None,
+                            help="seed of the rendering's random draws, with the epoch (default: the "
+                                 "experiment's, config.json `seed`, as `test` renders: the same "
+                                 "command renders the same audio)")
 
 
 def add_viewing_commands(commands) -> None:
@@ -253,29 +257,17 @@ def print_utterance_ids(index: dict, split: str) -> None:
 
 
 def make_runner(args, experiment, device, dist=None, num_workers=0, from_release=False):
-    """The experiment's runner (model built, seeded) on `device`, a torch.device."""
-    from .runners import runner_class
-    from .runners.base import RunContext
-    from .training.distributed import Distributed
-    from .training.rng import seed_everything
-
-    config = experiment.config()
-    dist = dist or Distributed()
-    seed_everything(config["seed"] + dist.rank)
-    context = RunContext(experiment=experiment, config=config, data_path=args.data_path,
-                         device=device, rank=dist.rank, world_size=dist.world_size,
-                         num_workers=num_workers, log=logging.getLogger(LOGGER_NAME),
-                         from_release=from_release)
-    return runner_class(config["model"]["type"])(context)
+    """The experiment's runner (model built, seeded) on `device`, a torch.device
+    (runners/synthesis.py, which the Python API shares)."""
+    from .runners.synthesis import make_runner as build
+    return build(experiment, args.data_path, device, dist, num_workers, from_release)
 
 
 def trained_runner(args, experiment, epoch: int, device, from_release=False):
     """The runner of `make_runner` with the weights of the epoch's checkpoint (test,
     test_sample, synthesize)."""
-    from .experiment.weights import load_weights
-    runner = make_runner(args, experiment, device, from_release=from_release)
-    load_weights(runner.model, experiment, epoch, runner.device)
-    return runner
+    from .runners.synthesis import trained_runner as build
+    return build(experiment, epoch, args.data_path, device, from_release)
 
 
 def cmd_train(args, experiment) -> None:
@@ -395,6 +387,7 @@ def cmd_synthesize(args, experiment) -> None:
     import tempfile
     from .experiment.release import load_release, unpack_release
     from .runners.rendering import file_stem
+    from .runners.synthesis import NEW_INPUTS, check_utterance, new_input_record, new_inputs
     from .training.distributed import parse_device
     setup_logging(None if args.release else experiment.log_path, args.verbose)
     device = parse_device(args.device)
@@ -406,74 +399,28 @@ def cmd_synthesize(args, experiment) -> None:
         else:
             epoch = experiment.resolve_epoch(args.epoch)
             out_dir = args.output_dir or experiment.epoch_results_dir(epoch) / "synthesized"
+        records = []
         if args.utterance is not None:
-            new_input, utterance = None, args.utterance
-            require_utterance(args, experiment)
+            if args.speaker is not None:
+                raise UserError("--speaker: only with --features, --text or --espeak-text (an utterance "
+                                "has its speaker)")
+            check_utterance(experiment, args.utterance, args.release or experiment.data_index_path)
+            utterance = args.utterance
         else:
-            new_input = synthesis_input(args, experiment, Path(unpacked) / "input")
-            utterance = new_input["id"]
+            kind = next(name for name in NEW_INPUTS if getattr(args, name) is not None)
+            records = [new_input_record(experiment, kind, getattr(args, kind), args.speaker,
+                                        Path(unpacked) / "input")]
+            utterance = records[0]["id"]
         runner = trained_runner(args, experiment, epoch, device, from_release=args.release is not None)
+        runner.render_seed = args.seed
         log = logging.getLogger(LOGGER_NAME)
         log.info("synthesize %s from %s epoch %d", utterance, args.release or experiment.name, epoch)
-        if new_input is not None:
-            metrics = render_new_inputs(runner, [new_input], epoch, out_dir)
-        else:
+        with new_inputs(runner, records):
             metrics = runner.test(epoch, out_dir, None, utterance_ids=[utterance])
     summary = metrics_summary(f"synthesize {utterance}", metrics, out_dir)
     log.info("%s", summary)
     print(summary)
     print(f"wav: {out_dir / file_stem(utterance)}.wav")
-
-
-def render_new_inputs(runner, records: list[dict], epoch: int, out_dir: Path) -> dict:
-    """What `synthesize --features/--text/--espeak-text` renders: the data.json records of new
-    input (data/synthesis_input.py) added to the runner's store, rendered whole (not cut to
-    test.max_seconds as the test renders are) in one test, batched as the test is, and
-    judged by it; metrics.json's dict. bench/text_to_speech.py renders its sentences here."""
-    for record in records:
-        runner.store.add(record)
-    runner.config = {**runner.config, "test": {**runner.config["test"], "max_seconds": None}}
-    return runner.test(epoch, out_dir, None, utterance_ids=[record["id"] for record in records])
-
-
-def require_utterance(args, experiment) -> None:
-    """`synthesize --utterance ID`: one of the utterances of data.json (or of the release)."""
-    if args.speaker is not None:
-        raise UserError("--speaker: only with --features, --text or --espeak-text (an utterance has its "
-                        "speaker)")
-    ids = [u["id"] for u in experiment.data_index()["utterances"]]
-    if args.utterance not in ids:
-        raise UserError(f"--utterance {args.utterance}: not in "
-                        f"{args.release or experiment.data_index_path} (it has: "
-                        f"{' '.join(ids[:20])}{' ...' if len(ids) > 20 else ''})")
-
-
-def synthesis_input(args, experiment, folder: Path) -> dict:
-    """The data.json record of what `synthesize --features/--text/--espeak-text` renders
-    (data/synthesis_input.py). `--text` is text-to-speech, through an acoustic experiment;
-    `--espeak-text` re-vocodes eSpeak NG's own reading through a SampleRNN experiment."""
-    from .data.synthesis_input import features_file_record, text_record
-    option = next(f"--{name.replace('_', '-')}" for name in ("text", "espeak_text", "features")
-                  if getattr(args, name) is not None)
-    if args.speaker is None:
-        raise UserError(f"{option}: give the speaker with --speaker NAME (see `info`)")
-    config, index = experiment.config(), experiment.data_index()
-    model_type = config["model"]["type"]
-    if model_type not in ("samplernn", "acoustic"):
-        raise UserError(f"{option}: only SampleRNN and acoustic experiments render from features or "
-                        f"text; this is a {model_type} experiment (use --utterance)")
-    if option == "--text" and model_type != "acoustic":
-        raise UserError("--text: text-to-speech needs an acoustic experiment (model.type \"acoustic\"); "
-                        "--espeak-text re-vocodes eSpeak NG's own reading through this SampleRNN experiment")
-    if option == "--espeak-text" and model_type != "samplernn":
-        raise UserError("--espeak-text: re-vocoding eSpeak NG's reading needs a SampleRNN experiment; "
-                        "an acoustic experiment speaks text with --text")
-    if option != "--features":
-        return text_record(args.text or args.espeak_text, args.speaker, index, config["data"], folder,
-                           option)
-    # An acoustic experiment reads the phone-level labels of the file.
-    return features_file_record(args.features, args.speaker, index,
-                                config["model"].get("conditioning", "linguistic"))
 
 
 def cmd_tensorboard(args, experiment) -> None:

@@ -28,3 +28,7 @@ class LRUCache:
         while len(self._values) > self.size:
             self._values.popitem(last=False)
         return value
+
+    def discard(self, key) -> None:
+        """Forget the value of `key`, if kept."""
+        self._values.pop(key, None)

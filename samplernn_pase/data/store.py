@@ -107,6 +107,12 @@ class UtteranceStore:
         self.index["utterances"].append(utterance)
         self.utterances[utterance["id"]] = utterance
 
+    def remove(self, utterance_id: str) -> None:
+        """Drop an utterance `add` gave (the Python API renders one input after another)."""
+        self.index["utterances"][:] = [u for u in self.index["utterances"] if u["id"] != utterance_id]
+        self.utterances.pop(utterance_id, None)
+        self._cache.discard(utterance_id)
+
     def raw_acoustic(self, utterance: Utterance) -> np.ndarray:
         """The utterance's acoustic features as extracted (un-normalized)."""
         speaker = utterance.speaker_index

@@ -263,8 +263,10 @@ class AcousticRunner(Runner):
         return runner
 
     def vocode(self, ids: list[str], features: list[np.ndarray], speakers: list[str]) -> list[np.ndarray]:
-        """The vocoder's audio of un-normalized features, batched as its test is."""
+        """The vocoder's audio of un-normalized features, batched as its test is, drawn with this
+        rendering's seed (`render_seed`; None: the vocoder experiment's own seed)."""
         vocoder = self.vocoder
+        vocoder.render_seed = self.render_seed
         audio = []
         with tempfile.TemporaryDirectory(prefix="samplernn_pase-acoustic-") as folder:
             names = []

@@ -107,15 +107,17 @@ class Runner(ABC):
             batches.load_state_dict(position)
         return batches
 
+    def voiced_speakers(self) -> list[str]:
+        """Ids of the speakers the model renders. A learned speaker table has rows for every
+        speaker, but training only ever updates the modeling speakers' rows: audio from another
+        row would be noise passed off as that speaker. PASE seeds (`speaker_vectors`) voice any."""
+        seeded = getattr(self, "speaker_vectors", None) is not None
+        return [s["id"] for s in self.index["speakers"] if seeded or s["set"] == "modeling"]
+
     def refuse_untrained_speakers(self, utterance_ids) -> None:
-        """A learned speaker table has rows for every speaker, but training only ever
-        updates the modeling speakers' rows: audio from another row would be noise
-        passed off as that speaker. PASE seeds (`speaker_vectors`) voice any speaker."""
-        if getattr(self, "speaker_vectors", None) is not None:
-            return
-        modeling = {s["id"] for s in self.index["speakers"] if s["set"] == "modeling"}
+        """One line naming the speakers of `utterance_ids` that are not `voiced_speakers`."""
         speaker_of = {u["id"]: u["speaker"] for u in self.index["utterances"]}
-        untrained = sorted({speaker_of[i] for i in utterance_ids} - modeling)
+        untrained = sorted({speaker_of[i] for i in utterance_ids} - set(self.voiced_speakers()))
         if untrained:
             raise UserError(
                 f"speaker {', '.join(untrained)}: not a modeling speaker, so its row of the speaker "
@@ -176,30 +178,52 @@ class Runner(ABC):
 
     def test(self, epoch: int, out_dir: Path, writer=None, utterance_ids=None,
              speaker_set: str = "modeling", dist: Distributed | None = None) -> dict | None:
-        """Render the test into `out_dir` and return the metrics written to metrics.json.
+        """Render the test (`render_test`) and write it into `out_dir` (`write_test`: files,
+        the independent judges, TensorBoard); returns the metrics written to metrics.json.
+        Under torchrun (`dist`) rank 0 writes every rank's share (the other ranks return None).
+        """
+        dist = dist or Distributed()
+        rendered = self.render_test(epoch, utterance_ids, speaker_set, dist)
+        metrics = None
+        if rendered is not None:
+            metrics = self.write_test(epoch, Path(out_dir), rendered, writer, speaker_set)
+        dist.slow_barrier()   # the other ranks wait for rank 0's writing here, not in training
+        return metrics
 
-        Under torchrun (`dist`) every rank renders its share of the plan and rank 0
-        writes them all (the other ranks return None). The waits use the long-timeout
-        group (training/distributed.py): however long the test, no collective times out.
-        Rendering runs on its own RNG stream: the training stream is left as it was.
+    def render_test(self, epoch: int, utterance_ids=None, speaker_set: str = "modeling",
+                    dist: Distributed | None = None) -> list | None:
+        """What a test renders, in plan order (one result per item that rendered), written
+        nowhere: `test` writes it, the Python API (api.py) returns its audio.
+
+        Under torchrun every rank renders its share of the plan and rank 0 gets them all (the
+        other ranks get None). The waits use the long-timeout group (training/distributed.py):
+        however long the test, no collective times out. Rendering runs on its own RNG stream,
+        seeded by `rendering_seed` and the epoch: the training stream is left as it was.
         """
         dist = dist or Distributed()
         plan = self.test_plan(utterance_ids, speaker_set)
         share = list(range(dist.rank, len(plan), dist.world_size))
         self.model.eval()
-        with side_stream(self.config["seed"], epoch, TEST_STREAM), torch.no_grad():
+        with side_stream(self.rendering_seed, epoch, TEST_STREAM), torch.no_grad():
             rendered = self.render(epoch, [plan[i] for i in share], speaker_set)
         shares = dist.gather_to_main((share, rendered))
-        metrics = None
-        if shares is not None:
-            ordered = [None] * len(plan)
-            for indices, results in shares:
-                for i, result in zip(indices, results):
-                    ordered[i] = result
-            metrics = self.write_test(epoch, Path(out_dir), [r for r in ordered if r is not None],
-                                      writer, speaker_set)
-        dist.slow_barrier()   # the other ranks wait for rank 0's writing here, not in training
-        return metrics
+        if shares is None:
+            return None
+        ordered = [None] * len(plan)
+        for indices, results in shares:
+            for i, result in zip(indices, results):
+                ordered[i] = result
+        return [r for r in ordered if r is not None]
+
+    #: `synthesize --seed` / the API's `seed=`: the seed of rendering's random draws instead of
+    #: the experiment's (None: config.json `seed`, what `test` uses).
+    render_seed: int | None = None
+
+    @property
+    def rendering_seed(self) -> int:
+        """The seed of test rendering's random draws (with the epoch): `render_seed` or the
+        experiment's seed."""
+        return self.config["seed"] if self.render_seed is None else self.render_seed
 
     # --- optional hooks ----------------------------------------------------------
 

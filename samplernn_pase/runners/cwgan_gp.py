@@ -170,7 +170,7 @@ class CWGANGPRunner(Runner):
         if not items:
             return []
         count, frames = self.config["model"]["samples_per_label"], self.model_config.frames
-        noise_generator = torch.Generator(device=self.device).manual_seed(self.config["seed"])
+        noise_generator = torch.Generator(device=self.device).manual_seed(self.rendering_seed)
         noise = self.noise(count, noise_generator)         # the same noise for every label
         speaker_ids = [s["id"] for s in sorted(self.index["speakers"], key=lambda s: s["index"])]
         rows = self.label_rows(speaker_set)

@@ -218,7 +218,7 @@ class GPTPriorRunner(Runner):
         for kind, what, number in items:
             # Each item has its own noise: what it renders does not depend on the number of ranks.
             generator = torch.Generator(device=self.device).manual_seed(
-                stream_seed(self.config["seed"], epoch, number))
+                stream_seed(self.rendering_seed, epoch, number))
             if kind == "nll":
                 rendered.append({"nll": self.nll_bits(what)})
             elif kind == "continuation":

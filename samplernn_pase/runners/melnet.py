@@ -150,7 +150,7 @@ class MelNetRunner(Runner):
         for kind, name, number in items:
             # Each item has its own noise: what it renders does not depend on the number of ranks.
             generator = torch.Generator(device=self.device).manual_seed(
-                stream_seed(self.config["seed"], epoch, number))
+                stream_seed(self.rendering_seed, epoch, number))
             if kind == "sample":
                 samples, stages = self.model.sample(1, self.test_frames(None), temperature,
                                                     generator, return_tiers=True)

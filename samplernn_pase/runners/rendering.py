@@ -157,11 +157,16 @@ def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[di
     return metrics
 
 
+def as_written(audio) -> np.ndarray:
+    """Rendered audio as a `test` writes and judges it: float32, clipped to [-1, 1]."""
+    return np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
+
+
 def write_item_files(stem: Path, item: RenderedItem, sample_rate: int):
     """`<stem>.wav` of the item's audio (clipped to [-1, 1]) and `<stem>.png`: its image panels,
     or its spectrogram beside its reference's, or none (nothing to compare with, e.g. GAN
     samples drawn together by the runner). Returns (the clipped audio, the PNG's path or None)."""
-    audio = np.clip(np.asarray(item.audio, dtype=np.float32), -1.0, 1.0)
+    audio = as_written(item.audio)
     write_wav(stem.with_name(f"{stem.name}.wav"), audio, sample_rate)
     png = stem.with_name(f"{stem.name}.png")
     if item.images is not None:
@@ -176,7 +181,7 @@ def write_reference_rows(stem: Path, item: RenderedItem, sample_rate: int, evalu
     {row: its metrics}, judged by `evaluation` (when given) on the same `words`."""
     metrics = {}
     for row, reference in item.references.items():
-        reference = np.clip(np.asarray(reference, dtype=np.float32), -1.0, 1.0)
+        reference = as_written(reference)
         write_wav(stem.with_name(f"{stem.name}.{row}.wav"), reference, sample_rate)
         metrics[row] = dict(item.reference_metrics.get(row, {}))
         if evaluation is not None:

@@ -223,7 +223,7 @@ class SampleRNNRunner(Runner):
         speaker = self.speaker_input(torch.tensor([u.speaker_index for u in utterances],
                                                   device=self.device))
         # Sampling must not consume the training RNG (exact resume), so it has its own.
-        generator = torch.Generator(device=self.device).manual_seed(self.config["seed"] + epoch)
+        generator = torch.Generator(device=self.device).manual_seed(self.rendering_seed + epoch)
         codes = self.model.generate(conds, speaker, self.config["test"]["temperature"],
                                     generator=generator)
         references = [None if u.audio is None else u.audio[:n * fs] for u, n in zip(utterances, frames)]
