@@ -2,6 +2,7 @@
 its features, training resumes exactly after a SIGKILL mid-epoch, and `synthesize --text` from a
 release alone speaks with the predicted durations, not eSpeak NG's."""
 
+import io
 import json
 import os
 import signal
@@ -119,3 +120,59 @@ def test_synthesize_text_from_a_release_follows_the_predicted_durations(space, t
     # the SampleRNN experiment can no longer be asked for text-to-speech, only to re-vocode eSpeak
     refused = space.run("vocoder", "synthesize", "--text", text, "--speaker", speaker, check=False)
     assert refused.returncode == 2 and "--espeak-text" in refused.stderr
+
+
+def pcm16(audio: np.ndarray, rate: int) -> np.ndarray:
+    """The 16-bit samples a wav of `audio` holds (soundfile's conversion, as `synthesize` writes)."""
+    buffer = io.BytesIO()
+    soundfile.write(buffer, audio, rate, subtype="PCM_16", format="WAV")
+    buffer.seek(0)
+    return soundfile.read(buffer, dtype="int16")[0]
+
+
+def files_of(folder) -> dict:
+    return {str(p): p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_python_api_renders_the_samples_synthesize_writes(space, tmp_path, one_thread):
+    """`load(release)` renders a test utterance and new text with the command's code: the same
+    16-bit samples as `synthesize --seed` writes, and nothing written anywhere."""
+    from samplernn_pase import load
+    from samplernn_pase.errors import UserError
+
+    straight = space.experiment("straight")
+    if not (straight / "checkpoints" / "2.checkpoint.pt").is_file():
+        space.init("straight", tiny_acoustic_config())
+        space.run("straight", "train")
+    release = straight / "checkpoints" / "2.checkpoint.release.pt"
+    if not release.is_file():
+        space.run("straight", "create_release", "--epoch", "2")
+    before = files_of(space.root)
+    voice = load(release)
+    modeling = [s["id"] for s in json.loads((straight / "data.json").read_text())["speakers"]
+                if s["set"] == "modeling"]
+    assert voice.sample_rate == 16000 and set(modeling) <= set(voice.speakers) and voice.utterances
+    utterance, text, speaker = voice.utterances[0], "Hi there.", "demo_f1"
+    api = {"utterance": voice.synthesize(utterance=utterance, seed=7),
+           "text": voice.synthesize(text=text, speaker=speaker, seed=7)}
+    for audio, rate in api.values():
+        assert audio.dtype == np.float32 and rate == 16000 and len(audio) > 1000 and np.abs(audio).max() <= 1
+    # Again after other calls: the same samples; another seed: others; no seed: the experiment's.
+    assert np.array_equal(voice.synthesize(text=text, speaker=speaker, seed=7)[0], api["text"][0])
+    assert not np.array_equal(voice.synthesize(text=text, speaker=speaker, seed=8)[0], api["text"][0])
+    seed = json.loads((straight / "config.json").read_text())["seed"]
+    assert np.array_equal(voice.synthesize(utterance=utterance)[0],
+                          voice.synthesize(utterance=utterance, seed=seed)[0])
+    assert files_of(space.root) == before and not any(tmp_path.iterdir())     # nothing written
+    # An experiment folder renders as its release does.
+    folder = load(straight, epoch=2, data_path=space.data_path)
+    assert np.array_equal(folder.synthesize(utterance=utterance, seed=7)[0], api["utterance"][0])
+    with pytest.raises(UserError, match="espeak_text="):
+        load(space.experiment("vocoder"), data_path=space.data_path).synthesize(text=text, speaker=speaker)
+    for kind, given in (("utterance", ["--utterance", utterance]), ("text", ["--text", text, "--speaker", speaker])):
+        result = subprocess.run([sys.executable, "-m", "samplernn_pase", "synthesize", "--release", str(release),
+                                 *given, "--seed", "7", "--output-dir", str(tmp_path / kind)],
+                                cwd=tmp_path, capture_output=True, text=True, env=space.env())
+        assert result.returncode == 0, result.stderr[-3000:]
+        written, rate = soundfile.read(result.stdout.strip().splitlines()[-1].removeprefix("wav: "), dtype="int16")
+        assert rate == 16000 and np.array_equal(written, pcm16(*api[kind])), kind
