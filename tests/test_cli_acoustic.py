@@ -1,6 +1,7 @@
 """The acoustic family on the real CLI and demo corpus: init refuses a vocoder that cannot render
 its features, training resumes exactly after a SIGKILL mid-epoch, and `synthesize --text` from a
-release alone speaks with the predicted durations, not eSpeak NG's."""
+release alone speaks with the predicted durations, not eSpeak NG's; the Python API renders the samples
+`synthesize --seed` writes."""
 
 import io
 import json
