@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--config-path", type=Path, required=True)
     init.add_argument("--config-schema-path", type=Path, default=None,
                       help="folder of schema fragments replacing the shipped ones")
+    init.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                      help="override one config field before the check (repeatable): a dotted key "
+                           "(training.batch_size=32), a JSON value or else a string")
     init.add_argument("--seed", type=int, default=None)
     init.add_argument("--num-workers", type=int, default=None,
                       help="feature-extraction processes (default: all cores)")
@@ -172,13 +175,14 @@ def setup_logging(log_path: Path | None, verbose: bool, is_main: bool = True) ->
 
 
 def cmd_init(args, experiment) -> None:
-    from .experiment.config import SCHEMA_DIR, read_config_file, validate_config
+    from .experiment.config import SCHEMA_DIR, apply_overrides, read_config_file, validate_config
     from .experiment.folder import atomic_save_npz, atomic_write_json
     from .data.prepare import prepare_data, require_data_path
     from .runners import runner_class
 
-    config = read_config_file(args.config_path)
-    config = validate_config(config, str(args.config_path), args.config_schema_path or SCHEMA_DIR,
+    config = apply_overrides(read_config_file(args.config_path), args.overrides)
+    source = " ".join([str(args.config_path)] + [f"--set {text}" for text in args.overrides])
+    config = validate_config(config, source, args.config_schema_path or SCHEMA_DIR,
                              experiments_path=args.experiments_path)   # before any corpus work
     if args.seed is not None:
         config["seed"] = args.seed
@@ -186,7 +190,7 @@ def cmd_init(args, experiment) -> None:
     require_data_path(config["data"], args.data_path)   # made here for the demo corpus
     with experiment.creating() as staging:
         log = setup_logging(staging / "verbose.log", args.verbose)
-        log.info("init %s from %s (samplernn_pase %s)", experiment.name, args.config_path, __version__)
+        log.info("init %s from %s (samplernn_pase %s)", experiment.name, source, __version__)
         workers = args.num_workers or os.cpu_count() or 1
         data_index, normalization = prepare_data(config["data"], args.data_path, config["seed"],
                                                  workers, log)

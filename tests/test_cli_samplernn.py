@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -102,6 +103,24 @@ def test_init_writes_the_experiment_and_info_summarizes_it(workspace):
                           check=False)
     assert again.returncode == 2 and "already exists" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
+
+
+def test_init_set_overrides_the_config_file_in_the_snapshot(workspace):
+    """`init --set`: the snapshot holds the overridden values (the file keeps its own), and the
+    model `train` builds from it has them."""
+    config_path = workspace.root / "overridden.json"
+    config_path.write_text(json.dumps(tiny_config()))
+    workspace.run("overridden", "init", "--config-path", str(config_path),
+                  "--set", "model.rnn_hidden_size=128", "--set", "training.batch_size=4")
+    snapshot = json.loads((workspace.experiment("overridden") / "config.json").read_text())
+    assert snapshot["model"]["rnn_hidden_size"] == 128 and snapshot["training"]["batch_size"] == 4
+    assert snapshot["model"]["embedding_size"] == 8                     # the file's other values
+    assert json.loads(config_path.read_text())["model"]["rnn_hidden_size"] == 24
+    from samplernn_pase.experiment.folder import Experiment
+    from samplernn_pase.models.samplernn import SampleRNN, SampleRNNConfig
+    model = SampleRNN(SampleRNNConfig.from_dict(
+        Experiment(workspace.root / "experiments", "overridden").config()["model"]))
+    assert {p.shape[-1] for n, p in model.named_parameters() if "weight_hh" in n} == {128}
 
 
 def test_unknown_device_is_one_line(workspace):
@@ -339,6 +358,51 @@ def test_interrupted_train_saves_a_checkpoint_and_exits_non_zero(workspace, sent
     assert "training done" not in stdout
     state = torch.load(root / "checkpoints" / "partial.checkpoint.pt", weights_only=True)
     assert state["loop"]["iteration"] >= 3 and not state["loop"]["epoch_complete"]
+
+
+def process_state(pid: int) -> str:
+    """The state letter of /proc/<pid>/stat: R, S, T (stopped), Z (dead, not yet reaped)..."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_sigkilled_trainer_is_resumed_at_once_and_a_live_one_refuses_a_second(workspace):
+    """The lock is the kernel's (flock): a live trainer, even a stopped one, refuses a second in
+    one line naming the lock file; once it is SIGKILLed, the same command resumes at once, while
+    the killed pid still exists as an unreaped zombie (where a pid-alive check still refused)."""
+    config = tiny_config(max_epochs=1)
+    config["test"]["period"] = None
+    workspace.init("requeued", config)
+    root = workspace.experiment("requeued")
+    first = subprocess.Popen(workspace.command("requeued", "train"), cwd=workspace.root,
+                             env=workspace.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)
+    try:
+        wait_for_iteration(root, 6, first, poll=0.05)    # past the checkpoint of iteration 4
+        os.killpg(first.pid, signal.SIGSTOP)
+        second = workspace.run("requeued", "train", check=False)
+        lock = Path("experiments") / "requeued" / "train.lock"
+        assert second.returncode == 2
+        assert second.stderr.strip().splitlines() == [
+            f"error: {lock}: experiment is being trained by pid {first.pid} on {socket.gethostname()}"]
+        os.killpg(first.pid, signal.SIGKILL)
+        while process_state(first.pid) != "Z":
+            time.sleep(0.01)
+        resumed = workspace.run("requeued", "train", check=False)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = (root / "verbose.log").read_text()
+    match = re.search(r"resumed from \S+partial\.checkpoint\.pt \(epoch 1, iteration (\d+)\)", log)
+    assert match and int(match.group(1)) >= 4, log[-3000:]
+    after = logged_losses_of(log[match.end():])
+    assert min(after) == int(match.group(1)) + 1 and (root / "checkpoints" / "1.checkpoint.pt").is_file()
+    assert not (root / "train.lock").exists()
+
+
+def logged_losses_of(text: str) -> dict[int, float]:
+    return {int(m.group(2)): float(m.group(3)) for m in LOSS_RE.finditer(text)}
 
 
 def test_tensorboard_serves_the_experiment_on_localhost(workspace):

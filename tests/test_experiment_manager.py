@@ -1,7 +1,9 @@
 """The experiment manager without training: config validation, folder, lock, CLI errors."""
 
+import errno
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -97,10 +99,49 @@ def test_lock_refuses_second_trainer_and_takes_over_stale_lock(tmp_path):
             with experiment.lock():
                 pass
     assert not experiment.lock_path.exists()
-    # A lock left behind by a process that no longer exists is taken over.
+    # A file left behind by a process that no longer holds it is taken over, whatever it says.
+    experiment.lock_path.write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname()}))
+    with experiment.lock():
+        assert json.loads(experiment.lock_path.read_text())["pid"] == os.getpid()
+
+
+def test_lock_is_held_by_the_kernel_across_processes(tmp_path):
+    """Another process holding flock on train.lock (whatever the file says) refuses a trainer."""
+    experiment = Experiment(tmp_path, "x")
+    experiment.lock_path.parent.mkdir(parents=True)
+    experiment.lock_path.write_text("{}")
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import fcntl, sys, time; f = open(sys.argv[1]); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+                               str(experiment.lock_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match="being trained by another process"):
+            with experiment.lock():
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with experiment.lock():           # released by the kernel when the holder died
+        pass
+
+
+def test_lock_without_flock_warns_and_falls_back_to_the_pid(tmp_path, monkeypatch, caplog):
+    def no_flock(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(folder.fcntl, "flock", no_flock)
+    experiment = Experiment(tmp_path, "x")
+    with caplog.at_level("WARNING", logger="samplernn_pase"):
+        with experiment.lock():
+            assert json.loads(experiment.lock_path.read_text())["pid"] == os.getpid()
+    assert "does not support flock" in caplog.text and str(experiment.lock_path) in caplog.text
+    experiment.lock_path.write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname()}))
+    with pytest.raises(UserError, match=f"pid {os.getppid()} .*remove the file"):
+        with experiment.lock():
+            pass
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    import socket
     experiment.lock_path.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
     with experiment.lock():
         assert json.loads(experiment.lock_path.read_text())["pid"] == os.getpid()

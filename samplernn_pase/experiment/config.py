@@ -100,6 +100,41 @@ def validate_config(config: dict, source: str = "config", schema_dir: Path = SCH
     return config
 
 
+def apply_overrides(config: dict, overrides: list[str]) -> dict:
+    """A copy of `config` with `init --set KEY=VALUE` applied, before the one check
+    (`validate_config`), which names an unknown key or a wrong type. KEY is dotted
+    (`training.batch_size`; a list item by its index, `data.corpora.0.path`); VALUE is JSON
+    (`32`, `0.5`, `true`, `null`, `[20, 4]`, `{"type": "step"}`), else the string as given."""
+    config = copy.deepcopy(config)
+    for text in overrides:
+        key, equals, raw = text.partition("=")
+        parts = key.split(".")
+        if not equals or not all(parts):
+            raise UserError(f"--set {text}: expected KEY=VALUE with a dotted key, "
+                            "e.g. training.batch_size=32")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = config
+        for depth, part in enumerate(parts):
+            where = ".".join(parts[:depth]) or "the config"
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise UserError(f"--set {key}: {where} is a list of {len(node)}; "
+                                    f"{part!r} is not one of its indices")
+                part = int(part)
+            elif not isinstance(node, dict):
+                raise UserError(f"--set {key}: {where} is {json.dumps(node)}, not an object")
+            if depth == len(parts) - 1:
+                node[part] = value
+            else:
+                if isinstance(node, dict) and part not in node:
+                    node[part] = {}
+                node = node[part]
+    return config
+
+
 def model_config_class(model_type: str):
     """The dataclass config of a model family (models/<family>.py)."""
     if model_type == "samplernn":
