@@ -230,6 +230,82 @@ def trained(workspace) -> str:
     return "synthesis"
 
 
+def test_init_from_copies_the_weights_and_maps_speaker_rows_by_id(workspace, trained):
+    """`init --init-from`: the weights `train` starts from are the source checkpoint's; the
+    speaker table is mapped by speaker id, the source's adaptation speaker made a modeling
+    speaker here gets the mean of the source's trained rows; config.json says where from."""
+    config = tiny_config(max_epochs=1)
+    config["data"].update({"modeling_speakers": {"f": 4, "m": 3}, "adaptation_speakers": {"f": 0, "m": 1}})
+    (workspace.root / "adapted.json").write_text(json.dumps(config))
+    workspace.run("adapted", "init", "--config-path", str(workspace.root / "adapted.json"),
+                  "--init-from", trained, "--init-epoch", "best")
+    root, source_root = workspace.experiment("adapted"), workspace.experiment(trained)
+    snapshot = json.loads((root / "config.json").read_text())
+    assert snapshot["init_from"] == {"experiment": trained, "epoch": 1,
+                                     "checkpoint": f"experiments/{trained}/checkpoints/1.checkpoint.pt"}
+    source = torch.load(source_root / "checkpoints" / "1.checkpoint.pt", weights_only=True)["model"]
+    initial = torch.load(root / "initial_weights.pt", weights_only=True)["model"]
+    table = "mixer.speaker_embedding.weight"
+    assert sorted(initial) == sorted(source)
+    for name in source:
+        if name != table:
+            assert torch.equal(initial[name], source[name]), name
+    speakers = {s["id"]: s for s in json.loads((source_root / "data.json").read_text())["speakers"]}
+    trained_rows = [s["index"] for s in speakers.values() if s["set"] == "modeling"]
+    mean = torch.stack([source[table][i] for i in trained_rows]).mean(0)
+    made_modeling = []
+    for speaker in json.loads((root / "data.json").read_text())["speakers"]:
+        old = speakers[speaker["id"]]
+        if old["set"] == "modeling":
+            assert torch.equal(initial[table][speaker["index"]], source[table][old["index"]])
+        else:
+            assert torch.allclose(initial[table][speaker["index"]], mean, atol=1e-7)
+            made_modeling += [speaker["id"]] if speaker["set"] == "modeling" else []
+    assert len(made_modeling) == 1            # the source's adaptation speaker f, trained here
+    # What `train` starts from, before any step (the loop's resume, as `train` runs it).
+    from argparse import Namespace
+    from samplernn_pase.cli import make_runner
+    from samplernn_pase.experiment.folder import Experiment
+    from samplernn_pase.training.distributed import Distributed
+    from samplernn_pase.training.loop import Trainer
+    experiment = Experiment(workspace.root / "experiments", "adapted")
+    runner = make_runner(Namespace(data_path=workspace.data_path), experiment, torch.device("cpu"))
+    assert not torch.equal(runner.model.state_dict()[table], initial[table])
+    Trainer(experiment, runner, Distributed()).resume()
+    for name, value in runner.model.state_dict().items():
+        assert torch.equal(value, initial[name]), name
+
+
+def test_init_from_refuses_another_architecture_in_one_line(workspace, trained):
+    """A wider GRU: one line naming the first differing parameter and both shapes, exit 2, no
+    experiment folder; a missing epoch likewise, before any corpus work."""
+    config_path = workspace.root / "mismatched.json"
+    config_path.write_text(json.dumps(tiny_config()))
+    matches = []
+    for options, pattern in [
+            (["--set", "model.rnn_hidden_size=32"],
+             r"error: --init-from synthesis \(epoch 1\): the architectures differ at (\S+): "
+             r"\(([\d, ]+)\) there, \(([\d, ]+)\) here"),
+            (["--init-epoch", "7"], r"error: .*: init_from: synthesis has no checkpoint of epoch 7 "
+                                    r"\(available: 1\)")]:
+        result = workspace.run("mismatched", "init", "--config-path", str(config_path),
+                               "--init-from", trained, *options, check=False)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        matches.append(re.fullmatch(pattern, lines[0]))
+        assert matches[-1], lines[0]
+        assert not workspace.experiment("mismatched").exists()
+    source = torch.load(workspace.experiment(trained) / "checkpoints" / "1.checkpoint.pt",
+                        weights_only=True)["model"]
+    name, there, here = matches[0].groups()
+    shape = tuple(source[name].shape)
+    assert there == ", ".join(map(str, shape)).rstrip() and here != there
+    # The parameters before it do not depend on the GRU's width (24: 72 gate rows).
+    assert 24 in shape or 72 in shape
+    before = list(source)[:list(source).index(name)]
+    assert not any({24, 72} & set(source[key].shape) for key in before), before
+
+
 def test_synthesize_from_a_release_alone(workspace, trained, tmp_path):
     # A copy of the shared one-epoch experiment: this test moves its folder away.
     shutil.copytree(workspace.experiment(trained), workspace.experiment("released"))

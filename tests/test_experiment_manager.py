@@ -147,6 +147,36 @@ def test_lock_without_flock_warns_and_falls_back_to_the_pid(tmp_path, monkeypatc
         assert json.loads(experiment.lock_path.read_text())["pid"] == os.getpid()
 
 
+def test_transferred_weights_map_speaker_blocks_by_id_and_give_new_speakers_the_mean():
+    """A table with a leading row (a start token), two rows per speaker and a trailing row (as
+    the GPT prior's and the acoustic model's): rows follow the speaker id, a speaker the source
+    never trained (b: adaptation there; d: absent there) gets the mean of a's and c's blocks."""
+    from samplernn_pase.experiment.weights import transferred_weights
+    source_speakers = [{"id": "a", "index": 0, "set": "modeling"}, {"id": "b", "index": 1, "set": "adaptation"},
+                       {"id": "c", "index": 2, "set": "modeling"}]
+    target_speakers = [{"id": "c", "index": 0, "set": "modeling"}, {"id": "d", "index": 1, "set": "modeling"},
+                       {"id": "a", "index": 2, "set": "modeling"}, {"id": "b", "index": 3, "set": "modeling"}]
+    table = torch.arange(8 * 3, dtype=torch.float32).reshape(8, 3)   # start, a a, b b, c c, end
+    source = {"layer.weight": torch.randn(4, 2), "table.weight": table}
+    target = {"layer.weight": torch.zeros(4, 2), "table.weight": torch.zeros(10, 3)}
+    got = transferred_weights(source, source_speakers, target, target_speakers,
+                              {"table.weight": (1, 2)}, "--init-from x")
+    assert torch.equal(got["layer.weight"], source["layer.weight"])
+    a, c = table[1:3], table[5:7]
+    mean = (a + c) / 2
+    assert torch.equal(got["table.weight"], torch.cat([table[:1], c, mean, a, mean, table[7:]]))
+    with pytest.raises(UserError, match=r"^--init-from x: the architectures differ at "
+                                        r"layer\.weight: \(4, 2\) there, \(4, 3\) here$"):
+        transferred_weights(source, source_speakers, {**target, "layer.weight": torch.zeros(4, 3)},
+                            target_speakers, {"table.weight": (1, 2)}, "--init-from x")
+    with pytest.raises(UserError, match=r"table\.weight: \(8, 3\) there, \(10, 4\) here"):
+        transferred_weights(source, source_speakers, {**target, "table.weight": torch.zeros(10, 4)},
+                            target_speakers, {"table.weight": (1, 2)}, "--init-from x")
+    with pytest.raises(UserError, match=r"extra\.bias: \(2,\) there, absent here"):
+        transferred_weights({**source, "extra.bias": torch.zeros(2)}, source_speakers, target,
+                            target_speakers, {"table.weight": (1, 2)}, "--init-from x")
+
+
 def test_creating_leaves_nothing_on_failure(tmp_path):
     experiment = Experiment(tmp_path, "x")
     with pytest.raises(RuntimeError):

@@ -209,10 +209,14 @@ def vocoder_problems(experiments_path: Path, name: str, epoch) -> list[str]:
 def named_experiment_problems(config: dict, experiments_path: Path) -> list[str]:
     """The experiment a config names must exist, be of the right family, hold the checkpoint
     asked for, and fit: a GPT prior's context holds two of its VQ-VAE's code columns, at the
-    corpus's sample rate. (`init` of a PASE-conditioned SampleRNN, or of a GPT prior.)"""
+    corpus's sample rate. (`init` of a PASE-conditioned SampleRNN, or of a GPT prior; the
+    experiment of `init_from`, of this family, whose architecture `init` compares later.)"""
     from .weights import named_experiment
     model = config["model"]
     try:
+        if config.get("init_from"):
+            named_experiment(experiments_path, config["init_from"]["experiment"],
+                             config["init_from"].get("epoch"), model["type"], "init_from")
         if model["type"] in ("samplernn", "acoustic") and model["conds_speaker_type"] == "pase":
             named_experiment(experiments_path, model["pase_experiment"], model["pase_epoch"], "pase",
                              "model.pase_experiment")

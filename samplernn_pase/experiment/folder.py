@@ -72,11 +72,12 @@ def _pid_alive(pid: int) -> bool:
 class Experiment:
     """Paths and files of `experiments/<name>/`."""
 
-    def __init__(self, experiments_path: Path, name: str):
+    def __init__(self, experiments_path: Path, name: str, root: Path | None = None):
+        """`root`: the folder, when it is not yet `experiments_path / name` (`init`'s staging)."""
         if not name or "/" in name or name.startswith("."):
             raise UserError(f"--experiment-name: invalid name {name!r}")
         self.name = name
-        self.root = Path(experiments_path) / name
+        self.root = Path(root) if root is not None else Path(experiments_path) / name
         self.config_path = self.root / "config.json"
         self.data_index_path = self.root / "data.json"
         self.normalization_path = self.root / "normalization.npz"
@@ -86,6 +87,7 @@ class Experiment:
         self.tensorboard_dir = self.root / "tensorboard"
         self.log_path = self.root / "verbose.log"
         self.lock_path = self.root / "train.lock"
+        self.initial_weights_path = self.root / "initial_weights.pt"   # `init --init-from`
 
     # --- creation and loading -------------------------------------------------
 
