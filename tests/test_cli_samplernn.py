@@ -274,6 +274,7 @@ def test_init_from_copies_the_weights_and_maps_speaker_rows_by_id(workspace, tra
     Trainer(experiment, runner, Distributed()).resume()
     for name, value in runner.model.state_dict().items():
         assert torch.equal(value, initial[name]), name
+    assert_speaker_tables_map_by_id(workspace, trained, {table})
 
 
 def test_init_from_refuses_another_architecture_in_one_line(workspace, trained):
@@ -304,6 +305,40 @@ def test_init_from_refuses_another_architecture_in_one_line(workspace, trained):
     assert 24 in shape or 72 in shape
     before = list(source)[:list(source).index(name)]
     assert not any({24, 72} & set(source[key].shape) for key in before), before
+
+
+def assert_speaker_tables_map_by_id(space, name: str, expected: set[str]) -> None:
+    """`init --init-from`'s transfer on a family's real model and checkpoint: the runner declares
+    the `expected` speaker tables; with every speaker made a modeling speaker and listed in
+    reverse order, each block of rows follows its speaker id, a speaker the source never trained
+    gets the mean of the trained ones', and every other tensor is copied as it is."""
+    from argparse import Namespace
+    from samplernn_pase.cli import make_runner
+    from samplernn_pase.experiment.folder import Experiment
+    from samplernn_pase.experiment.weights import transferred_weights
+    experiment = Experiment(space.root / "experiments", name)
+    runner = make_runner(Namespace(data_path=space.data_path), experiment, torch.device("cpu"))
+    tables = runner.speaker_tables()
+    assert set(tables) == expected
+    source = torch.load(experiment.checkpoint_path(experiment.checkpoint_epochs()[-1]),
+                        weights_only=True)["model"]
+    speakers = experiment.data_index()["speakers"]
+    count = len(speakers)
+    reordered = [{**s, "index": count - 1 - s["index"], "set": "modeling"} for s in speakers]
+    got = transferred_weights(source, speakers, runner.model.state_dict(), reordered, tables, name)
+    for key, value in source.items():
+        if key not in tables:
+            assert torch.equal(got[key], value), key
+            continue
+        first, per = tables[key]
+        end = first + count * per
+        assert torch.equal(got[key][:first], value[:first]) and torch.equal(got[key][end:], value[end:])
+        blocks = value[first:end].reshape(count, per, *value.shape[1:])
+        mean = blocks[[s["index"] for s in speakers if s["set"] == "modeling"]].mean(0)
+        for speaker in speakers:
+            row = first + (count - 1 - speaker["index"]) * per
+            want = blocks[speaker["index"]] if speaker["set"] == "modeling" else mean
+            assert torch.allclose(got[key][row:row + per], want, atol=1e-6), (key, speaker["id"])
 
 
 def test_synthesize_from_a_release_alone(workspace, trained, tmp_path):
