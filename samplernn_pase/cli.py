@@ -53,6 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--config-path", type=Path, required=True)
     init.add_argument("--config-schema-path", type=Path, default=None,
                       help="folder of schema fragments replacing the shipped ones")
+    init.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                      help="override one config field before the check (repeatable): a dotted key "
+                           "(training.batch_size=32), a JSON value or else a string")
+    init.add_argument("--init-from", metavar="EXPERIMENT", default=None,
+                      help="start from this experiment's model weights (not its optimizer): same "
+                           "family and architecture; speaker rows mapped by speaker id")
+    init.add_argument("--init-epoch", type=epoch_or_best, default=None, metavar="N|best",
+                      help="the --init-from checkpoint: an epoch, or best (default: the latest)")
     init.add_argument("--seed", type=int, default=None)
     init.add_argument("--num-workers", type=int, default=None,
                       help="feature-extraction processes (default: all cores)")
@@ -75,6 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_rendering_commands(commands)
     add_viewing_commands(commands)
     return parser
+
+
+def epoch_or_best(text: str) -> int | str:
+    if text == "best":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither an epoch number nor best") from None
 
 
 def add_rendering_commands(commands) -> None:
@@ -176,21 +193,29 @@ def setup_logging(log_path: Path | None, verbose: bool, is_main: bool = True) ->
 
 
 def cmd_init(args, experiment) -> None:
-    from .experiment.config import SCHEMA_DIR, read_config_file, validate_config
+    from .experiment.config import SCHEMA_DIR, apply_overrides, read_config_file, validate_config
     from .experiment.folder import atomic_save_npz, atomic_write_json
     from .data.prepare import prepare_data, require_data_path
     from .runners import runner_class
 
-    config = read_config_file(args.config_path)
-    config = validate_config(config, str(args.config_path), args.config_schema_path or SCHEMA_DIR,
+    config = apply_overrides(read_config_file(args.config_path), args.overrides)
+    source = " ".join([str(args.config_path)] + [f"--set {text}" for text in args.overrides])
+    if args.init_epoch is not None and args.init_from is None:
+        raise UserError("--init-epoch: only with --init-from EXPERIMENT")
+    if args.init_from is not None:
+        config["init_from"] = {"experiment": args.init_from, "epoch": args.init_epoch}
+        source += f" --init-from {args.init_from}"
+    config = validate_config(config, source, args.config_schema_path or SCHEMA_DIR,
                              experiments_path=args.experiments_path)   # before any corpus work
+    if config.get("init_from"):
+        config["init_from"] = resolved_init_from(args.experiments_path, config)
     if args.seed is not None:
         config["seed"] = args.seed
     config["package_version"] = __version__
     require_data_path(config["data"], args.data_path)   # made here for the demo corpus
     with experiment.creating() as staging:
         log = setup_logging(staging / "verbose.log", args.verbose)
-        log.info("init %s from %s (samplernn_pase %s)", experiment.name, args.config_path, __version__)
+        log.info("init %s from %s (samplernn_pase %s)", experiment.name, source, __version__)
         workers = args.num_workers or os.cpu_count() or 1
         data_index, normalization = prepare_data(config["data"], args.data_path, config["seed"],
                                                  workers, log)
@@ -202,8 +227,40 @@ def cmd_init(args, experiment) -> None:
         atomic_save_npz(staging / "normalization.npz", normalization)
         for name, arrays in extra.items():
             atomic_save_npz(staging / name, arrays)
+        if config.get("init_from"):
+            write_initial_weights(args, experiment, staging, config["init_from"], log)
     setup_logging(experiment.log_path, args.verbose)
     print(f"experiment created: {experiment.root}")
+
+
+def resolved_init_from(experiments_path: Path, config: dict) -> dict:
+    """config.json's `init_from`: the source experiment, its epoch as a number, the checkpoint."""
+    from .experiment.weights import named_experiment
+    record = config["init_from"]
+    source, _, epoch = named_experiment(experiments_path, record["experiment"], record.get("epoch"),
+                                        config["model"]["type"], "init_from")
+    return {"experiment": record["experiment"], "epoch": epoch,
+            "checkpoint": str(source.checkpoint_path(epoch))}
+
+
+def write_initial_weights(args, experiment, staging: Path, record: dict, log) -> None:
+    """`init --init-from`: the source checkpoint's model weights, its speaker rows mapped to this
+    experiment's speakers (experiment/weights.py), into initial_weights.pt, which `train` loads
+    before the first checkpoint. The model is built here as `train` builds it, so that a
+    different architecture stops `init` (one line naming the first differing parameter)."""
+    from .experiment.folder import Experiment, atomic_torch_save
+    from .experiment.weights import checkpoint_weights, transferred_weights
+    from .training.distributed import parse_device
+    staged = Experiment(args.experiments_path, experiment.name, root=staging)
+    runner = make_runner(args, staged, parse_device("cpu"))
+    source = Experiment(args.experiments_path, record["experiment"])
+    weights = transferred_weights(
+        checkpoint_weights(source, record["epoch"]), source.data_index()["speakers"],
+        runner.model.state_dict(), staged.data_index()["speakers"], runner.speaker_tables(),
+        f"--init-from {record['experiment']} (epoch {record['epoch']})")
+    atomic_torch_save(staged.initial_weights_path, {"model": weights, "init_from": record})
+    log.info("initial weights from %s (speaker tables mapped by id: %s)", record["checkpoint"],
+             ", ".join(runner.speaker_tables()) or "none")
 
 
 def cmd_info(args, experiment) -> None:

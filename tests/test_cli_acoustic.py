@@ -16,7 +16,7 @@ import pytest
 import soundfile
 import torch
 
-from test_cli_samplernn import Workspace, tiny_config
+from test_cli_samplernn import Workspace, assert_speaker_tables_map_by_id, tiny_config
 from test_resume import assert_same_run, losses
 
 
@@ -72,6 +72,8 @@ def test_sigkill_mid_epoch_resumes_exactly(space):
     space.init("killed", config)
     space.run("straight", "train")
     straight, killed = space.experiment("straight"), space.experiment("killed")
+    assert_speaker_tables_map_by_id(space, "straight", {"speaker.weight",
+                                                        "frame_decoder.symbol_table.weight"})
     second_epoch = sorted(i for i, (epoch, _) in losses(straight).items() if epoch == 2)
     assert len(second_epoch) >= 6, "the test needs several iterations per epoch"
     process = subprocess.Popen(space.command("killed", "train"), cwd=space.root, env=space.env(),

@@ -10,7 +10,7 @@ import numpy as np
 import soundfile
 import torch
 
-from test_cli_samplernn import Workspace
+from test_cli_samplernn import Workspace, assert_speaker_tables_map_by_id
 
 ROOT = Path(__file__).resolve().parents[1]
 LOSSES_RE = re.compile(r"epoch \d+ iteration (\d+) (.*)$")
@@ -45,6 +45,8 @@ def test_cwgan_gp_renders_every_label_and_resumes(tmp_path, demo_data_path):
     config = tiny_cwgan_config()
     space.init("gan", config)
     space.run("gan", "train")
+    assert_speaker_tables_map_by_id(space, "gan", {"generator.label_embeddings.0.weight",
+                                                   "critic.label_embeddings.0.weight"})
     root = space.experiment("gan")
     assert (root / "mels.npz").is_file()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from test_cli_samplernn import Workspace
+from test_cli_samplernn import Workspace, assert_speaker_tables_map_by_id
 
 ROOT = Path(__file__).resolve().parents[1]
 SECONDS = {"train_seconds_per_speaker": 4.0, "validation_seconds_per_speaker": 1.0,
@@ -70,6 +70,7 @@ def test_gpt_prior_on_a_vqvae_experiment(tmp_path, demo_data_path):
             assert (height, width) == (2, frames[utterance_id] // 16)
 
     space.run("prior", "train")
+    assert_speaker_tables_map_by_id(space, "prior", {"condition_embedding.weight"})
     space.run("prior", "test")
     results = prior / "results" / "epoch-1"
     modeling = [s["id"] for s in index["speakers"] if s["set"] == "modeling"]

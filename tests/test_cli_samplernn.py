@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -102,6 +103,24 @@ def test_init_writes_the_experiment_and_info_summarizes_it(workspace):
                           check=False)
     assert again.returncode == 2 and "already exists" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
+
+
+def test_init_set_overrides_the_config_file_in_the_snapshot(workspace):
+    """`init --set`: the snapshot holds the overridden values (the file keeps its own), and the
+    model `train` builds from it has them."""
+    config_path = workspace.root / "overridden.json"
+    config_path.write_text(json.dumps(tiny_config()))
+    workspace.run("overridden", "init", "--config-path", str(config_path),
+                  "--set", "model.rnn_hidden_size=128", "--set", "training.batch_size=4")
+    snapshot = json.loads((workspace.experiment("overridden") / "config.json").read_text())
+    assert snapshot["model"]["rnn_hidden_size"] == 128 and snapshot["training"]["batch_size"] == 4
+    assert snapshot["model"]["embedding_size"] == 8                     # the file's other values
+    assert json.loads(config_path.read_text())["model"]["rnn_hidden_size"] == 24
+    from samplernn_pase.experiment.folder import Experiment
+    from samplernn_pase.models.samplernn import SampleRNN, SampleRNNConfig
+    model = SampleRNN(SampleRNNConfig.from_dict(
+        Experiment(workspace.root / "experiments", "overridden").config()["model"]))
+    assert {p.shape[-1] for n, p in model.named_parameters() if "weight_hh" in n} == {128}
 
 
 def test_unknown_device_is_one_line(workspace):
@@ -209,6 +228,117 @@ def trained(workspace) -> str:
     workspace.init("synthesis", config)
     workspace.run("synthesis", "train")
     return "synthesis"
+
+
+def test_init_from_copies_the_weights_and_maps_speaker_rows_by_id(workspace, trained):
+    """`init --init-from`: the weights `train` starts from are the source checkpoint's; the
+    speaker table is mapped by speaker id, the source's adaptation speaker made a modeling
+    speaker here gets the mean of the source's trained rows; config.json says where from."""
+    config = tiny_config(max_epochs=1)
+    config["data"].update({"modeling_speakers": {"f": 4, "m": 3}, "adaptation_speakers": {"f": 0, "m": 1}})
+    (workspace.root / "adapted.json").write_text(json.dumps(config))
+    workspace.run("adapted", "init", "--config-path", str(workspace.root / "adapted.json"),
+                  "--init-from", trained, "--init-epoch", "best")
+    root, source_root = workspace.experiment("adapted"), workspace.experiment(trained)
+    snapshot = json.loads((root / "config.json").read_text())
+    assert snapshot["init_from"] == {"experiment": trained, "epoch": 1,
+                                     "checkpoint": f"experiments/{trained}/checkpoints/1.checkpoint.pt"}
+    source = torch.load(source_root / "checkpoints" / "1.checkpoint.pt", weights_only=True)["model"]
+    initial = torch.load(root / "initial_weights.pt", weights_only=True)["model"]
+    table = "mixer.speaker_embedding.weight"
+    assert sorted(initial) == sorted(source)
+    for name in source:
+        if name != table:
+            assert torch.equal(initial[name], source[name]), name
+    speakers = {s["id"]: s for s in json.loads((source_root / "data.json").read_text())["speakers"]}
+    trained_rows = [s["index"] for s in speakers.values() if s["set"] == "modeling"]
+    mean = torch.stack([source[table][i] for i in trained_rows]).mean(0)
+    made_modeling = []
+    for speaker in json.loads((root / "data.json").read_text())["speakers"]:
+        old = speakers[speaker["id"]]
+        if old["set"] == "modeling":
+            assert torch.equal(initial[table][speaker["index"]], source[table][old["index"]])
+        else:
+            assert torch.allclose(initial[table][speaker["index"]], mean, atol=1e-7)
+            made_modeling += [speaker["id"]] if speaker["set"] == "modeling" else []
+    assert len(made_modeling) == 1            # the source's adaptation speaker f, trained here
+    # What `train` starts from, before any step (the loop's resume, as `train` runs it).
+    from argparse import Namespace
+    from samplernn_pase.cli import make_runner
+    from samplernn_pase.experiment.folder import Experiment
+    from samplernn_pase.training.distributed import Distributed
+    from samplernn_pase.training.loop import Trainer
+    experiment = Experiment(workspace.root / "experiments", "adapted")
+    runner = make_runner(Namespace(data_path=workspace.data_path), experiment, torch.device("cpu"))
+    assert not torch.equal(runner.model.state_dict()[table], initial[table])
+    Trainer(experiment, runner, Distributed()).resume()
+    for name, value in runner.model.state_dict().items():
+        assert torch.equal(value, initial[name]), name
+    assert_speaker_tables_map_by_id(workspace, trained, {table})
+
+
+def test_init_from_refuses_another_architecture_in_one_line(workspace, trained):
+    """A wider GRU: one line naming the first differing parameter and both shapes, exit 2, no
+    experiment folder; a missing epoch likewise, before any corpus work."""
+    config_path = workspace.root / "mismatched.json"
+    config_path.write_text(json.dumps(tiny_config()))
+    matches = []
+    for options, pattern in [
+            (["--set", "model.rnn_hidden_size=32"],
+             r"error: --init-from synthesis \(epoch 1\): the architectures differ at (\S+): "
+             r"\(([\d, ]+)\) there, \(([\d, ]+)\) here"),
+            (["--init-epoch", "7"], r"error: .*: init_from: synthesis has no checkpoint of epoch 7 "
+                                    r"\(available: 1\)")]:
+        result = workspace.run("mismatched", "init", "--config-path", str(config_path),
+                               "--init-from", trained, *options, check=False)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        matches.append(re.fullmatch(pattern, lines[0]))
+        assert matches[-1], lines[0]
+        assert not workspace.experiment("mismatched").exists()
+    source = torch.load(workspace.experiment(trained) / "checkpoints" / "1.checkpoint.pt",
+                        weights_only=True)["model"]
+    name, there, here = matches[0].groups()
+    shape = tuple(source[name].shape)
+    assert there == ", ".join(map(str, shape)).rstrip() and here != there
+    # The parameters before it do not depend on the GRU's width (24: 72 gate rows).
+    assert 24 in shape or 72 in shape
+    before = list(source)[:list(source).index(name)]
+    assert not any({24, 72} & set(source[key].shape) for key in before), before
+
+
+def assert_speaker_tables_map_by_id(space, name: str, expected: set[str]) -> None:
+    """`init --init-from`'s transfer on a family's real model and checkpoint: the runner declares
+    the `expected` speaker tables; with every speaker made a modeling speaker and listed in
+    reverse order, each block of rows follows its speaker id, a speaker the source never trained
+    gets the mean of the trained ones', and every other tensor is copied as it is."""
+    from argparse import Namespace
+    from samplernn_pase.cli import make_runner
+    from samplernn_pase.experiment.folder import Experiment
+    from samplernn_pase.experiment.weights import transferred_weights
+    experiment = Experiment(space.root / "experiments", name)
+    runner = make_runner(Namespace(data_path=space.data_path), experiment, torch.device("cpu"))
+    tables = runner.speaker_tables()
+    assert set(tables) == expected
+    source = torch.load(experiment.checkpoint_path(experiment.checkpoint_epochs()[-1]),
+                        weights_only=True)["model"]
+    speakers = experiment.data_index()["speakers"]
+    count = len(speakers)
+    reordered = [{**s, "index": count - 1 - s["index"], "set": "modeling"} for s in speakers]
+    got = transferred_weights(source, speakers, runner.model.state_dict(), reordered, tables, name)
+    for key, value in source.items():
+        if key not in tables:
+            assert torch.equal(got[key], value), key
+            continue
+        first, per = tables[key]
+        end = first + count * per
+        assert torch.equal(got[key][:first], value[:first]) and torch.equal(got[key][end:], value[end:])
+        blocks = value[first:end].reshape(count, per, *value.shape[1:])
+        mean = blocks[[s["index"] for s in speakers if s["set"] == "modeling"]].mean(0)
+        for speaker in speakers:
+            row = first + (count - 1 - speaker["index"]) * per
+            want = blocks[speaker["index"]] if speaker["set"] == "modeling" else mean
+            assert torch.allclose(got[key][row:row + per], want, atol=1e-6), (key, speaker["id"])
 
 
 def test_synthesize_from_a_release_alone(workspace, trained, tmp_path):
@@ -339,6 +469,51 @@ def test_interrupted_train_saves_a_checkpoint_and_exits_non_zero(workspace, sent
     assert "training done" not in stdout
     state = torch.load(root / "checkpoints" / "partial.checkpoint.pt", weights_only=True)
     assert state["loop"]["iteration"] >= 3 and not state["loop"]["epoch_complete"]
+
+
+def process_state(pid: int) -> str:
+    """The state letter of /proc/<pid>/stat: R, S, T (stopped), Z (dead, not yet reaped)..."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_sigkilled_trainer_is_resumed_at_once_and_a_live_one_refuses_a_second(workspace):
+    """The lock is the kernel's (flock): a live trainer, even a stopped one, refuses a second in
+    one line naming the lock file; once it is SIGKILLed, the same command resumes at once, while
+    the killed pid still exists as an unreaped zombie (where a pid-alive check still refused)."""
+    config = tiny_config(max_epochs=1)
+    config["test"]["period"] = None
+    workspace.init("requeued", config)
+    root = workspace.experiment("requeued")
+    first = subprocess.Popen(workspace.command("requeued", "train"), cwd=workspace.root,
+                             env=workspace.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)
+    try:
+        wait_for_iteration(root, 6, first, poll=0.05)    # past the checkpoint of iteration 4
+        os.killpg(first.pid, signal.SIGSTOP)
+        second = workspace.run("requeued", "train", check=False)
+        lock = Path("experiments") / "requeued" / "train.lock"
+        assert second.returncode == 2
+        assert second.stderr.strip().splitlines() == [
+            f"error: {lock}: experiment is being trained by pid {first.pid} on {socket.gethostname()}"]
+        os.killpg(first.pid, signal.SIGKILL)
+        while process_state(first.pid) != "Z":
+            time.sleep(0.01)
+        resumed = workspace.run("requeued", "train", check=False)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = (root / "verbose.log").read_text()
+    match = re.search(r"resumed from \S+partial\.checkpoint\.pt \(epoch 1, iteration (\d+)\)", log)
+    assert match and int(match.group(1)) >= 4, log[-3000:]
+    after = logged_losses_of(log[match.end():])
+    assert min(after) == int(match.group(1)) + 1 and (root / "checkpoints" / "1.checkpoint.pt").is_file()
+    assert not (root / "train.lock").exists()
+
+
+def logged_losses_of(text: str) -> dict[int, float]:
+    return {int(m.group(2)): float(m.group(3)) for m in LOSS_RE.finditer(text)}
 
 
 def test_tensorboard_serves_the_experiment_on_localhost(workspace):

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from samplernn_pase.cli import main
-from samplernn_pase.experiment.config import read_config_file, upgrade_snapshot, validate_config
+from samplernn_pase.errors import UserError
+from samplernn_pase.experiment.config import (apply_overrides, read_config_file, upgrade_snapshot,
+                                                validate_config)
 from samplernn_pase.experiment.folder import Experiment
 from samplernn_pase.training.optim import build_optimizer
 
@@ -124,6 +126,44 @@ def test_init_refuses_a_config_that_breaks_a_rule_before_any_corpus_work(family,
     assert len(lines) == 1 and f"broken.json: {field}: " in lines[0], lines
     assert sorted(p.name for p in (workspace / "experiments").iterdir()) == ["demo", "vqvae"]   # no x, no staging
     assert list((workspace / "data").iterdir()) == []                     # no demo corpus synthesized
+
+
+def test_set_parses_json_values_and_falls_back_to_a_string():
+    config = {"model": {"type": "samplernn", "ratios": [20, 4]}, "data": {"corpora": [{"path": "a"}]}}
+    got = apply_overrides(config, ["training.batch_size=32", "training.learning_rate=5e-4",
+                                   "model.harmonic_source=false", "model.ratios=[10, 8]",
+                                   "model.conditioning=acoustic", 'model.type="samplernn"',
+                                   "data.corpora.0.path=VCTK-Corpus", "test.period=null",
+                                   "training.scheduler.type=step", "seed=7"])
+    assert got == {"model": {"type": "samplernn", "ratios": [10, 8], "harmonic_source": False,
+                             "conditioning": "acoustic"},
+                   "data": {"corpora": [{"path": "VCTK-Corpus"}]},
+                   "training": {"batch_size": 32, "learning_rate": 0.0005, "scheduler": {"type": "step"}},
+                   "test": {"period": None}, "seed": 7}
+    assert config["model"]["ratios"] == [20, 4]           # the file's config is left as read
+    for bad, says in [("training.batch_size", "expected KEY=VALUE"), ("model..x=1", "expected KEY=VALUE"),
+                      ("model.ratios.2=1", "model.ratios is a list of 2"),
+                      ("model.ratios.0.x=1", "model.ratios.0 is 20, not an object")]:
+        with pytest.raises(UserError, match=f"^--set {bad.split('=')[0]}.*{says}"):
+            apply_overrides(config, [bad])
+
+
+@pytest.mark.parametrize("override, says", [
+    ("model.no_such_key=1", "model: Additional properties are not allowed ('no_such_key' was unexpected)"),
+    ("training.batch_size=four", "training.batch_size: 'four' is not of type 'integer'"),
+    ("training.batch_size=[4]", "training.batch_size: [4] is not of type 'integer'"),
+    ("model.rnn_hidden_size.width=1", "--set model.rnn_hidden_size.width: model.rnn_hidden_size is 256, "
+                                      "not an object"),
+])
+def test_init_set_refuses_an_unknown_key_or_a_wrong_type_in_one_line(override, says, workspace, capsys):
+    status = main(["--experiment-name", "x", "--experiments-path", str(workspace / "experiments"),
+                   "--data-path", str(workspace / "data"), "init", "--config-path",
+                   str(ROOT / "config.default.json"), "--set", "training.batch_size=4", "--set", override])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(lines) == 1 and says in lines[0], lines
+    assert override.split("=")[0] in lines[0]                          # the line names the key
+    assert sorted(p.name for p in (workspace / "experiments").iterdir()) == ["demo", "vqvae"]
+    assert list((workspace / "data").iterdir()) == []
 
 
 def adam_defaults() -> list[float]:

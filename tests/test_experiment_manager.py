@@ -1,7 +1,9 @@
 """The experiment manager without training: config validation, folder, lock, CLI errors."""
 
+import errno
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -97,13 +99,82 @@ def test_lock_refuses_second_trainer_and_takes_over_stale_lock(tmp_path):
             with experiment.lock():
                 pass
     assert not experiment.lock_path.exists()
-    # A lock left behind by a process that no longer exists is taken over.
+    # A file left behind by a process that no longer holds it is taken over, whatever it says.
+    experiment.lock_path.write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname()}))
+    with experiment.lock():
+        assert json.loads(experiment.lock_path.read_text())["pid"] == os.getpid()
+
+
+def test_lock_is_held_by_the_kernel_across_processes(tmp_path):
+    """Another process holding flock on train.lock (whatever the file says) refuses a trainer."""
+    experiment = Experiment(tmp_path, "x")
+    experiment.lock_path.parent.mkdir(parents=True)
+    experiment.lock_path.write_text("{}")
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import fcntl, sys, time; f = open(sys.argv[1]); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+                               str(experiment.lock_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match="being trained by another process"):
+            with experiment.lock():
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with experiment.lock():           # released by the kernel when the holder died
+        pass
+
+
+def test_lock_without_flock_warns_and_falls_back_to_the_pid(tmp_path, monkeypatch, caplog):
+    def no_flock(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(folder.fcntl, "flock", no_flock)
+    experiment = Experiment(tmp_path, "x")
+    with caplog.at_level("WARNING", logger="samplernn_pase"):
+        with experiment.lock():
+            assert json.loads(experiment.lock_path.read_text())["pid"] == os.getpid()
+    assert "does not support flock" in caplog.text and str(experiment.lock_path) in caplog.text
+    experiment.lock_path.write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname()}))
+    with pytest.raises(UserError, match=f"pid {os.getppid()} .*remove the file"):
+        with experiment.lock():
+            pass
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    import socket
     experiment.lock_path.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
     with experiment.lock():
         assert json.loads(experiment.lock_path.read_text())["pid"] == os.getpid()
+
+
+def test_transferred_weights_map_speaker_blocks_by_id_and_give_new_speakers_the_mean():
+    """A table with a leading row (a start token), two rows per speaker and a trailing row (as
+    the GPT prior's and the acoustic model's): rows follow the speaker id, a speaker the source
+    never trained (b: adaptation there; d: absent there) gets the mean of a's and c's blocks."""
+    from samplernn_pase.experiment.weights import transferred_weights
+    source_speakers = [{"id": "a", "index": 0, "set": "modeling"}, {"id": "b", "index": 1, "set": "adaptation"},
+                       {"id": "c", "index": 2, "set": "modeling"}]
+    target_speakers = [{"id": "c", "index": 0, "set": "modeling"}, {"id": "d", "index": 1, "set": "modeling"},
+                       {"id": "a", "index": 2, "set": "modeling"}, {"id": "b", "index": 3, "set": "modeling"}]
+    table = torch.arange(8 * 3, dtype=torch.float32).reshape(8, 3)   # start, a a, b b, c c, end
+    source = {"layer.weight": torch.randn(4, 2), "table.weight": table}
+    target = {"layer.weight": torch.zeros(4, 2), "table.weight": torch.zeros(10, 3)}
+    got = transferred_weights(source, source_speakers, target, target_speakers,
+                              {"table.weight": (1, 2)}, "--init-from x")
+    assert torch.equal(got["layer.weight"], source["layer.weight"])
+    a, c = table[1:3], table[5:7]
+    mean = (a + c) / 2
+    assert torch.equal(got["table.weight"], torch.cat([table[:1], c, mean, a, mean, table[7:]]))
+    with pytest.raises(UserError, match=r"^--init-from x: the architectures differ at "
+                                        r"layer\.weight: \(4, 2\) there, \(4, 3\) here$"):
+        transferred_weights(source, source_speakers, {**target, "layer.weight": torch.zeros(4, 3)},
+                            target_speakers, {"table.weight": (1, 2)}, "--init-from x")
+    with pytest.raises(UserError, match=r"table\.weight: \(8, 3\) there, \(10, 4\) here"):
+        transferred_weights(source, source_speakers, {**target, "table.weight": torch.zeros(10, 4)},
+                            target_speakers, {"table.weight": (1, 2)}, "--init-from x")
+    with pytest.raises(UserError, match=r"extra\.bias: \(2,\) there, absent here"):
+        transferred_weights({**source, "extra.bias": torch.zeros(2)}, source_speakers, target,
+                            target_speakers, {"table.weight": (1, 2)}, "--init-from x")
 
 
 def test_creating_leaves_nothing_on_failure(tmp_path):

@@ -100,6 +100,41 @@ def validate_config(config: dict, source: str = "config", schema_dir: Path = SCH
     return config
 
 
+def apply_overrides(config: dict, overrides: list[str]) -> dict:
+    """A copy of `config` with `init --set KEY=VALUE` applied, before the one check
+    (`validate_config`), which names an unknown key or a wrong type. KEY is dotted
+    (`training.batch_size`; a list item by its index, `data.corpora.0.path`); VALUE is JSON
+    (`32`, `0.5`, `true`, `null`, `[20, 4]`, `{"type": "step"}`), else the string as given."""
+    config = copy.deepcopy(config)
+    for text in overrides:
+        key, equals, raw = text.partition("=")
+        parts = key.split(".")
+        if not equals or not all(parts):
+            raise UserError(f"--set {text}: expected KEY=VALUE with a dotted key, "
+                            "e.g. training.batch_size=32")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = config
+        for depth, part in enumerate(parts):
+            where = ".".join(parts[:depth]) or "the config"
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise UserError(f"--set {key}: {where} is a list of {len(node)}; "
+                                    f"{part!r} is not one of its indices")
+                part = int(part)
+            elif not isinstance(node, dict):
+                raise UserError(f"--set {key}: {where} is {json.dumps(node)}, not an object")
+            if depth == len(parts) - 1:
+                node[part] = value
+            else:
+                if isinstance(node, dict) and part not in node:
+                    node[part] = {}
+                node = node[part]
+    return config
+
+
 def model_config_class(model_type: str):
     """The dataclass config of a model family (models/<family>.py)."""
     if model_type == "samplernn":
@@ -174,10 +209,14 @@ def vocoder_problems(experiments_path: Path, name: str, epoch) -> list[str]:
 def named_experiment_problems(config: dict, experiments_path: Path) -> list[str]:
     """The experiment a config names must exist, be of the right family, hold the checkpoint
     asked for, and fit: a GPT prior's context holds two of its VQ-VAE's code columns, at the
-    corpus's sample rate. (`init` of a PASE-conditioned SampleRNN, or of a GPT prior.)"""
+    corpus's sample rate. (`init` of a PASE-conditioned SampleRNN, or of a GPT prior; the
+    experiment of `init_from`, of this family, whose architecture `init` compares later.)"""
     from .weights import named_experiment
     model = config["model"]
     try:
+        if config.get("init_from"):
+            named_experiment(experiments_path, config["init_from"]["experiment"],
+                             config["init_from"].get("epoch"), model["type"], "init_from")
         if model["type"] in ("samplernn", "acoustic") and model["conds_speaker_type"] == "pase":
             named_experiment(experiments_path, model["pase_experiment"], model["pase_epoch"], "pase",
                              "model.pase_experiment")

@@ -6,8 +6,11 @@ NPZ (`allow_pickle=False`) and `torch.save` files loaded with
 `weights_only=True`, so opening a shared experiment cannot run code.
 """
 
+import errno
+import fcntl
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -25,6 +28,8 @@ from .config import upgrade_snapshot
 
 CHECKPOINT_RE = re.compile(r"^(\d+)\.checkpoint\.pt$")
 PARTIAL_CHECKPOINT = "partial.checkpoint.pt"
+# flock(2) on a filesystem without it (some NFS, SMB and FUSE mounts).
+NO_FLOCK_ERRNOS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL)
 
 
 def atomic_write_json(path: Path, obj) -> None:
@@ -67,11 +72,12 @@ def _pid_alive(pid: int) -> bool:
 class Experiment:
     """Paths and files of `experiments/<name>/`."""
 
-    def __init__(self, experiments_path: Path, name: str):
+    def __init__(self, experiments_path: Path, name: str, root: Path | None = None):
+        """`root`: the folder, when it is not yet `experiments_path / name` (`init`'s staging)."""
         if not name or "/" in name or name.startswith("."):
             raise UserError(f"--experiment-name: invalid name {name!r}")
         self.name = name
-        self.root = Path(experiments_path) / name
+        self.root = Path(root) if root is not None else Path(experiments_path) / name
         self.config_path = self.root / "config.json"
         self.data_index_path = self.root / "data.json"
         self.normalization_path = self.root / "normalization.npz"
@@ -81,6 +87,7 @@ class Experiment:
         self.tensorboard_dir = self.root / "tensorboard"
         self.log_path = self.root / "verbose.log"
         self.lock_path = self.root / "train.lock"
+        self.initial_weights_path = self.root / "initial_weights.pt"   # `init --init-from`
 
     # --- creation and loading -------------------------------------------------
 
@@ -127,26 +134,15 @@ class Experiment:
 
     @contextmanager
     def lock(self):
-        """One trainer per experiment. A lock left by a killed process is taken over."""
+        """One trainer per experiment: an exclusive `flock` on train.lock, held for the whole
+        training. The kernel releases it the instant the holder dies (SIGKILL included), so a
+        requeued job resumes at once. The pid and host in the file only name the holder in the
+        message of a refused second trainer. Where the filesystem has no flock (ENOLCK,
+        EOPNOTSUPP: some network filesystems), a warning, then the pid in the file decides."""
         self.root.mkdir(parents=True, exist_ok=True)
-        while True:
-            try:
-                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                break
-            except FileExistsError:
-                try:
-                    owner = json.loads(self.lock_path.read_text())
-                except (OSError, json.JSONDecodeError):
-                    owner = {}
-                same_host = owner.get("host") == socket.gethostname()
-                if same_host and isinstance(owner.get("pid"), int) and not _pid_alive(owner["pid"]):
-                    self.lock_path.unlink(missing_ok=True)
-                    continue
-                raise UserError(
-                    f"{self.lock_path}: experiment is being trained by pid {owner.get('pid')} "
-                    f"on {owner.get('host')} (remove the file if that process is gone)")
-        with os.fdopen(fd, "w") as handle:
-            json.dump({"pid": os.getpid(), "host": socket.gethostname()}, handle)
+        fd = self._take_lock()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
         # A trainer killed while writing leaves its temporary file (files.py); with the lock
         # held nobody else is writing, so these are leftovers, never a checkpoint.
         for leftover in self.checkpoints_dir.glob(".*.tmp"):
@@ -154,7 +150,58 @@ class Experiment:
         try:
             yield
         finally:
-            self.lock_path.unlink(missing_ok=True)
+            self.lock_path.unlink(missing_ok=True)   # while still held: see _take_lock
+            os.close(fd)
+
+    def _take_lock(self) -> int:
+        """The open, locked train.lock. A holder unlinks the file before it lets go, so a file
+        locked after it was unlinked is not the lock any more: then try again on the new one."""
+        while True:
+            fd = os.open(self.lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise self._refusal() from None
+            except OSError as error:
+                os.close(fd)
+                if error.errno not in NO_FLOCK_ERRNOS:
+                    raise
+                return self._take_pid_lock(error)
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.lock_path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                return fd
+            os.close(fd)
+
+    def _lock_owner(self) -> dict:
+        try:
+            owner = json.loads(self.lock_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+        return owner if isinstance(owner, dict) else {}
+
+    def _refusal(self) -> UserError:
+        owner = self._lock_owner()
+        who = (f"pid {owner['pid']} on {owner.get('host')}" if "pid" in owner
+               else "another process")
+        return UserError(f"{self.lock_path}: experiment is being trained by {who}")
+
+    def _take_pid_lock(self, error: OSError) -> int:
+        """The fallback without flock: the pid in the file decides, as a lock file without kernel
+        help can: a trainer on another host, or one just killed on this one, still counts."""
+        logging.getLogger("samplernn_pase").warning(
+            "%s: the filesystem does not support flock (%s); falling back to the pid in the file, "
+            "which cannot tell a trainer killed a moment ago (or one on another host) from a live "
+            "one", self.lock_path, os.strerror(error.errno))
+        owner = self._lock_owner()
+        pid = owner.get("pid")
+        if isinstance(pid, int) and pid != os.getpid() and (
+                owner.get("host") != socket.gethostname() or _pid_alive(pid)):
+            raise UserError(f"{self._refusal()} (remove the file if that process is gone)")
+        return os.open(self.lock_path, os.O_CREAT | os.O_RDWR, 0o644)
 
     # --- checkpoints ----------------------------------------------------------
 

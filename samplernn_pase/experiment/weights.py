@@ -12,6 +12,7 @@ in the layer order.
 from pathlib import Path
 from typing import Callable
 
+import torch
 from torch import nn
 
 from ..errors import UserError
@@ -27,6 +28,68 @@ def load_weights(model: nn.Module, experiment: Experiment, epoch: int, device="c
     """`model`, on `device`, with the weights of the experiment's epoch checkpoint."""
     model.load_state_dict(checkpoint_weights(experiment, epoch, map_location=device))
     return model.to(device)
+
+
+def load_initial_weights(model: nn.Module, experiment: Experiment, map_location="cpu") -> dict | None:
+    """The weights `init --init-from` wrote, loaded into `model` before the first checkpoint
+    exists; the `init_from` record of config.json, or None for an experiment without them."""
+    if not experiment.initial_weights_path.is_file():
+        return None
+    model.load_state_dict(torch_load(experiment.initial_weights_path, map_location=map_location)["model"])
+    return experiment.config().get("init_from")
+
+
+def transferred_weights(source: dict, source_speakers: list[dict], target: dict,
+                        target_speakers: list[dict], speaker_tables: dict[str, tuple[int, int]],
+                        what: str) -> dict:
+    """The state dict `target` (a new model's) filled from `source` (another experiment's
+    checkpoint of the same architecture, `what` in errors): every tensor copied, except the
+    speaker rows of `speaker_tables` ({key: (first row, rows per speaker)}: speaker index s owns
+    rows first + s * per up to first + (s + 1) * per), mapped by speaker id. A speaker new to
+    the target, or never trained there (not a modeling speaker of `source_speakers`), gets
+    the mean of the source's trained speakers' rows."""
+    counts = (len(source_speakers), len(target_speakers))
+    difference = first_difference(source, target, speaker_tables, counts)
+    if difference is not None:
+        raise UserError(f"{what}: the architectures differ at {difference}")
+    weights = {}
+    for name, want in target.items():
+        have = source[name]
+        if name in speaker_tables:
+            have = mapped_speaker_rows(have, speaker_tables[name], source_speakers, target_speakers)
+        weights[name] = have.to(want.dtype).clone()
+    return weights
+
+
+def first_difference(source: dict, target: dict, speaker_tables: dict, counts: tuple[int, int]
+                     ) -> str | None:
+    """`name: shape there, shape here` of the first parameter (target order, then the source's
+    extra ones) whose shape differs; a speaker table's rows may differ by its speakers' rows."""
+    for name, want in target.items():
+        if name not in source:
+            return f"{name}: absent there, {tuple(want.shape)} here"
+        have = source[name]
+        same = have.shape == want.shape
+        if name in speaker_tables and have.dim() >= 1 and have.shape[1:] == want.shape[1:]:
+            per = speaker_tables[name][1]
+            same = have.shape[0] - counts[0] * per == want.shape[0] - counts[1] * per
+        if not same:
+            return f"{name}: {tuple(have.shape)} there, {tuple(want.shape)} here"
+    extra = next((name for name in source if name not in target), None)
+    return None if extra is None else f"{extra}: {tuple(source[extra].shape)} there, absent here"
+
+
+def mapped_speaker_rows(table: torch.Tensor, rows: tuple[int, int], source_speakers: list[dict],
+                        target_speakers: list[dict]) -> torch.Tensor:
+    """A speaker table (see `transferred_weights`) with the target's speakers in its rows."""
+    first, per = rows
+    end = first + len(source_speakers) * per
+    blocks = table[first:end].reshape(len(source_speakers), per, *table.shape[1:])
+    trained = {s["id"]: s["index"] for s in source_speakers if s["set"] == "modeling"}
+    mean = blocks[sorted(trained.values())].float().mean(0).to(table.dtype)
+    ordered = sorted(target_speakers, key=lambda speaker: speaker["index"])
+    mapped = [blocks[trained[s["id"]]] if s["id"] in trained else mean for s in ordered]
+    return torch.cat([table[:first], torch.cat(mapped), table[end:]])
 
 
 def named_experiment(experiments_path: Path, name: str, epoch: int | str | None, model_type: str,

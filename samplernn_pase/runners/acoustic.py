@@ -117,6 +117,13 @@ class AcousticRunner(Runner):
                 model.frame_decoder.symbol_table.weight.copy_(table)
         return model
 
+    def speaker_tables(self):
+        # The per-symbol table holds each speaker's block of one row per phone symbol.
+        tables = {"frame_decoder.symbol_table.weight": (0, self.model.frame_decoder.phones)}
+        if isinstance(self.model.speaker, torch.nn.Embedding):
+            tables["speaker.weight"] = (0, 1)
+        return tables
+
     def utterance_ids(self, split):
         return [i for i in super().utterance_ids(split) if self.store.utterances[i].get("has_labels", True)]
 

@@ -240,6 +240,14 @@ class Runner(ABC):
         """`train --tier K`: train only tier K (families with tiers: MelNet)."""
         raise UserError(f"--tier {tier}: only MelNet experiments have tiers")
 
+    def speaker_tables(self) -> dict[str, tuple[int, int]]:
+        """The model's tables indexed by speaker, as {state_dict key: (first row, rows per
+        speaker)}: data.json's speaker `index` s owns rows first + s * per up to
+        first + (s + 1) * per. `init --init-from` maps these rows by speaker id
+        (experiment/weights.py `transferred_weights`); every other tensor is copied as it is.
+        A family with a table indexed by speaker declares it here. None by default."""
+        return {}
+
     def trainable_parameters(self):
         return [p for p in self.model.parameters() if p.requires_grad]
 

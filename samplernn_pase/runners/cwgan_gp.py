@@ -65,6 +65,12 @@ class CWGANGPRunner(Runner):
         self.critic_steps = 0      # critic steps taken: the generator steps every n_critic-th
         return CWGANGP(self.model_config)
 
+    def speaker_tables(self):
+        if "speaker" not in self.labels.kinds:
+            return {}
+        column = self.labels.kinds.index("speaker")
+        return {f"{part}.label_embeddings.{column}.weight": (0, 1) for part in ("generator", "critic")}
+
     def optimizers(self, training):
         return {"critic": build_optimizer(self.model.critic.parameters(), training),
                 "generator": build_optimizer(self.model.generator.parameters(), training)}

@@ -53,6 +53,10 @@ class GPTPriorRunner(Runner):
             num_corpora=len(self.corpora))
         return GPT(self.model_config)
 
+    def speaker_tables(self):
+        # The condition table: the start token's row, then one row per speaker (then genders, corpora).
+        return {"condition_embedding.weight": (1, 1)} if self.model_config.num_speakers else {}
+
     # --- condition labels -------------------------------------------------------------
 
     def label_table(self) -> dict[str, tuple[int, int, int]]:

@@ -37,6 +37,10 @@ class SampleRNNRunner(Runner):
     def build_model(self):
         return SampleRNN(self.model_config)
 
+    def speaker_tables(self):
+        return ({"mixer.speaker_embedding.weight": (0, 1)}
+                if hasattr(self.model.mixer, "speaker_embedding") else {})
+
     @cached_property
     def model_config(self) -> SampleRNNConfig:
         return SampleRNNConfig.from_dict(

@@ -19,6 +19,7 @@ import torch
 from .. import __version__
 from ..errors import UserError
 from ..experiment.folder import Experiment, atomic_torch_save, atomic_write_json
+from ..experiment.weights import load_initial_weights
 from .distributed import Distributed, DistributedModel
 from .optim import build_scheduler
 from .prefetch import Prefetcher
@@ -150,7 +151,11 @@ class Trainer:
 
     def resume(self) -> bool:
         latest = self.experiment.latest_checkpoint(map_location=self.device)
-        if latest is None:
+        if latest is None:      # a new experiment: from random weights, or those of `init --init-from`
+            source = load_initial_weights(self.runner.model, self.experiment, self.device)
+            if source is not None:
+                self.log.info("initial weights: %s (%s epoch %s, not its optimizer)",
+                              self.experiment.initial_weights_path, source["experiment"], source["epoch"])
             return False
         path, state = latest
         self.runner.model.load_state_dict(state["model"])
