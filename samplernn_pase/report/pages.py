@@ -150,7 +150,7 @@ def write_report(experiment: Experiment, data_path: Path | None = None) -> Path:
         experiment.root / REPORT_FILE, "experiment.html.j2",
         name=experiment.name, family=config.get("model", {}).get("type", "?"),
         config_text=json.dumps(config, indent=2), data=collect.data_summary(index),
-        loss_name=loss, loss_plot=loss_plot(plots_dir, history, loss, best_epoch),
+        loss_name=loss, loss_plot=save_loss_plot(plots_dir, history, loss, best_epoch),
         judge_plots=judge_plots(experiment, plots_dir, best_epoch),
         answers=collect.answers(experiment, shown),
         history=history, best_epoch=best_epoch, latest_epoch=epochs[-1] if epochs else None,
@@ -171,7 +171,7 @@ def shown_epochs(epochs: list[int], best_epoch: int | None) -> list[tuple[str, i
     return shown
 
 
-def loss_plot(plots_dir: Path, history: list[dict], loss: str, best_epoch) -> Path | None:
+def save_loss_plot(plots_dir: Path, history: list[dict], loss: str, best_epoch) -> Path | None:
     """The training and validation loss per epoch (None without history)."""
     if not history:
         return None
@@ -252,8 +252,8 @@ def write_comparison(experiments_path: Path, names: list[str], output: Path,
             "epoch": epoch, "best_epoch": best_epoch, "epochs_trained": history[-1]["epoch"] if history else None,
             "best_validation_loss": best_entry.get("validation_loss"), "loss_name": loss,
             "report": report_page if report_page.is_file() else None,
-            "judges": dict((judge.key, values) for judge, values in
-                           judged(collect.judged_metrics(experiment, epoch).get("", {}))) if results else {},
+            "judges": {judge.key: values for judge, values in
+                       judged(collect.judged_metrics(experiment, epoch).get("", {}))} if results else {},
             "utterances": {u.stem: u for u in results.sections[0].utterances} if results else {}})
 
     loss_plot = None
