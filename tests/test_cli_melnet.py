@@ -57,6 +57,11 @@ def test_melnet_trains_renders_and_trains_one_tier(tmp_path, demo_data_path):
     page = (root / "report.html").read_text()
     for wav in every_wav:
         assert f'src="results/epoch-1/{wav.name}"' in page
+    # Answers first: the judges' table reads the model against the real and Griffin-Lim rows.
+    answers = page[page.index('<table class="answers"'):]
+    answers = answers[:answers.index("</table>")]
+    assert '<th class="model">model</th><th>real</th><th>griffin_lim</th></tr>' in answers
+    assert f'data-line="griffin_lim" data-value="{metrics["references"]["griffin_lim"]["mean"]["dnsmos_ovrl"]}"' in answers
     found = load_page(root / "report.html")
     if found is not None:
         assert broken_media(found) == [] and "loss-plot" in [i["id"] for i in found["images"]]

@@ -3,17 +3,23 @@
 Everything here is driven by the files present, not by the model family:
 `results/epoch-N/` is globbed for audio and images, which are grouped by
 utterance (`<stem>.wav`, `<stem>.real.wav`, `<stem>.world.wav`, `<stem>.png`
-...), and `metrics.json` is flattened generically (nested sections become
-dotted keys, non-numeric values are left out). A family that writes other
-files, or other metrics, appears in the report without a change here.
+...), and `metrics.json` is flattened generically for the tables (nested
+sections become dotted keys, non-numeric values are left out). A family that
+writes other files, or other metrics, appears in the report without a change
+here.
+
+What is plotted and what the answers table holds is the judges' table
+(metrics/judges.py), the same one TensorBoard's charts are grouped by: each
+judge's model figure beside its reference rows, never a setting, a count or a
+per-utterance figure.
 """
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..experiment.folder import Experiment, torch_load
+from ..metrics.judges import JUDGES, Judge, is_number, judged
 from ..runners.rendering import file_stem  # the name an utterance's results are written under
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
@@ -21,12 +27,9 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".svg"}
 # Sections of metrics.json that hold one entry per utterance, not a summary.
 PER_UTTERANCE_KEYS = {"utterances", "per_utterance"}
 UTTERANCE_ID_KEYS = ("id", "utterance", "utterance_id")
+JUDGE_ORDER = {judge.key: i for i, judge in enumerate(JUDGES)}   # the answers' row order
 # How the variants of one utterance are labelled and ordered; others keep their suffix.
 VARIANT_LABELS = {"": "generated", "real": "real recording", "world": "WORLD resynthesis"}
-
-
-def is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def flatten_numbers(tree, prefix: str = "") -> dict[str, float]:
@@ -84,13 +87,6 @@ def utterance_texts(metrics: dict) -> dict[str, dict[str, str]]:
             if isinstance(values.get("transcript"), str):
                 texts.setdefault(str(name), {})[f"heard ({row})" if row else "heard"] = values["transcript"]
     return texts
-
-
-def series_of(key: str) -> tuple[str, str]:
-    """A flattened key as (metric, series): "model.mcd_db" -> ("mcd_db", "model"), so that the
-    model and its reference rows share one plot; a top-level number is its own series."""
-    head, _, rest = key.partition(".")
-    return (rest, head) if rest else (key, "")
 
 
 def read_json(path: Path):
@@ -211,22 +207,65 @@ def result_epochs(experiment: Experiment) -> list[int]:
     return sorted(epochs)
 
 
-def metrics_over_epochs(experiment: Experiment) -> dict[str, dict[str, list[tuple[int, float]]]]:
-    """metric -> series -> [(epoch, value)], from every epoch's metrics.json (and its subfolders',
-    whose series are prefixed with the folder name)."""
-    table: dict[str, dict[str, list]] = {}
+def judged_metrics(experiment: Experiment, epoch: int) -> dict[str, dict]:
+    """Set name ("" for `results/epoch-N/`, the modeling speakers) -> its metrics.json: that
+    folder's and its subfolders' that hold the test of a speaker set (a folder named after its
+    metrics' `speaker_set`, e.g. `adaptation/`); `samples/` of test_sample is no set of its own."""
+    folder = experiment.epoch_results_dir(epoch)
+    found = {}
+    for name, path in [("", folder)] + [(sub.name, sub) for sub in sorted(folder.iterdir()) if sub.is_dir()]:
+        metrics = read_json(path / "metrics.json") if (path / "metrics.json").is_file() else None
+        if isinstance(metrics, dict) and (name == "" or metrics.get("speaker_set") == name):
+            found[name] = metrics
+    return found
+
+
+def line_label(set_name: str, line: str) -> str:
+    return f"{set_name}: {line}" if set_name else line
+
+
+def judge_curves(experiment: Experiment) -> list[tuple[Judge, dict[str, list[tuple[int, float]]]]]:
+    """(judge, line -> [(epoch, value)]) for every judge some epoch has a model figure of, in
+    the order of the judges' table: the model and its reference rows on the same axes (a
+    speaker set's subfolder adds its lines as "adaptation: model", ...)."""
+    curves: dict[str, tuple[Judge, dict]] = {}
     for epoch in result_epochs(experiment):
-        folder = experiment.epoch_results_dir(epoch)
-        sources = [("", folder / "metrics.json")]
-        sources += [(f"{sub.name}: ", sub / "metrics.json") for sub in sorted(folder.iterdir()) if sub.is_dir()]
-        for prefix, path in sources:
-            metrics = read_json(path) if path.is_file() else None
-            if not isinstance(metrics, dict):
-                continue
-            for key, value in summary_metrics(metrics).items():
-                metric, series = series_of(key)
-                table.setdefault(metric, {}).setdefault(prefix + series, []).append((epoch, value))
-    return table
+        for set_name, metrics in judged_metrics(experiment, epoch).items():
+            for judge, values in judged(metrics):
+                lines = curves.setdefault(judge.key, (judge, {}))[1]
+                for line, value in values.items():
+                    points = lines.setdefault(line_label(set_name, line), [])
+                    if value is not None:
+                        points.append((epoch, value))
+    return sorted(curves.values(), key=lambda entry: JUDGE_ORDER[entry[0].key])
+
+
+@dataclass
+class AnswersTable:
+    """The judges of one speaker set at the latest and the best epoch: `epochs` [(label,
+    epoch)], `columns` the lines (model, then the reference rows), `rows` [(judge, [[value per
+    column] per epoch])]."""
+    set_name: str
+    epochs: list[tuple[str, int]]
+    columns: list[str]
+    rows: list[tuple[Judge, list[list[float | None]]]]
+
+
+def answers(experiment: Experiment, epochs: list[tuple[str, int]]) -> list[AnswersTable]:
+    """One table per judged speaker set of the given epochs (label, epoch), "" (the modeling
+    speakers) first."""
+    per_epoch = [judged_metrics(experiment, epoch) for _, epoch in epochs]
+    tables = []
+    for set_name in dict.fromkeys(name for found in per_epoch for name in found):
+        values: dict[str, tuple[Judge, list[dict]]] = {}
+        for index, found in enumerate(per_epoch):
+            for judge, lines in judged(found.get(set_name, {})):
+                values.setdefault(judge.key, (judge, [{} for _ in epochs]))[1][index] = lines
+        columns = list(dict.fromkeys(line for _, found in values.values() for lines in found for line in lines))
+        rows = [(judge, [[lines.get(column) for column in columns] for lines in found])
+                for judge, found in sorted(values.values(), key=lambda entry: JUDGE_ORDER[entry[0].key])]
+        tables.append(AnswersTable(set_name, list(epochs), columns, rows))
+    return tables
 
 
 def training_history(experiment: Experiment) -> list[dict]:

@@ -19,8 +19,9 @@ from .. import __version__
 from ..errors import UserError
 from ..experiment.folder import Experiment
 from ..files import atomic_write_bytes
+from ..metrics.judges import JUDGES, judged
 from . import collect
-from .plots import safe_name, save_curves
+from .plots import judge_line_styles, safe_name, save_curves
 
 REPORT_FILE = "report.html"
 REPORT_DIR = "report"          # plots and recordings the report adds to the experiment
@@ -134,18 +135,12 @@ def write_report(experiment: Experiment, data_path: Path | None = None) -> Path:
     loss = collect.loss_name(config)
 
     history = collect.training_history(experiment)
-    loss_plot, metric_plots = history_plots(experiment, plots_dir, history, loss, best_epoch)
-
     epochs = collect.result_epochs(experiment)
-    shown = []
-    if epochs:
-        shown.append(epochs[-1])
-    if best_epoch is not None and best_epoch in epochs and best_epoch not in shown:
-        shown.append(best_epoch)
+    shown = shown_epochs(epochs, best_epoch)
     known_stems = [collect.file_stem(u["id"]) for u in index.get("utterances", [])]
     recordings = Recordings(experiment, data_path)
     shown_results = []
-    for epoch in shown:
+    for _, epoch in shown:
         results = collect.read_epoch_results(experiment, epoch, known_stems)
         for section in results.sections:
             recordings.add_to(section)
@@ -155,32 +150,48 @@ def write_report(experiment: Experiment, data_path: Path | None = None) -> Path:
         experiment.root / REPORT_FILE, "experiment.html.j2",
         name=experiment.name, family=config.get("model", {}).get("type", "?"),
         config_text=json.dumps(config, indent=2), data=collect.data_summary(index),
-        loss_name=loss, loss_plot=loss_plot, metric_plots=metric_plots, history=history,
-        best_epoch=best_epoch, latest_epoch=epochs[-1] if epochs else None, result_epochs=epochs,
-        shown_results=shown_results, checkpoints=checkpoint_rows(experiment, checkpoints, best_epoch),
+        loss_name=loss, loss_plot=save_loss_plot(plots_dir, history, loss, best_epoch),
+        judge_plots=judge_plots(experiment, plots_dir, best_epoch),
+        answers=collect.answers(experiment, shown),
+        history=history, best_epoch=best_epoch, latest_epoch=epochs[-1] if epochs else None,
+        result_epochs=epochs, shown_results=shown_results,
+        checkpoints=checkpoint_rows(experiment, checkpoints, best_epoch),
         partial_checkpoint=experiment.partial_checkpoint_path.is_file(),
         recordings_problem=recordings.problem)
 
 
-def history_plots(experiment: Experiment, plots_dir: Path, history: list[dict], loss: str, best_epoch):
-    """The curves over epochs: the training and validation loss (None without history), and
-    (name, PNG) of every other logged figure and of every test metric."""
-    loss_plot = None
-    if history:
-        loss_plot = save_curves(plots_dir / "loss.png", f"loss per epoch ({loss})", loss, {
-            "train": [(h["epoch"], h["train_loss"]) for h in history if collect.is_number(h.get("train_loss"))],
-            "validation": [(h["epoch"], h["validation_loss"]) for h in history
-                           if collect.is_number(h.get("validation_loss"))]}, best_epoch)
-    other_history = sorted({k for h in history for k, v in h.items() if collect.is_number(v)}
-                           - {"epoch", "iteration", "train_loss", "validation_loss"})
-    metric_plots = [(key, save_curves(plots_dir / f"history-{safe_name(key)}.png", key, key,
-                                      {"": [(h["epoch"], h[key]) for h in history
-                                            if collect.is_number(h.get(key))]}, best_epoch))
-                    for key in other_history]
-    for metric, series in sorted(collect.metrics_over_epochs(experiment).items()):
-        metric_plots.append((metric, save_curves(plots_dir / f"metric-{safe_name(metric)}.png",
-                                                 metric, metric, series, best_epoch)))
-    return loss_plot, metric_plots
+def shown_epochs(epochs: list[int], best_epoch: int | None) -> list[tuple[str, int]]:
+    """(label, epoch) of the epochs the report answers for: the latest with test results, and
+    the best (lowest validation loss) when it has test results too."""
+    shown = []
+    if epochs:
+        shown.append(("latest and best" if epochs[-1] == best_epoch else "latest", epochs[-1]))
+    if best_epoch in epochs and best_epoch != epochs[-1]:
+        shown.append(("best", best_epoch))
+    return shown
+
+
+def save_loss_plot(plots_dir: Path, history: list[dict], loss: str, best_epoch) -> Path | None:
+    """The training and validation loss per epoch (None without history)."""
+    if not history:
+        return None
+    return save_curves(plots_dir / "loss.png", f"loss per epoch ({loss})", loss, {
+        "train": [(h["epoch"], h["train_loss"]) for h in history if collect.is_number(h.get("train_loss"))],
+        "validation": [(h["epoch"], h["validation_loss"]) for h in history
+                       if collect.is_number(h.get("validation_loss"))]}, best_epoch)
+
+
+def judge_plots(experiment: Experiment, plots_dir: Path, best_epoch) -> list[tuple]:
+    """(judge, PNG, its lines) of every judge over epochs: the model's curve, its reference rows
+    dashed on the same axes."""
+    plots = []
+    for judge, lines in collect.judge_curves(experiment):
+        lines = {label: points for label, points in lines.items() if points}
+        ylabel = f"{judge.better} is better" if judge.better else judge.name
+        path = save_curves(plots_dir / f"judge-{safe_name(judge.key)}.png", judge.name, ylabel, lines,
+                           best_epoch, styles=judge_line_styles(lines))
+        plots.append((judge, path, list(lines)))
+    return plots
 
 
 def checkpoint_rows(experiment: Experiment, checkpoints: dict, best_epoch) -> list[dict]:
@@ -241,15 +252,17 @@ def write_comparison(experiments_path: Path, names: list[str], output: Path,
             "epoch": epoch, "best_epoch": best_epoch, "epochs_trained": history[-1]["epoch"] if history else None,
             "best_validation_loss": best_entry.get("validation_loss"), "loss_name": loss,
             "report": report_page if report_page.is_file() else None,
-            "summary": results.sections[0].summary if results else {},
+            "judges": {judge.key: values for judge, values in
+                       judged(collect.judged_metrics(experiment, epoch).get("", {}))} if results else {},
             "utterances": {u.stem: u for u in results.sections[0].utterances} if results else {}})
 
     loss_plot = None
     if any(losses.values()):
         loss_plot = save_curves(plots_dir / "validation_loss.png", "validation loss per epoch",
                                 "validation loss", losses)
-    metric_keys = sorted({k for c in columns for k in c["summary"]})
-    metric_rows = [(key, [c["summary"].get(key) for c in columns]) for key in metric_keys]
+    # The judges (the model's figure, its reference rows' beside it) of each experiment.
+    metric_rows = [(judge, [c["judges"].get(judge.key) for c in columns]) for judge in JUDGES
+                   if any(judge.key in c["judges"] for c in columns)]
     stems = {stem for c in columns for stem in c["utterances"]}
     # Utterances most experiments rendered first: those are the ones to compare by ear.
     listening = []

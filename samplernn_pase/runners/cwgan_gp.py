@@ -38,7 +38,6 @@ from ..audio.plots import png_to_array, save_image_grid
 from ..data.labeled_crops import LabeledCrops, SpeakerLabels
 from ..data.mel_crops import MelCrops, prepare_mels
 from ..errors import UserError
-from ..experiment.folder import atomic_write_json
 from ..metrics.frechet import mel_frechet
 from ..models.cwgan_gp import CWGANGP, CWGANGPConfig
 from ..training.optim import build_optimizer
@@ -212,23 +211,19 @@ class CWGANGPRunner(Runner):
         rendered, mels, real_mels, count = (result["rendered"], result["mels"], result["real_mels"],
                                             result["count"])
         frames = self.model_config.frames
+        total, crops = result["wasserstein"]
         # Fréchet distances to the real test set of the modeling speakers, cut to the crop
-        # length, with their floor (metrics/frechet.py), plus speaker similarity and DNSMOS.
+        # length, with their floor (metrics/frechet.py), plus speaker similarity and DNSMOS;
+        # and on the model's own output: frames of the scaled log-mel, generated vs. real.
+        sections = {"frechet": {"scaled_log_mel": mel_frechet([m.T for m in mels], [m.T for m in real_mels])},
+                    "labels": self.labels.kinds, "samples_per_label": count,
+                    "wasserstein_test": total / crops if crops else None, "test_crops": crops}
         metrics = write_results(out_dir, epoch, self.crops.settings.sample_rate, rendered, writer,
                                 "test", self.evaluation, speaker_set,
-                                frames * self.crops.settings.hop_length)
-        # And on the model's own output: frames of the scaled log-mel, generated vs. real.
-        metrics.setdefault("frechet", {})["scaled_log_mel"] = mel_frechet(
-            [m.T for m in mels], [m.T for m in real_mels])
+                                frames * self.crops.settings.hop_length, sections=sections)
         png = save_image_grid(out_dir / "grid.png", result["grid"])
-        total, crops = result["wasserstein"]
-        metrics.update({"labels": self.labels.kinds, "samples_per_label": count,
-                        "wasserstein_test": total / crops if crops else None, "test_crops": crops})
-        atomic_write_json(out_dir / "metrics.json", metrics)
         if writer is not None:
             writer.add_image("test/grid", png_to_array(png), epoch, dataformats="HWC")
-            if crops:
-                writer.add_scalar("test/wasserstein_test", metrics["wasserstein_test"], epoch)
         return metrics
 
     @staticmethod

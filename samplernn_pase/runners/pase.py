@@ -24,6 +24,7 @@ from ..experiment.folder import atomic_write_json
 from ..metrics.speaker import cosine_similarity, speaker_identification
 from ..models.pase import PASE, PASEConfig, embed, speaker_seed
 from .base import Runner
+from .rendering import log_judges
 
 
 class PASERunner(Runner):
@@ -131,9 +132,7 @@ class PASERunner(Runner):
                           [("cosine similarity: test seed (row) vs train seed (column)", matrix)])
         atomic_write_json(out_dir / "metrics.json", metrics)
         if writer is not None:
-            for key, value in metrics["mean"].items():
-                if value is not None:
-                    writer.add_scalar(f"test/{key}", value, epoch)
+            log_judges(writer, metrics, "test", epoch)
             writer.add_image("test/speaker_similarity", png_to_array(png), epoch, dataformats="HWC")
         return metrics
 

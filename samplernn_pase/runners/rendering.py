@@ -10,6 +10,7 @@ from ..audio.io import write_wav
 from ..audio.plots import png_to_array, save_images, save_spectrogram_comparison
 from ..errors import UserError
 from ..experiment.folder import atomic_write_json
+from ..metrics.judges import judged
 
 
 @dataclass
@@ -95,7 +96,7 @@ def mean_metrics(per_utterance: dict[str, dict]) -> dict:
 def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[dict],
                   writer=None, tag: str = "test", evaluation=None, speaker_set: str = "modeling",
                   max_samples: int | None = None, frechet_items=None,
-                  extra: dict | None = None) -> dict:
+                  extra: dict | None = None, sections: dict | None = None) -> dict:
     """Write what a `test` renders, judged by the independent evaluation when one is given.
 
     `rendered`: `RenderedItem`s (or dicts of their fields); no `words_of` (e.g. samples): no WER.
@@ -109,11 +110,12 @@ def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[di
         frechet: {embedder: {distance, floor, generated, real, ...}}
         evaluation                 how it was judged (encoder, MOS model, analysis settings)
 
-    and mirrors audio, images and every mean to TensorBoard (`<tag>/<key>`,
-    `<tag>/<row>/<key>`, `<tag>/frechet_<embedder>/distance|floor`).
+    and mirrors audio, images and the judges (metrics/judges.py: the model and its
+    reference rows on one chart per judge, `log_judges`) to TensorBoard.
     `frechet_items`: ids of the items whose audio forms the generated set of the
     Fréchet distances (default: all). `extra`: figures over all utterances
-    together (e.g. codebook usage), added to the means.
+    together (e.g. codebook usage), added to the means. `sections`: top-level
+    entries a family adds (its `frechet` entries join the audio's).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -122,18 +124,7 @@ def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[di
     for item in rendered:
         stem = file_stem(item.id)
         audio, png = write_item_files(out_dir / stem, item, sample_rate)
-        metrics = dict(item.metrics)
-        words = None
-        if evaluation is not None:
-            # The words said in the span the item covers; its reference rows are cut the same way.
-            # `words_span`: samples of the recording the audio says (default its own length);
-            # audio on predicted durations covers a span of the recording of another length.
-            span = len(audio) if item.words_span is None else item.words_span
-            words = evaluation.spoken_words(item.words_of, span)
-            metrics.update(evaluation.judge(audio, item.utterance, words))
-            if words is not None:
-                metrics["reference_text"] = words
-        per_utterance[item.id] = metrics
+        per_utterance[item.id], words = judge_item(item, audio, evaluation)
         if frechet_items is None or item.id in frechet_items:
             generated_set.append(audio)
         for row, row_metrics in write_reference_rows(out_dir / stem, item, sample_rate, evaluation, words).items():
@@ -151,15 +142,34 @@ def write_results(out_dir: Path, epoch: int, sample_rate: int, rendered: list[di
     if evaluation is not None:
         metrics["frechet"] = evaluation.frechet(generated_set, speaker_set, max_samples)
         metrics["evaluation"] = evaluation.settings({item.words_of for item in rendered})
+    for key, value in (sections or {}).items():
+        metrics[key] = {**metrics.get(key, {}), **value} if key == "frechet" else value
     atomic_write_json(out_dir / "metrics.json", metrics)
     if writer is not None:
-        log_means(writer, metrics, tag, epoch)
+        log_judges(writer, metrics, tag, epoch)
     return metrics
 
 
 def as_written(audio) -> np.ndarray:
     """Rendered audio as a `test` writes and judges it: float32, clipped to [-1, 1]."""
     return np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
+
+
+def judge_item(item: RenderedItem, audio: np.ndarray, evaluation) -> tuple[dict, str | None]:
+    """The item's metrics with the judges' figures (when `evaluation` is given), and the words
+    it was scored against (None: none known)."""
+    metrics = dict(item.metrics)
+    if evaluation is None:
+        return metrics, None
+    # The words said in the span the item covers; its reference rows are cut the same way.
+    # `words_span`: samples of the recording the audio says (default its own length);
+    # audio on predicted durations covers a span of the recording of another length.
+    span = len(audio) if item.words_span is None else item.words_span
+    words = evaluation.spoken_words(item.words_of, span)
+    metrics.update(evaluation.judge(audio, item.utterance, words))
+    if words is not None:
+        metrics["reference_text"] = words
+    return metrics, words
 
 
 def write_item_files(stem: Path, item: RenderedItem, sample_rate: int):
@@ -189,14 +199,10 @@ def write_reference_rows(stem: Path, item: RenderedItem, sample_rate: int, evalu
     return metrics
 
 
-def log_means(writer, metrics: dict, tag: str, epoch: int) -> None:
-    """metrics.json's means to TensorBoard: `<tag>/<key>`, `<tag>/<row>/<key>` and
-    `<tag>/frechet_<embedder>/distance|floor` (a missing figure is left out)."""
-    scalars = {f"{tag}/{key}": value for key, value in metrics["mean"].items()}
-    for row, rows in metrics["references"].items():
-        scalars.update({f"{tag}/{row}/{key}": value for key, value in rows["mean"].items()})
-    for embedder, figures in metrics.get("frechet", {}).items():
-        scalars.update({f"{tag}/frechet_{embedder}/{key}": figures[key] for key in ("distance", "floor")})
-    for name, value in scalars.items():
-        if value is not None:
-            writer.add_scalar(name, value, epoch)
+def log_judges(writer, metrics: dict, tag: str, epoch: int) -> None:
+    """metrics.json's judges (metrics/judges.py) to TensorBoard: one chart per judge,
+    `<tag>/<judge key>`, whose lines are the model and its reference rows (tensorboardX
+    `add_scalars`: one run per line, `<tag>/<judge key>/<line>`). A missing figure is left out."""
+    for judge, values in judged(metrics):
+        lines = {label: value for label, value in values.items() if value is not None}
+        writer.add_scalars(f"{tag}/{judge.key}", lines, epoch)
