@@ -41,8 +41,11 @@ demo: venv
 	@echo "text to speech (held-out sentences, predicted durations and features, the SampleRNN vocoder):"
 	@ls experiments/$(TTS_EXPERIMENT)/speech/*.wav | grep -v '\.\(real\|world\|world_predicted\)\.wav'
 
+# Two pytest workers (pytest-xdist), a test file per worker at a time (module fixtures built once):
+# most tests wait on CLI subprocesses of one thread, so the 2-core machine runs two files at once.
+TEST_WORKERS ?= 2
 test: venv
-	$(PY) -m pytest -q --durations=25 tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 tests
 
 bench: venv
 	$(PY) bench/samplernn.py

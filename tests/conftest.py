@@ -94,3 +94,15 @@ def state_level_lines(phone_lines: list[str], states=range(2, 7)) -> list[str]:
 def to_state_level():
     """state_level_lines(phone_lines) -> the lines of the state-level file."""
     return state_level_lines
+
+
+def pytest_configure(config):
+    """Under two pytest-xdist workers on a 2-core machine, one intra-op thread per worker: two
+    workers of two threads each would oversubscribe the cores (CLI subprocesses of the tests
+    already run with OMP_NUM_THREADS=1)."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
