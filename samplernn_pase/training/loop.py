@@ -21,6 +21,7 @@ from ..errors import UserError
 from ..experiment.folder import Experiment, atomic_torch_save, atomic_write_json
 from .distributed import Distributed, DistributedModel
 from .optim import build_scheduler
+from .precision import autocast, gradient_scaler, resolve_precision
 from .prefetch import Prefetcher
 from .progress import progress
 from .rng import rng_state, set_rng_state, side_stream
@@ -98,6 +99,12 @@ class Trainer:
         self.optimizers = runner.optimizers(self.training)
         self.schedulers = {name: build_scheduler(optimizer, self.training)
                            for name, optimizer in self.optimizers.items()}
+        # Autocast dtype; under fp16 one loss scaler per optimizer (training/precision.py).
+        self.precision = resolve_precision(self.training["precision"], self.device)
+        self.scalers = {name: scaler for name in self.optimizers
+                        if (scaler := gradient_scaler(self.precision, self.device)) is not None}
+        self.log.info("training precision: %s (training.precision %s)", self.precision,
+                      self.training["precision"])
         self.model = runner.model         # what `training_step` calls
         if dist.enabled:
             self.model = DistributedModel(runner.model, self.device,
@@ -140,6 +147,7 @@ class Trainer:
             "optimizers": {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()},
             "schedulers": {name: scheduler.state_dict() if scheduler else None
                            for name, scheduler in self.schedulers.items()},
+            "scalers": {name: scaler.state_dict() for name, scaler in self.scalers.items()},
             "ranks": ranks,
             "loop": {
                 "epoch": self.epoch, "epoch_complete": epoch_complete, "iteration": self.iteration,
@@ -164,6 +172,9 @@ class Trainer:
             optimizer.load_state_dict(state["optimizers"][name])
             if self.schedulers[name] and state["schedulers"][name]:
                 self.schedulers[name].load_state_dict(state["schedulers"][name])
+        for name, scaler in self.scalers.items():     # fp16; a checkpoint of another precision has none
+            if name in state.get("scalers", {}):
+                scaler.load_state_dict(state["scalers"][name])
         loop = state["loop"]
         self.iteration = loop["iteration"]
         self.best_validation, self.bad_epochs = loop["best_validation"], loop["bad_epochs"]
@@ -234,8 +245,7 @@ class Trainer:
         did not step (NaN guard, or the runner left it out)."""
         self.runner.model.train()
         self.stepped = {}        # name -> (loss, grad norm) of the optimizers that stepped
-        use_bf16 = self.training["bf16"] and self.device.type == "cuda"
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        with autocast(self.precision, self.device):
             scalars = self.runner.training_step(self.model, batch, self.optimize)
         if not self.stepped:
             return None
@@ -250,12 +260,16 @@ class Trainer:
         """Backward, clip and step for optimizer `name` (the `Optimize` a runner is given).
 
         The NaN guard's decision is the one read from the device: loss and gradient-norm
-        finiteness in one tensor, one `.item()` (and under torchrun one all-reduce)."""
-        optimizer = self.optimizers[name]
+        finiteness in one tensor, one `.item()` (and under torchrun one all-reduce). Under
+        fp16 the gradients are unscaled first, so the guard and the scaler see the same
+        gradients: a non-finite one skips the step in both (`skip`)."""
+        optimizer, scaler = self.optimizers[name], self.scalers.get(name)
         for other in self.optimizers.values():      # gradients of one step only
             other.zero_grad(set_to_none=True)
         with torch.autocast(device_type=self.device.type, enabled=False):
-            loss.backward()
+            (loss if scaler is None else scaler.scale(loss)).backward()
+        if scaler is not None:
+            scaler.unscale_(optimizer)
         clip = self.training["gradient_clip"]
         parameters = [p for group in optimizer.param_groups for p in group["params"]]
         if clip is not None:
@@ -266,20 +280,43 @@ class Trainer:
         loss = loss.detach()
         non_finite = ~(torch.isfinite(loss) & torch.isfinite(grad_norm.to(loss.device)))
         if self.dist.any_true(non_finite, self.device):   # every rank takes the same decision
-            self.nan_streak += 1
-            optimizer.zero_grad(set_to_none=True)
-            self.runner.on_skipped_step()
-            self.log.warning("iteration %d: non-finite %s loss or gradient, step skipped (%d in a row)",
-                             self.iteration + 1, name, self.nan_streak)
-            if self.nan_streak >= self.training["nan_tolerance"]:
-                raise TrainingError(
-                    f"training stopped: {self.nan_streak} non-finite losses in a row "
-                    f"(lower training.learning_rate or training.gradient_clip)")
-            return False
+            return self.skip(name, loss)
         self.nan_streak = 0
-        optimizer.step()
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)      # finite gradients, as unscale_ found: it steps
+            scaler.update()
         self.stepped[name] = (loss, grad_norm.detach())
         return True
+
+    def skip(self, name: str, loss: torch.Tensor) -> bool:
+        """The NaN guard: a step with a non-finite loss or gradient is not taken.
+
+        Under fp16 a finite loss whose scaled gradient overflowed is the scaler's business:
+        it lowers its scale (`update` after `unscale_` found the overflow) and the step is
+        skipped without counting in `nan_streak`, unless the scale is already below 1 (the
+        gradient overflows unscaled: a real divergence). Every other skip counts, and
+        `training.nan_tolerance` of them in a row stop training."""
+        optimizer, scaler = self.optimizers[name], self.scalers.get(name)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            overflow = (scaler.get_scale() >= 1
+                        and not self.dist.any_true(~torch.isfinite(loss), self.device))
+            scaler.update()
+            if overflow:
+                self.log.info("iteration %d: fp16 gradient overflow in %s, step skipped, loss scale "
+                              "now %g", self.iteration + 1, name, scaler.get_scale())
+                return False
+        self.nan_streak += 1
+        self.runner.on_skipped_step()
+        self.log.warning("iteration %d: non-finite %s loss or gradient, step skipped (%d in a row)",
+                         self.iteration + 1, name, self.nan_streak)
+        if self.nan_streak >= self.training["nan_tolerance"]:
+            raise TrainingError(
+                f"training stopped: {self.nan_streak} non-finite losses in a row "
+                f"(lower training.learning_rate or training.gradient_clip)")
+        return False
 
     def log_step(self, scalars: dict) -> None:
         """TensorBoard and the log line of a logged step: the tensors are read here only."""
