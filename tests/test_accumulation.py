@@ -102,30 +102,58 @@ def samplernn_attributes():
     return {"hidden": CarriedState(), "speaker_vectors": None}
 
 
-def test_samplernn_two_batches_accumulated_equal_one_twice_as_large():
-    halves_against_whole(SampleRNNRunner, tiny_samplernn(), samplernn_chunk(3, 0, True),
-                         **samplernn_attributes())
+def samplernn_case():
+    return SampleRNNRunner, tiny_samplernn(), samplernn_chunk(3, 0, True), samplernn_attributes()
 
 
-def test_melnet_two_batches_accumulated_equal_one_twice_as_large():
+def melnet_case():
     torch.manual_seed(0)
     model = MelNet(MelNetConfig(n_mels=8, tiers=2, layers=[1, 1], hidden_size=4, gmm_components=2,
                                 chunk_frames=8)).double()
     batch = {"mel": torch.randn(ROWS, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64),
              "reset": torch.ones(ROWS, dtype=torch.bool), "mask": torch.ones(ROWS, dtype=torch.bool),
              "frame_mask": torch.ones(ROWS, 8, dtype=torch.bool)}
-    halves_against_whole(MelNetRunner, model, batch, state=CarriedState(), train_tiers=[1, 2])
+    return MelNetRunner, model, batch, {"state": CarriedState(), "train_tiers": [1, 2]}
 
 
-def test_gpt_prior_two_batches_accumulated_equal_one_twice_as_large():
+def gpt_prior_case():
     torch.manual_seed(0)
     model = GPT(GPTConfig(codebook_size=16, column_height=2, block_size=8, num_speakers=2, n_layer=1,
                           n_head=2, n_embd=8)).double()
     batch = {"codes": torch.randint(0, 16, (ROWS, 8), generator=torch.Generator().manual_seed(2)),
              "mask": torch.ones(ROWS, 8), "utterances": torch.tensor([0, 1, 1, 0])}
-    halves_against_whole(GPTPriorRunner, model, batch, codes=SimpleNamespace(ids=["u0", "u1"]),
-                         speaker_of={"u0": "a", "u1": "b"}, speaker_labels={"a": (0, 0, 0), "b": (1, 0, 0)},
-                         genders=[], corpora=[])
+    return GPTPriorRunner, model, batch, {
+        "codes": SimpleNamespace(ids=["u0", "u1"]), "speaker_of": {"u0": "a", "u1": "b"},
+        "speaker_labels": {"a": (0, 0, 0), "b": (1, 0, 0)}, "genders": [], "corpora": []}
+
+
+CASES = {"samplernn": samplernn_case, "melnet": melnet_case, "gpt_prior": gpt_prior_case}
+
+
+@pytest.mark.parametrize("family", sorted(CASES))
+def test_two_batches_accumulated_equal_one_twice_as_large(family):
+    runner_class, model, batch, attributes = CASES[family]()
+    halves_against_whole(runner_class, model, batch, **attributes)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+@pytest.mark.parametrize("family", sorted(CASES))
+def test_accumulation_under_cpu_autocast_applies_the_unscaled_mean_gradient(family, precision):
+    """bf16 / fp16 autocast on the CPU (float32 models), two accumulated batches: the applied
+    gradient is fp32's to the half precision's accuracy (fp16: its GradScaler's 2^16 removed
+    once from the sum of the two scaled backwards)."""
+    runner_class, model, batch, attributes = CASES[family]()
+    model = model.float()
+    batch = {k: v.float() if v.dtype == torch.float64 else v for k, v in batch.items()}
+    halves = [rows(batch, slice(0, ROWS // 2)), rows(batch, slice(ROWS // 2, ROWS))]
+    applied = {}
+    for mode in ("fp32", precision):
+        runner = runner_of(runner_class, copy.deepcopy(model), 2, **copy.deepcopy(attributes))
+        runner.config["training"]["precision"] = mode
+        applied[mode] = applied_gradients(runner, halves)
+    scale = max(float(g.abs().max()) for g in applied["fp32"])
+    worst = max(float((a - b).abs().max()) for a, b in zip(applied[precision], applied["fp32"]))
+    assert scale > 1e-2 and worst <= 0.15 * scale, (worst, scale)
 
 
 def test_samplernn_accumulates_consecutive_chunks_with_the_state_carried_between_them():

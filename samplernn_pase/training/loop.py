@@ -259,9 +259,9 @@ class Trainer:
         `final`: the batch ends its accumulation group (always, with accumulate_batches 1),
         so the optimizers step after its backward; the batches before it only accumulate
         gradients (under torchrun in `no_sync` when there is one optimizer: one all-reduce
-        per step; see `sync_once`). Returns the
-        first optimizer's loss (a detached tensor; the group's mean), or None when it did not
-        step (an accumulating batch, the NaN guard, or the runner left it out)."""
+        per step; see `sync_once`). Returns the first optimizer's loss (a detached tensor;
+        the group's mean), or None when it did not step (an accumulating batch, the NaN
+        guard, or the runner left it out)."""
         self.runner.model.train()
         self.stepped = {}        # name -> (loss, grad norm) of the optimizers that stepped
         self.final = final
