@@ -14,7 +14,8 @@ With CUDA (the full check):
 - ``cuda_tests``: tests/test_cuda.py under pytest (if importable), without the
   shared conftest (it prepares the demo corpus, which needs the audio stack);
 - ``samplernn``: SampleRNN at hidden 1024, ratios 20 4 (bench/samplernn.py's
-  ``bench_ours``): training target samples/s in fp32 and in bf16 autocast, and
+  ``bench_ours``): training target samples/s in fp32, in bf16 autocast and in fp16
+  autocast with a GradScaler (training.precision's modes), and
   generation of one stream and of a batch of 64, each also as a real-time
   factor at 16 kHz (``generate_batch_realtime_factor``: the batch's aggregate);
 - ``melnet``: MelNet training frames/s and the seconds of one multiscale
@@ -106,20 +107,23 @@ def samplernn(device, sizes: dict) -> dict:
 
     from samplernn import bench_ours   # bench/samplernn.py
 
-    def args(bf16):
-        return argparse.Namespace(bf16=bf16, **{k: sizes[k] for k in (
+    def args(precision):
+        return argparse.Namespace(precision=precision, **{k: sizes[k] for k in (
             "hidden_size", "ratios", "sequence_length", "batch_size", "generate_frames", "min_seconds")})
 
     torch.manual_seed(0)
-    fp32 = bench_ours(args(False), device)
-    if device.type == "cuda":
-        torch.manual_seed(0)
-        bf16 = bench_ours(args(True), device, generate=False)["train_samples_per_s"]
-    else:   # training uses bf16 on CUDA only (training.bf16); the CPU recurrence is fp32
-        bf16 = "skipped: bf16 autocast is a CUDA measurement (dry run)"
+    fp32 = bench_ours(args("fp32"), device)
+    half = {}
+    for precision in ("bf16", "fp16"):
+        if device.type == "cuda":
+            torch.manual_seed(0)
+            half[precision] = bench_ours(args(precision), device, generate=False)["train_samples_per_s"]
+        else:   # training.precision "auto" is fp32 on the CPU, where autocast is slow
+            half[precision] = f"skipped: {precision} autocast is a CUDA measurement (dry run)"
     return {"sizes": sizes,
             "train_samples_per_s_fp32": fp32["train_samples_per_s"],
-            "train_samples_per_s_bf16": bf16,
+            "train_samples_per_s_bf16": half["bf16"],
+            "train_samples_per_s_fp16": half["fp16"],
             "generate_samples_per_s": fp32["generate_samples_per_s"],
             "generate_realtime_factor": round(fp32["generate_samples_per_s"] / SAMPLE_RATE, 3),
             "generate_batch_samples_per_s": fp32["generate_batch_samples_per_s"],

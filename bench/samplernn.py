@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from samplernn_pase.audio.mulaw import mulaw_encode  # noqa: E402
 from samplernn_pase.models.samplernn import SampleRNN, SampleRNNConfig  # noqa: E402
+from samplernn_pase.training.precision import autocast, gradient_scaler  # noqa: E402
 
 NUM_SPEAKERS = 4
 
@@ -55,8 +56,9 @@ def timed(step, min_seconds, min_repeats=2):
 
 
 def bench_ours(args, device, generate=True):
-    """Training (in bf16 autocast when ``args.bf16``) and, with ``generate``, generation
-    throughput of our model at the given sizes."""
+    """Training (in ``args.precision``'s autocast, as training.precision: fp32 by default;
+    fp16 with a GradScaler) and, with ``generate``, generation throughput of our model at
+    the given sizes."""
     config = SampleRNNConfig(ratios=args.ratios, rnn_hidden_size=args.hidden_size, rnn_layers=1,
                              conditioning="acoustic", num_speakers=NUM_SPEAKERS)
     model = SampleRNN(config).to(device)
@@ -69,14 +71,20 @@ def bench_ours(args, device, generate=True):
     reset = torch.zeros(batch, dtype=torch.bool, device=device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     state = {"hidden": None}
-    bf16 = getattr(args, "bf16", False)
+    precision = getattr(args, "precision", "fp32")
+    scaler = gradient_scaler(precision, device)
 
     def train_step():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with autocast(precision, device):
             loss, state["hidden"] = model.loss(codes, conds, speaker, state["hidden"], reset, mask)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         sync(device)
 
     train = batch * fs * args.sequence_length / timed(train_step, args.min_seconds)

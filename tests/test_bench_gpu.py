@@ -22,6 +22,7 @@ def test_gpu_check_dry_run_prints_its_json():
     assert "error" not in samplernn and "error" not in melnet, (samplernn, melnet)
     assert samplernn["train_samples_per_s_fp32"] > 0
     assert samplernn["train_samples_per_s_bf16"].startswith("skipped")
+    assert samplernn["train_samples_per_s_fp16"].startswith("skipped")
     # the real-time factors are the sample rates over 16 kHz
     assert abs(samplernn["generate_batch_realtime_factor"]
                - samplernn["generate_batch_samples_per_s"] / 16000) < 1e-3

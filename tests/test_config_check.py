@@ -195,3 +195,24 @@ def test_null_adam_betas_become_the_family_default_in_the_snapshot():
     assert validate_config(family_config("melnet"))["training"]["adam_betas"] == adam_defaults()
     config = family_config("melnet", {"training.adam_betas": [0.8, 0.99]})
     assert validate_config(config)["training"]["adam_betas"] == [0.8, 0.99]
+
+
+@pytest.mark.parametrize("bf16, precision", [(True, "bf16"), (False, "fp32")])
+def test_training_bf16_of_an_old_snapshot_or_config_reads_as_precision(tmp_path, bf16, precision):
+    old = validate_config(family_config("melnet"))
+    del old["training"]["precision"]
+    old["training"]["bf16"] = bf16                        # as a snapshot of an earlier version
+    experiment = Experiment(tmp_path, "old")
+    experiment.root.mkdir()
+    experiment.config_path.write_text(json.dumps(old))
+    config = experiment.config()
+    assert config["training"]["precision"] == precision and "bf16" not in config["training"]
+    assert validate_config(config) == config                              # a current snapshot
+    file = family_config("melnet", {"training.bf16": bf16})               # an old config file
+    assert validate_config(file)["training"]["precision"] == precision
+
+
+def test_training_precision_is_checked_with_its_choices():
+    assert validate_config(family_config("samplernn"))["training"]["precision"] == "fp32"
+    with pytest.raises(UserError, match=r"^config: training\.precision: 'fp8' is not one of "):
+        validate_config(family_config("samplernn", {"training.precision": "fp8"}))

@@ -35,8 +35,10 @@ class LineRunner(Runner):
     """Fits y = 3x; `poison` makes chosen steps non-finite; `validation` scripts the
     validation losses per epoch (None: the real one)."""
 
-    def __init__(self, context, poison=(), validation=None):
+    def __init__(self, context, poison=(), validation=None, overflow=()):
         self.poison, self.validation, self.steps = set(poison), validation, 0
+        self.overflow = set(overflow)     # steps whose loss is finite but 1e36 times too steep
+        self.output_dtypes = []           # the autocast dtype each step computed in
         super().__init__(context)
 
     def build_model(self):
@@ -48,10 +50,14 @@ class LineRunner(Runner):
 
     def training_step(self, model, batch, optimize):
         self.steps += 1
-        x = torch.linspace(-1, 1, 16)[:, None]
-        loss = ((model(x) - 3 * x) ** 2).mean()
+        x = torch.linspace(-1, 1, 16, device=self.device)[:, None]
+        output = model(x)
+        self.output_dtypes.append(output.dtype)
+        loss = ((output.float() - 3 * x) ** 2).mean()
         if self.steps in self.poison:
             loss = loss * float("nan")
+        if self.steps in self.overflow:
+            loss = loss * 1e36
         return {self.loss_name: loss.detach()} if optimize("model", loss) else {}
 
     def test_plan(self, utterance_ids, speaker_set):   # test.period is None: never rendered
@@ -71,15 +77,15 @@ class LineRunner(Runner):
             return float(((self.model(x) - 3 * x) ** 2).mean()), 1
 
 
-def make(tmp_path, training=None, **runner_options):
+def make(tmp_path, training=None, device="cpu", runner_class=None, **runner_options):
     config = {"seed": 0, "model": {"type": "line"}, "test": {"period": None},
               "training": fill_defaults(load_schema("training"), dict(training or {}))}
     experiment = Experiment(tmp_path, "loop")
     experiment.root.mkdir(parents=True, exist_ok=True)
     context = RunContext(experiment=experiment, config=config, data_path=tmp_path,
-                         device=torch.device("cpu"), log=logging.getLogger("test-loop"))
+                         device=torch.device(device), log=logging.getLogger("test-loop"))
     torch.manual_seed(0)
-    return experiment, LineRunner(context, **runner_options)
+    return experiment, (runner_class or LineRunner)(context, **runner_options)
 
 
 def test_loop_trains_and_keeps_last_n_plus_best(tmp_path):
@@ -248,3 +254,56 @@ def test_architecture_md_describes_the_checkpoint_the_loop_writes(tmp_path):
     assert re.findall(r"\(format (\d+)\)", section) == [str(state["format"])]
     named = set(re.findall(r"`(\w+)`", section))
     assert set(state) - {"format"} <= named, f"not described: {sorted(set(state) - {'format'} - named)}"
+
+
+@pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("auto", torch.float32),
+                                              ("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_precision_autocasts_the_steps_on_the_cpu(tmp_path, precision, dtype):
+    """"auto" is fp32 on the CPU; "bf16" and "fp16" autocast there too (torch's CPU autocast)."""
+    experiment, runner = make(tmp_path, {"max_epochs": 2, "learning_rate": 0.05, "precision": precision})
+    x = torch.linspace(-1, 1, 16)[:, None]
+    with torch.no_grad():
+        initial = float(((runner.model(x) - 3 * x) ** 2).mean())
+    trainer = Trainer(experiment, runner, Distributed())
+    trainer.run()
+    assert set(runner.output_dtypes) == {dtype}
+    skipped = 8 - trainer.iteration     # fp16: the first scaled gradients overflow (scale 2^16)
+    assert skipped == 0 or precision == "fp16"
+    if precision == "fp16":             # each overflow halved the scale; no growth in 8 steps
+        assert trainer.scalers["model"].get_scale() == 2.0 ** (16 - skipped)
+    with torch.no_grad():          # the steps taken learned y = 3x (lr 0.05, Adam: 0.05 each)
+        assert float(((runner.model(x) - 3 * x) ** 2).mean()) < initial - 0.5
+    state = torch.load(experiment.checkpoint_path(2), weights_only=True)
+    assert (set(state["scalers"]) == {"model"}) == (precision == "fp16")
+
+
+def test_fp16_scaler_skips_overflows_without_the_nan_guard_and_resumes(tmp_path):
+    """A finite loss whose scaled gradient overflows: the GradScaler halves its scale and the
+    step is skipped, not counted by the NaN guard (three in a row, tolerance 2); a NaN loss
+    still counts. The scale is in the checkpoint and restored on resume."""
+    training = {"max_epochs": 2, "precision": "fp16", "nan_tolerance": 2, "learning_rate": 0.05}
+    experiment, runner = make(tmp_path / "a", training, overflow={2, 3, 4}, poison={6})
+    trainer = Trainer(experiment, runner, Distributed())
+    trainer.run()
+    skipped = 8 - trainer.iteration
+    assert skipped >= 4 and trainer.nan_streak == 0     # 3 overflows and the NaN, at least
+    assert trainer.scalers["model"].get_scale() == 2.0 ** (16 - skipped)   # halved by each
+    state = torch.load(experiment.checkpoint_path(2), weights_only=True)
+    assert state["scalers"]["model"]["scale"] == 2.0 ** (16 - skipped)
+    straight = [p.detach().clone() for p in runner.model.parameters()]
+
+    experiment, runner = make(tmp_path / "b", training, overflow={2, 3, 4}, poison={6})
+    Trainer(experiment, runner, Distributed(), max_epochs=1).run()
+    experiment, runner = make(tmp_path / "b", training)
+    runner.steps = 4             # the scripted steps are behind: epoch 2 poisons its second
+    runner.poison = {6}
+    trainer = Trainer(experiment, runner, Distributed())
+    saved = torch.load(experiment.checkpoint_path(1), weights_only=True)["scalers"]["model"]["scale"]
+    assert saved < 2.0 ** 13 and trainer.resume() and trainer.scalers["model"].get_scale() == saved
+    trainer.run()
+    for a, b in zip(straight, runner.model.parameters()):
+        assert torch.equal(a, b)
+
+    experiment, runner = make(tmp_path / "c", training, poison={2, 3})
+    with pytest.raises(TrainingError, match="2 non-finite losses in a row"):
+        Trainer(experiment, runner, Distributed()).run()

@@ -77,6 +77,8 @@ def validate_config(config: dict, source: str = "config", schema_dir: Path = SCH
     if not isinstance(config, dict):
         raise UserError(f"{source}: the config must be a JSON object")
     config = fill_defaults(load_schema("config", schema_dir), copy.deepcopy(config))
+    if isinstance(config.get("training"), dict):
+        rename_bf16(config["training"])
     _validate(load_schema("config", schema_dir), config, "", source)
     for section in SECTIONS:
         schema = load_schema(section, schema_dir)
@@ -235,10 +237,21 @@ def named_experiment_problems(config: dict, experiments_path: Path) -> list[str]
     return []
 
 
+def rename_bf16(training: dict) -> dict:
+    """`training.bf16` (a boolean, before `training.precision` replaced it) as `precision`:
+    true reads as "bf16", false as "fp32". Old snapshots and old config files alike."""
+    if "bf16" in training and isinstance(training["bf16"], bool):
+        bf16 = training.pop("bf16")
+        training.setdefault("precision", "bf16" if bf16 else "fp32")
+    return training
+
+
 def upgrade_snapshot(config: dict) -> dict:
     """A config.json written by an earlier version, read as this version writes it: `adam_betas`
-    moved from `model` to `training` (Adam's (0.9, 0.999) where a family had none)."""
+    moved from `model` to `training` (Adam's (0.9, 0.999) where a family had none); `bf16`
+    became `precision` (`rename_bf16`)."""
     model, training = config.get("model", {}), config.setdefault("training", {})
+    rename_bf16(training)
     betas = model.pop("adam_betas", None)
     if training.get("adam_betas") is None:
         training["adam_betas"] = list(betas or (0.9, 0.999))

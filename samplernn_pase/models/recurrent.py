@@ -200,10 +200,12 @@ class GRURecurrence(torch.autograd.Function):
     Same maths as `nn.GRU`. Autograd through `nn.GRU` on the CPU accumulates the
     recurrent weight gradient step by step (a full 3H x H add per step); here the
     backward pass keeps each step's gate gradients and forms that gradient with
-    one large matrix product.
+    one large matrix product. Under CPU autocast (training.precision bf16 / fp16) it runs
+    in float32: its in-place products mix the state with the weights.
     """
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
     def forward(ctx, input_gates, h0, weight_hh, bias_hh):
         # input_gates (B, T, 3H) = x W_ih^T + b_ih; h0 (B, H)
         gates = gate_buffer(input_gates, bias_hh)                       # (B, T, 4H)
@@ -218,6 +220,7 @@ class GRURecurrence(torch.autograd.Function):
         return output
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx, grad_output):
         h0, output, gates, n, weight_hh = ctx.saved_tensors
         hidden = h0.shape[1]

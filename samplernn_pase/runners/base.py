@@ -149,9 +149,10 @@ class Runner(ABC):
 
         `model` is `self.model`, or under torchrun its DistributedModel
         (training/distributed.py): call it, or its named loss methods, on it, so that
-        DistributedDataParallel sees the computation. `optimize` (training/optim.py) zeroes
-        the gradients, back-propagates, clips, applies the NaN guard and steps; it returns
-        whether the step was taken.
+        DistributedDataParallel sees the computation. `optimize` (training/optim.py)
+        back-propagates into the optimizer's gradients and, on the last batch of a
+        `training.accumulate_batches` group, clips, applies the NaN guard and steps; it
+        returns True for a batch that only accumulated, else whether the step was taken.
         """
 
     @abstractmethod

@@ -49,6 +49,15 @@ class Distributed:
         dist.all_reduce(tensor)
         return tensor.tolist()
 
+    def average(self, tensors: list[torch.Tensor]) -> None:
+        """Each tensor replaced, in place, by its mean over the ranks (gradients that
+        DistributedDataParallel did not all-reduce)."""
+        if not self.enabled:
+            return
+        for tensor in tensors:
+            dist.all_reduce(tensor)
+            tensor.div_(self.world_size)
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
@@ -110,6 +119,11 @@ class DistributedModel:
 
     def __call__(self, *args, **kwargs):
         return self.wrapper("forward", *args, **kwargs)
+
+    def no_sync(self):
+        """DistributedDataParallel's `no_sync`: the backward of a forward run inside it
+        accumulates gradients without all-reducing them (gradient accumulation)."""
+        return self.wrapper.no_sync()
 
     def __getattr__(self, name: str):
         attribute = getattr(self.module, name)

@@ -13,6 +13,7 @@ import io
 import math
 import signal
 import time
+from contextlib import nullcontext
 
 import torch
 
@@ -22,6 +23,7 @@ from ..experiment.folder import Experiment, atomic_torch_save, atomic_write_json
 from ..experiment.weights import load_initial_weights
 from .distributed import Distributed, DistributedModel
 from .optim import build_scheduler
+from .precision import autocast, gradient_scaler, resolve_precision
 from .prefetch import Prefetcher
 from .progress import progress
 from .rng import rng_state, set_rng_state, side_stream
@@ -99,11 +101,31 @@ class Trainer:
         self.optimizers = runner.optimizers(self.training)
         self.schedulers = {name: build_scheduler(optimizer, self.training)
                            for name, optimizer in self.optimizers.items()}
+        # Autocast dtype; under fp16 one loss scaler per optimizer (training/precision.py).
+        self.precision = resolve_precision(self.training["precision"], self.device)
+        self.scalers = {name: scaler for name in self.optimizers
+                        if (scaler := gradient_scaler(self.precision, self.device)) is not None}
+        self.log.info("training precision: %s (training.precision %s)", self.precision,
+                      self.training["precision"])
         self.model = runner.model         # what `training_step` calls
         if dist.enabled:
             self.model = DistributedModel(runner.model, self.device,
                                           runner.find_unused_parameters or len(self.optimizers) > 1)
         self.stepped = {}           # this batch's optimizers that stepped: name -> (loss, grad norm)
+        # Gradient accumulation (training.accumulate_batches): groups of this many consecutive
+        # batches, counted from each epoch's first, make one optimizer step.
+        self.accumulate = self.training["accumulate_batches"]
+        self.parameters = {name: [p for group in optimizer.param_groups for p in group["params"]]
+                           for name, optimizer in self.optimizers.items()}
+        self.pending = {}           # name -> (gradients, loss sum, losses) of the group in progress
+        self.final = True           # the batch in progress ends its group
+        self.scalar_sums = {}       # tag -> (sum, count) of the group's logged scalars
+        # Under torchrun, a group's batches before its last back-propagate in DDP's `no_sync`
+        # (one all-reduce per step) when one optimizer owns every gradient. With several, each
+        # optimizer's gradients are set aside while another's loss back-propagates, and DDP
+        # (find_unused_parameters) would all-reduce the set-aside ones at the next synced
+        # backward: there every batch's backward all-reduces, as without accumulation.
+        self.sync_once = dist.enabled and len(self.optimizers) == 1
         self.writer = None
         self.interrupted_by = None  # the signal that stopped `run()` early, e.g. "SIGINT"
         # Counters saved in every checkpoint.
@@ -141,6 +163,7 @@ class Trainer:
             "optimizers": {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()},
             "schedulers": {name: scheduler.state_dict() if scheduler else None
                            for name, scheduler in self.schedulers.items()},
+            "scalers": {name: scaler.state_dict() for name, scaler in self.scalers.items()},
             "ranks": ranks,
             "loop": {
                 "epoch": self.epoch, "epoch_complete": epoch_complete, "iteration": self.iteration,
@@ -169,6 +192,9 @@ class Trainer:
             optimizer.load_state_dict(state["optimizers"][name])
             if self.schedulers[name] and state["schedulers"][name]:
                 self.schedulers[name].load_state_dict(state["schedulers"][name])
+        for name, scaler in self.scalers.items():     # fp16; a checkpoint of another precision has none
+            if name in state.get("scalers", {}):
+                scaler.load_state_dict(state["scalers"][name])
         loop = state["loop"]
         self.iteration = loop["iteration"]
         self.best_validation, self.bad_epochs = loop["best_validation"], loop["bad_epochs"]
@@ -233,15 +259,25 @@ class Trainer:
 
     # --- one step ----------------------------------------------------------------
 
-    def step(self, batch) -> torch.Tensor | None:
-        """One batch: the runner's `training_step`, which steps the optimizers through
-        `optimize`. Returns the first optimizer's loss (a detached tensor), or None when it
-        did not step (NaN guard, or the runner left it out)."""
+    def step(self, batch, final: bool = True) -> torch.Tensor | None:
+        """One batch: the runner's `training_step`, which hands each loss to `optimize`.
+        `final`: the batch ends its accumulation group (always, with accumulate_batches 1),
+        so the optimizers step after its backward; the batches before it only accumulate
+        gradients (under torchrun in `no_sync` when there is one optimizer: one all-reduce
+        per step; see `sync_once`). Returns the first optimizer's loss (a detached tensor;
+        the group's mean), or None when it did not step (an accumulating batch, the NaN
+        guard, or the runner left it out)."""
         self.runner.model.train()
         self.stepped = {}        # name -> (loss, grad norm) of the optimizers that stepped
-        use_bf16 = self.training["bf16"] and self.device.type == "cuda"
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        self.final = final
+        no_sync = self.model.no_sync() if self.sync_once and not final else nullcontext()
+        with no_sync, autocast(self.precision, self.device):
             scalars = self.runner.training_step(self.model, batch, self.optimize)
+        scalars = self.group_scalars(scalars, final)
+        if not final:
+            return None
+        for name in list(self.pending):   # called on earlier batches of the group only
+            self.apply(name, synced=not self.sync_once)
         if not self.stepped:
             return None
         self.iteration += 1
@@ -251,40 +287,105 @@ class Trainer:
             self.log_step(scalars)
         return value
 
+    def group_scalars(self, scalars: dict, final: bool) -> dict:
+        """The logged scalars of an accumulation group: each one's mean over the group's
+        batches that returned it (summed on the device; nothing is read here)."""
+        if self.accumulate == 1:
+            return scalars
+        for tag, value in scalars.items():
+            total, count = self.scalar_sums.get(tag, (0.0, 0))
+            self.scalar_sums[tag] = (total + value.detach().float(), count + 1)
+        if not final:
+            return {}
+        means = {tag: total / count for tag, (total, count) in self.scalar_sums.items()}
+        self.scalar_sums = {}
+        return means
+
     def optimize(self, name: str, loss: torch.Tensor) -> bool:
-        """Backward, clip and step for optimizer `name` (the `Optimize` a runner is given).
+        """Back-propagate `loss` for optimizer `name` into its gradients of the group in
+        progress (the `Optimize` a runner is given); on the group's last batch, `apply` them.
+        Every other optimizer's gradients are cleared first: one optimizer's gradients hold
+        its own losses only (a generator loss also reaches the critic's parameters).
+        Returns True for an accumulated batch, else whether the step was taken."""
+        parameters = self.parameters[name]
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+        gradients, loss_sum, count = self.pending.get(name, ([None] * len(parameters), 0.0, 0))
+        for parameter, gradient in zip(parameters, gradients):
+            parameter.grad = gradient
+        scaler = self.scalers.get(name)
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            (loss if scaler is None else scaler.scale(loss)).backward()
+        self.pending[name] = ([p.grad for p in parameters], loss_sum + loss.detach(), count + 1)
+        return self.apply(name) if self.final else True
+
+    def apply(self, name: str, synced: bool = True) -> bool:
+        """Step optimizer `name` with the mean gradient of its group's losses: unscale
+        (fp16), divide by their number, clip, NaN guard, step.
 
         The NaN guard's decision is the one read from the device: loss and gradient-norm
-        finiteness in one tensor, one `.item()` (and under torchrun one all-reduce)."""
-        optimizer = self.optimizers[name]
-        for other in self.optimizers.values():      # gradients of one step only
-            other.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=self.device.type, enabled=False):
-            loss.backward()
+        finiteness in one tensor, one `.item()` (and under torchrun one all-reduce). Under
+        fp16 the gradients are unscaled first, so the guard and the scaler see the same
+        gradients: a non-finite one skips the step in both (`skip`). `synced` False: the
+        gradients were all accumulated in `no_sync` (an optimizer left out of the group's
+        last batch), so they are averaged over the ranks here."""
+        gradients, loss_sum, count = self.pending.pop(name)
+        optimizer, scaler, parameters = self.optimizers[name], self.scalers.get(name), self.parameters[name]
+        for parameter, gradient in zip(parameters, gradients):
+            parameter.grad = gradient
+        present = [g for g in gradients if g is not None]
+        if not synced:
+            self.dist.average(present)
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        if count > 1 and present:
+            torch._foreach_div_(present, float(count))
+        loss = loss_sum / count
         clip = self.training["gradient_clip"]
-        parameters = [p for group in optimizer.param_groups for p in group["params"]]
         if clip is not None:
             grad_norm = torch.nn.utils.clip_grad_norm_(parameters, clip)
         else:
-            norms = [p.grad.norm() for p in parameters if p.grad is not None]
+            norms = [g.norm() for g in present]
             grad_norm = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
-        loss = loss.detach()
         non_finite = ~(torch.isfinite(loss) & torch.isfinite(grad_norm.to(loss.device)))
         if self.dist.any_true(non_finite, self.device):   # every rank takes the same decision
-            self.nan_streak += 1
-            optimizer.zero_grad(set_to_none=True)
-            self.runner.on_skipped_step()
-            self.log.warning("iteration %d: non-finite %s loss or gradient, step skipped (%d in a row)",
-                             self.iteration + 1, name, self.nan_streak)
-            if self.nan_streak >= self.training["nan_tolerance"]:
-                raise TrainingError(
-                    f"training stopped: {self.nan_streak} non-finite losses in a row "
-                    f"(lower training.learning_rate or training.gradient_clip)")
-            return False
+            return self.skip(name, loss)
         self.nan_streak = 0
-        optimizer.step()
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)      # finite gradients, as unscale_ found: it steps
+            scaler.update()
         self.stepped[name] = (loss, grad_norm.detach())
         return True
+
+    def skip(self, name: str, loss: torch.Tensor) -> bool:
+        """The NaN guard: a step with a non-finite loss or gradient is not taken.
+
+        Under fp16 a finite loss whose scaled gradient overflowed is the scaler's business:
+        it lowers its scale (`update` after `unscale_` found the overflow) and the step is
+        skipped without counting in `nan_streak`, unless the scale is already below 1 (the
+        gradient overflows unscaled: a real divergence). Every other skip counts, and
+        `training.nan_tolerance` of them in a row stop training."""
+        optimizer, scaler = self.optimizers[name], self.scalers.get(name)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            overflow = (scaler.get_scale() >= 1
+                        and not self.dist.any_true(~torch.isfinite(loss), self.device))
+            scaler.update()
+            if overflow:
+                self.log.info("iteration %d: fp16 gradient overflow in %s, step skipped, loss scale "
+                              "now %g", self.iteration + 1, name, scaler.get_scale())
+                return False
+        self.nan_streak += 1
+        self.runner.on_skipped_step()
+        self.log.warning("iteration %d: non-finite %s loss or gradient, step skipped (%d in a row)",
+                         self.iteration + 1, name, self.nan_streak)
+        if self.nan_streak >= self.training["nan_tolerance"]:
+            raise TrainingError(
+                f"training stopped: {self.nan_streak} non-finite losses in a row "
+                f"(lower training.learning_rate or training.gradient_clip)")
+        return False
 
     def log_step(self, scalars: dict) -> None:
         """TensorBoard and the log line of a logged step: the tensors are read here only."""
@@ -324,15 +425,19 @@ class Trainer:
                     epoch_started = time.time()
                     bar = progress(batches, desc=f"epoch {self.epoch}", enabled=self.dist.is_main,
                                    log=self.log, total=total, initial=done)
-                    for batch in bar:
+                    for position, batch in enumerate(bar, start=done):
+                        # The last batch of a group of accumulate_batches, or of the epoch.
+                        final = (position + 1) % self.accumulate == 0 or position + 1 == total
                         iteration_before = self.iteration
-                        loss = self.step(batch)
+                        loss = self.step(batch, final)
                         if loss is not None:   # summed on the device, read at the epoch's end
                             self.epoch_loss[0] = self.epoch_loss[0] + loss.double()
                             self.epoch_loss[1] += 1
                             if self.iteration % self.log_period == 0:
                                 bar.set_postfix({self.runner.loss_name: f"{float(loss):.4f}"})
                         stop = self.dist.any_true(interrupted.signal is not None, self.device)
+                        if not final:   # checkpoints at optimizer-step boundaries only: a signal
+                            continue    # waits for the group's last batch (< accumulate_batches)
                         stepped = self.iteration != iteration_before
                         if stop or (checkpoint_period and stepped
                                     and self.iteration % checkpoint_period == 0):

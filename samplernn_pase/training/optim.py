@@ -38,8 +38,10 @@ def build_scheduler(optimizer, training: dict):
 
 class Optimize(Protocol):
     """What `Runner.training_step` calls for each optimizer that steps on a batch, given by
-    the loop (training/loop.py `Trainer.optimize`): zero the gradients of every optimizer,
-    back-propagate `loss`, clip, apply the NaN guard and step the optimizer `name`.
-    Returns whether the step was taken (False: the NaN guard skipped it)."""
+    the loop (training/loop.py `Trainer.optimize`): clear the other optimizers' gradients,
+    back-propagate `loss` into those of optimizer `name`, and on the last batch of a
+    `training.accumulate_batches` group clip, apply the NaN guard and step it with the
+    group's mean gradient. Returns True for a batch that only accumulated, else whether
+    the step was taken (False: the NaN guard skipped it)."""
 
     def __call__(self, name: str, loss: torch.Tensor) -> bool: ...
