@@ -13,7 +13,8 @@ prints one JSON line. For every batch size, generated mels per second
 
 and the ratios strips / deep and strips / strips_loop. The shapes default to
 configs/cwgan_gp.json. Each timing is the median of `--repeats` runs of
-`--iterations` generator calls after a warm-up.
+`--iterations` generator calls after a warm-up, in CPU time on the CPU (the process's,
+so waiting for a shared core is not counted) and wall time on a GPU.
 """
 
 import argparse
@@ -36,15 +37,18 @@ def sync(device):
 
 
 def mels_per_second(generate, batch_size, args, device) -> float:
+    """On the CPU, per the process's CPU time (steady while other processes share the cores:
+    waiting for a core is not counted); on a GPU, per wall time."""
+    clock = time.process_time if device.type == "cpu" else time.perf_counter
     generate()
     sync(device)
     times = []
     for _ in range(args.repeats):
-        start = time.perf_counter()
+        start = clock()
         for _ in range(args.iterations):
             generate()
         sync(device)
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return batch_size * args.iterations / statistics.median(times)
 
 
