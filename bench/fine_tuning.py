@@ -1,0 +1,108 @@
+"""Adapting a trained experiment to speakers it never trained on, against training from scratch.
+
+    python bench/fine_tuning.py --source demo [--experiments-path experiments] [--data-path data]
+                                [--config config.default.json] [--epochs 1] [--prefix adapt]
+                                [--set data.train_seconds_per_speaker=20 ...]
+
+Two experiments are made from the same config, with the source's adaptation speakers
+(never trained on) made modeling speakers (`data.modeling_speakers` {"f": 4, "m": 4},
+no adaptation set; `--set`):
+
+- `<prefix>_finetuned`: `init --init-from SOURCE`: the source's weights; its speaker
+  rows mapped by id, the new speakers' rows the mean of the trained ones;
+- `<prefix>_scratch`: random weights, as every experiment started before.
+
+`--set` adds overrides to both (e.g. `data.train_seconds_per_speaker=20`: a few
+seconds of each speaker, the adaptation case). Both train `--epochs` epochs on the same data (the same optimizer steps), then `test`
+renders every test utterance (`test.utterances` 16). The judges' means over the test
+utterances of the new speakers, and of the source's speakers, are printed as one JSON
+line per experiment's row: the model, and the real recording and WORLD beside it.
+Everything runs through the real CLI (`python -m samplernn_pase`), one thread per process.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+JUDGES = ("dnsmos_ovrl", "wer", "speaker_similarity_own", "speaker_similarity_other", "speaker_identified",
+          "mcd_db", "f0_rmse_hz", "vuv_error", "nll_bits")
+
+
+def cli(args, *command: str) -> float:
+    """Runs one CLI command; its wall seconds."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "samplernn_pase", "--experiments-path", str(args.experiments_path),
+                             "--data-path", str(args.data_path), *command], env=env, capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+    return time.perf_counter() - start
+
+
+def means(metrics: dict, utterance_ids: list[str]) -> dict:
+    """{row: {judge: mean over the utterances}} for the model and each reference row."""
+    rows = {"model": metrics["utterances"], **{row: r["utterances"] for row, r in metrics["references"].items()}}
+    out = {}
+    for row, per_utterance in rows.items():
+        out[row] = {}
+        for judge in JUDGES:
+            values = [per_utterance[u][judge] for u in utterance_ids
+                      if u in per_utterance and per_utterance[u].get(judge) is not None]
+            if values:
+                out[row][judge] = round(float(np.mean(values)), 4)
+    return out
+
+
+def study(args) -> dict:
+    source_index = json.loads((args.experiments_path / args.source / "data.json").read_text())
+    new_speakers = sorted(s["id"] for s in source_index["speakers"] if s["set"] == "adaptation")
+    overrides = ["--set", 'data.modeling_speakers={"f": 4, "m": 4}', "--set", "data.adaptation_speakers=null",
+                 "--set", "test.utterances=16", *[part for item in args.set for part in ("--set", item)]]
+    result = {"source": args.source, "new_speakers": new_speakers, "epochs": args.epochs, "set": args.set,
+              "experiments": {}}
+    for kind in ("finetuned", "scratch"):
+        name = f"{args.prefix}_{kind}"
+        start = ["--init-from", args.source] if kind == "finetuned" else []
+        cli(args, "--experiment-name", name, "init", "--config-path", str(args.config), *overrides, *start)
+        seconds = {"train": round(cli(args, "--experiment-name", name, "train", "--device", "cpu",
+                                      "--max-epochs", str(args.epochs)), 1)}
+        seconds["test"] = round(cli(args, "--experiment-name", name, "test", "--epoch", str(args.epochs)), 1)
+        index = json.loads((args.experiments_path / name / "data.json").read_text())
+        speaker_of = {u["id"]: u["speaker"] for u in index["utterances"]}
+        metrics = json.loads((args.experiments_path / name / "results" / f"epoch-{args.epochs}"
+                              / "metrics.json").read_text())
+        rendered = sorted(metrics["utterances"])
+        result["experiments"][name] = {
+            "steps": json.loads((args.experiments_path / name / "checkpoints" / "index.json").read_text())
+            ["epochs"][str(args.epochs)]["iteration"],
+            "seconds": seconds,
+            "new_speakers": means(metrics, [u for u in rendered if speaker_of[u] in new_speakers]),
+            "trained_speakers": means(metrics, [u for u in rendered if speaker_of[u] not in new_speakers]),
+            "utterances": {"new": sum(speaker_of[u] in new_speakers for u in rendered), "all": len(rendered)}}
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--source", required=True, help="the trained experiment to adapt (e.g. demo)")
+    parser.add_argument("--experiments-path", type=Path, default=Path("experiments"))
+    parser.add_argument("--data-path", type=Path, default=Path("data"))
+    parser.add_argument("--config", type=Path, default=ROOT / "config.default.json",
+                        help="the config of both new experiments (the source's architecture)")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--prefix", default="adapt")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an `init --set` override for both experiments (repeatable)")
+    args = parser.parse_args()
+    print(json.dumps(study(args)))
+
+
+if __name__ == "__main__":
+    main()
