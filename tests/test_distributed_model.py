@@ -53,12 +53,18 @@ def worker(rank: int, port: int, results):
     dist.destroy_process_group()
 
 
-def test_named_loss_methods_average_the_gradients_over_ranks():
+def spawn_two_ranks(worker) -> dict:
+    """Runs worker(rank, port, results) in two processes on a free local port; their results."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     results = mp.Manager().dict()
     mp.spawn(worker, args=(port, results), nprocs=2, join=True)
+    return results
+
+
+def test_named_loss_methods_average_the_gradients_over_ranks():
+    results = spawn_two_ranks(worker)
     torch.manual_seed(0)
     model = CWGANGP(CWGANGPConfig(**CONFIG))
     for name, loss_of in LOSSES.items():
@@ -135,11 +141,7 @@ def test_accumulated_gradients_are_averaged_over_ranks():
     """Two ranks, groups of 2 batches: `a` gets the mean over ranks and batches of its
     gradients, and alone it is all-reduced once per step (`no_sync` on the first batch); `b`,
     called on the group's first batch only, gets the mean over ranks of that batch's."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    results = mp.Manager().dict()
-    mp.spawn(accumulation_worker, args=(port, results), nprocs=2, join=True)
+    results = spawn_two_ranks(accumulation_worker)
     torch.manual_seed(0)
     model = TwoParts()
     losses = {"a": [model.loss_a(two_part_inputs(r, b)) for r in (0, 1) for b in (1, 2)],
