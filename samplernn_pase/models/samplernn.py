@@ -25,6 +25,7 @@ rows whose ``reset`` flag is set and from the detached carried state on the
 others, chosen per row because slots start utterances at different times.
 """
 import math
+import os
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -35,6 +36,7 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from samplernn_pase.audio.excitation import linear_prediction, predictor_sum
 from samplernn_pase.audio.mulaw import mulaw_decode, mulaw_encode, mulaw_zero
+from samplernn_pase.models import samplernn_kernel
 from samplernn_pase.models.recurrent import GRUCell, gate_buffer, generation_threads, input_order, run_gru
 from samplernn_pase.models.section import ModelSection
 
@@ -488,7 +490,7 @@ class SampleRNN(nn.Module):
         return torch.cat(out, dim=1)
 
     @torch.inference_mode()
-    def generate(self, conds, speaker, temperature=1.0, generator=None, return_log_probs=False):
+    def generate(self, conds, speaker, temperature=1.0, generator=None, return_log_probs=False, compiled=None):
         """Samples B utterances at once, one code at a time, without recomputation.
 
         conds: dict of (B, n, .) features; speaker: int64 (B,) or float (B, D).
@@ -505,6 +507,13 @@ class SampleRNN(nn.Module):
         the recurrent product, the upsampling, and at the sample level the sum
         of ``frame_size`` rows of the precomputed embedding-convolution table
         followed by the MLP.
+
+        The loop over samples is `_generate_steps` (the definition; PyTorch calls
+        from Python) or, on the CPU where numba imports, the same loop compiled
+        (`samplernn_kernel`, 10-20x faster at the demo size): ``compiled`` None
+        chooses so (see `use_kernel`), True / False force one. Both draw the same
+        noise and give the same codes. On the CPU the kernel splits the streams over
+        the threads torch had on entry.
         """
         any_cond = next(iter(conds.values()))
         batch, frames = any_cond.shape[:2]
@@ -524,9 +533,15 @@ class SampleRNN(nn.Module):
         codes = torch.full((batch, fs0 + length), mulaw_zero(q), dtype=torch.int64, device=device)
         log_probs = torch.empty(batch, length, device=device) if return_log_probs else None
         hidden = [list(h.unbind(0)) for h in self.initial_hidden(batch)]
+        threads = torch.get_num_threads()
         with generation_threads(device, rows=batch):
-            self._generate_steps(tiers, codes, hidden, table, head, temperature, generator, log_probs,
-                                 vocoder)
+            if use_kernel(device, compiled):
+                noise = (lambda frame: gumbel_noise(batch, fs0, q, device, generator)) if temperature > 0 else None
+                samplernn_kernel.run(tiers, codes, hidden, table, head, temperature, noise, log_probs, vocoder,
+                                     threads)
+            else:
+                self._generate_steps(tiers, codes, hidden, table, head, temperature, generator, log_probs,
+                                     vocoder)
         samples = codes[:, fs0:].clone()
         return (samples, log_probs) if return_log_probs else samples
 
@@ -547,8 +562,7 @@ class SampleRNN(nn.Module):
             p = fs0 + t
             frame = t // fs0
             if t % fs0 == 0 and temperature > 0:   # sampling noise for the whole top frame
-                uniform = torch.rand(batch, fs0, q, device=device, generator=generator)
-                gumbel = -torch.log(-torch.log(uniform.clamp_(1e-10, 1.0)))
+                gumbel = gumbel_noise(batch, fs0, q, device, generator)
             for i, tier in enumerate(tiers):
                 if t % tier.frame_size:
                     continue
@@ -594,7 +608,10 @@ class _VocoderStep:
     rounding error stays white at the level of the signal's own mu-law quantization,
     as in a recording; the residual code that teacher forcing reads off the emitted
     code (the sampled one plus A(z) applied to the rounding errors, which is what the
-    training targets hold too) is the one whose log-probability generation reports."""
+    training targets hold too) is the one whose log-probability generation reports.
+    The unquantized signal is kept in float64: the filter lifts float32's rounding
+    errors too, enough that two summation orders (this step and `samplernn_kernel`)
+    would emit different codes at mu-law bin edges every few thousand samples."""
 
     def __init__(self, model, conds):
         mlp = model.sample_mlp
@@ -611,7 +628,7 @@ class _VocoderStep:
         # the residual's code as the model's targets define it (SampleRNN.targets)
         self.residual_code = model.residual_codes
         self.source_terms = None
-        self.signal = None          # (B, look-back + length) the unquantized samples
+        self.signal = None          # (B, look-back + length) the unquantized samples, float64
         self.continuation = None    # (B,) the prediction of the current sample from them
 
     def add_terms(self, x, codes, p, t):
@@ -621,7 +638,7 @@ class _VocoderStep:
         prediction = None
         if self.lpc is not None:
             if self.signal is None:   # the look-back, as teacher forcing decodes it
-                self.signal = self.code_values[codes]
+                self.signal = self.code_values[codes].double()
             order = self.lpc.shape[-1]
             prediction = predictor_sum(self.code_values[codes[:, p - order:p]], self.lpc[:, frame])
             self.continuation = predictor_sum(self.signal[:, p - order:p], self.lpc[:, frame])
@@ -631,9 +648,14 @@ class _VocoderStep:
             x += self.prediction_table[mulaw_encode(prediction, self.q_levels)]
         if self.source is not None:
             if t % self.frame_size == 0:
-                self.source_terms = F.linear(self.source[:, frame], *self.source_weights)   # (B, fs, H)
+                self.source_terms = self.source_terms_of(frame)                         # (B, fs, H)
             x += self.source_terms[:, t % self.frame_size]
         return prediction
+
+    def source_terms_of(self, frames):
+        """The source's terms of the first layer for the top frame(s) ``frames`` (an index or a
+        slice): (B, fs, H) or (B, frames, fs, H)."""
+        return F.linear(self.source[:, frames], *self.source_weights)
 
     def sample_code(self, p, residual_code):
         """The sample's code: the unquantized signal's continuation plus the decoded residual,
@@ -641,6 +663,32 @@ class _VocoderStep:
         value = (self.continuation + self.code_values[residual_code]).clamp_(-1.0, 1.0)
         self.signal[:, p] = value
         return mulaw_encode(value, self.q_levels)
+
+
+GENERATION_ENV = "SAMPLERNN_PASE_GENERATION"   # "python": the Python step; "compiled": the kernel
+
+
+def use_kernel(device, compiled=None):
+    """Whether `SampleRNN.generate` runs the compiled loop: ``compiled`` if given, else the
+    environment variable GENERATION_ENV ("python" / "compiled"), else the kernel where it
+    runs (CPU, numba importable); a GPU always runs the Python step."""
+    if compiled is None:
+        choice = os.environ.get(GENERATION_ENV, "auto").lower()
+        if choice not in ("auto", "python", "compiled"):
+            raise ValueError(f"{GENERATION_ENV}={choice!r}: expected auto, python or compiled")
+        compiled = {"auto": None, "python": False, "compiled": True}[choice]
+    if device.type != "cpu":
+        return False
+    if compiled and not samplernn_kernel.available():
+        raise ValueError("compiled SampleRNN generation needs numba, which is not importable")
+    return samplernn_kernel.available() if compiled is None else bool(compiled)
+
+
+def gumbel_noise(batch, frame_size, q_levels, device, generator=None):
+    """The sampling noise of one top frame, (B, frame_size, q) Gumbel(0, 1): argmax(logits /
+    temperature + noise) samples from softmax(logits / temperature)."""
+    uniform = torch.rand(batch, frame_size, q_levels, device=device, generator=generator)
+    return -torch.log(-torch.log(uniform.clamp_(1e-10, 1.0)))
 
 
 def nll_bits(logits, targets, mask=None):
