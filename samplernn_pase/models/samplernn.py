@@ -538,7 +538,7 @@ class SampleRNN(nn.Module):
             if use_kernel(device, compiled):
                 noise = (lambda frame: gumbel_noise(batch, fs0, q, device, generator)) if temperature > 0 else None
                 samplernn_kernel.run(tiers, codes, hidden, table, head, temperature, noise, log_probs, vocoder,
-                                     threads)
+                                     threads=threads)
             else:
                 self._generate_steps(tiers, codes, hidden, table, head, temperature, generator, log_probs,
                                      vocoder)

@@ -34,6 +34,7 @@ except ImportError:     # numba is optional: without it generation runs the Pyth
     numba = None
 
 BLOCK_BYTES = 32 << 20   # noise + source terms of one kernel call, all rows together
+TILE = 512               # columns of a product at a time
 
 
 def available() -> bool:
@@ -48,17 +49,22 @@ def _jit(function):
 
 @_jit
 def _accumulate(x, weight, out, skip_zeros):
-    """out (R, Out) += x (R, In) @ weight (In, Out), row by row of the weight (each row
-    is read once for all R rows); zeros of x skipped where asked (after a ReLU)."""
-    for m in range(weight.shape[0]):
-        w = weight[m]
-        for b in range(x.shape[0]):
-            v = x[b, m]
-            if skip_zeros and v == 0:
-                continue
-            row = out[b]
-            for c in range(w.shape[0]):
-                row[c] += v * w[c]
+    """out (R, Out) += x (R, In) @ weight (In, Out), row by row of the weight (each row is
+    read once for all R rows), TILE columns at a time (the R rows' tiles stay in the L1
+    cache); zeros of x skipped where asked (after a ReLU). Each row's sums run in the same
+    order whatever R is."""
+    columns = weight.shape[1]
+    for start in range(0, columns, TILE):
+        stop = min(start + TILE, columns)
+        for m in range(weight.shape[0]):
+            w = weight[m, start:stop]
+            for b in range(x.shape[0]):
+                v = x[b, m]
+                if skip_zeros and v == 0:
+                    continue
+                row = out[b, start:stop]
+                for c in range(w.shape[0]):   # from 0: no negative-index check, vectorized
+                    row[c] += v * w[c]
 
 
 @_jit
@@ -89,10 +95,12 @@ def _gru_layer(gates, h, weight_hh_t, hidden_size):
     """`recurrent.gru_step` on the (R, 4H) buffer [n_x, r, z, n_h] filled with its input part:
     adds the state product of h (R, H) and updates h in place."""
     H = hidden_size
-    _accumulate(h, weight_hh_t, gates[:, H:], False)
+    state = np.zeros((h.shape[0], 3 * H), np.float32)    # contiguous: the product vectorizes
+    _accumulate(h, weight_hh_t, state, False)
     one = np.float32(1.0)
     for b in range(h.shape[0]):
         g = gates[b]
+        g[H:] += state[b]
         for k in range(H):
             r = one / (one + np.float32(math.exp(-g[H + k])))
             z = one / (one + np.float32(math.exp(-g[2 * H + k])))
@@ -104,7 +112,7 @@ def _gru_layer(gates, h, weight_hh_t, hidden_size):
 def _tier_step(i, frame, j_above, codes, p, code_values, frame_size, layer_start, in_w, in_b, hh_t,
                hidden, const_gates, up_w, up_bias, upper_w, upper_gates, ratio):
     """`TierStep.step` of tier i for all rows: the GRU layers, then the upsampled output
-    (R, H_out * r) in the transposed convolution's layout (column h * r + j)."""
+    (R, r * H_out), the r vectors one after the other."""
     rows = codes.shape[0]
     fs = frame_size[i]
     first = layer_start[i]
@@ -116,10 +124,10 @@ def _tier_step(i, frame, j_above, codes, p, code_values, frame_size, layer_start
     _accumulate(previous, in_w[first], gates, False)
     H = hh_t[first].shape[0]
     if i > 0:
-        above = upper_gates[i]
+        above = upper_gates[i][j_above]
         for b in range(rows):
             for c in range(3 * H):
-                gates[b, c] += above[b, j_above, c]
+                gates[b, c] += above[b, c]
     _gru_layer(gates, hidden[first], hh_t[first], H)
     x = hidden[first]
     for layer in range(first + 1, layer_start[i + 1]):
@@ -129,22 +137,19 @@ def _tier_step(i, frame, j_above, codes, p, code_values, frame_size, layer_start
         _accumulate(x, in_w[layer], gates, False)
         _gru_layer(gates, hidden[layer], hh_t[layer], H)
         x = hidden[layer]
-    up = up_bias[i][:, frame].copy()                                # (R, H_out * r)
+    up = up_bias[i][:, frame].copy()                                # (R, r * H_out)
     _accumulate(x, up_w[i], up, False)
     return up
 
 
 @_jit
 def _upper_gates(up, ratio, weight, out):
-    """`TierStep.upper_input` of the tier below: out (R, r, 3H) = the r upsampled vectors of
-    up (R, H_out * r) (column h * r + j) times weight (H_out, 3H), input part order."""
-    rows, width = out.shape[0], weight.shape[0]
-    vectors = np.empty((rows, width), np.float32)
+    """`TierStep.upper_input` of the tier below: out (r, R, 3H) = the r upsampled vectors of
+    up (R, r * H_out) (column j * H_out + h) times weight (H_out, 3H), input part order."""
+    width = weight.shape[0]
     for j in range(ratio):
-        for b in range(rows):
-            for h in range(width):
-                vectors[b, h] = up[b, h * ratio + j]
-        block = out[:, j]
+        vectors = up[:, j * width:(j + 1) * width]
+        block = out[j]
         block[:] = 0
         _accumulate(vectors, weight, block, False)
 
@@ -203,13 +208,13 @@ def _sample_level(x, rows_up, p, codes, table, k, q):
 
 
 @_jit
-def _head(x, mlp_w, mlp_b, out_w, out_b):
+def _head(x, mlp_layers, mlp_w, mlp_b, out_w, out_b):
     """`SampleMLP.head`: ReLU, hidden layers with ReLU, output -> logits (R, q)."""
     rows = x.shape[0]
     for b in range(rows):
         for c in range(x.shape[1]):
             x[b, c] = max(x[b, c], np.float32(0.0))
-    for layer in range(len(mlp_w)):
+    for layer in range(mlp_layers):
         y = np.empty((rows, mlp_b[layer].shape[0]), np.float32)
         for b in range(rows):
             y[b] = mlp_b[layer]
@@ -228,7 +233,7 @@ def _head(x, mlp_w, mlp_b, out_w, out_b):
 @_jit
 def generate_block(start, stop, first_frame, codes, signal, log_probs, temperature,
                    frame_size, ratio, layer_start, in_w, in_b, hh_t, hidden, const_gates, up_w, up_bias,
-                   upper_w, code_values, table, mlp_w, mlp_b, out_w, out_b,
+                   upper_w, code_values, table, mlp_layers, mlp_w, mlp_b, out_w, out_b,
                    lpc, harmonic, prediction_table, source, noise):
     """Samples start..stop-1 (whole top frames) of every row: `SampleRNN._generate_steps`.
 
@@ -238,7 +243,7 @@ def generate_block(start, stop, first_frame, codes, signal, log_probs, temperatu
     layer_start[i]..layer_start[i+1] of in_w (layer 0: the folded frame weights, else
     the input weights, `recurrent.input_gate_weights`), in_b, hh_t (W_hh^T) and hidden
     (R, H) (updated); const_gates[i] (R, block frames, 4H), up_w[i] and up_bias[i]
-    (R, block frames, H_out * r); upper_w[i] the weight of the gates from the tier above
+    (R, block frames, r * H_out) (column j * H_out + h: `upsampled_by_sample`); upper_w[i] the weight of the gates from the tier above
     (input part order). Frames of the block arrays count from first_frame; lpc (R, n,
     order) reversed and harmonic (R, n, fs0) count from 0 (order 0 / width 0: off);
     source (R, block frames, fs0, H) (width 0: off); noise (R, block frames, fs0, q).
@@ -246,12 +251,11 @@ def generate_block(start, stop, first_frame, codes, signal, log_probs, temperatu
     rows, tiers = codes.shape[0], len(frame_size)
     fs0, q, k = frame_size[0], table.shape[0] // frame_size[tiers - 1], frame_size[tiers - 1]
     hidden_size = table.shape[1]
-    upper_gates = [np.empty((rows, 1, 1), np.float32)]
+    upper_gates = [np.empty((1, rows, 1), np.float32)]     # (r, R, 3H): the input gates from above
     for i in range(1, tiers):
-        upper_gates.append(np.empty((rows, ratio[i - 1], 3 * hh_t[layer_start[i]].shape[0]), np.float32))
-    ups = np.empty((rows, ratio[tiers - 1], hidden_size), np.float32)
+        upper_gates.append(np.empty((ratio[i - 1], rows, 3 * hh_t[layer_start[i]].shape[0]), np.float32))
+    ups = np.empty((rows, ratio[tiers - 1] * hidden_size), np.float32)   # the bottom tier's output
     x = np.empty((rows, hidden_size), np.float32)
-    rows_up = np.empty((rows, hidden_size), np.float32)
     prediction = np.zeros(rows, np.float32)
     continuation = np.zeros(rows, np.float64)
     temperature32 = np.float32(temperature)
@@ -267,15 +271,13 @@ def generate_block(start, stop, first_frame, codes, signal, log_probs, temperatu
             if i + 1 < tiers:
                 _upper_gates(up, ratio[i], upper_w[i + 1], upper_gates[i + 1])
             else:
-                for jj in range(ratio[i]):
-                    for b in range(rows):
-                        for h in range(hidden_size):
-                            ups[b, jj, h] = up[b, h * ratio[i] + jj]
-        _sample_level(x, ups[:, t % ratio[tiers - 1]], p, codes, table, k, q)
+                ups = up
+        jj = t % ratio[tiers - 1]
+        _sample_level(x, ups[:, jj * hidden_size:(jj + 1) * hidden_size], p, codes, table, k, q)
         for b in range(rows):
             prediction[b], continuation[b] = _excitation(x[b], b, p, frame, j, codes, signal, code_values, lpc,
                                                          harmonic, prediction_table, source, block_frame, q)
-        logits = _head(x, mlp_w, mlp_b, out_w, out_b)
+        logits = _head(x, mlp_layers, mlp_w, mlp_b, out_w, out_b)
         for b in range(rows):
             choice = _draw(logits[b], noise[b, block_frame, j], temperature32)
             if lpc.shape[2] > 0:
@@ -294,6 +296,13 @@ def _array(tensor, dtype=np.float32):
     return np.ascontiguousarray(tensor.detach().cpu().numpy(), dtype=dtype)
 
 
+def upsampled_by_sample(columns, ratio):
+    """(..., H_out * r) in the transposed convolution's layout (column h * r + j, as
+    `FrameTier.upsample_matrix`) -> (..., r * H_out), the r output vectors in turn."""
+    shape = columns.shape
+    return columns.reshape(*shape[:-1], -1, ratio).transpose(-1, -2).reshape(shape)
+
+
 def _weights(tiers, table, head, vocoder):
     """The arrays that stay fixed during a generation, from the Python step's own objects."""
     from samplernn_pase.models.recurrent import input_order
@@ -310,11 +319,13 @@ def _weights(tiers, table, head, vocoder):
         frame_size=np.array([tier.frame_size for tier in tiers], np.int64),
         ratio=np.array([tier.ratio for tier in tiers], np.int64),
         layer_start=np.array(layer_start, np.int64), in_w=tuple(in_w), in_b=tuple(in_b), hh_t=tuple(hh_t),
-        up_w=tuple(_array(tier.up_weight) for tier in tiers),
+        up_w=tuple(_array(upsampled_by_sample(tier.up_weight, tier.ratio)) for tier in tiers),
         upper_w=tuple(_array(input_order(tier.upper_gates_weight, -1)) for tier in tiers),
         code_values=_array(vocoder.code_values), table=_array(table),
-        mlp_w=tuple(_array(weight.t()) for weight, _ in hidden_layers),
-        mlp_b=tuple(_array(bias) for _, bias in hidden_layers),
+        # (a tuple of none would have no element type: one unused entry)
+        mlp_layers=len(hidden_layers),
+        mlp_w=tuple(_array(weight.t()) for weight, _ in hidden_layers) or (no_table,),
+        mlp_b=tuple(_array(bias) for _, bias in hidden_layers) or (no_table[0],),
         out_w=_array(out_weight.t()), out_b=_array(out_bias),
         prediction_table=no_table if vocoder.prediction_table is None else _array(vocoder.prediction_table))
 
@@ -333,7 +344,7 @@ def _block(tiers, vocoder, noise, frames, batch, frame_size, q):
     biases, source terms and the sampling noise (drawn frame by frame, in order)."""
     window = slice(frames.start, frames.stop)
     const_gates = tuple(_array(tier.const_gates[:, window]) for tier in tiers)
-    up_bias = tuple(_array(tier.up_bias[:, window]) for tier in tiers)
+    up_bias = tuple(_array(upsampled_by_sample(tier.up_bias[:, window], tier.ratio)) for tier in tiers)
     source = _array(vocoder.source_terms_of(window)) if vocoder.source is not None \
         else np.zeros((batch, len(frames), 0, 0), np.float32)
     drawn = [noise(frame) for frame in frames] if noise is not None else None

@@ -1,0 +1,111 @@
+"""SampleRNN's compiled generation loop (models/samplernn_kernel.py) against the Python step.
+
+The kernel is the one allowed second copy of the generation step's math: these tests hold
+it equal to `SampleRNN._generate_steps` (the definition) on the demo's vocoder config
+(GRU 256, lpc_order 16, harmonic source, two MLP layers) and on the same config without
+the vocoder options, and check its log-probabilities against teacher forcing."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from samplernn_pase.models import samplernn_kernel
+from samplernn_pase.models.samplernn import GENERATION_ENV, SampleRNN, SampleRNNConfig, use_kernel
+
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.skipif(not samplernn_kernel.available(), reason="numba is not importable")]
+
+DEFAULT_CONFIG = Path(__file__).parents[1] / "config.default.json"
+SPEAKERS = 4
+
+
+def demo_model(vocoder=True):
+    """The demo's SampleRNN (config.default.json's model section), randomly initialized;
+    without ``vocoder`` its lpc_order and harmonic source are off (the plain SampleRNN)."""
+    section = {k: v for k, v in json.loads(DEFAULT_CONFIG.read_text())["model"].items() if k != "type"}
+    assert section["lpc_order"] == 16 and section["harmonic_source"] and section["rnn_hidden_size"] == 256
+    if not vocoder:
+        section.update(lpc_order=0, harmonic_source=False)
+    torch.manual_seed(0)
+    return SampleRNN(SampleRNNConfig(**section, num_speakers=SPEAKERS)).eval()
+
+
+def demo_inputs(model, batch, frames, seed=1):
+    """Random acoustic features; with the vocoder a stable predictor per frame (positive
+    coefficients summing to 0.8), a source window around every sample and a harmonic term."""
+    config, fs = model.config, model.frame_size
+    g = torch.Generator().manual_seed(seed)
+    conds = {"acoustic": torch.randn(batch, frames, config.acoustic_dim, generator=g)}
+    if config.lpc_order:
+        conds["lpc"] = 0.8 * torch.softmax(torch.randn(batch, frames, config.lpc_order, generator=g), -1)
+        conds["harmonic"] = 0.05 * torch.randn(batch, frames, fs, generator=g)
+    if config.harmonic_source:
+        conds["source"] = torch.randn(batch, frames, fs, 2 * config.source_context + 1, generator=g)
+    return conds, torch.arange(batch) % SPEAKERS
+
+
+def generate(model, conds, speaker, compiled, seed=3, temperature=0.7):
+    return model.generate(conds, speaker, temperature, generator=torch.Generator().manual_seed(seed),
+                          return_log_probs=True, compiled=compiled)
+
+
+@pytest.mark.parametrize("vocoder", [True, False], ids=["lpc16-harmonic", "plain"])
+def test_kernel_equals_the_python_step(vocoder, monkeypatch):
+    """Same codes for the same seed, log-probabilities within 1e-5 of the Python step's and
+    of teacher forcing (`log_prob`). Blocks of two top frames per kernel call: the noise is
+    drawn frame by frame across calls as the Python step draws it."""
+    model = demo_model(vocoder)
+    batch, frames = 2, 6
+    conds, speaker = demo_inputs(model, batch, frames)
+    noise_bytes = 4 * batch * model.frame_size * (model.config.q_levels + model.config.tier_hidden_sizes[-1])
+    monkeypatch.setattr(samplernn_kernel, "BLOCK_BYTES", 2 * noise_bytes)
+    assert samplernn_kernel.block_frames(batch, model.frame_size, model.config.q_levels,
+                                         model.config.tier_hidden_sizes[-1]) == 2
+    python_codes, python_log_probs = generate(model, conds, speaker, compiled=False)
+    codes, log_probs = generate(model, conds, speaker, compiled=True)
+    assert codes.shape == (batch, frames * model.frame_size)
+    assert len(set(codes.flatten().tolist())) > 50                 # it samples, not a constant
+    assert torch.equal(codes, python_codes)
+    assert (log_probs - python_log_probs).abs().max() < 1e-5
+    teacher = model.log_prob(codes, conds, speaker)
+    assert (log_probs - teacher).abs().max() < 1e-5, (log_probs - teacher).abs().max()
+
+
+def test_kernel_output_is_bitwise_reproducible_whatever_the_threads(monkeypatch):
+    """Two runs with one seed give the same bits; so does splitting the rows over two
+    threads (each row's sums run in the same order whatever rows share its call)."""
+    model = demo_model()
+    conds, speaker = demo_inputs(model, 3, 3, seed=5)
+    first = generate(model, conds, speaker, compiled=True)
+    second = generate(model, conds, speaker, compiled=True)
+    run, used = samplernn_kernel.run, []
+
+    def two_threads(*args, threads=1):
+        used.append(threads)
+        run(*args, threads=2)
+    monkeypatch.setattr(samplernn_kernel, "run", two_threads)   # torch itself keeps one thread
+    threaded = generate(model, conds, speaker, compiled=True)
+    assert used == [1]
+    for other in (second, threaded):
+        assert torch.equal(first[0], other[0]) and torch.equal(first[1], other[1])
+    greedy = model.generate(conds, speaker, temperature=0, compiled=True)
+    assert torch.equal(greedy, model.generate(conds, speaker, temperature=0, compiled=False))
+
+
+def test_generation_loop_selection(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.delenv(GENERATION_ENV, raising=False)
+    assert use_kernel(cpu) and not use_kernel(cuda) and not use_kernel(cpu, compiled=False)
+    monkeypatch.setenv(GENERATION_ENV, "python")
+    assert not use_kernel(cpu) and use_kernel(cpu, compiled=True)
+    monkeypatch.setenv(GENERATION_ENV, "compiled")
+    assert use_kernel(cpu) and not use_kernel(cuda)
+    monkeypatch.setenv(GENERATION_ENV, "fast")
+    with pytest.raises(ValueError, match=GENERATION_ENV):
+        use_kernel(cpu)
+    monkeypatch.setattr(samplernn_kernel, "numba", None)
+    monkeypatch.delenv(GENERATION_ENV)
+    assert not use_kernel(cpu)
+    with pytest.raises(ValueError, match="numba"):
+        use_kernel(cpu, compiled=True)
