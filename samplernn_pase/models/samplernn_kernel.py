@@ -167,11 +167,11 @@ def _excitation(x, b, p, frame, j, codes, signal, code_values, lpc, harmonic, pr
             c = lpc[b, frame, o]
             prediction += code_values[codes[b, p - order + o]] * c
             continuation += signal[b, p - order + o] * np.float64(c)
-        if harmonic.shape[1] > 0:
+        if harmonic.shape[2] > 0:
             prediction += harmonic[b, frame, j]
             continuation += np.float64(harmonic[b, frame, j])
         x += prediction_table[_mulaw32(prediction, q)]
-    if source.shape[1] > 0:
+    if source.shape[3] > 0:
         x += source[b, block_frame, j]
     return prediction, continuation
 
@@ -245,8 +245,9 @@ def generate_block(start, stop, first_frame, codes, signal, log_probs, temperatu
     (R, H) (updated); const_gates[i] (R, block frames, 4H), up_w[i] and up_bias[i]
     (R, block frames, r * H_out) (column j * H_out + h: `upsampled_by_sample`); upper_w[i] the weight of the gates from the tier above
     (input part order). Frames of the block arrays count from first_frame; lpc (R, n,
-    order) reversed and harmonic (R, n, fs0) count from 0 (order 0 / width 0: off);
-    source (R, block frames, fs0, H) (width 0: off); noise (R, block frames, fs0, q).
+    order) reversed and harmonic (R, n, fs0) count from 0 (last dimension 0: off);
+    source (R, block frames, fs0, H) (H 0: off); noise (R, block frames, fs0, q) (q 0 at
+    temperature 0).
     """
     rows, tiers = codes.shape[0], len(frame_size)
     fs0, q, k = frame_size[0], table.shape[0] // frame_size[tiers - 1], frame_size[tiers - 1]
