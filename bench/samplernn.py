@@ -3,10 +3,22 @@
     python bench/samplernn.py --hidden-size 1024 --ratios 20 4 --sequence-length 13 \
         --batch-size 8 --threads 2 --device cpu [--baseline-path bench/_seed/samplernn_pase]
 
+    python bench/samplernn.py --config config.default.json [--generate-frames 100]
+
 Prints one JSON line. ``train_samples_per_s``: target samples per second of
 truncated-BPTT training steps (forward, backward, Adam) on chunks of
 ``sequence_length`` frames; ``generate_samples_per_s``: one stream;
 ``generate_batch_samples_per_s``: ``batch_size`` streams at once.
+
+``--config FILE`` measures generation of that config's model instead (the demo's
+vocoder with config.default.json: GRU 256, ``lpc_order`` 16, harmonic source), at its
+``test.temperature``, on random features (the speed does not depend on them):
+``realtime_factor_one_thread`` (one stream, one thread) and ``realtime_factor_batch16``
+(16 streams, 2 threads), seconds of audio per second by the wall clock, by the compiled
+loop (`models/samplernn_kernel.py`, the CPU default); the ``cpu_time_`` figures divide
+by the process's CPU time per thread instead (near what a quiet machine gives, on a
+shared one), and ``python_step`` holds the same figures for the Python step. The load
+average before and after is in the JSON.
 
 ``--baseline-path DIR`` also measures the seed's published model
 (github davidalvarezdlt/samplernn_pase, ``samplernn_pase/model.py``, checked
@@ -43,6 +55,7 @@ from samplernn_pase.models.samplernn import SampleRNN, SampleRNNConfig  # noqa: 
 from samplernn_pase.training.precision import autocast, gradient_scaler  # noqa: E402
 
 NUM_SPEAKERS = 4
+SAMPLE_RATE = 16000
 
 
 def timed(step, min_seconds, min_repeats=2):
@@ -102,6 +115,72 @@ def bench_ours(args, device, generate=True):
     many = batch * frames * fs / timed(lambda: generate(batch), args.min_seconds, 1)
     return {"train_samples_per_s": round(train, 1), "generate_samples_per_s": round(one, 1),
             "generate_batch_samples_per_s": round(many, 1)}
+
+
+def vocoder_inputs(config, streams, frames, device, seed=0):
+    """Features for ``streams`` utterances of ``frames`` frames: random acoustic features and,
+    as the config asks, a stable predictor per frame (positive, summing to 0.8), a
+    harmonic term and a source window around every sample; speakers in turn."""
+    g = torch.Generator().manual_seed(seed)
+    fs = config.frame_size
+    conds = {"acoustic": torch.randn(streams, frames, config.acoustic_dim, generator=g)}
+    if config.lpc_order:
+        conds["lpc"] = 0.8 * torch.softmax(torch.randn(streams, frames, config.lpc_order, generator=g), -1)
+        conds["harmonic"] = 0.05 * torch.randn(streams, frames, fs, generator=g)
+    if config.harmonic_source:
+        conds["source"] = torch.randn(streams, frames, fs, 2 * config.source_context + 1, generator=g)
+    return {k: v.to(device) for k, v in conds.items()}, torch.arange(streams, device=device) % NUM_SPEAKERS
+
+
+def realtime_factor(model, streams, threads, frames, temperature, device, compiled=None, min_seconds=5.0):
+    """Aggregate real-time factor of generating ``streams`` utterances of ``frames`` frames at
+    once on ``threads`` threads (seconds of audio per second), by the wall clock and by the
+    process's CPU time (what a quiet machine would give, on a shared one), best of the
+    repeats after a warm-up (which also compiles the kernel)."""
+    torch.set_num_threads(threads)
+    conds, speaker = vocoder_inputs(model.config, streams, frames, device)
+    audio = streams * frames * model.frame_size / SAMPLE_RATE
+    walls, cpus = [], []
+
+    def once():
+        start, cpu = time.perf_counter(), time.process_time()
+        model.generate(conds, speaker, temperature, generator=torch.Generator().manual_seed(1), compiled=compiled)
+        sync(device)
+        walls.append(time.perf_counter() - start)
+        cpus.append((time.process_time() - cpu) / threads)
+
+    timed(once, min_seconds, 1)
+    return {"wall": round(audio / min(walls[1:]), 3), "cpu": round(audio / min(cpus[1:]), 3),
+            "repeats": len(walls) - 1}
+
+
+def bench_config(args, device):
+    """Generation of the model of a config file (its ``model`` section; the demo's vocoder with
+    config.default.json): one stream on one thread, 16 streams on 2 threads, each by the
+    compiled loop (the default on a CPU) and by the Python step."""
+    section = json.loads(Path(args.config).read_text())
+    temperature = section.get("test", {}).get("temperature", 1.0)
+    model_section = {k: v for k, v in section["model"].items() if k != "type"}
+    torch.manual_seed(0)
+    model = SampleRNN(SampleRNNConfig(**model_section, num_speakers=NUM_SPEAKERS)).to(device).eval()
+    frames = args.generate_frames
+    result = {"config": args.config, "model": model_section, "temperature": temperature,
+              "generate_frames": frames, "audio_seconds_per_stream": frames * model.frame_size / SAMPLE_RATE,
+              "load_average_before": os.getloadavg()}
+    one = realtime_factor(model, 1, 1, frames, temperature, device, min_seconds=args.min_seconds)
+    batch = realtime_factor(model, 16, 2, frames, temperature, device, min_seconds=args.min_seconds)
+    python_frames = max(2, frames // 10)   # the Python step is 10-20x slower
+    python_one = realtime_factor(model, 1, 1, python_frames, temperature, device, False, args.min_seconds)
+    python_batch = realtime_factor(model, 16, 2, python_frames, temperature, device, False, args.min_seconds)
+    result.update(realtime_factor_one_thread=one["wall"], realtime_factor_batch16=batch["wall"],
+                  cpu_time_realtime_factor_one_thread=one["cpu"], cpu_time_realtime_factor_batch16=batch["cpu"],
+                  python_step={"realtime_factor_one_thread": python_one["wall"],
+                               "realtime_factor_batch16": python_batch["wall"],
+                               "cpu_time_realtime_factor_one_thread": python_one["cpu"],
+                               "cpu_time_realtime_factor_batch16": python_batch["cpu"],
+                               "generate_frames": python_frames},
+                  load_average_after=os.getloadavg())
+    return result
 
 
 def load_seed(path):
@@ -184,10 +263,18 @@ def main():
                              "tier first")
     parser.add_argument("--baseline-generate-frames", type=int, default=2,
                         help="frames the seed generates per measurement (it is slow)")
+    parser.add_argument("--config", default=None,
+                        help="measure the generation of this config file's model instead (e.g. "
+                             "config.default.json, the demo's vocoder): realtime_factor_one_thread, "
+                             "realtime_factor_batch16 (2 threads)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
+    if args.config:
+        print(json.dumps(dict(bench_config(args, device), device=str(device), torch=torch.__version__)),
+              flush=True)
+        return
     result = {"device": str(device), "threads": args.threads, "hidden_size": args.hidden_size,
               "ratios": args.ratios, "sequence_length": args.sequence_length,
               "batch_size": args.batch_size, "torch": torch.__version__,
