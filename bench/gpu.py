@@ -16,8 +16,10 @@ With CUDA (the full check):
 - ``samplernn``: SampleRNN at hidden 1024, ratios 20 4 (bench/samplernn.py's
   ``bench_ours``): training target samples/s in fp32, in bf16 autocast and in fp16
   autocast with a GradScaler (training.precision's modes), and
-  generation of one stream and of a batch of 64, each also as a real-time
-  factor at 16 kHz (``generate_batch_realtime_factor``: the batch's aggregate);
+  generation of one stream and of a batch of 64 (``generate_batch_streams``), each also
+  as a real-time factor at 16 kHz (``generate_batch_realtime_factor``: the batch's
+  aggregate), by the Python step, which is what a GPU runs (the compiled loop of
+  models/samplernn_kernel.py is for the CPU);
 - ``melnet``: MelNet training frames/s and the seconds of one multiscale
   sampling (bench/melnet.py's ``bench_train`` and ``bench_sample``).
 
@@ -111,8 +113,20 @@ def samplernn(device, sizes: dict) -> dict:
         return argparse.Namespace(precision=precision, **{k: sizes[k] for k in (
             "hidden_size", "ratios", "sequence_length", "batch_size", "generate_frames", "min_seconds")})
 
-    torch.manual_seed(0)
-    fp32 = bench_ours(args("fp32"), device)
+    from samplernn_pase.models.samplernn import GENERATION_ENV
+
+    # Generation on a GPU runs the Python step (SampleRNN.generate); the dry run on the CPU
+    # runs it too (not the compiled CPU loop), so that it checks what the GPU will run.
+    previous = os.environ.get(GENERATION_ENV)
+    os.environ[GENERATION_ENV] = "python"
+    try:
+        torch.manual_seed(0)
+        fp32 = bench_ours(args("fp32"), device)
+    finally:
+        if previous is None:
+            del os.environ[GENERATION_ENV]
+        else:
+            os.environ[GENERATION_ENV] = previous
     half = {}
     for precision in ("bf16", "fp16"):
         if device.type == "cuda":
@@ -126,6 +140,8 @@ def samplernn(device, sizes: dict) -> dict:
             "train_samples_per_s_fp16": half["fp16"],
             "generate_samples_per_s": fp32["generate_samples_per_s"],
             "generate_realtime_factor": round(fp32["generate_samples_per_s"] / SAMPLE_RATE, 3),
+            "generation_loop": "python step (SampleRNN._generate_steps)",
+            "generate_batch_streams": sizes["batch_size"],
             "generate_batch_samples_per_s": fp32["generate_batch_samples_per_s"],
             "generate_batch_realtime_factor": round(fp32["generate_batch_samples_per_s"] / SAMPLE_RATE, 3)}
 

@@ -23,6 +23,7 @@ def test_gpu_check_dry_run_prints_its_json():
     assert samplernn["train_samples_per_s_fp32"] > 0
     assert samplernn["train_samples_per_s_bf16"].startswith("skipped")
     assert samplernn["train_samples_per_s_fp16"].startswith("skipped")
+    assert samplernn["generate_batch_streams"] == 4 and samplernn["generation_loop"].startswith("python")
     # the real-time factors are the sample rates over 16 kHz
     assert abs(samplernn["generate_batch_realtime_factor"]
                - samplernn["generate_batch_samples_per_s"] / 16000) < 1e-3
