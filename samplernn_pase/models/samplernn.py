@@ -24,6 +24,7 @@ Training is truncated BPTT: each tier's GRU starts from its learnable ``h0`` on
 rows whose ``reset`` flag is set and from the detached carried state on the
 others, chosen per row because slots start utterances at different times.
 """
+import functools
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -36,7 +37,6 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from samplernn_pase.audio.excitation import linear_prediction, predictor_sum
 from samplernn_pase.audio.mulaw import mulaw_decode, mulaw_encode, mulaw_zero
-from samplernn_pase.models import samplernn_kernel
 from samplernn_pase.models.recurrent import GRUCell, gate_buffer, generation_threads, input_order, run_gru
 from samplernn_pase.models.section import ModelSection
 
@@ -537,8 +537,8 @@ class SampleRNN(nn.Module):
         with generation_threads(device, rows=batch):
             if use_kernel(device, compiled):
                 noise = (lambda frame: gumbel_noise(batch, fs0, q, device, generator)) if temperature > 0 else None
-                samplernn_kernel.run(tiers, codes, hidden, table, head, temperature, noise, log_probs, vocoder,
-                                     threads=threads)
+                kernel_module().run(tiers, codes, hidden, table, head, temperature, noise, log_probs, vocoder,
+                                    threads=threads)
             else:
                 self._generate_steps(tiers, codes, hidden, table, head, temperature, generator, log_probs,
                                      vocoder)
@@ -677,11 +677,22 @@ def use_kernel(device, compiled=None):
         if choice not in ("auto", "python", "compiled"):
             raise ValueError(f"{GENERATION_ENV}={choice!r}: expected auto, python or compiled")
         compiled = {"auto": None, "python": False, "compiled": True}[choice]
-    if device.type != "cpu":
+    if device.type != "cpu" or compiled is False:
         return False
-    if compiled and not samplernn_kernel.available():
+    if compiled and kernel_module() is None:
         raise ValueError("compiled SampleRNN generation needs numba, which is not importable")
-    return samplernn_kernel.available() if compiled is None else bool(compiled)
+    return kernel_module() is not None
+
+
+@functools.cache
+def kernel_module():
+    """`samplernn_kernel`, imported on first use (numba takes a second to import), or None
+    where numba is not importable."""
+    try:
+        from samplernn_pase.models import samplernn_kernel
+    except ImportError:
+        return None
+    return samplernn_kernel if samplernn_kernel.available() else None
 
 
 def gumbel_noise(batch, frame_size, q_levels, device, generator=None):

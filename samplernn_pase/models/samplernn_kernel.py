@@ -287,17 +287,16 @@ def generate_block(start, stop, first_frame, codes, signal, log_probs, temperatu
                    lpc, harmonic, prediction_table, source, noise):
     """Samples start..stop-1 (whole top frames) of every row: `SampleRNN._generate_steps`.
 
-    Per row (R rows): codes (R, fs0 + length) int64 and signal (R, fs0 + length) float64
-    (the unquantized samples; used with lpc), written in place; log_probs (R, length) or
-    (R, 0). Per tier i (top first): frame_size, ratio, its GRU layers at
-    layer_start[i]..layer_start[i+1] of in_w (layer 0: the folded frame weights, else
-    the input weights, `recurrent.input_gate_weights`), in_b, hh_t (W_hh^T) and hidden
-    (R, H) (updated); const_gates[i] (R, block frames, 4H), up_w[i] and up_bias[i]
-    (R, block frames, r * H_out) (column j * H_out + h: `upsampled_by_sample`); upper_w[i] the weight of the gates from the tier above
-    (input part order). Frames of the block arrays count from first_frame; lpc (R, n,
-    order) reversed and harmonic (R, n, fs0) count from 0 (last dimension 0: off);
-    source (R, block frames, fs0, H) (H 0: off); noise (R, block frames, fs0, q) (q 0 at
-    temperature 0).
+    Per row (R rows), written in place: codes (R, fs0 + length) int64, signal (R, fs0 +
+    length) float64 (the unquantized samples), log_probs (R, length) or (R, 0). Per tier
+    i (top first): frame_size, ratio, its GRU layers layer_start[i]..layer_start[i+1] of
+    in_w (layer 0: the folded frame weights, else `recurrent.input_gate_weights`), in_b,
+    hh_t (W_hh^T) and hidden (R, H) (updated); const_gates[i] (R, block frames, 4H),
+    up_w[i] and up_bias[i] (R, block frames, r * H_out) (`upsampled_by_sample`), upper_w[i]
+    the weight of the gates from the tier above (input part order). Block arrays count
+    frames from first_frame, lpc (R, n, order) (reversed) and harmonic (R, n, fs0) from 0
+    (last dimension 0: off); source (R, block frames, fs0, H) (H 0: off); noise (R, block
+    frames, fs0, q) (q 0 at temperature 0).
     """
     rows, tiers = codes.shape[0], len(frame_size)
     fs0, q, k = frame_size[0], table.shape[0] // frame_size[tiers - 1], frame_size[tiers - 1]
@@ -343,6 +342,15 @@ def generate_block(start, stop, first_frame, codes, signal, log_probs, temperatu
                 log_probs[b, t] = _log_softmax_at(logits[b], choice)
 
 
+def _padded(arrays, ndim=None, multiple=4):
+    """A tuple of the arrays padded with unused (1, ..., 1) arrays to a multiple of 4 entries:
+    numba compiles the kernel once per tuple length, and models of 1-4 tiers, GRU layers
+    or MLP layers then share one compiled kernel."""
+    ndim = arrays[0].ndim if arrays else ndim
+    count = max(multiple, -(-len(arrays) // multiple) * multiple)
+    return tuple(arrays) + tuple(np.zeros((1,) * ndim, np.float32) for _ in range(count - len(arrays)))
+
+
 def _array(tensor, dtype=np.float32):
     return np.ascontiguousarray(tensor.detach().cpu().numpy(), dtype=dtype)
 
@@ -369,14 +377,13 @@ def _weights(tiers, table, head, vocoder):
     return dict(
         frame_size=np.array([tier.frame_size for tier in tiers], np.int64),
         ratio=np.array([tier.ratio for tier in tiers], np.int64),
-        layer_start=np.array(layer_start, np.int64), in_w=tuple(in_w), in_b=tuple(in_b), hh_t=tuple(hh_t),
-        up_w=tuple(_array(upsampled_by_sample(tier.up_weight, tier.ratio)) for tier in tiers),
-        upper_w=tuple(_array(input_order(tier.upper_gates_weight, -1)) for tier in tiers),
+        layer_start=np.array(layer_start, np.int64), in_w=_padded(in_w), in_b=_padded(in_b), hh_t=_padded(hh_t),
+        up_w=_padded([_array(upsampled_by_sample(tier.up_weight, tier.ratio)) for tier in tiers]),
+        upper_w=_padded([_array(input_order(tier.upper_gates_weight, -1)) for tier in tiers]),
         code_values=_array(vocoder.code_values), table=_array(table),
-        # (a tuple of none would have no element type: one unused entry)
         mlp_layers=len(hidden_layers),
-        mlp_w=tuple(_array(weight.t()) for weight, _ in hidden_layers) or (no_table,),
-        mlp_b=tuple(_array(bias) for _, bias in hidden_layers) or (no_table[0],),
+        mlp_w=_padded([_array(weight.t()) for weight, _ in hidden_layers], 2),
+        mlp_b=_padded([_array(bias) for _, bias in hidden_layers], 1),
         out_w=_array(out_weight.t()), out_b=_array(out_bias),
         prediction_table=no_table if vocoder.prediction_table is None else _array(vocoder.prediction_table))
 
@@ -394,8 +401,8 @@ def _block(tiers, vocoder, noise, frames, batch, frame_size, q):
     """The per-row arrays of the top frames ``frames`` (a range): constant gates, upsampling
     biases, source terms and the sampling noise (drawn frame by frame, in order)."""
     window = slice(frames.start, frames.stop)
-    const_gates = tuple(_array(tier.const_gates[:, window]) for tier in tiers)
-    up_bias = tuple(_array(upsampled_by_sample(tier.up_bias[:, window], tier.ratio)) for tier in tiers)
+    const_gates = _padded([_array(tier.const_gates[:, window]) for tier in tiers])
+    up_bias = _padded([_array(upsampled_by_sample(tier.up_bias[:, window], tier.ratio)) for tier in tiers])
     source = _array(vocoder.source_terms_of(window)) if vocoder.source is not None \
         else np.zeros((batch, len(frames), 0, 0), np.float32)
     drawn = [noise(frame) for frame in frames] if noise is not None else None
@@ -420,7 +427,7 @@ def run(tiers, codes, hidden, table, head, temperature, noise, log_probs, vocode
     codes_np = codes.numpy()
     signal = vocoder.code_values[codes].double().numpy()
     log_np = log_probs.numpy() if log_probs is not None else np.zeros((batch, 0), np.float32)
-    states = tuple(np.array(_array(h), copy=True) for layers in hidden for h in layers)   # h0 is a view
+    states = _padded([np.array(_array(h), copy=True) for layers in hidden for h in layers])   # h0 is a view
     lpc, harmonic = _rows(tiers, vocoder, batch, frames, fs0)
     count = max(1, min(threads, batch))
     groups = [slice(g * batch // count, (g + 1) * batch // count) for g in range(count)]
