@@ -74,9 +74,11 @@ def test_kernel_equals_the_python_step(vocoder, monkeypatch):
 
 def test_kernel_output_is_bitwise_reproducible_whatever_the_threads(monkeypatch):
     """Two runs with one seed give the same bits; so does splitting the rows over two
-    threads (each row's sums run in the same order whatever rows share its call)."""
+    threads (each row's sums run in the same order whatever rows share its call), with
+    the next frame's noise drawn while the threads run (one frame per kernel call)."""
     model = demo_model()
     conds, speaker = demo_inputs(model, 3, 3, seed=5)
+    monkeypatch.setattr(samplernn_kernel, "BLOCK_BYTES", 1)
     first = generate(model, conds, speaker, compiled=True)
     second = generate(model, conds, speaker, compiled=True)
     run, used = samplernn_kernel.run, []
@@ -89,6 +91,7 @@ def test_kernel_output_is_bitwise_reproducible_whatever_the_threads(monkeypatch)
     assert used == [1]
     for other in (second, threaded):
         assert torch.equal(first[0], other[0]) and torch.equal(first[1], other[1])
+    assert torch.equal(first[0], generate(model, conds, speaker, compiled=False)[0])
     greedy = model.generate(conds, speaker, temperature=0, compiled=True)
     assert torch.equal(greedy, model.generate(conds, speaker, temperature=0, compiled=False))
 

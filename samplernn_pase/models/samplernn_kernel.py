@@ -432,15 +432,24 @@ def run(tiers, codes, hidden, table, head, temperature, noise, log_probs, vocode
     count = max(1, min(threads, batch))
     groups = [slice(g * batch // count, (g + 1) * batch // count) for g in range(count)]
     step = block_frames(batch, fs0, q, table.shape[1])
-    with ThreadPoolExecutor(len(groups)) as pool:
-        for first in range(0, frames, step):
-            window = range(first, min(first + step, frames))
-            const_gates, up_bias, source, noise_block = _block(tiers, vocoder, noise, window, batch, fs0, q)
+    windows = [range(first, min(first + step, frames)) for first in range(0, frames, step)]
 
-            def call(rows):
-                generate_block(window.start * fs0, window.stop * fs0, window.start, codes_np[rows], signal[rows],
-                               log_np[rows], float(temperature), hidden=tuple(h[rows] for h in states),
-                               const_gates=tuple(a[rows] for a in const_gates),
-                               up_bias=tuple(a[rows] for a in up_bias), lpc=lpc[rows], harmonic=harmonic[rows],
-                               source=source[rows], noise=noise_block[rows], **weights)
-            list(pool.map(call, groups))
+    def call(window, block, rows):
+        const_gates, up_bias, source, noise_block = block
+        generate_block(window.start * fs0, window.stop * fs0, window.start, codes_np[rows], signal[rows],
+                       log_np[rows], float(temperature), hidden=tuple(h[rows] for h in states),
+                       const_gates=tuple(a[rows] for a in const_gates), up_bias=tuple(a[rows] for a in up_bias),
+                       lpc=lpc[rows], harmonic=harmonic[rows], source=source[rows], noise=noise_block[rows],
+                       **weights)
+
+    with ThreadPoolExecutor(len(groups)) as pool:
+        block = _block(tiers, vocoder, noise, windows[0], batch, fs0, q) if windows else None
+        for index, window in enumerate(windows):
+            running = [pool.submit(call, window, block, rows) for rows in groups]
+            # with several threads the next block's noise is drawn while this one runs
+            if count > 1 and index + 1 < len(windows):
+                block = _block(tiers, vocoder, noise, windows[index + 1], batch, fs0, q)
+            for future in running:
+                future.result()
+            if count == 1 and index + 1 < len(windows):
+                block = _block(tiers, vocoder, noise, windows[index + 1], batch, fs0, q)
