@@ -15,10 +15,11 @@ vocoder with config.default.json: GRU 256, ``lpc_order`` 16, harmonic source), a
 ``test.temperature``, on random features (the speed does not depend on them):
 ``realtime_factor_one_thread`` (one stream, one thread) and ``realtime_factor_batch16``
 (16 streams, 2 threads), seconds of audio per second by the wall clock, by the compiled
-loop (`models/samplernn_kernel.py`, the CPU default); the ``cpu_time_`` figures divide
-by the process's CPU time per thread instead (near what a quiet machine gives, on a
-shared one), and ``python_step`` holds the same figures for the Python step. The load
-average before and after is in the JSON.
+loop (`models/samplernn_kernel.py`, the CPU default); the ``per_cpu_second`` figures
+divide by the process's CPU time, all threads together (on a shared machine, nearer
+what a quiet one gives per busy core), and ``python_step`` holds the same figures for
+the Python step (whose loop runs on one thread for up to 16 streams). The load average
+before and after is in the JSON.
 
 ``--baseline-path DIR`` also measures the seed's published model
 (github davidalvarezdlt/samplernn_pase, ``samplernn_pase/model.py``, checked
@@ -134,9 +135,10 @@ def vocoder_inputs(config, streams, frames, device, seed=0):
 
 def realtime_factor(model, streams, threads, frames, temperature, device, compiled=None, min_seconds=5.0):
     """Aggregate real-time factor of generating ``streams`` utterances of ``frames`` frames at
-    once on ``threads`` threads (seconds of audio per second), by the wall clock and by the
-    process's CPU time (what a quiet machine would give, on a shared one), best of the
-    repeats after a warm-up (which also compiles the kernel)."""
+    once on ``threads`` threads: seconds of audio per second of the wall clock, and per
+    second of the process's CPU time (all threads together: on a shared machine, nearer
+    what a quiet one gives per busy core), best of the repeats after a warm-up (which also
+    compiles the kernel)."""
     torch.set_num_threads(threads)
     conds, speaker = vocoder_inputs(model.config, streams, frames, device)
     audio = streams * frames * model.frame_size / SAMPLE_RATE
@@ -147,7 +149,7 @@ def realtime_factor(model, streams, threads, frames, temperature, device, compil
         model.generate(conds, speaker, temperature, generator=torch.Generator().manual_seed(1), compiled=compiled)
         sync(device)
         walls.append(time.perf_counter() - start)
-        cpus.append((time.process_time() - cpu) / threads)
+        cpus.append(time.process_time() - cpu)
 
     timed(once, min_seconds, 1)
     return {"wall": round(audio / min(walls[1:]), 3), "cpu": round(audio / min(cpus[1:]), 3),
@@ -173,11 +175,12 @@ def bench_config(args, device):
     python_one = realtime_factor(model, 1, 1, python_frames, temperature, device, False, args.min_seconds)
     python_batch = realtime_factor(model, 16, 2, python_frames, temperature, device, False, args.min_seconds)
     result.update(realtime_factor_one_thread=one["wall"], realtime_factor_batch16=batch["wall"],
-                  cpu_time_realtime_factor_one_thread=one["cpu"], cpu_time_realtime_factor_batch16=batch["cpu"],
+                  realtime_factor_per_cpu_second_one_thread=one["cpu"],
+                  realtime_factor_per_cpu_second_batch16=batch["cpu"],
                   python_step={"realtime_factor_one_thread": python_one["wall"],
                                "realtime_factor_batch16": python_batch["wall"],
-                               "cpu_time_realtime_factor_one_thread": python_one["cpu"],
-                               "cpu_time_realtime_factor_batch16": python_batch["cpu"],
+                               "realtime_factor_per_cpu_second_one_thread": python_one["cpu"],
+                               "realtime_factor_per_cpu_second_batch16": python_batch["cpu"],
                                "generate_frames": python_frames},
                   load_average_after=os.getloadavg())
     return result
