@@ -26,7 +26,6 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import torch
 
 try:
     import numba
@@ -405,9 +404,9 @@ def _block(tiers, vocoder, noise, frames, batch, frame_size, q):
     up_bias = _padded([_array(upsampled_by_sample(tier.up_bias[:, window], tier.ratio)) for tier in tiers])
     source = _array(vocoder.source_terms_of(window)) if vocoder.source is not None \
         else np.zeros((batch, len(frames), 0, 0), np.float32)
-    drawn = [noise(frame) for frame in frames] if noise is not None else None
-    noise_block = _array(torch.stack(drawn, 1)) if drawn else np.zeros((batch, len(frames), frame_size, 0),
-                                                                        np.float32)
+    noise_block = np.empty((batch, len(frames), frame_size, q if noise is not None else 0), np.float32)
+    for index, frame in enumerate(frames if noise is not None else ()):   # in the Python step's order
+        noise_block[:, index] = noise(frame).numpy()
     return const_gates, up_bias, source, noise_block
 
 
