@@ -510,7 +510,7 @@ class SampleRNN(nn.Module):
 
         The loop over samples is `_generate_steps` (the definition; PyTorch calls
         from Python) or, on the CPU where numba imports, the same loop compiled
-        (`samplernn_kernel`, 10-20x faster at the demo size): ``compiled`` None
+        (`samplernn_kernel`, 7-8x faster for one stream at the demo size): ``compiled`` None
         chooses so (see `use_kernel`), True / False force one. Both draw the same
         noise and give the same codes. On the CPU the kernel splits the streams over
         the threads torch had on entry.
