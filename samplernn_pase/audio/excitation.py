@@ -184,6 +184,13 @@ def harmonic_source(lf0: np.ndarray, voiced: np.ndarray, hop_length: int, sample
     return pulses, None if harmonic is None else harmonic.astype(np.float32)
 
 
+def highpass_step(x, previous_x, previous_y, pole):
+    """One sample of the first-order high-pass y[t] = x[t] - x[t - 1] + pole * y[t - 1], i.e.
+    (1 - z^-1) / (1 - pole z^-1): zero gain at 0 Hz, -3 dB near (1 - pole) * sample_rate / (2 pi).
+    SampleRNN's generation shapes the sampled residual with it (`model.residual_highpass`)."""
+    return x - previous_x + pole * previous_y
+
+
 def periodic_fraction(band_aperiodicity_db: np.ndarray) -> np.ndarray:
     """The share of a frame's power that is periodic, 1 - ap^2, from WORLD's band
     aperiodicity in dB (20 log10 ap), clipped to [0, 1]."""

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
-from samplernn_pase.audio.excitation import linear_prediction, predictor_sum
+from samplernn_pase.audio.excitation import highpass_step, linear_prediction, predictor_sum
 from samplernn_pase.audio.mulaw import mulaw_decode, mulaw_encode, mulaw_zero
 from samplernn_pase.models.recurrent import GRUCell, gate_buffer, generation_threads, input_order, run_gru
 from samplernn_pase.models.section import ModelSection
@@ -61,6 +61,8 @@ class SampleRNNConfig(ModelSection):
                                         # predictor of this order (acoustic conditioning only)
     harmonic_source: bool = False       # a pulse train at F0 enters the sample level
     source_context: int = 5             # samples of the source on each side of the predicted one
+    residual_highpass: float | None = 0.9  # lpc_order: generation shapes the sampled residual by
+                                        # (1 - z^-1) / (1 - a z^-1); None: off (issue 23)
     # from the data, not the user
     num_speakers: int = 1
     acoustic_dim: int = 43
@@ -630,6 +632,8 @@ class _VocoderStep:
         self.source_terms = None
         self.signal = None          # (B, look-back + length) the unquantized samples, float64
         self.continuation = None    # (B,) the prediction of the current sample from them
+        self.highpass = model.config.residual_highpass
+        self.last_residual = self.last_excitation = 0.0   # the high-pass's state (silence before)
 
     def add_terms(self, x, codes, p, t):
         """Adds the sample's excitation terms to the first layer's input ``x`` (B, H), in
@@ -658,9 +662,19 @@ class _VocoderStep:
         return F.linear(self.source[:, frames], *self.source_weights)
 
     def sample_code(self, p, residual_code):
-        """The sample's code: the unquantized signal's continuation plus the decoded residual,
-        kept (within [-1, 1]) as the signal's next sample, and quantized."""
-        value = (self.continuation + self.code_values[residual_code]).clamp_(-1.0, 1.0)
+        """The sample's code: the unquantized signal's continuation plus the excitation, kept
+        (within [-1, 1]) as the signal's next sample, and quantized. The excitation is the
+        decoded residual, high-passed with ``residual_highpass`` (its state carried from sample
+        to sample): the network draws every residual sample with no memory of the ones it
+        drew before, a white noise, while the recordings' voiced residual has little power
+        below a few hundred Hz; 1 / A(z), whose gain is highest there, would lift that noise
+        level with the fundamental, where a pitch tracker looks (issue 23, README)."""
+        excitation = self.code_values[residual_code]
+        if self.highpass is not None:
+            residual, excitation = excitation, highpass_step(excitation, self.last_residual,
+                                                             self.last_excitation, self.highpass)
+            self.last_residual, self.last_excitation = residual, excitation
+        value = (self.continuation + excitation).clamp_(-1.0, 1.0)
         self.signal[:, p] = value
         return mulaw_encode(value, self.q_levels)
 
