@@ -633,7 +633,8 @@ class _VocoderStep:
         self.signal = None          # (B, look-back + length) the unquantized samples, float64
         self.continuation = None    # (B,) the prediction of the current sample from them
         self.highpass = model.config.residual_highpass
-        self.last_residual = self.last_excitation = 0.0   # the high-pass's state (silence before)
+        self.last_residual = self.last_excitation = 0.0   # the high-pass's state (silence before),
+        # (B,) float64 once the first sample is drawn
 
     def add_terms(self, x, codes, p, t):
         """Adds the sample's excitation terms to the first layer's input ``x`` (B, H), in
@@ -669,7 +670,7 @@ class _VocoderStep:
         drew before, a white noise, while the recordings' voiced residual has little power
         below a few hundred Hz; 1 / A(z), whose gain is highest there, would lift that noise
         level with the fundamental, where a pitch tracker looks (issue 23, README)."""
-        excitation = self.code_values[residual_code]
+        excitation = self.code_values[residual_code].double()    # in the signal's float64
         if self.highpass is not None:
             residual, excitation = excitation, highpass_step(excitation, self.last_residual,
                                                              self.last_excitation, self.highpass)

@@ -6,8 +6,8 @@ imported. On the CPU it pays about 20 PyTorch calls per sample from Python, so t
 interpreter, not the arithmetic, sets its pace (0.25x real time at the demo size). The
 kernel below runs the same loop (frame tiers' GRU steps and upsampling, the sample
 level's embedding sum and MLP, Gumbel-max sampling, the linear prediction continued in
-float64, the harmonic source's terms, the log-probabilities) over numpy views of the
-arrays the Python step uses. It is a second copy of that math, allowed because it is the
+float64 with the residual's high-pass, the harmonic source's terms, the
+log-probabilities) over numpy views of the arrays the Python step uses. It is a second copy of that math, allowed because it is the
 only way to run the loop without Python per sample; `tests/test_samplernn_kernel.py`
 holds it equal to the Python step (the same codes for the same seed, log-probabilities
 within 1e-5), so a change to one that is not made to the other fails there.
@@ -27,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from samplernn_pase.audio.excitation import highpass_step
+
 try:
     import numba
 except ImportError:     # numba is optional: without it generation runs the Python step
@@ -44,6 +46,10 @@ def _jit(function):
     if numba is None:
         return function
     return numba.njit(cache=True, nogil=True, fastmath={"contract"})(function)
+
+
+# the Python step's own high-pass, compiled without contraction (bitwise as in float64 torch)
+_highpass_step = highpass_step if numba is None else numba.njit(cache=True, nogil=True)(highpass_step)
 
 
 @_jit
@@ -283,7 +289,7 @@ def _head(x, mlp_layers, mlp_w, mlp_b, out_w, out_b):
 def generate_block(start, stop, first_frame, codes, signal, log_probs, temperature,
                    frame_size, ratio, layer_start, in_w, in_b, hh_t, hidden, const_gates, up_w, up_bias,
                    upper_w, code_values, table, mlp_layers, mlp_w, mlp_b, out_w, out_b,
-                   lpc, harmonic, prediction_table, source, noise):
+                   lpc, harmonic, prediction_table, source, noise, highpass, highpass_state):
     """Samples start..stop-1 (whole top frames) of every row: `SampleRNN._generate_steps`.
 
     Per row (R rows), written in place: codes (R, fs0 + length) int64, signal (R, fs0 +
@@ -295,7 +301,8 @@ def generate_block(start, stop, first_frame, codes, signal, log_probs, temperatu
     the weight of the gates from the tier above (input part order). Block arrays count
     frames from first_frame, lpc (R, n, order) (reversed) and harmonic (R, n, fs0) from 0
     (last dimension 0: off); source (R, block frames, fs0, H) (H 0: off); noise (R, block
-    frames, fs0, q) (q 0 at temperature 0).
+    frames, fs0, q) (q 0 at temperature 0). highpass: `model.residual_highpass`'s pole (NaN:
+    off), highpass_state (R, 2) float64 its last input and output, carried across blocks.
     """
     rows, tiers = codes.shape[0], len(frame_size)
     fs0, q, k = frame_size[0], table.shape[0] // frame_size[tiers - 1], frame_size[tiers - 1]
@@ -330,7 +337,12 @@ def generate_block(start, stop, first_frame, codes, signal, log_probs, temperatu
         for b in range(rows):
             choice = _draw(logits[b], noise[b, block_frame, j], temperature32)
             if lpc.shape[2] > 0:
-                value = min(max(continuation[b] + np.float64(code_values[choice]), -1.0), 1.0)
+                excitation = np.float64(code_values[choice])      # `_VocoderStep.sample_code`
+                if not math.isnan(highpass):
+                    residual = excitation
+                    excitation = _highpass_step(excitation, highpass_state[b, 0], highpass_state[b, 1], highpass)
+                    highpass_state[b, 0], highpass_state[b, 1] = residual, excitation
+                value = min(max(continuation[b] + excitation, -1.0), 1.0)
                 signal[b, p] = value
                 codes[b, p] = _mulaw64(value, q)
                 # the residual code teacher forcing reads off the emitted code (_VocoderStep)
@@ -428,6 +440,8 @@ def run(tiers, codes, hidden, table, head, temperature, noise, log_probs, vocode
     log_np = log_probs.numpy() if log_probs is not None else np.zeros((batch, 0), np.float32)
     states = _padded([np.array(_array(h), copy=True) for layers in hidden for h in layers])   # h0 is a view
     lpc, harmonic = _rows(tiers, vocoder, batch, frames, fs0)
+    highpass = math.nan if vocoder.highpass is None else float(vocoder.highpass)
+    highpass_state = np.zeros((batch, 2), np.float64)
     count = max(1, min(threads, batch))
     groups = [slice(g * batch // count, (g + 1) * batch // count) for g in range(count)]
     step = block_frames(batch, fs0, q, table.shape[1])
@@ -439,7 +453,7 @@ def run(tiers, codes, hidden, table, head, temperature, noise, log_probs, vocode
                        log_np[rows], float(temperature), hidden=tuple(h[rows] for h in states),
                        const_gates=tuple(a[rows] for a in const_gates), up_bias=tuple(a[rows] for a in up_bias),
                        lpc=lpc[rows], harmonic=harmonic[rows], source=source[rows], noise=noise_block[rows],
-                       **weights)
+                       highpass=highpass, highpass_state=highpass_state[rows], **weights)
 
     with ThreadPoolExecutor(len(groups)) as pool:
         block = _block(tiers, vocoder, noise, windows[0], batch, fs0, q) if windows else None
