@@ -7,8 +7,9 @@ interpreter, not the arithmetic, sets its pace (0.25x real time at the demo size
 kernel below runs the same loop (frame tiers' GRU steps and upsampling, the sample
 level's embedding sum and MLP, Gumbel-max sampling, the linear prediction continued in
 float64 with the residual's high-pass, the harmonic source's terms, the
-log-probabilities) over numpy views of the arrays the Python step uses. It is a second copy of that math, allowed because it is the
-only way to run the loop without Python per sample; `tests/test_samplernn_kernel.py`
+log-probabilities) over numpy views of the arrays the Python step uses. It is a second
+copy of that math, allowed because it is the only way to run the loop without Python per
+sample; `tests/test_samplernn_kernel.py`
 holds it equal to the Python step (the same codes for the same seed, log-probabilities
 within 1e-5), so a change to one that is not made to the other fails there.
 
