@@ -33,6 +33,7 @@ audio, weight 2) and mel L1 (weight 45) in the generator's loss.
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -302,6 +303,10 @@ class HiFiGAN(nn.Module):
         self.mpd = MultiPeriodDiscriminator(config.mpd_periods, config.mpd_channels)
         self.msd = MultiScaleDiscriminator(config.msd_scales, config.msd_channels)
 
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        """The generator: (B, n_mels, frames) -> (B, 1, frames * hop_length)."""
+        return self.generator(mel)
+
     def discriminator_parameters(self):
         return list(self.mpd.parameters()) + list(self.msd.parameters())
 
@@ -330,3 +335,20 @@ class HiFiGAN(nn.Module):
         loss = adversarial + c.feature_matching_weight * matching + c.mel_weight * mel_l1
         return loss, {"adversarial": adversarial.detach(), "feature_matching": matching.detach(),
                       "mel_l1": mel_l1.detach()}
+
+
+class MelVocoder:
+    """A trained generator, weight norm folded in, that renders natural-log mels in the analysis
+    of its `config` (what a mel family that names it in `model.vocoder_experiment` calls)."""
+
+    def __init__(self, generator: Generator, config: HiFiGANConfig, name: str, epoch: int, device="cpu"):
+        self.generator = generator.remove_weight_norm().eval().to(device)
+        self.config, self.name, self.epoch, self.device = config, name, epoch, device
+
+    @torch.no_grad()
+    def __call__(self, log_mel) -> np.ndarray:
+        """Waveform (..., frames * hop_length) of a natural-log mel (..., n_mels, frames)."""
+        log_mel = torch.as_tensor(log_mel, dtype=torch.float32)
+        shape = log_mel.shape
+        audio = self.generator(log_mel.reshape(-1, *shape[-2:]).to(self.device))[:, 0]
+        return audio.reshape(*shape[:-2], audio.shape[-1]).float().cpu().numpy()
