@@ -1,8 +1,8 @@
 """HiFi-GAN on the real CLI and demo corpus: train and `test` (copy-synthesis beside the real
 recording and Griffin-Lim of the same mel, judged with MCD, V/UV and the multi-resolution STFT
 distance for both); SIGKILL in the middle of an epoch with both optimizers stepping resumes
-exactly; MelNet and the VQ-VAE render through the trained vocoder with `vocoder` and
-`griffin_lim` rows."""
+exactly; MelNet, the VQ-VAE and the GPT prior (through its VQ-VAE's) render through the trained
+vocoder with `vocoder` and `griffin_lim` rows."""
 
 import json
 import signal
@@ -15,6 +15,7 @@ import soundfile
 import torch
 
 from test_cli_cwgan_gp import logged_losses
+from test_cli_gpt_prior import tiny_gpt_config
 from test_cli_melnet import tiny_melnet_config
 from test_cli_samplernn import Workspace, wait_for_iteration
 from test_cli_vqvae import tiny_vqvae_config
@@ -99,11 +100,22 @@ def test_sigkill_with_both_optimizers_active_resumes_exactly(vocoder_space):
                    - indexes[1]["epochs"][epoch]["validation_loss"]) <= 1e-6
 
 
-@pytest.mark.parametrize("family", ["melnet", "vqvae"])
-def test_mel_families_render_through_the_named_vocoder(family, vocoder_space):
-    space = vocoder_space
+def mel_family_config(space: Workspace, family: str) -> dict:
+    """A tiny config of the family naming the vocoder; the GPT prior's is the VQ-VAE's."""
+    if family == "gpt_prior":
+        if not space.experiment("vqvae").exists():
+            space.init("vqvae", mel_family_config(space, "vqvae"))
+            space.run("vqvae", "train", "--max-epochs", "1")
+        return tiny_gpt_config("vqvae")
     config = tiny_melnet_config() if family == "melnet" else tiny_vqvae_config()
     config["model"]["vocoder_experiment"] = "vocoder"
+    return config
+
+
+@pytest.mark.parametrize("family", ["melnet", "vqvae", "gpt_prior"])
+def test_mel_families_render_through_the_named_vocoder(family, vocoder_space):
+    space = vocoder_space
+    config = mel_family_config(space, family)
     config["test"].update({"utterances": 1, "period": 1})
     space.init(family, config)
     space.run(family, "train", "--max-epochs", "1")
