@@ -31,13 +31,14 @@ def tiny_hifigan_config() -> dict:
     config["model"].update({"n_mels": 16, "mpd_channels": [4, 8, 8, 16, 16],
                             "msd_channels": [4, 8, 16, 16, 16, 16, 16], "segment_frames": 8})
     config["training"].update({"batch_size": 8, "max_epochs": 2, "log_period": 1, "checkpoint_period": 4})
-    config["test"].update({"period": 2, "utterances": 1, "max_seconds": 0.64})
+    config["test"].update({"period": 1, "utterances": 1, "max_seconds": 0.64})
     return config
 
 
 @pytest.fixture(scope="module")
 def vocoder_space(tmp_path_factory, demo_data_path):
-    """A workspace holding the HiFi-GAN experiment "vocoder", trained two epochs and tested."""
+    """A workspace holding the HiFi-GAN experiment "vocoder", trained two epochs and tested after
+    each (training goes on after a test: its inference generator is apart from the trained one)."""
     space = Workspace(tmp_path_factory.mktemp("hifigan"), demo_data_path)
     space.init("vocoder", tiny_hifigan_config())
     space.run("vocoder", "train")
@@ -46,6 +47,7 @@ def vocoder_space(tmp_path_factory, demo_data_path):
 
 def test_copy_synthesis_is_judged_beside_griffin_lim(vocoder_space):
     root = vocoder_space.experiment("vocoder")
+    assert (root / "results" / "epoch-1" / "metrics.json").is_file()
     results = root / "results" / "epoch-2"
     stems = {p.name.split(".")[0] for p in results.glob("*.wav")}
     assert len(stems) == 1

@@ -23,8 +23,6 @@ and the multi-resolution STFT distance against the recording, for the
 vocoder and for Griffin-Lim alike.
 """
 
-import copy
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -32,7 +30,7 @@ import torch.nn.functional as F
 from ..audio.mel import griffin_lim
 from ..data.random_chunks import RandomChunkLoader
 from ..metrics.speech import multi_resolution_stft_distance, speech_metrics
-from ..models.hifigan import HiFiGAN, HiFiGANConfig
+from ..models.hifigan import Generator, HiFiGAN, HiFiGANConfig
 from ..training.optim import build_optimizer
 from .base import Runner
 from .rendering import RenderedItem, max_test_frames, test_tag, utterances_to_render, write_results
@@ -127,9 +125,13 @@ class HiFiGANRunner(Runner):
     def test_plan(self, utterance_ids, speaker_set):
         return utterances_to_render(self.index, self.config["test"], speaker_set, utterance_ids)
 
-    def inference_generator(self):
-        """The generator with weight norm folded in (a copy: training goes on with the original)."""
-        return copy.deepcopy(self.model.generator).remove_weight_norm().eval()
+    def inference_generator(self) -> Generator:
+        """The generator with weight norm folded in: a new one with the trained weights, since
+        training goes on with the original (a deep copy would share the parametrized class
+        whose `weight` property folding removes)."""
+        generator = Generator(self.model_config).to(self.device)
+        generator.load_state_dict(self.model.generator.state_dict())
+        return generator.remove_weight_norm().eval()
 
     def render(self, epoch, items, speaker_set):
         c = self.model_config
