@@ -19,7 +19,8 @@ from samplernn_pase.training.optim import build_optimizer
 ROOT = Path(__file__).resolve().parents[1]
 BASES = {"samplernn": "config.default.json", "melnet": "configs/melnet.json", "pase": "configs/pase.json",
          "vqvae": "configs/vqvae.json", "gpt_prior": "configs/gpt_prior.json",
-         "cwgan_gp": "configs/cwgan_gp.json", "acoustic": "configs/acoustic.json"}
+         "cwgan_gp": "configs/cwgan_gp.json", "acoustic": "configs/acoustic.json",
+         "hifigan": "configs/hifigan.json"}
 
 # (family, the field the error names (in `model` unless a section is named), changes to the
 # family's shipped config, "data." or "training." naming another section than `model`). Each
@@ -73,6 +74,17 @@ CASES = [
     ("acoustic", "vocoder_experiment", {"vocoder_experiment": "absent"}),
     ("acoustic", "vocoder_experiment", {"vocoder_epoch": 7}),             # it has epoch 1 only
     ("acoustic", "pase_experiment", {"conds_speaker_type": "pase", "pase_experiment": "absent"}),
+    # HiFi-GAN (configs/hifigan.json: rates 5, 4, 4, 2 for hop 160)
+    ("hifigan", "upsample_rates", {"upsample_rates": [8, 4, 4]}),
+    ("hifigan", "upsample_kernel_sizes", {"upsample_kernel_sizes": [10, 8, 8, 4]}),
+    ("hifigan", "win_length", {"win_length": 2048}),
+    # A mel family's vocoder (the HiFi-GAN experiment "hifigan" made below): its analysis must be theirs
+    ("melnet", "vocoder_experiment", {"vocoder_experiment": "hifigan", "fmax": 7600.0}),
+    ("melnet", "vocoder_experiment", {"vocoder_experiment": "hifigan", "data.sample_rate": 22050}),
+    ("vqvae", "vocoder_experiment", {"vocoder_experiment": "hifigan", "n_mels": 80}),
+    ("vqvae", "vocoder_experiment", {"vocoder_experiment": "hifigan", "win_length": 1024}),
+    ("vqvae", "vocoder_experiment", {"vocoder_experiment": "vqvae"}),          # not a HiFi-GAN
+    ("melnet", "vocoder_experiment", {"vocoder_experiment": "hifigan", "vocoder_epoch": 7}),
 ]
 
 
@@ -99,6 +111,10 @@ def workspace(tmp_path):
     (vocoder / "checkpoints").mkdir(parents=True)
     (vocoder / "config.json").write_text(json.dumps(validate_config(family_config("samplernn"))))
     (vocoder / "checkpoints" / "1.checkpoint.pt").write_bytes(b"")
+    hifigan = tmp_path / "experiments" / "hifigan"     # the mel families' vocoder
+    (hifigan / "checkpoints").mkdir(parents=True)
+    (hifigan / "config.json").write_text(json.dumps(validate_config(family_config("hifigan"))))
+    (hifigan / "checkpoints" / "1.checkpoint.pt").write_bytes(b"")
     return tmp_path
 
 
@@ -124,8 +140,18 @@ def test_init_refuses_a_config_that_breaks_a_rule_before_any_corpus_work(family,
     assert status == 2
     field = field if "." in field else f"model.{field}"
     assert len(lines) == 1 and f"broken.json: {field}: " in lines[0], lines
-    assert sorted(p.name for p in (workspace / "experiments").iterdir()) == ["demo", "vqvae"]   # no x, no staging
+    assert sorted(p.name for p in (workspace / "experiments").iterdir()) == ["demo", "hifigan", "vqvae"]   # no x, no staging
     assert list((workspace / "data").iterdir()) == []                     # no demo corpus synthesized
+
+
+def test_a_vocoder_of_another_mel_analysis_is_refused_in_one_line(workspace, capsys):
+    config = family_config("vqvae", {"vocoder_experiment": "hifigan", "hop_length": 200, "fmax": None})
+    assert init(workspace, config) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {workspace / 'broken.json'}: model.vocoder_experiment: hifigan's mel analysis differs "
+        "from this model's (hop_length 160 there, 200 here)"]       # fmax null: 8000 Hz, the same
+    validate_config(family_config("melnet", {"vocoder_experiment": "hifigan"}),
+                    experiments_path=workspace / "experiments")     # the same analysis: accepted
 
 
 def test_set_parses_json_values_and_falls_back_to_a_string():
@@ -162,7 +188,7 @@ def test_init_set_refuses_an_unknown_key_or_a_wrong_type_in_one_line(override, s
     lines = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(lines) == 1 and says in lines[0], lines
     assert override.split("=")[0] in lines[0]                          # the line names the key
-    assert sorted(p.name for p in (workspace / "experiments").iterdir()) == ["demo", "vqvae"]
+    assert sorted(p.name for p in (workspace / "experiments").iterdir()) == ["demo", "hifigan", "vqvae"]
     assert list((workspace / "data").iterdir()) == []
 
 
@@ -194,6 +220,8 @@ def test_null_adam_betas_become_the_family_default_in_the_snapshot():
     assert validate_config(family_config("cwgan_gp"))["training"]["adam_betas"] == [0.5, 0.9]
     assert validate_config(family_config("melnet"))["training"]["adam_betas"] == adam_defaults()
     config = family_config("melnet", {"training.adam_betas": [0.8, 0.99]})
+    assert validate_config(config)["training"]["adam_betas"] == [0.8, 0.99]
+    config = family_config("hifigan", {"training.adam_betas": None})          # the paper's
     assert validate_config(config)["training"]["adam_betas"] == [0.8, 0.99]
 
 

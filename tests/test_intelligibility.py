@@ -278,3 +278,17 @@ def test_report_shows_the_words_beside_what_was_heard(tmp_path):
     assert results["demo_f1_001"].texts == {"said": "The birch canoe slid", "heard": "the birch canoe",
                                            "heard (real)": "The birch canoe slid"}
     assert results["demo_f1_001"].metrics["wer"] == 0.25 and results["sample-0"].texts == {}
+
+
+def test_loading_the_recognizer_leaves_torchs_thread_count_alone():
+    """CTranslate2 sets the caller's OpenMP thread count to its cpu_threads: training after an
+    in-training test would run on that many threads, not OMP_NUM_THREADS's."""
+    import torch
+    previous = torch.get_num_threads()
+    intelligibility._recognizer.cache_clear()
+    try:
+        torch.set_num_threads(1)
+        intelligibility._recognizer()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(previous)

@@ -14,6 +14,7 @@ from samplernn_pase.experiment.config import SCHEMA_DIR, read_config_file, valid
 from samplernn_pase.models.acoustic import AcousticConfig
 from samplernn_pase.models.cwgan_gp import CWGANGPConfig
 from samplernn_pase.models.gpt import GPTConfig
+from samplernn_pase.models.hifigan import HiFiGANConfig
 from samplernn_pase.models.melnet import MelNetConfig
 from samplernn_pase.models.pase import PASEConfig
 from samplernn_pase.models.samplernn import SampleRNNConfig
@@ -22,7 +23,7 @@ from samplernn_pase.models.vqvae import VQVAEConfig
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"samplernn": SampleRNNConfig, "melnet": MelNetConfig, "pase": PASEConfig,
            "vqvae": VQVAEConfig, "cwgan_gp": CWGANGPConfig, "gpt_prior": GPTConfig,
-           "acoustic": AcousticConfig}
+           "acoustic": AcousticConfig, "hifigan": HiFiGANConfig}
 
 
 @pytest.mark.parametrize("family", sorted(CONFIGS))

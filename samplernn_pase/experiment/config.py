@@ -153,6 +153,8 @@ def model_config_class(model_type: str):
         from ..models.cwgan_gp import CWGANGPConfig as config_class
     elif model_type == "acoustic":
         from ..models.acoustic import AcousticConfig as config_class
+    elif model_type == "hifigan":
+        from ..models.hifigan import HiFiGANConfig as config_class
     else:
         raise UserError(f"model.type: unknown model type {model_type!r}")
     return config_class
@@ -208,10 +210,43 @@ def vocoder_problems(experiments_path: Path, name: str, epoch) -> list[str]:
     return []
 
 
+#: The fields of a mel analysis besides the sample rate (audio/mel.py `MelAnalysis`).
+MEL_ANALYSIS_FIELDS = ("n_mels", "n_fft", "hop_length", "win_length", "fmin", "fmax")
+
+
+def mel_analysis(config: dict) -> dict:
+    """The mel analysis of a validated config: data.sample_rate and the model's mel fields,
+    fmax null read as half the sample rate. Every family's mels are natural-log mels of
+    audio/mel.py before any family-specific scaling (MelNet standardizes them, the VQ-VAE maps
+    them to [-1, 1]), which each undoes before its vocoder."""
+    rate = config["data"]["sample_rate"]
+    analysis = {"sample_rate": rate, **{key: config["model"].get(key) for key in MEL_ANALYSIS_FIELDS}}
+    if analysis["fmax"] is None:
+        analysis["fmax"] = rate / 2
+    return analysis
+
+
+def mel_vocoder_problems(config: dict, experiments_path: Path) -> list[str]:
+    """A mel family's `model.vocoder_experiment`: a HiFi-GAN experiment (with the checkpoint
+    asked for) whose mel analysis is this config's, field for field."""
+    from .weights import named_experiment
+    model, field = config["model"], "model.vocoder_experiment"
+    name = model.get("vocoder_experiment")
+    if name is None:
+        return []
+    _, vocoder, _ = named_experiment(experiments_path, name, model.get("vocoder_epoch"), "hifigan", field)
+    here, there = mel_analysis(config), mel_analysis(vocoder)
+    differences = [f"{key} {there[key]} there, {here[key]} here" for key in here
+                   if float(here[key]) != float(there[key])]
+    if differences:
+        return [f"{field}: {name}'s mel analysis differs from this model's ({'; '.join(differences)})"]
+    return []
+
+
 def named_experiment_problems(config: dict, experiments_path: Path) -> list[str]:
     """The experiment a config names must exist, be of the right family, hold the checkpoint
     asked for, and fit: a GPT prior's context holds two of its VQ-VAE's code columns, at the
-    corpus's sample rate. (`init` of a PASE-conditioned SampleRNN, or of a GPT prior; the
+    corpus's sample rate; a mel family's HiFi-GAN vocoder has its mel analysis. (`init` of a PASE-conditioned SampleRNN, or of a GPT prior; the
     experiment of `init_from`, of this family, whose architecture `init` compares later.)"""
     from .weights import named_experiment
     model = config["model"]
@@ -222,6 +257,8 @@ def named_experiment_problems(config: dict, experiments_path: Path) -> list[str]
         if model["type"] in ("samplernn", "acoustic") and model["conds_speaker_type"] == "pase":
             named_experiment(experiments_path, model["pase_experiment"], model["pase_epoch"], "pase",
                              "model.pase_experiment")
+        if model["type"] in ("melnet", "vqvae"):
+            return mel_vocoder_problems(config, experiments_path)
         if model["type"] == "acoustic" and model.get("vocoder_experiment") is not None:
             return vocoder_problems(experiments_path, model["vocoder_experiment"], model.get("vocoder_epoch"))
         if model["type"] == "gpt_prior":

@@ -143,3 +143,17 @@ def load_vqvae_codec(experiments_path: Path, name: str, epoch: int | str | None 
                                     lambda config: MelVQVAE(VQVAEConfig.from_dict(config["model"])),
                                     device)
     return VQVAECodec(model, MelCrops.of_experiment(Path(experiments_path) / name), name, epoch, device)
+
+
+def load_vocoder(experiments_path: Path, name: str, epoch: int | str | None = None, device="cpu"):
+    """The HiFi-GAN generator (models/hifigan.py `MelVocoder`, weight norm folded in) of the
+    experiment a mel family names in `model.vocoder_experiment` (`epoch`: an epoch, None for
+    the latest, "best")."""
+    from ..models.hifigan import HiFiGAN, HiFiGANConfig, MelVocoder
+
+    def build(config):
+        return HiFiGAN(HiFiGANConfig.from_dict(config["model"], sample_rate=config["data"]["sample_rate"]))
+
+    model, epoch = load_named_model(experiments_path, name, epoch, "hifigan", "model.vocoder_experiment",
+                                    build, device)
+    return MelVocoder(model.generator, model.config, name, epoch, device)

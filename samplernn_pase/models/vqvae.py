@@ -29,6 +29,9 @@ class VQVAEConfig(ModelSection, MelAnalysis):
     """The `model` section of a VQ-VAE config (schema/model_vqvae.json); the mel analysis
     fields come from MelAnalysis (data/mel_crops.py computes the spectrograms at init)."""
 
+    #: The vocoder that renders the mels is the runner's (runners/vocoding.py).
+    runner_settings = ("vocoder_experiment", "vocoder_epoch")
+
     crop_frames: int = 848
     # Encoder / decoder.
     channels: int = 128

@@ -279,13 +279,16 @@ def training_history(experiment: Experiment) -> list[dict]:
     return [entry for entry in history if isinstance(entry, dict) and "epoch" in entry]
 
 
-def loss_name(config: dict) -> str:
+def loss_name(config: dict, validation: bool = False) -> str:
+    """The family's training loss name; `validation`: what its validation loss measures (HiFi-GAN:
+    the mel L1, not its discriminator loss)."""
     from ..errors import UserError
     from ..runners import runner_class
     try:
-        return runner_class(config["model"]["type"]).loss_name
+        runner = runner_class(config["model"]["type"])
     except (UserError, KeyError, TypeError):
         return "loss"
+    return (validation and runner.validation_loss_name) or runner.loss_name
 
 
 def data_summary(index: dict) -> dict:

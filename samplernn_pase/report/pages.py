@@ -150,7 +150,7 @@ def write_report(experiment: Experiment, data_path: Path | None = None) -> Path:
         experiment.root / REPORT_FILE, "experiment.html.j2",
         name=experiment.name, family=config.get("model", {}).get("type", "?"),
         config_text=json.dumps(config, indent=2), data=collect.data_summary(index),
-        loss_name=loss, loss_plot=save_loss_plot(plots_dir, history, loss, best_epoch),
+        loss_name=loss, validation_name=collect.loss_name(config, validation=True), loss_plot=save_loss_plot(plots_dir, history, loss, best_epoch),
         judge_plots=judge_plots(experiment, plots_dir, best_epoch),
         answers=collect.answers(experiment, shown),
         history=history, best_epoch=best_epoch, latest_epoch=epochs[-1] if epochs else None,
@@ -242,7 +242,7 @@ def write_comparison(experiments_path: Path, names: list[str], output: Path,
                                                  [collect.file_stem(u["id"]) for u in index["utterances"]])
             Recordings(experiment, data_path).add_to(results.sections[0])
         history = collect.training_history(experiment)
-        loss = collect.loss_name(config)
+        loss = collect.loss_name(config, validation=True)
         losses[f"{experiment.name} ({loss})"] = [(h["epoch"], h["validation_loss"]) for h in history
                                                  if collect.is_number(h.get("validation_loss"))]
         best_entry = checkpoints.get("epochs", {}).get(str(best_epoch), {})

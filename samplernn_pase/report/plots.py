@@ -13,7 +13,7 @@ def safe_name(text: str) -> str:
 
 
 #: Reference rows in the same colour on every judge's plot (the model is "C0").
-ROW_COLORS = {"model": "C0", "real": "C1", "world": "C2", "griffin_lim": "C3"}
+ROW_COLORS = {"model": "C0", "real": "C1", "world": "C2", "griffin_lim": "C3", "vocoder": "C4"}
 
 
 def judge_line_styles(labels) -> dict[str, dict]:

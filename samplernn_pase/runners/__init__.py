@@ -12,6 +12,7 @@ RUNNERS = {
     "gpt_prior": "samplernn_pase.runners.gpt_prior:GPTPriorRunner",
     "cwgan_gp": "samplernn_pase.runners.cwgan_gp:CWGANGPRunner",
     "acoustic": "samplernn_pase.runners.acoustic:AcousticRunner",
+    "hifigan": "samplernn_pase.runners.hifigan:HiFiGANRunner",
 }
 
 

@@ -55,6 +55,8 @@ class Runner(ABC):
     find_unused_parameters = False
     #: The name of the training loss in logs, checkpoints/index.json and the report.
     loss_name = "loss"
+    #: The name of what `validation_loss` measures, where it is not the training loss (None: it is).
+    validation_loss_name: str | None = None
 
     def __init__(self, context: RunContext):
         self.context = context

@@ -9,7 +9,9 @@ utterances, the speaker (gender, corpus) tokens prepended, NLL in bits per
 code. Test: continuations of real test utterances from the first
 `prompt_fraction` of their time columns (the seed's "half" mode) and
 unconditional samples for every modeling speaker, decoded by the same VQ-VAE
-checkpoint and rendered to audio by Griffin-Lim, with mel PNGs; metrics: the
+checkpoint and rendered to audio by the HiFi-GAN that VQ-VAE names in its
+`model.vocoder_experiment` (rows `griffin_lim` and `vocoder` of the real mel
+beside `real`), else by Griffin-Lim, with mel PNGs; metrics: the
 test split's NLL in bits per code.
 """
 
@@ -22,10 +24,12 @@ import torch
 from ..data.code_windows import CODES_FILE, CodeGrids, CodeWindowLoader
 from ..data.vqvae_codes import VQVAECodec, encode_corpus
 from ..errors import UserError
+from ..experiment.folder import Experiment
 from ..experiment.weights import load_vqvae_codec
 from ..models.gpt import GPT, GPTConfig, bits_per_code, generate, grid_to_sequence, sequence_to_grid
 from .base import Runner
 from ..training.rng import stream_seed
+from .vocoding import named_vocoder
 from .rendering import RenderedItem, max_test_frames, test_tag, utterances_to_render, write_results
 
 UNKNOWN_GENDER = "unknown"
@@ -136,6 +140,22 @@ class GPTPriorRunner(Runner):
         return load_vqvae_codec(self.context.experiment.root.parent, self.codes.vqvae_experiment,
                                 self.codes.vqvae_epoch, self.device)
 
+    @cached_property
+    def vocoder(self):
+        """The HiFi-GAN its VQ-VAE names in model.vocoder_experiment (runners/vocoding.py), or None:
+        Griffin-Lim renders the decoded mels."""
+        experiments = self.context.experiment.root.parent
+        vqvae = Experiment(experiments, self.codes.vqvae_experiment)
+        model = vqvae.config()["model"] if vqvae.exists() else {}
+        return named_vocoder(model, experiments, self.device, self.log, self.context.from_release)
+
+    def to_audio(self, scaled) -> np.ndarray:
+        """Audio of a decoded (scaled) mel: by the VQ-VAE's vocoder, else Griffin-Lim."""
+        c = self.codec
+        if self.vocoder is None:
+            return c.to_audio(scaled)
+        return self.vocoder(c.mels.to_log_mel(torch.as_tensor(scaled, dtype=torch.float32)))
+
     def max_columns(self) -> int | None:
         """Time columns in test.max_seconds (at least 2), or None for no limit."""
         c = self.codec
@@ -175,9 +195,12 @@ class GPTPriorRunner(Runner):
         panels = [(f"continuation after the first {prompt_columns} of {columns} code columns "
                    f"(frame {prompt_frames})", generated),
                   ("VQ-VAE decoding of the real codes", reconstruction), ("real (scaled log-mel)", original)]
-        return RenderedItem(f"{utterance_id}.continuation", c.to_audio(generated), np.array(audio[:frames * hop]),
+        references = {"real": np.array(audio[:frames * hop])}
+        if self.vocoder is not None:     # the real mel by Griffin-Lim and by the vocoder (its ceiling)
+            references.update({"griffin_lim": c.to_audio(original), "vocoder": self.to_audio(original)})
+        return RenderedItem(f"{utterance_id}.continuation", self.to_audio(generated), np.array(audio[:frames * hop]),
                             metrics, images=self.mel_images(panels), utterance=utterance_id,
-                            references={"real": np.array(audio[:frames * hop])})
+                            references=references)
 
     def unconditional(self, speaker_id: str, columns: int, generator) -> list[RenderedItem]:
         """samples_per_speaker samples of `columns` time columns for one speaker, from nothing."""
@@ -190,7 +213,7 @@ class GPTPriorRunner(Runner):
         for k in range(count):
             mel = c.decode(sequence_to_grid(codes[k], height))
             seconds = mel.shape[1] * c.settings.hop_length / c.settings.sample_rate
-            rendered.append(RenderedItem(f"sample-{speaker_id}-{k}", c.to_audio(mel), metrics={"seconds": seconds},
+            rendered.append(RenderedItem(f"sample-{speaker_id}-{k}", self.to_audio(mel), metrics={"seconds": seconds},
                                          images=self.mel_images([(f"sample for speaker {speaker_id}", mel)])))
         return rendered
 

@@ -5,9 +5,13 @@ statistics `init` wrote into normalization.npz). Long spectrograms are cut into 
 `model.chunk_frames` frames; the time-direction recurrent states of every
 trained tier are carried from one chunk to the next (detached) and saved in
 checkpoints. Test rendering: full multiscale samples, and "upsampling only"
-from the real low-resolution spectrogram of test utterances, to audio by
-Griffin-Lim, with a PNG per tier.
+from the real low-resolution spectrogram of test utterances, to audio by the
+HiFi-GAN of `model.vocoder_experiment` (runners/vocoding.py; a `vocoder` row:
+it on the real mel) or else Griffin-Lim (the `griffin_lim` row either way),
+with a PNG per tier.
 """
+
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -19,6 +23,7 @@ from ..models.melnet import MelNet, MelNetConfig
 from ..training.rng import stream_seed
 from .base import Runner
 from .carried import CarriedState
+from .vocoding import named_vocoder
 from .rendering import RenderedItem, max_test_frames, test_tag, utterances_to_render, write_results
 
 
@@ -111,9 +116,19 @@ class MelNetRunner(Runner):
 
     # --- test rendering -------------------------------------------------------------
 
-    def to_audio(self, mel_normalized: torch.Tensor) -> np.ndarray:
+    @cached_property
+    def vocoder(self):
+        """The HiFi-GAN of model.vocoder_experiment (runners/vocoding.py), or None: Griffin-Lim."""
+        return named_vocoder(self.config["model"], self.context.experiment.root.parent, self.device,
+                             self.log, self.context.from_release)
+
+    def to_audio(self, mel_normalized: torch.Tensor, vocoder: bool = True) -> np.ndarray:
+        """Audio of a standardized mel (frames, n_mels): by the named vocoder (when there is one
+        and `vocoder`), else by Griffin-Lim."""
         c = self.model_config
         log_mel = (mel_normalized * self.source.std + self.source.mean).T
+        if vocoder and self.vocoder is not None:
+            return self.vocoder(log_mel)
         audio = griffin_lim(log_mel.cpu(), self.index["sample_rate"], c.n_fft, c.hop_length,
                             c.win_length, c.fmin, c.fmax).numpy()
         # Griffin-Lim does not bound the amplitude: scale a loud result down rather than
@@ -175,14 +190,17 @@ class MelNetRunner(Runner):
             # The training loss: the sum of the tiers' NLLs (each listed too).
             metrics = {"nll": float(nll), **{k: float(v) for k, v in per_tier.items()},
                        "upsampling_l1": float((upsampled - real).abs().mean())}
-            reference_audio = self.to_audio(real[0])
+            reference_audio = self.to_audio(real[0], vocoder=False)
             recording = self.store.load(name).audio[:frames * self.model_config.hop_length]
+            # The real recording, Griffin-Lim from its real mel, and the named vocoder on it (the
+            # ceiling of a mel model with that vocoder).
+            references = {"real": recording, "griffin_lim": reference_audio}
+            if self.vocoder is not None:
+                references["vocoder"] = self.to_audio(real[0])
             rendered.append(RenderedItem(
                 name + ".upsampled", self.to_audio(upsampled[0]), reference_audio, metrics,
                 images=self.tier_panels(stages, real[0].cpu().numpy()), utterance=name, words_of=name,
-                # The real recording, and Griffin-Lim from its real mel (the ceiling of a mel
-                # model with this vocoder).
-                references={"real": recording, "griffin_lim": reference_audio}))
+                references=references))
         return rendered
 
     def write_test(self, epoch, out_dir, rendered, writer, speaker_set):

@@ -8,7 +8,9 @@ batch's (detached) reconstruction; the batch counter is runner state, so a
 resumed run switches the GAN on at the same batch. Validation loss: the
 autoencoder loss without its GAN term (L1 + codebook_weight * quantizer loss)
 on fixed validation crops. Test: reconstructions of whole
-test utterances (mel image beside the original, Griffin-Lim audio) and
+test utterances (mel image beside the original; audio by the HiFi-GAN of
+`model.vocoder_experiment`, runners/vocoding.py, else Griffin-Lim; rows
+`griffin_lim` and, with a vocoder, `vocoder` of the original mel) and
 metrics: mel L1, spectral convergence, codebook usage; `baseline_*`: the
 same figures for the trivial reconstruction (the training split's mean
 spectrum in every frame), which a useful model must beat.
@@ -25,6 +27,7 @@ from ..errors import UserError
 from ..models.vqvae import MelVQVAE, VQVAEConfig
 from ..training.optim import build_optimizer
 from .base import Runner
+from .vocoding import named_vocoder
 from .rendering import RenderedItem, max_test_frames, test_tag, utterances_to_render, write_results
 
 
@@ -152,13 +155,15 @@ class VQVAERunner(Runner):
                 "codes_used": int(len(np.unique(codes))),
                 "code_perplexity": code_perplexity(codes, self.model_config.codebook_size),
                 "seconds": original.shape[1] * settings.hop_length / settings.sample_rate}
-            audio = self.mels.to_audio(torch.from_numpy(reconstruction))
+            audio = self.to_audio(reconstruction)
             recording = np.array(self.store.load(utterance_id).audio[:len(audio)])
+            references = {"real": recording, "griffin_lim": self.mels.to_audio(torch.from_numpy(original))}
+            if self.vocoder is not None:      # the vocoder on the original mel: this pipeline's ceiling
+                references["vocoder"] = self.to_audio(original)
             rendered.append(RenderedItem(
                 utterance_id, audio, recording, metrics,
                 images=[("reconstruction (log-mel)", log_reconstruction), ("original (log-mel)", log_original)],
-                utterance=utterance_id, words_of=utterance_id,
-                references={"real": recording, "griffin_lim": self.mels.to_audio(torch.from_numpy(original))},
+                utterance=utterance_id, words_of=utterance_id, references=references,
                 extra={"codes": codes.reshape(-1)}))
         return rendered
 
@@ -169,6 +174,18 @@ class VQVAERunner(Runner):
                    "codebook_size": self.model_config.codebook_size}
         return write_results(out_dir, epoch, self.mels.settings.sample_rate, rendered, writer,
                              test_tag(speaker_set), self.evaluation, speaker_set, extra=summary)
+
+    @cached_property
+    def vocoder(self):
+        """The HiFi-GAN of model.vocoder_experiment (runners/vocoding.py), or None: Griffin-Lim."""
+        return named_vocoder(self.config["model"], self.context.experiment.root.parent, self.device,
+                             self.log, self.context.from_release)
+
+    def to_audio(self, scaled: np.ndarray) -> np.ndarray:
+        """Audio of a scaled mel (n_mels, frames): by the named vocoder, else Griffin-Lim."""
+        if self.vocoder is None:
+            return self.mels.to_audio(torch.from_numpy(scaled))
+        return self.vocoder(self.mels.to_log_mel(torch.from_numpy(scaled)))
 
     @cached_property
     def mean_spectrum(self) -> np.ndarray:

@@ -22,7 +22,7 @@ from ..errors import UserError
 from ..experiment.folder import Experiment, atomic_torch_save, atomic_write_json
 from ..experiment.weights import load_initial_weights
 from .distributed import Distributed, DistributedModel
-from .optim import build_scheduler
+from .optim import build_scheduler, step_scheduler
 from .precision import autocast, gradient_scaler, resolve_precision
 from .prefetch import Prefetcher
 from .progress import progress
@@ -139,6 +139,11 @@ class Trainer:
         self.bad_epochs = 0
         self.nan_streak = 0
         self.history: list[dict] = []
+
+    @property
+    def validation_name(self) -> str:
+        """What the runner's validation loss is (its training loss's name unless it says)."""
+        return getattr(self.runner, "validation_loss_name", None) or self.runner.loss_name
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
@@ -470,8 +475,7 @@ class Trainer:
         validation = loss_sum / max(count, 1)
         train_loss = float(self.epoch_loss[0]) / max(self.epoch_loss[1], 1)
         for scheduler in self.schedulers.values():
-            if scheduler is not None:
-                scheduler.step(validation)
+            step_scheduler(scheduler, validation)
         improved = validation < self.best_validation
         if improved:
             self.best_validation, self.bad_epochs = validation, 0
@@ -482,12 +486,12 @@ class Trainer:
         # On the terminal with or without --verbose (see cli.setup_logging: `summary`).
         self.log.info("epoch %d done: train %s %.4f, validation %s %.4f%s; %d steps in %.1f s, "
                       "validation %.1f s; iteration %d", self.epoch, self.runner.loss_name,
-                      train_loss, self.runner.loss_name, validation, " (best)" if improved else "",
+                      train_loss, self.validation_name, validation, " (best)" if improved else "",
                       self.epoch_loss[1], train_seconds, time.time() - started, self.iteration,
                       extra={"summary": True})
         if self.writer is not None:
             self.writer.add_scalar(f"epoch/train_{self.runner.loss_name}", train_loss, self.epoch)
-            self.writer.add_scalar(f"epoch/validation_{self.runner.loss_name}", validation, self.epoch)
+            self.writer.add_scalar(f"epoch/validation_{self.validation_name}", validation, self.epoch)
         self.save_epoch(validation)
         period = self.config["test"]["period"]
         if test_callback is not None and period and self.epoch % period == 0:

@@ -27,13 +27,23 @@ def build_optimizer(parameters, training: dict, **overrides) -> torch.optim.Opti
 
 
 def build_scheduler(optimizer, training: dict):
-    """ReduceLROnPlateau on the validation loss, or None."""
+    """ReduceLROnPlateau on the validation loss, ExponentialLR (HiFi-GAN's), or None."""
     settings = training["scheduler"]
     if settings["type"] == "none":
         return None
+    if settings["type"] == "exponential":
+        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=settings.get("gamma", 0.999))
     return torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=settings["factor"], patience=settings["patience"],
         min_lr=settings["min_lr"])
+
+
+def step_scheduler(scheduler, validation_loss: float) -> None:
+    """The end of an epoch: a plateau scheduler reads the validation loss, the others count epochs."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(validation_loss)
+    elif scheduler is not None:
+        scheduler.step()
 
 
 class Optimize(Protocol):
