@@ -205,6 +205,47 @@ def test_whisper_recognizes_demo_sentences_and_not_unrelated_ones(demo_corpus_pa
     assert intelligibility.transcribe(np.zeros(16000, np.float32), 16000) == ""
 
 
+def longest_run(words: list[str], longest_period: int = 4) -> int:
+    """The most times in a row that one word n-gram (n <= longest_period) repeats in `words`."""
+    best = 1
+    for period in range(1, longest_period + 1):
+        for start in range(len(words)):
+            runs = 1
+            while words[start + runs * period:start + (runs + 1) * period] == words[start:start + period]:
+                runs += 1
+            best = max(best, runs)
+    return best
+
+
+def test_the_loop_guard_stops_whisper_looping_on_one_bit_speech(demo_corpus_path):
+    """Demo recordings hard-clipped to one bit (their sign, first 2 s) are speech Whisper tiny.en
+    half reads; greedy decoding loops on some of them ("Oh, look, no, no, no, ..."; which ones
+    varies with the corpus build). The guard decodes a looping one again, still greedily, with no
+    token 3-gram repeated: no long run, a WER near 1 instead of 14-22. A transcript that does not
+    loop, and the clean recording's, are left as they were."""
+    assert longest_run("a b a b a b c".split()) == 3 and longest_run("a b c a b c".split()) == 2
+    looping = []
+    for speaker in ("f1", "m1", "f2", "m2", "f3", "m3", "f4", "m4"):
+        recording = demo_corpus_path / speaker / f"{speaker}_001"
+        audio, rate = soundfile.read(recording.with_suffix(".wav"), dtype="float32")
+        assert rate == intelligibility.WHISPER_RATE
+        one_bit = 0.3 * np.sign(audio[:2 * rate])
+        unguarded, looped = intelligibility._decode(one_bit, intelligibility.DECODE)
+        guarded = intelligibility.transcribe(one_bit, rate)
+        if not looped:
+            assert guarded == unguarded
+            continue
+        text = recording.with_suffix(".txt").read_text().strip()
+        looping.append(speaker)
+        assert longest_run(normalize(unguarded).split()) >= 8 and error_rates(text, unguarded)["wer"] > 4, unguarded
+        assert longest_run(normalize(guarded).split()) <= 3, guarded
+        assert error_rates(text, guarded)["wer"] <= 2, guarded
+        clean, looped = intelligibility._decode(audio, intelligibility.DECODE)
+        assert not looped and intelligibility.transcribe(audio, rate) == clean
+        assert error_rates(text, clean)["wer"] <= 0.5, clean
+    assert looping, "no one-bit recording made Whisper loop: the guard is not shown"
+
+
 def test_every_row_of_a_test_is_judged_against_the_words_of_its_span(demo_prepared, tmp_path):
     """write_results with the judge: the real recording as the 'model' and as a reference row,
     silence as another (WER 1 by definition), and a sample that says nothing known."""
