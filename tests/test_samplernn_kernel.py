@@ -4,6 +4,7 @@ The kernel is the one allowed second copy of the generation step's math: these t
 it equal to `SampleRNN._generate_steps` (the definition) on the demo's vocoder config
 (GRU 256, lpc_order 16, harmonic source, two MLP layers) and on the same config without
 the vocoder options, and check its log-probabilities against teacher forcing."""
+import importlib.util
 import json
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from samplernn_pase.models.samplernn import GENERATION_ENV, SampleRNN, SampleRNN
 pytestmark = [pytest.mark.usefixtures("one_thread"),
               pytest.mark.skipif(not samplernn_kernel.available(), reason="numba is not importable")]
 
-DEFAULT_CONFIG = Path(__file__).parents[1] / "config.default.json"
+ROOT = Path(__file__).parents[1]
+DEFAULT_CONFIG = ROOT / "config.default.json"
 SPEAKERS = 4
 
 
@@ -32,17 +34,13 @@ def demo_model(vocoder=True):
 
 
 def demo_inputs(model, batch, frames, seed=1):
-    """Random acoustic features; with the vocoder a stable predictor per frame (positive
-    coefficients summing to 0.8), a source window around every sample and a harmonic term."""
-    config, fs = model.config, model.frame_size
-    g = torch.Generator().manual_seed(seed)
-    conds = {"acoustic": torch.randn(batch, frames, config.acoustic_dim, generator=g)}
-    if config.lpc_order:
-        conds["lpc"] = 0.8 * torch.softmax(torch.randn(batch, frames, config.lpc_order, generator=g), -1)
-        conds["harmonic"] = 0.05 * torch.randn(batch, frames, fs, generator=g)
-    if config.harmonic_source:
-        conds["source"] = torch.randn(batch, frames, fs, 2 * config.source_context + 1, generator=g)
-    return conds, torch.arange(batch) % SPEAKERS
+    """bench/samplernn.py's random vocoder inputs (a stable predictor per frame, a source
+    window around every sample, a harmonic term), speakers in turn."""
+    spec = importlib.util.spec_from_file_location("bench_samplernn", ROOT / "bench" / "samplernn.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.NUM_SPEAKERS == SPEAKERS
+    return bench.vocoder_inputs(model.config, batch, frames, "cpu", seed)
 
 
 def generate(model, conds, speaker, compiled, seed=3, temperature=0.7):

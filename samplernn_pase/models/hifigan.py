@@ -188,6 +188,18 @@ class Generator(nn.Module):
         return self
 
 
+def convolve_with_features(convs, conv_post, x):
+    """A discriminator's stack: leaky-ReLU convolutions, then the output convolution. Returns
+    the flattened scores (B, -1) and every layer's output (for feature matching)."""
+    features = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LRELU_SLOPE)
+        features.append(x)
+    x = conv_post(x)
+    features.append(x)
+    return torch.flatten(x, 1, -1), features
+
+
 class PeriodDiscriminator(nn.Module):
     """Sees every `period`-th sample: (B, 1, samples) folded to (B, 1, samples / period, period)."""
 
@@ -210,13 +222,7 @@ class PeriodDiscriminator(nn.Module):
         return audio.view(batch, channels, (samples + pad) // self.period, self.period)
 
     def forward(self, audio):
-        x, features = self.fold(audio), []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            features.append(x)
-        x = self.conv_post(x)
-        features.append(x)
-        return torch.flatten(x, 1, -1), features
+        return convolve_with_features(self.convs, self.conv_post, self.fold(audio))
 
 
 class ScaleDiscriminator(nn.Module):
@@ -238,13 +244,7 @@ class ScaleDiscriminator(nn.Module):
         self.conv_post = norm(nn.Conv1d(widths[-1], 1, 3, 1, padding=1))
 
     def forward(self, audio):
-        x, features = audio, []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            features.append(x)
-        x = self.conv_post(x)
-        features.append(x)
-        return torch.flatten(x, 1, -1), features
+        return convolve_with_features(self.convs, self.conv_post, audio)
 
 
 class MultiPeriodDiscriminator(nn.Module):
