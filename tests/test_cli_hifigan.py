@@ -102,24 +102,21 @@ def test_sigkill_with_both_optimizers_active_resumes_exactly(vocoder_space):
                    - indexes[1]["epochs"][epoch]["validation_loss"]) <= 1e-6
 
 
-def mel_family_config(space: Workspace, family: str) -> dict:
-    """A tiny config of the family naming the vocoder; the GPT prior's is the VQ-VAE's."""
+def mel_family_config(family: str) -> dict:
+    """A tiny config of the family naming the vocoder (the GPT prior: its VQ-VAE's), rendering
+    one test utterance after every epoch."""
     if family == "gpt_prior":
-        if not space.experiment("vqvae").exists():
-            space.init("vqvae", mel_family_config(space, "vqvae"))
-            space.run("vqvae", "train", "--max-epochs", "1")
-        return tiny_gpt_config("vqvae")
-    config = tiny_melnet_config() if family == "melnet" else tiny_vqvae_config()
-    config["model"]["vocoder_experiment"] = "vocoder"
+        config = tiny_gpt_config("vqvae")
+    else:
+        config = tiny_melnet_config() if family == "melnet" else tiny_vqvae_config()
+        config["model"]["vocoder_experiment"] = "vocoder"
+    config["test"].update({"utterances": 1, "period": 1})
     return config
 
 
-@pytest.mark.parametrize("family", ["melnet", "vqvae", "gpt_prior"])
-def test_mel_families_render_through_the_named_vocoder(family, vocoder_space):
-    space = vocoder_space
-    config = mel_family_config(space, family)
-    config["test"].update({"utterances": 1, "period": 1})
-    space.init(family, config)
+def rendered_through_the_vocoder(space: Workspace, family: str) -> list[Path]:
+    """Trains the family one epoch; checks its `vocoder` row beside `griffin_lim`; its wavs."""
+    space.init(family, mel_family_config(family))
     space.run(family, "train", "--max-epochs", "1")
     results = space.experiment(family) / "results" / "epoch-1"
     metrics = json.loads((results / "metrics.json").read_text())
@@ -132,18 +129,28 @@ def test_mel_families_render_through_the_named_vocoder(family, vocoder_space):
         baseline, _ = soundfile.read(str(path).replace(".vocoder.wav", ".griffin_lim.wav"))
         assert len(audio) == len(baseline) and not np.allclose(audio, baseline, atol=1e-3)
     assert "vocoder: HiFi-GAN experiment vocoder, epoch 2" in (space.experiment(family) / "verbose.log").read_text()
-    if family == "vqvae":
-        # The `vocoder` row is the epoch-2 generator on the original mel, undone from mels.npz's
-        # [-1, 1] scaling by hand here (PCM_16 wav: 1 / 32768 steps).
-        path = vocoded[0]
-        utterance = path.name[:-len(".vocoder.wav")].replace("__", "/")
-        with np.load(space.experiment(family) / "mels.npz", allow_pickle=False) as mels:
-            k = [str(i) for i in mels["ids"]].index(utterance)
-            scaled = mels["mels"][:, mels["offsets"][k]:mels["offsets"][k + 1]].astype(np.float32)
-            low, high = float(mels["scale_min"]), float(mels["scale_max"])
-        audio, _ = soundfile.read(path)
-        log_mel = (scaled[:, :len(audio) // 160] + 1) * 0.5 * (high - low) + low
-        assert expected_vocoder_audio(space.experiment("vocoder"), log_mel) == pytest.approx(audio, abs=2e-4)
+    return vocoded
+
+
+def test_melnet_renders_through_the_named_vocoder(vocoder_space):
+    rendered_through_the_vocoder(vocoder_space, "melnet")
+
+
+def test_vqvae_and_its_gpt_prior_render_through_the_named_vocoder(vocoder_space):
+    space = vocoder_space
+    vocoded = rendered_through_the_vocoder(space, "vqvae")
+    # The `vocoder` row is the epoch-2 generator on the original mel, undone from mels.npz's
+    # [-1, 1] scaling by hand here (PCM_16 wav: 1 / 32768 steps).
+    path = vocoded[0]
+    utterance = path.name[:-len(".vocoder.wav")].replace("__", "/")
+    with np.load(space.experiment("vqvae") / "mels.npz", allow_pickle=False) as mels:
+        k = [str(i) for i in mels["ids"]].index(utterance)
+        scaled = mels["mels"][:, mels["offsets"][k]:mels["offsets"][k + 1]].astype(np.float32)
+        low, high = float(mels["scale_min"]), float(mels["scale_max"])
+    audio, _ = soundfile.read(path)
+    log_mel = (scaled[:, :len(audio) // 160] + 1) * 0.5 * (high - low) + low
+    assert expected_vocoder_audio(space.experiment("vocoder"), log_mel) == pytest.approx(audio, abs=2e-4)
+    rendered_through_the_vocoder(space, "gpt_prior")     # through its VQ-VAE's vocoder
 
 
 def expected_vocoder_audio(experiment: Path, log_mel: np.ndarray) -> np.ndarray:

@@ -232,7 +232,9 @@ def test_config_and_schema_agree():
     for f in fields(MelNetConfig):
         assert f.name in props and "description" in props[f.name]
         assert props[f.name]["default"] == getattr(defaults, f.name), f.name
-    assert set(props) == {f.name for f in fields(MelNetConfig)} | {"type"}
+    # the runner's settings (the vocoder to render through) are in the schema, not the model
+    assert set(props) == {f.name for f in fields(MelNetConfig)} | {"type", *MelNetConfig.runner_settings}
+    assert MelNetConfig.runner_settings == ("vocoder_experiment", "vocoder_epoch")
     assert MelNetConfig.from_dict({"type": "melnet", "tiers": 2, "layers": [3, 1]}).layers == [3, 1]
     with pytest.raises(ValueError):
         MelNetConfig(tiers=3, layers=[1, 1])
