@@ -287,6 +287,22 @@ def _head(x, mlp_layers, mlp_w, mlp_b, out_w, out_b):
 
 
 @_jit
+def _emit(b, p, choice, codes, signal, code_values, continuation, prediction, highpass, highpass_state, q):
+    """`_VocoderStep.sample_code` for row b: the continuation plus the sampled residual
+    (high-passed unless highpass is NaN) is the signal's next sample, and its code is
+    emitted. Returns the residual code teacher forcing reads off the emitted code."""
+    excitation = np.float64(code_values[choice])
+    if not math.isnan(highpass):
+        residual = excitation
+        excitation = _highpass_step(excitation, highpass_state[b, 0], highpass_state[b, 1], highpass)
+        highpass_state[b, 0], highpass_state[b, 1] = residual, excitation
+    value = min(max(continuation + excitation, -1.0), 1.0)
+    signal[b, p] = value
+    codes[b, p] = _mulaw64(value, q)
+    return _mulaw32(code_values[codes[b, p]] - prediction, q)
+
+
+@_jit
 def generate_block(start, stop, first_frame, codes, signal, log_probs, temperature,
                    frame_size, ratio, layer_start, in_w, in_b, hh_t, hidden, const_gates, up_w, up_bias,
                    upper_w, code_values, table, mlp_layers, mlp_w, mlp_b, out_w, out_b,
@@ -338,16 +354,8 @@ def generate_block(start, stop, first_frame, codes, signal, log_probs, temperatu
         for b in range(rows):
             choice = _draw(logits[b], noise[b, block_frame, j], temperature32)
             if lpc.shape[2] > 0:
-                excitation = np.float64(code_values[choice])      # `_VocoderStep.sample_code`
-                if not math.isnan(highpass):
-                    residual = excitation
-                    excitation = _highpass_step(excitation, highpass_state[b, 0], highpass_state[b, 1], highpass)
-                    highpass_state[b, 0], highpass_state[b, 1] = residual, excitation
-                value = min(max(continuation[b] + excitation, -1.0), 1.0)
-                signal[b, p] = value
-                codes[b, p] = _mulaw64(value, q)
-                # the residual code teacher forcing reads off the emitted code (_VocoderStep)
-                choice = _mulaw32(code_values[codes[b, p]] - prediction[b], q)
+                choice = _emit(b, p, choice, codes, signal, code_values, continuation[b], prediction[b],
+                               highpass, highpass_state, q)
             else:
                 codes[b, p] = choice
             if log_probs.shape[1] > 0:
