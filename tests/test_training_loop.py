@@ -307,3 +307,18 @@ def test_fp16_scaler_skips_overflows_without_the_nan_guard_and_resumes(tmp_path)
     experiment, runner = make(tmp_path / "c", training, poison={2, 3})
     with pytest.raises(TrainingError, match="2 non-finite losses in a row"):
         Trainer(experiment, runner, Distributed()).run()
+
+
+def test_exponential_scheduler_multiplies_the_rate_by_gamma_every_epoch_whatever_the_loss():
+    """training.scheduler "exponential" (HiFi-GAN's): after k epochs the rate is lr * gamma^k,
+    the closed form, whatever the validation loss does."""
+    from samplernn_pase.training.optim import build_optimizer, build_scheduler, step_scheduler
+    training = {"optimizer": "adamw", "learning_rate": 2e-4, "weight_decay": 0.0, "adam_betas": [0.8, 0.99],
+                "scheduler": {"type": "exponential", "gamma": 0.9}}
+    optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(3))], training)
+    scheduler = build_scheduler(optimizer, training)
+    for epoch, loss in enumerate([1.0, 0.5, 2.0, 2.0], start=1):
+        optimizer.step()                                   # an epoch's steps, then the scheduler's
+        step_scheduler(scheduler, loss)
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(2e-4 * 0.9 ** epoch, rel=1e-12)
+    assert optimizer.param_groups[0]["betas"] == (0.8, 0.99)
