@@ -5,8 +5,6 @@ exactly; MelNet, the VQ-VAE and the GPT prior (through its VQ-VAE's) render thro
 vocoder with `vocoder` and `griffin_lim` rows."""
 
 import json
-import signal
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,7 @@ import torch
 from test_cli_cwgan_gp import logged_losses
 from test_cli_gpt_prior import tiny_gpt_config
 from test_cli_melnet import tiny_melnet_config
-from test_cli_samplernn import Workspace, wait_for_iteration
+from test_cli_samplernn import Workspace, sigkill_at_iteration_then_resume
 from test_cli_vqvae import tiny_vqvae_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,15 +80,7 @@ def test_sigkill_with_both_optimizers_active_resumes_exactly(vocoder_space):
     config = tiny_hifigan_config()
     config["test"]["period"] = None
     space.init("killed", config)
-    killed = space.experiment("killed")
-    process = subprocess.Popen(space.command("killed", "train"), cwd=space.root, env=space.env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for_iteration(killed, first_epoch_end + 6, process, parse=logged_losses, poll=0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert (killed / "checkpoints" / "partial.checkpoint.pt").is_file()
-    space.run("killed", "train")
-    resumed = logged_losses(killed)
+    resumed = sigkill_at_iteration_then_resume(space, "killed", first_epoch_end + 6, logged_losses)
     assert sorted(resumed) == sorted(reference)
     for iteration, step in reference.items():
         for name, value in step.items():

@@ -410,6 +410,21 @@ def wait_for_iteration(experiment: Path, iteration: int, process, timeout=600, p
     raise AssertionError("training did not reach the iteration in time")
 
 
+def sigkill_at_iteration_then_resume(space, name: str, iteration: int, parse) -> dict:
+    """Starts `train` of experiment ``name``, SIGKILLs it once verbose.log shows ``iteration``
+    (past a mid-epoch checkpoint), checks the partial checkpoint is there and trains again to
+    the end; returns the log's losses (``parse``) of the resumed run."""
+    experiment = space.experiment(name)
+    process = subprocess.Popen(space.command(name, "train"), cwd=space.root, env=space.env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_iteration(experiment, iteration, process, parse=parse, poll=0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert (experiment / "checkpoints" / "partial.checkpoint.pt").is_file()
+    space.run(name, "train")
+    return parse(experiment)
+
+
 def test_sigkill_and_resume_gives_the_uninterrupted_losses(workspace):
     config = tiny_config(max_epochs=2)
     config["test"]["period"] = None

@@ -3,15 +3,13 @@ wav + PNG + metrics.json, and SIGKILL with the discriminator active resumes exac
 
 import json
 import re
-import signal
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import soundfile
 import torch
 
-from test_cli_samplernn import Workspace, wait_for_iteration
+from test_cli_samplernn import Workspace, sigkill_at_iteration_then_resume
 
 ROOT = Path(__file__).resolve().parents[1]
 LOSS_RE = re.compile(r"epoch (\d+) iteration (\d+) autoencoder_loss (\S+)(?: discriminator_loss (\S+))?")
@@ -100,17 +98,8 @@ def test_vqvae_sigkill_with_the_discriminator_active_resumes_exactly(tmp_path, d
     assert len(second_epoch) > 8, "the test needs several iterations per epoch"
     assert all(d is not None for _, _, d in reference.values())
 
-    killed = space.experiment("killed")
-    process = subprocess.Popen(space.command("killed", "train"), cwd=space.root, env=space.env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert max(second_epoch) - min(second_epoch) > 20, "the kill must land well inside the epoch"
-    wait_for_iteration(killed, min(second_epoch) + 6, process, parse=logged_losses,      # past a mid-epoch checkpoint
-                       poll=0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert (killed / "checkpoints" / "partial.checkpoint.pt").is_file()
-    space.run("killed", "train")
-    resumed = logged_losses(killed)
+    resumed = sigkill_at_iteration_then_resume(space, "killed", min(second_epoch) + 6, logged_losses)
     assert sorted(resumed) == sorted(reference)
     for iteration, (epoch, autoencoder, discriminator) in reference.items():
         assert resumed[iteration][0] == epoch
