@@ -12,6 +12,8 @@ no adaptation set; `--set`):
   rows mapped by id, the new speakers' rows the mean of the trained ones;
 - `<prefix>_scratch`: random weights, as every experiment started before.
 
+`--draws N` judges N sampling draws of each (`test --seed`), since one draw of a
+few cuts is noisy; `--judge-only` judges existing experiments again without training.
 `--set` adds overrides to both (e.g. `data.train_seconds_per_speaker=20`: a few
 seconds of each speaker, the adaptation case). Both train `--epochs` epochs on the same data (the same optimizer steps), then `test`
 renders every test utterance (`test.utterances` 16). The judges' means over the test
@@ -60,6 +62,38 @@ def means(metrics: dict, utterance_ids: list[str]) -> dict:
     return out
 
 
+def judged(args, name: str, new_speakers: list[str], draw: int | None) -> dict:
+    """One draw's judges of experiment `name` (draw None: `test`'s default seed; else `test --seed`),
+    averaged over the new speakers' and over the trained speakers' test utterances."""
+    folder = args.experiments_path / name / "results" / f"epoch-{args.epochs}"
+    if draw is not None:
+        cli(args, "--experiment-name", name, "test", "--epoch", str(args.epochs), "--seed", str(draw))
+        folder = folder / f"seed-{draw}"
+    index = json.loads((args.experiments_path / name / "data.json").read_text())
+    speaker_of = {u["id"]: u["speaker"] for u in index["utterances"]}
+    metrics = json.loads((folder / "metrics.json").read_text())
+    rendered = sorted(metrics["utterances"])
+    return {"new_speakers": means(metrics, [u for u in rendered if speaker_of[u] in new_speakers]),
+            "trained_speakers": means(metrics, [u for u in rendered if speaker_of[u] not in new_speakers]),
+            "utterances": {"new": sum(speaker_of[u] in new_speakers for u in rendered), "all": len(rendered)}}
+
+
+def over_draws(draws: list[dict]) -> dict:
+    """{speakers: {row: {judge: mean}}} of the first draw, plus `draws`: each judge's mean and
+    standard deviation over all the draws."""
+    result = {key: draws[0][key] for key in ("new_speakers", "trained_speakers", "utterances")}
+    if len(draws) > 1:
+        result["draws"] = {"count": len(draws)}
+        for speakers in ("new_speakers", "trained_speakers"):
+            result["draws"][speakers] = {
+                row: {judge: {"mean": round(float(np.mean(values)), 4), "std": round(float(np.std(values)), 4)}
+                      for judge in figures
+                      if len(values := [d[speakers][row][judge] for d in draws if judge in d[speakers][row]])
+                      == len(draws)}
+                for row, figures in draws[0][speakers].items()}
+    return result
+
+
 def study(args) -> dict:
     source_index = json.loads((args.experiments_path / args.source / "data.json").read_text())
     new_speakers = sorted(s["id"] for s in source_index["speakers"] if s["set"] == "adaptation")
@@ -69,23 +103,19 @@ def study(args) -> dict:
               "experiments": {}}
     for kind in ("finetuned", "scratch"):
         name = f"{args.prefix}_{kind}"
-        start = ["--init-from", args.source] if kind == "finetuned" else []
-        cli(args, "--experiment-name", name, "init", "--config-path", str(args.config), *overrides, *start)
-        seconds = {"train": round(cli(args, "--experiment-name", name, "train", "--device", "cpu",
-                                      "--max-epochs", str(args.epochs)), 1)}
-        seconds["test"] = round(cli(args, "--experiment-name", name, "test", "--epoch", str(args.epochs)), 1)
-        index = json.loads((args.experiments_path / name / "data.json").read_text())
-        speaker_of = {u["id"]: u["speaker"] for u in index["utterances"]}
-        metrics = json.loads((args.experiments_path / name / "results" / f"epoch-{args.epochs}"
-                              / "metrics.json").read_text())
-        rendered = sorted(metrics["utterances"])
+        seconds = {}
+        if not (args.judge_only and (args.experiments_path / name).is_dir()):
+            start = ["--init-from", args.source] if kind == "finetuned" else []
+            cli(args, "--experiment-name", name, "init", "--config-path", str(args.config), *overrides, *start)
+            seconds["train"] = round(cli(args, "--experiment-name", name, "train", "--device", "cpu",
+                                         "--max-epochs", str(args.epochs)), 1)
+            seconds["test"] = round(cli(args, "--experiment-name", name, "test", "--epoch", str(args.epochs)), 1)
+        draws = [judged(args, name, new_speakers, None)]
+        draws += [judged(args, name, new_speakers, draw) for draw in range(1, args.draws)]
         result["experiments"][name] = {
             "steps": json.loads((args.experiments_path / name / "checkpoints" / "index.json").read_text())
             ["epochs"][str(args.epochs)]["iteration"],
-            "seconds": seconds,
-            "new_speakers": means(metrics, [u for u in rendered if speaker_of[u] in new_speakers]),
-            "trained_speakers": means(metrics, [u for u in rendered if speaker_of[u] not in new_speakers]),
-            "utterances": {"new": sum(speaker_of[u] in new_speakers for u in rendered), "all": len(rendered)}}
+            "seconds": seconds, **over_draws(draws)}
     return result
 
 
@@ -100,6 +130,11 @@ def main():
     parser.add_argument("--prefix", default="adapt")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="an `init --set` override for both experiments (repeatable)")
+    parser.add_argument("--draws", type=int, default=1,
+                        help="sampling draws judged per experiment: the default `test`, then "
+                             "`test --seed 1..N-1`; their mean and standard deviation go under `draws`")
+    parser.add_argument("--judge-only", action="store_true",
+                        help="experiments that exist already are judged again, not made and trained")
     args = parser.parse_args()
     print(json.dumps(study(args)))
 

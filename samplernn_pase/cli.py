@@ -100,6 +100,10 @@ def add_rendering_commands(commands) -> None:
     test.add_argument("--epoch", type=int, default=None)
     test.add_argument("--device", default="cpu")
     test.add_argument("--speakers", choices=["modeling", "adaptation"], default="modeling")
+    test.add_argument("--seed", type=int, default=None,
+                      help="another draw: seed of the rendering's random draws, with the epoch "
+                           "(default: the experiment's, config.json `seed`); its results go to "
+                           "results/epoch-N/seed-S/ and not to TensorBoard")
 
     test_sample = commands.add_parser("test_sample", help="render one utterance")
     test_sample.add_argument("--sample", required=True, help="utterance id (see `info`)")
@@ -397,12 +401,18 @@ def cmd_test(args, experiment) -> None:
     out_dir = experiment.epoch_results_dir(epoch)
     if args.speakers != "modeling":
         out_dir = out_dir / args.speakers
+    runner.render_seed = args.seed
+    if args.seed is not None:
+        out_dir = out_dir / f"seed-{args.seed}"
     from tensorboardX import SummaryWriter
     log = logging.getLogger(LOGGER_NAME)
-    log.info("test %s epoch %d (%s speakers) on %s", experiment.name, epoch, args.speakers,
-             args.device)
-    with SummaryWriter(str(experiment.tensorboard_dir)) as writer:
-        metrics = runner.test(epoch, out_dir, writer, speaker_set=args.speakers)
+    log.info("test %s epoch %d (%s speakers, rendering seed %d) on %s", experiment.name, epoch,
+             args.speakers, runner.rendering_seed, args.device)
+    if args.seed is None:
+        with SummaryWriter(str(experiment.tensorboard_dir)) as writer:
+            metrics = runner.test(epoch, out_dir, writer, speaker_set=args.speakers)
+    else:
+        metrics = runner.test(epoch, out_dir, None, speaker_set=args.speakers)
     summary = metrics_summary("test", metrics, out_dir)
     log.info("%s", summary)
     print(summary)

@@ -154,6 +154,15 @@ def test_train_renders_audio_metrics_and_release(workspace):
     assert "results:" in printed and "epoch-1" in printed
     assert list((root / "tensorboard").glob("events.out.tfevents.*"))
     assert_tensorboard_files_images_and_audio_apart(root / "tensorboard", count=2)
+    # Another draw (`--seed`) goes beside the default one and leaves it as it was.
+    workspace.run("trained", "test", "--seed", "5")
+    drawn = results / "seed-5"
+    assert json.loads((results / "metrics.json").read_text()) == metrics
+    check_evaluation(json.loads((drawn / "metrics.json").read_text()))
+    for wav in generated:
+        assert not np.array_equal(soundfile.read(wav)[0], soundfile.read(drawn / wav.name)[0])
+        assert np.array_equal(soundfile.read(results / f"{wav.stem}.real.wav")[0],
+                              soundfile.read(drawn / f"{wav.stem}.real.wav")[0])
     index = json.loads((root / "checkpoints" / "index.json").read_text())
     assert index["best_epoch"] == 1 and math_finite(index["epochs"]["1"]["validation_loss"])
 
