@@ -70,6 +70,31 @@ def test_kernel_equals_the_python_step(vocoder, monkeypatch):
     assert (log_probs - teacher).abs().max() < 1e-5, (log_probs - teacher).abs().max()
 
 
+def test_per_frame_temperatures_in_both_loops():
+    """Temperatures by frame (`test.unvoiced_temperature`): a tensor of 0.7 everywhere draws
+    exactly what the number 0.7 draws; with 1.0 from the fourth frame on, the first three
+    frames are unchanged and the rest differ; the kernel equals the Python step and its
+    log-probabilities are teacher forcing's."""
+    model = demo_model()
+    batch, frames = 2, 6
+    conds, speaker = demo_inputs(model, batch, frames)
+    voiced = torch.arange(frames).expand(batch, frames) < 3
+    assert samplernn.sampling_temperatures(voiced, 0.7) == 0.7
+    by_frame = samplernn.sampling_temperatures(voiced, 0.7, 1.0)
+    assert by_frame.dtype == torch.float32 and torch.equal(by_frame, torch.tensor([[0.7] * 3 + [1.0] * 3] * 2))
+    constant = generate(model, conds, speaker, compiled=True, temperature=torch.full((batch, frames), 0.7))
+    assert torch.equal(constant[0], generate(model, conds, speaker, compiled=True)[0])
+    codes, log_probs = generate(model, conds, speaker, compiled=True, temperature=by_frame)
+    python_codes, _ = generate(model, conds, speaker, compiled=False, temperature=by_frame)
+    assert torch.equal(codes, python_codes)
+    third = 3 * model.frame_size
+    assert torch.equal(codes[:, :third], constant[0][:, :third])
+    assert not torch.equal(codes[:, third:], constant[0][:, third:])
+    assert (log_probs - model.log_prob(codes, conds, speaker)).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="positive"):
+        model.generate(conds, speaker, torch.zeros(batch, frames))
+
+
 def test_kernel_output_is_bitwise_reproducible_whatever_the_threads(monkeypatch):
     """Two runs with one seed give the same bits; so does splitting the rows over two
     threads (each row's sums run in the same order whatever rows share its call), with

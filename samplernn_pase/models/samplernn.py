@@ -497,7 +497,8 @@ class SampleRNN(nn.Module):
 
         conds: dict of (B, n, .) features; speaker: int64 (B,) or float (B, D).
         Sampling is from softmax(logits / temperature) (argmax when temperature
-        is 0). Returns int64 codes (B, n * frame_size) (``mulaw_decode`` gives
+        is 0); ``temperature`` is a number, or a float (B, n) tensor of positive
+        temperatures, one per row and frame (`sampling_temperatures`). Returns int64 codes (B, n * frame_size) (``mulaw_decode`` gives
         audio) and, with ``return_log_probs``, their log-probabilities under the
         model at temperature 1, float (B, n * frame_size).
 
@@ -535,10 +536,12 @@ class SampleRNN(nn.Module):
         codes = torch.full((batch, fs0 + length), mulaw_zero(q), dtype=torch.int64, device=device)
         log_probs = torch.empty(batch, length, device=device) if return_log_probs else None
         hidden = [list(h.unbind(0)) for h in self.initial_hidden(batch)]
+        temperature = per_frame_temperatures(temperature, batch, frames, device)
         threads = torch.get_num_threads()
         with generation_threads(device, rows=batch):
             if use_kernel(device, compiled):
-                noise = (lambda frame: gumbel_noise(batch, fs0, q, device, generator)) if temperature > 0 else None
+                noise = (lambda frame: gumbel_noise(batch, fs0, q, device, generator)) \
+                    if temperature is not None else None
                 kernel_module().run(tiers, codes, hidden, table, head, temperature, noise, log_probs, vocoder,
                                     threads=threads)
             else:
@@ -563,8 +566,9 @@ class SampleRNN(nn.Module):
         for t in range(length):
             p = fs0 + t
             frame = t // fs0
-            if t % fs0 == 0 and temperature > 0:   # sampling noise for the whole top frame
+            if t % fs0 == 0 and temperature is not None:   # sampling noise for the whole top frame
                 gumbel = gumbel_noise(batch, fs0, q, device, generator)
+                scale = temperature[:, frame, None]
             for i, tier in enumerate(tiers):
                 if t % tier.frame_size:
                     continue
@@ -579,8 +583,8 @@ class SampleRNN(nn.Module):
             if vocoder.active:
                 prediction = vocoder.add_terms(x, codes, p, t)
             logits = self.sample_mlp.head(x, head, inplace=True)
-            if temperature > 0:
-                choice = torch.argmax(logits / temperature + gumbel[:, t % fs0], dim=-1)
+            if temperature is not None:
+                choice = torch.argmax(logits / scale + gumbel[:, t % fs0], dim=-1)
             else:
                 choice = torch.argmax(logits, dim=-1)
             if prediction is not None:
@@ -708,6 +712,34 @@ def kernel_module():
     except ImportError:
         return None
     return samplernn_kernel if samplernn_kernel.available() else None
+
+
+def per_frame_temperatures(temperature, batch, frames, device):
+    """The sampling temperature of every row and top frame, float32 (B, n), or None for the
+    argmax (a temperature of 0)."""
+    if not torch.is_tensor(temperature):
+        if temperature == 0:
+            return None
+        temperature = torch.tensor(float(temperature))
+    if not bool((temperature > 0).all()):
+        raise ValueError("sampling temperatures must be positive (a single 0 takes the argmax)")
+    return temperature.to(device=device, dtype=torch.float32).expand(batch, frames).contiguous()
+
+
+def sampling_temperatures(voiced, temperature, unvoiced_temperature=None):
+    """Per-frame temperatures from the frames' voicing, bool (B, n): ``temperature`` in voiced
+    frames, ``unvoiced_temperature`` (None: the same) in the others.
+
+    A temperature below 1 sharpens the residual's distribution, which takes the noise out of
+    the gaps between the harmonics of voiced speech. In unvoiced frames the residual is the
+    sound: a fricative's distribution is a peak at zero plus wide tails, and sharpening it
+    leaves mostly the peak, so the fricative fades (on one demo run by 35 dB, every /s/ lost;
+    README, issue 23). LPCNet likewise lowers the temperature by voicing."""
+    if unvoiced_temperature is None:
+        return temperature
+    voiced_t = torch.tensor(float(temperature), dtype=torch.float32, device=voiced.device)
+    return torch.where(voiced, voiced_t, torch.tensor(float(unvoiced_temperature), dtype=torch.float32,
+                                                      device=voiced.device))
 
 
 def gumbel_noise(batch, frame_size, q_levels, device, generator=None):

@@ -303,7 +303,7 @@ def _emit(b, p, choice, codes, signal, code_values, continuation, prediction, hi
 
 
 @_jit
-def generate_block(start, stop, first_frame, codes, signal, log_probs, temperature,
+def generate_block(start, stop, first_frame, codes, signal, log_probs, temperatures,
                    frame_size, ratio, layer_start, in_w, in_b, hh_t, hidden, const_gates, up_w, up_bias,
                    upper_w, code_values, table, mlp_layers, mlp_w, mlp_b, out_w, out_b,
                    lpc, harmonic, prediction_table, source, noise, highpass, highpass_state):
@@ -318,7 +318,8 @@ def generate_block(start, stop, first_frame, codes, signal, log_probs, temperatu
     the weight of the gates from the tier above (input part order). Block arrays count
     frames from first_frame, lpc (R, n, order) (reversed) and harmonic (R, n, fs0) from 0
     (last dimension 0: off); source (R, block frames, fs0, H) (H 0: off); noise (R, block
-    frames, fs0, q) (q 0 at temperature 0). highpass: `model.residual_highpass`'s pole (NaN:
+    frames, fs0, q) (q 0 at temperature 0) and temperatures (R, n) float32 (R, 0 at temperature
+    0: the argmax). highpass: `model.residual_highpass`'s pole (NaN:
     off), highpass_state (R, 2) float64 its last input and output, carried across blocks.
     """
     rows, tiers = codes.shape[0], len(frame_size)
@@ -331,7 +332,6 @@ def generate_block(start, stop, first_frame, codes, signal, log_probs, temperatu
     x = np.empty((rows, hidden_size), np.float32)
     prediction = np.zeros(rows, np.float32)
     continuation = np.zeros(rows, np.float64)
-    temperature32 = np.float32(temperature)
     for t in range(start, stop):
         p, frame, j = fs0 + t, t // fs0, t % fs0
         block_frame = frame - first_frame
@@ -352,7 +352,8 @@ def generate_block(start, stop, first_frame, codes, signal, log_probs, temperatu
                                                          harmonic, prediction_table, source, block_frame, q)
         logits = _head(x, mlp_layers, mlp_w, mlp_b, out_w, out_b)
         for b in range(rows):
-            choice = _draw(logits[b], noise[b, block_frame, j], temperature32)
+            temperature = temperatures[b, frame] if temperatures.shape[1] > 0 else np.float32(0.0)
+            choice = _draw(logits[b], noise[b, block_frame, j], temperature)
             if lpc.shape[2] > 0:
                 choice = _emit(b, p, choice, codes, signal, code_values, continuation[b], prediction[b],
                                highpass, highpass_state, q)
@@ -438,7 +439,8 @@ def block_frames(batch, frame_size, q, hidden_size):
 
 def run(tiers, codes, hidden, table, head, temperature, noise, log_probs, vocoder, threads=1):
     """`SampleRNN._generate_steps` by the kernel: same arguments, except ``noise`` (a function
-    of the top frame giving its (B, fs0, q) noise, None at temperature 0) and ``threads``
+    of the top frame giving its (B, fs0, q) noise, None at temperature 0; ``temperature`` the
+    per-frame (B, n) tensor of `per_frame_temperatures`, or None) and ``threads``
     (rows are split over at most this many threads). Fills ``codes`` and ``log_probs``."""
     batch, fs0 = codes.shape[0], tiers[0].frame_size
     frames = (codes.shape[1] - fs0) // fs0
@@ -449,6 +451,7 @@ def run(tiers, codes, hidden, table, head, temperature, noise, log_probs, vocode
     log_np = log_probs.numpy() if log_probs is not None else np.zeros((batch, 0), np.float32)
     states = _padded([np.array(_array(h), copy=True) for layers in hidden for h in layers])   # h0 is a view
     lpc, harmonic = _rows(tiers, vocoder, batch, frames, fs0)
+    temperatures = _array(temperature) if temperature is not None else np.zeros((batch, 0), np.float32)
     highpass = math.nan if vocoder.highpass is None else float(vocoder.highpass)
     highpass_state = np.zeros((batch, 2), np.float64)
     count = max(1, min(threads, batch))
@@ -459,7 +462,7 @@ def run(tiers, codes, hidden, table, head, temperature, noise, log_probs, vocode
     def call(window, block, rows):
         const_gates, up_bias, source, noise_block = block
         generate_block(window.start * fs0, window.stop * fs0, window.start, codes_np[rows], signal[rows],
-                       log_np[rows], float(temperature), hidden=tuple(h[rows] for h in states),
+                       log_np[rows], temperatures[rows], hidden=tuple(h[rows] for h in states),
                        const_gates=tuple(a[rows] for a in const_gates), up_bias=tuple(a[rows] for a in up_bias),
                        lpc=lpc[rows], harmonic=harmonic[rows], source=source[rows], noise=noise_block[rows],
                        highpass=highpass, highpass_state=highpass_state[rows], **weights)

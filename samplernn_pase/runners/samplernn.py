@@ -20,7 +20,7 @@ from ..errors import UserError
 from ..data import cache
 from ..data.features import world_resynthesis
 from ..metrics.speech import analyse, compare
-from ..models.samplernn import CONDITIONING_KEYS, SampleRNN, SampleRNNConfig, unpack_batch
+from ..models.samplernn import CONDITIONING_KEYS, SampleRNN, SampleRNNConfig, sampling_temperatures, unpack_batch
 from .base import Runner
 from .carried import CarriedState
 from .rendering import RenderedItem, max_test_frames, test_tag, utterances_to_render, write_results
@@ -205,6 +205,16 @@ class SampleRNNRunner(Runner):
                     for a, n in zip(arrays, frames)])).to(self.device)
         return conds
 
+    def sampling_temperature(self, conds):
+        """`test.temperature`, or with acoustic conditioning and `test.unvoiced_temperature` the
+        per-frame temperatures by the features' voiced flag (`sampling_temperatures`)."""
+        test, fields = self.config["test"], self.index.get("acoustic_fields", [])
+        unvoiced = test.get("unvoiced_temperature")
+        if unvoiced is None or "acoustic" not in conds or conds["acoustic"].shape[-1] != len(fields):
+            return test["temperature"]
+        voiced = conds["acoustic"][..., fields.index("vuv")] > 0.5
+        return sampling_temperatures(voiced, test["temperature"], unvoiced)
+
     def reference_log_probs(self, ids, references, frames, conds, speaker) -> torch.Tensor:
         """The model's log-probabilities (B, longest * frame_size) of the real recordings, teacher
         forced, the harmonic source aligned to them as in training."""
@@ -228,8 +238,7 @@ class SampleRNNRunner(Runner):
                                                   device=self.device))
         # Sampling must not consume the training RNG (exact resume), so it has its own.
         generator = torch.Generator(device=self.device).manual_seed(self.rendering_seed + epoch)
-        codes = self.model.generate(conds, speaker, self.config["test"]["temperature"],
-                                    generator=generator)
+        codes = self.model.generate(conds, speaker, self.sampling_temperature(conds), generator=generator)
         references = [None if u.audio is None else u.audio[:n * fs] for u, n in zip(utterances, frames)]
         log_probs = None
         if all(r is not None for r in references):
