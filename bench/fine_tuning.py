@@ -15,7 +15,8 @@ no adaptation set; `--set`):
 `--draws N` judges N sampling draws of each (`test --seed`), since one draw of a
 few cuts is noisy; `--judge-only` judges existing experiments again without training.
 `--set` adds overrides to both (e.g. `data.train_seconds_per_speaker=20`: a few
-seconds of each speaker, the adaptation case). Both train `--epochs` epochs on the same data (the same optimizer steps), then `test`
+seconds of each speaker, the adaptation case); `--set-finetuned` to the fine-tuned one only (a fine-tuning
+learning rate). Both train `--epochs` epochs on the same data (the same optimizer steps), then `test`
 renders every test utterance (`test.utterances` 16). The judges' means over the test
 utterances of the new speakers, and of the source's speakers, are printed as one JSON
 line per experiment's row: the model, and the real recording and WORLD beside it.
@@ -100,12 +101,13 @@ def study(args) -> dict:
     overrides = ["--set", 'data.modeling_speakers={"f": 4, "m": 4}', "--set", "data.adaptation_speakers=null",
                  "--set", "test.utterances=16", *[part for item in args.set for part in ("--set", item)]]
     result = {"source": args.source, "new_speakers": new_speakers, "epochs": args.epochs, "set": args.set,
-              "experiments": {}}
+              "set_finetuned": args.set_finetuned, "experiments": {}}
     for kind in ("finetuned", "scratch"):
         name = f"{args.prefix}_{kind}"
         seconds = {}
         if not (args.judge_only and (args.experiments_path / name).is_dir()):
-            start = ["--init-from", args.source] if kind == "finetuned" else []
+            start = ["--init-from", args.source, *[part for item in args.set_finetuned for part in ("--set", item)]] \
+                if kind == "finetuned" else []
             cli(args, "--experiment-name", name, "init", "--config-path", str(args.config), *overrides, *start)
             seconds["train"] = round(cli(args, "--experiment-name", name, "train", "--device", "cpu",
                                          "--max-epochs", str(args.epochs)), 1)
@@ -130,6 +132,8 @@ def main():
     parser.add_argument("--prefix", default="adapt")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="an `init --set` override for both experiments (repeatable)")
+    parser.add_argument("--set-finetuned", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override for the fine-tuned experiment only (e.g. its learning rate)")
     parser.add_argument("--draws", type=int, default=1,
                         help="sampling draws judged per experiment: the default `test`, then "
                              "`test --seed 1..N-1`; their mean and standard deviation go under `draws`")
