@@ -1,11 +1,11 @@
 """A quick look at an acoustic experiment on new text: durations, features and WORLD intelligibility.
 
     python bench/acoustic_new_text.py --experiment tts [--sentences 10] [--speakers demo_f1 demo_m1]
-                                      [--corpus-sentences] [--no-wer] [--output-dir DIR]
+                                      [--corpus-split test|train] [--no-wer] [--ablations] [--output-dir DIR]
 
-Held-out sentences (samplernn_pase/data/sentences_heldout.txt; with --corpus-sentences the
-test split's own utterances instead) are read by eSpeak NG in a speaker's demo voice, as
-`synthesize --text` reads them. The demo corpus is eSpeak's speech, so that reading is the
+Held-out sentences (samplernn_pase/data/sentences_heldout.txt; with --corpus-split the
+split's own utterances of the speakers instead: `test`, or `train` to see the fit) are read
+by eSpeak NG in a speaker's demo voice, as `synthesize --text` reads them. The demo corpus is eSpeak's speech, so that reading is the
 ground truth of new text: its phone durations and WORLD features. Per utterance, and as means:
 
 - duration RMSE (frames) of the duration model against eSpeak's durations, beside the
@@ -14,6 +14,13 @@ ground truth of new text: its phone durations and WORLD features. Per utterance,
   beside the speaker's per-symbol mean features;
 - Whisper tiny.en WER of WORLD rendering (a) predicted features on predicted durations,
   (b) predicted features on eSpeak's durations, (c) eSpeak's own features.
+
+`--ablations` adds, per utterance, the WER of WORLD rendering eSpeak's own features with one
+group of columns replaced by the prediction (oracle durations: lf0, vuv, c0, c1-4, c5-39, bap,
+all), and of eSpeak's features with the mel-cepstrum c0-c39 flattened to its mean through each
+phone (what a model that knows each phone's features but not their movement would give) or
+smoothed by a moving average over 5, 11 and 21 frames: which features, and how much of
+their movement inside the phones, the words need.
 
 No vocoder runs, so it takes about a minute (a few seconds an utterance), not the
 13 minutes of bench/text_to_speech.py: a loop for diagnosing the acoustic model.
@@ -29,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.ndimage import uniform_filter1d
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -38,12 +46,36 @@ from samplernn_pase.data.synthesis_input import text_record  # noqa: E402
 from samplernn_pase.experiment.folder import Experiment  # noqa: E402
 from samplernn_pase.runners.acoustic import rmse  # noqa: E402
 
+#: --ablations: eSpeak's features with these columns (data/features.py layout) predicted.
+GROUPS = {"lf0": [0], "vuv": [1], "c0": [2], "c1_4": [3, 4, 5, 6], "c5_39": list(range(7, 42)), "bap": [42],
+          "all": list(range(43))}
+CEPSTRUM = slice(2, 42)
+SMOOTHING_FRAMES = (5, 11, 21)
+
 HELDOUT = Path(__file__).resolve().parents[1] / "samplernn_pase" / "data" / "sentences_heldout.txt"
 
 
 def mean(values):
     values = [v for v in values if v is not None]
     return round(float(np.mean(values)), 4) if values else None
+
+
+def ablations(prediction: dict) -> dict[str, np.ndarray]:
+    """{name: features} of eSpeak's (the recording's) features, partly predicted or flattened."""
+    real, predicted = prediction["real"], prediction["oracle"]
+    out = {}
+    for name, columns in GROUPS.items():
+        out[f"swap_{name}"] = real.copy()
+        out[f"swap_{name}"][:, columns] = predicted[:, columns]
+    flat = real.copy()
+    for phone in np.unique(prediction["phone_index"]):
+        frames = prediction["phone_index"] == phone
+        flat[frames, CEPSTRUM] = real[frames, CEPSTRUM].mean(axis=0)
+    out["phone_flat"] = flat
+    for width in SMOOTHING_FRAMES:
+        out[f"smooth_{width}"] = real.copy()
+        out[f"smooth_{width}"][:, CEPSTRUM] = uniform_filter1d(real[:, CEPSTRUM], width, axis=0, mode="nearest")
+    return out
 
 
 def main() -> None:
@@ -54,9 +86,12 @@ def main() -> None:
     parser.add_argument("--epoch", type=int, default=None)
     parser.add_argument("--sentences", type=int, default=10)
     parser.add_argument("--speakers", nargs="+", default=["demo_f1", "demo_m1"])
-    parser.add_argument("--corpus-sentences", action="store_true",
-                        help="the test split's utterances of the speakers instead of held-out sentences")
+    parser.add_argument("--corpus-split", choices=("test", "train", "validation"), default=None,
+                        help="that split's utterances of the speakers (at most --sentences each) instead of "
+                             "held-out sentences")
     parser.add_argument("--no-wer", action="store_true", help="skip Whisper")
+    parser.add_argument("--ablations", action="store_true",
+                        help="also WER of eSpeak's features partly predicted, flattened per phone or smoothed")
     parser.add_argument("--output-dir", type=Path, default=None, help="write the WORLD wavs here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -68,9 +103,10 @@ def main() -> None:
     runner = cli.trained_runner(argparse.Namespace(data_path=args.data_path), experiment, epoch,
                                 torch.device("cpu"))
     params = runner.evaluation.params
-    if args.corpus_sentences:
-        items = [(u["id"], u["text"]) for u in index["utterances"]
-                 if u["split"] == "test" and u["speaker"] in args.speakers]
+    if args.corpus_split:
+        items = [(u["id"], u["text"]) for speaker in args.speakers
+                 for u in [u for u in index["utterances"]
+                           if u["split"] == args.corpus_split and u["speaker"] == speaker][:args.sentences]]
     else:
         sentences = [line.strip() for line in HELDOUT.read_text().splitlines() if line.strip()][:args.sentences]
         items = []
@@ -94,7 +130,7 @@ def main() -> None:
                                           "baseline_f0_rmse_hz", "oracle_vuv_error", "baseline_vuv_error")}}
         if not args.no_wer:
             renders = {"predicted": prediction["predicted"], "oracle": prediction["oracle"],
-                       "espeak": prediction["real"]}
+                       "espeak": prediction["real"], **(ablations(prediction) if args.ablations else {})}
             for name, features in renders.items():
                 audio = world_resynthesis(features, params)
                 row[f"wer_{name}"] = judge_intelligibility(audio, runner.store.sample_rate, text)["wer"]
@@ -107,7 +143,7 @@ def main() -> None:
     truth = np.concatenate([runner.predict(i)["durations"] for i, _ in items])
     keys = [k for k in rows[0] if k not in ("id", "frames")]
     print(json.dumps({"experiment": args.experiment, "epoch": epoch, "utterances": len(rows),
-                      "corpus_sentences": args.corpus_sentences,
+                      "corpus_split": args.corpus_split,
                       "means": {k: mean(r[k] for r in rows) for k in keys},
                       "wer_clipped_at_1": {k[4:]: mean(min(r[k], 1.0) for r in rows) for k in keys
                                            if k.startswith("wer_")},
