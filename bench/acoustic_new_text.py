@@ -18,9 +18,10 @@ ground truth of new text: its phone durations and WORLD features. Per utterance,
 `--ablations` adds, per utterance, the WER of WORLD rendering eSpeak's own features with one
 group of columns replaced by the prediction (oracle durations: lf0, vuv, c0, c1-4, c5-39, bap,
 all), and of eSpeak's features with the mel-cepstrum c0-c39 flattened to its mean through each
-phone (what a model that knows each phone's features but not their movement would give) or
-smoothed by a moving average over 5, 11 and 21 frames: which features, and how much of
-their movement inside the phones, the words need.
+phone (what a model that knows each phone's features but not their movement would give), the
+same means linearly interpolated between the phones' centre frames (`phone_interp`: movement
+from phone to phone only), or smoothed by a moving average over 5, 11 and 21 frames: which
+features, and how much of their movement inside the phones, the words need.
 
 No vocoder runs, so it takes about a minute (a few seconds an utterance), not the
 13 minutes of bench/text_to_speech.py: a loop for diagnosing the acoustic model.
@@ -60,6 +61,16 @@ def mean(values):
     return round(float(np.mean(values)), 4) if values else None
 
 
+def centre_interpolated(values: np.ndarray, phone_index: np.ndarray) -> np.ndarray:
+    """(T, D): each phone's mean of `values` placed at the phone's centre frame, linearly
+    interpolated between the centres (held flat before the first and after the last)."""
+    phones = np.unique(phone_index)
+    centres = np.array([np.flatnonzero(phone_index == p).mean() for p in phones])
+    means = np.stack([values[phone_index == p].mean(axis=0) for p in phones])
+    frames = np.arange(len(values))
+    return np.stack([np.interp(frames, centres, means[:, d]) for d in range(values.shape[1])], axis=1)
+
+
 def ablations(prediction: dict) -> dict[str, np.ndarray]:
     """{name: features} of eSpeak's (the recording's) features, partly predicted or flattened."""
     real, predicted = prediction["real"], prediction["oracle"]
@@ -72,6 +83,8 @@ def ablations(prediction: dict) -> dict[str, np.ndarray]:
         frames = prediction["phone_index"] == phone
         flat[frames, CEPSTRUM] = real[frames, CEPSTRUM].mean(axis=0)
     out["phone_flat"] = flat
+    out["phone_interp"] = real.copy()
+    out["phone_interp"][:, CEPSTRUM] = centre_interpolated(real[:, CEPSTRUM], prediction["phone_index"])
     for width in SMOOTHING_FRAMES:
         out[f"smooth_{width}"] = real.copy()
         out[f"smooth_{width}"][:, CEPSTRUM] = uniform_filter1d(real[:, CEPSTRUM], width, axis=0, mode="nearest")

@@ -41,8 +41,9 @@ def random_item(phones: int, seed: int) -> dict:
                                         rng.standard_normal((frames, 41))], axis=1).astype(np.float32)}
 
 
-def test_shapes_and_padding_does_not_change_a_sequence():
-    model = tiny_model()
+@pytest.mark.parametrize("options", [{}, {"trajectory_points": 3, "duration_encoder": "conv", "phone_encoder": "conv"}])
+def test_shapes_and_padding_does_not_change_a_sequence(options):
+    model = tiny_model(**options)
     short, long = random_item(5, seed=1), random_item(9, seed=2)
     with torch.no_grad():
         alone = model(collate([short]))
@@ -79,6 +80,25 @@ def test_losses_are_the_closed_forms_over_the_unpadded_steps():
     assert float(result["acoustic_loss"]) == pytest.approx(mse + bce, rel=1e-5)
     assert float(result["loss"]) == pytest.approx(duration + mse + bce, rel=1e-5)
     assert frames_of(torch.tensor([0.0, 0.24, 0.26, -0.5])).tolist() == [0, 2, 3, 0]
+
+
+def test_phone_trajectories_interpolate_each_phones_points_linearly():
+    model = tiny_model(trajectory_points=3)
+    knots = torch.tensor([[0.0, 4.0, 2.0], [1.0, 1.0, -3.0]])          # phone x point
+    with torch.no_grad():   # each phone's encoding one-hot in its first units; point k of feature a = knots * (a + 1)
+        model.trajectory.weight.zero_()
+        weight = model.trajectory.weight.view(3, 43, -1)
+        for point in range(3):
+            for phone in range(2):
+                weight[point, :, phone] = knots[phone, point] * torch.arange(1, 44)
+    phones = torch.eye(2, 12)[None]
+    phone_index, position = expand_phones(np.array([4, 3]))
+    out = model.phone_trajectories(phones, torch.from_numpy(phone_index).long()[None],
+                                   torch.from_numpy(position)[None])[0]
+    # the piecewise-linear curve through the points at 0, 1/2, 1 of each phone, by hand
+    expected = [np.interp(p, [0, 0.5, 1], knots[i].numpy()) for i, p in zip(phone_index, position)]
+    torch.testing.assert_close(out, torch.tensor(expected, dtype=torch.float32)[:, None] * torch.arange(1, 44),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_expand_phones_closed_form():

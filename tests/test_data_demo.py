@@ -10,7 +10,7 @@ import pytest
 import soundfile
 
 from samplernn_pase.data import cache, features, hts_labels
-from samplernn_pase.data.demo_corpus import build_demo_corpus
+from samplernn_pase.data.demo_corpus import SENTENCES_FILE, build_demo_corpus, read_sentences, speaker_sentences
 from samplernn_pase.data.prepare import prepare_data
 from samplernn_pase.data.store import UtteranceStore
 
@@ -78,6 +78,22 @@ def test_demo_corpus_is_deterministic(tmp_path):
     for relative in files:
         assert (tmp_path / "a" / relative).read_bytes() == (tmp_path / "b" / relative).read_bytes(), relative
     assert [p.name for p in tmp_path.iterdir()] and not any(p.name.startswith(".") for p in tmp_path.iterdir())
+
+
+def test_more_sentences_give_the_modeling_speakers_175_texts_none_held_out(tmp_path):
+    heldout = {line.strip() for line in (SENTENCES_FILE.parent / "sentences_heldout.txt")
+               .read_text().splitlines() if line.strip()}
+    harvard, pool = read_sentences(), read_sentences(more=True)
+    assert len(harvard) == 50 and len(pool) == 199 and pool[:50] == harvard and len(set(pool)) == 199
+    assert not heldout & set(pool)
+    read = [speaker_sentences(k, 50, pool, more=True) for k in range(6)]
+    assert len({text for texts in read for text in texts}) == 175
+    assert len({text for k in range(6) for text in speaker_sentences(k, 50, harvard, more=False)}) == 50
+    # the default corpus reads what it always read: speaker k from Harvard sentence 7 k
+    assert speaker_sentences(3, 20, harvard, more=False) == [harvard[(21 + j) % 50] for j in range(20)]
+    # and the built corpus says them: the second speaker's first utterance is sentence 26
+    build_demo_corpus(tmp_path / "more", 2, 1, 16000, more_sentences=True)
+    assert (tmp_path / "more" / "m1" / "m1_001.txt").read_text().strip() == pool[25]
 
 
 def test_prepare_demo_index(demo_prepared):

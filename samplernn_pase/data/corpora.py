@@ -242,7 +242,8 @@ def read_corpus(entry: dict, data_path: Path, data_config: dict, log=None) -> Co
         from .demo_corpus import build_demo_corpus
 
         demo = data_config["demo"]
-        build_demo_corpus(root, demo["num_speakers"], demo["sentences_per_speaker"], data_config["sample_rate"], log)
+        build_demo_corpus(root, demo["num_speakers"], demo["sentences_per_speaker"], data_config["sample_rate"], log,
+                          demo["more_sentences"])
     if not root.is_dir():
         raise UserError(f"{root}: corpus folder not found (data.corpora entry of type {kind!r})")
     if kind == "vctk":

@@ -4,7 +4,8 @@ eSpeak NG comes from the `espeakng-loader` wheel (shared library + voice data,
 no system package) and is driven through ctypes in synchronous mode with
 phoneme events on. Each speaker is an English voice variant (`en-us+f1`, ...)
 with its own pitch, pitch range and rate; each reads `sentences_per_speaker`
-Harvard sentences (public domain, `sentences.txt`). The synthesizer's phoneme
+Harvard sentences (public domain, `sentences.txt`; with `more_sentences`, from those and the
+149 of `sentences_more.txt`, written for this project, so that the speakers read 175 texts). The synthesizer's phoneme
 events give exact phone boundaries, written as HTS full-context labels, so the
 demo goes through the same path as a real labelled corpus.
 
@@ -29,6 +30,9 @@ from ..audio.io import resample, write_wav
 from . import hts_labels
 
 SENTENCES_FILE = Path(__file__).parent / "sentences.txt"
+#: `data.demo.more_sentences`: 149 more sentences, written for this project (not Harvard's), so that
+#: an acoustic model can learn from more than 50 different texts.
+MORE_SENTENCES_FILE = Path(__file__).parent / "sentences_more.txt"
 
 # id, gender, eSpeak voice variant, pitch (0-100), pitch range (0-100), rate (words per minute)
 SPEAKERS = [
@@ -357,11 +361,22 @@ def read_text(text: str, speaker: str, sample_rate: int, stem: Path) -> Path:
         espeak.close()
 
 
-def read_sentences() -> list[str]:
-    return [line.strip() for line in SENTENCES_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
+def read_sentences(more: bool = False) -> list[str]:
+    """The demo's text: the 50 Harvard sentences, then with `more` the 149 of MORE_SENTENCES_FILE."""
+    files = [SENTENCES_FILE, MORE_SENTENCES_FILE] if more else [SENTENCES_FILE]
+    return [line.strip() for file in files for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def build_demo_corpus(root: Path, num_speakers: int, sentences_per_speaker: int, sample_rate: int, log=None) -> Path:
+def speaker_sentences(number: int, sentences_per_speaker: int, sentences: list[str], more: bool) -> list[str]:
+    """What the speaker `number` (0, 1, ...) reads: `sentences_per_speaker` sentences from
+    position 7 x number (25 x number with `more`, so that neighbouring speakers share fewer
+    sentences), wrapping around."""
+    stride = 25 if more else 7
+    return [sentences[(number * stride + j) % len(sentences)] for j in range(sentences_per_speaker)]
+
+
+def build_demo_corpus(root: Path, num_speakers: int, sentences_per_speaker: int, sample_rate: int, log=None,
+                      more_sentences: bool = False) -> Path:
     """Build the corpus into `root` unless it is already there; returns root.
 
     The synthesis runs in a fresh (spawned) process: eSpeak keeps state between
@@ -371,7 +386,7 @@ def build_demo_corpus(root: Path, num_speakers: int, sentences_per_speaker: int,
     root = Path(root)
     if (root / "speakers.csv").exists():
         return root
-    sentences = read_sentences()
+    sentences = read_sentences(more_sentences)
     if not 1 <= num_speakers <= len(SPEAKERS):
         raise ValueError(f"the demo corpus has 1 to {len(SPEAKERS)} speakers, not {num_speakers}")
     if not 1 <= sentences_per_speaker <= len(sentences):
@@ -382,20 +397,19 @@ def build_demo_corpus(root: Path, num_speakers: int, sentences_per_speaker: int,
     root.parent.mkdir(parents=True, exist_ok=True)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        pool.submit(_build, str(root), num_speakers, sentences_per_speaker, sample_rate).result()
+        pool.submit(_build, str(root), num_speakers, sentences_per_speaker, sample_rate, more_sentences).result()
     return root
 
 
-def _build(root: str, num_speakers: int, sentences_per_speaker: int, sample_rate: int) -> None:
+def _build(root: str, num_speakers: int, sentences_per_speaker: int, sample_rate: int, more_sentences: bool) -> None:
     root = Path(root)
-    sentences = read_sentences()
+    sentences = read_sentences(more_sentences)
     building = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.building-"))
     espeak = _Espeak()
     try:
         for number, (speaker, *_) in enumerate(SPEAKERS[:num_speakers]):
             (building / speaker).mkdir()
-            for j in range(sentences_per_speaker):
-                text = sentences[(number * 7 + j) % len(sentences)]
+            for j, text in enumerate(speaker_sentences(number, sentences_per_speaker, sentences, more_sentences)):
                 write_utterance(espeak, text, speaker, sample_rate, building / speaker / f"{speaker}_{j + 1:03d}")
         with open(building / "speakers.csv", "w", newline="") as file:
             writer = csv.writer(file)
