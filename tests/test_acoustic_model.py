@@ -11,7 +11,8 @@ from samplernn_pase.data.phone_sequences import (
     PHONE_COLUMN, collate, expand_phones, frame_linguistic, phone_frames, phone_symbol_means, utterance_item)
 from samplernn_pase.data.store import UtteranceStore
 from samplernn_pase.metrics.speech import analyse, compare, feature_analysis
-from samplernn_pase.models.acoustic import AcousticConfig, AcousticModel, frames_of, losses
+from samplernn_pase.models.acoustic import (AcousticConfig, AcousticModel, frames_of, losses, scale_variance,
+                                            utterance_variances)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -99,6 +100,30 @@ def test_phone_trajectories_interpolate_each_phones_points_linearly():
     expected = [np.interp(p, [0, 0.5, 1], knots[i].numpy()) for i, p in zip(phone_index, position)]
     torch.testing.assert_close(out, torch.tensor(expected, dtype=torch.float32)[:, None] * torch.arange(1, 44),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_scale_variance_gives_each_cepstrum_the_target_variance_about_its_mean():
+    rng = np.random.default_rng(5)
+    features = torch.from_numpy(rng.standard_normal((200, 43)).astype(np.float32) * 0.4 + 2.0)
+    target = torch.from_numpy(rng.uniform(0.5, 1.5, 43).astype(np.float32))
+    target[10] = 0.0                                   # no target: left as predicted
+    out = scale_variance(features, target).numpy()
+    x = features.numpy()
+    for column in range(43):
+        if 3 <= column < 42 and column != 10:          # mcep1..mcep39
+            assert out[:, column].var() == pytest.approx(float(target[column]), rel=1e-4)
+            assert out[:, column].mean() == pytest.approx(x[:, column].mean(), abs=1e-4)
+            # an affine map of the column, increasing: the trajectory's shape is kept
+            assert np.corrcoef(out[:, column], x[:, column])[0, 1] == pytest.approx(1.0, abs=1e-6)
+        else:                                          # lf0, vuv, mcep0, bap and the column without a target
+            np.testing.assert_array_equal(out[:, column], x[:, column])
+
+
+def test_utterance_variances_are_each_speakers_mean_variance_over_its_utterances():
+    a, b, c = np.arange(6.0).reshape(3, 2), np.array([[1.0, 0.0], [3.0, 0.0]]), np.array([[0.0, 5.0], [0.0, 5.0]])
+    variances = utterance_variances([(0, a), (0, b), (2, c)], speakers=3, dim=2)
+    # by hand: a's columns vary as 0, 2, 4 (variance 8/3), b's as 1, 3 (1) and 0; c's not at all
+    np.testing.assert_allclose(variances, [[(8 / 3 + 1) / 2, (8 / 3 + 0) / 2], [0, 0], [0, 0]], rtol=1e-6)
 
 
 def test_expand_phones_closed_form():

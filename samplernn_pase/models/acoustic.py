@@ -39,6 +39,7 @@ the padded steps are zeroed before every convolution, as its own zero padding is
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -68,6 +69,7 @@ class AcousticConfig(ModelSection):
     duration_encoder: str = "rnn"         # the duration model's stack, the same choice
     dropout: float = 0.0                  # on the convolutions' outputs/inputs of both models, in training
     trajectory_points: int = 0            # >0: each phone's features move through this many points (below)
+    global_variance: bool = False         # scale each predicted utterance's mel-cepstra c1.. to the speaker's variance
     feature_loss: str = "normalized"      # "normalized": MSE of the normalized features; "cepstral_distance":
                                           # mel-cepstra 1.. weighted by their variance (see losses)
     # derived from the data
@@ -187,6 +189,11 @@ class AcousticModel(nn.Module):
         self.phone_encoder = SequenceStack(config, phone_real, config.hidden_size, config.hidden_size,
                                            use_rnn=config.phone_encoder == "rnn")
         self.frame_decoder = FrameDecoder(config, config.hidden_size)
+        if config.global_variance:
+            # Each speaker's mean variance over an utterance of each normalized feature (training
+            # split; 0 for a speaker without training utterances), set by the runner, kept in the
+            # checkpoints and releases: what `scale_variance` restores.
+            self.register_buffer("utterance_variance", torch.zeros(config.num_speakers, config.acoustic_dim))
         if config.trajectory_points > 1:
             self.trajectory = nn.Linear(config.hidden_size, config.trajectory_points * config.acoustic_dim)
             nn.init.zeros_(self.trajectory.weight)
@@ -253,6 +260,39 @@ def losses(log_durations: torch.Tensor, features: torch.Tensor, batch: dict,
     acoustic_loss = (squared * frame_mask).sum() / frames + vuv_loss
     return {"loss": duration_loss + acoustic_loss, "duration_loss": duration_loss,
             "acoustic_loss": acoustic_loss, "vuv_loss": vuv_loss}
+
+
+#: The acoustic columns `scale_variance` scales: the mel-cepstra from mcep1 (data/features.py:
+#: lf0, vuv, mcep0..mcep39, bap), not the energy c0 nor F0, voicing and aperiodicity.
+VARIANCE_COLUMNS = slice(3, 42)
+
+
+def scale_variance(features: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:
+    """(T, A) predicted normalized features with each column of VARIANCE_COLUMNS scaled about its
+    mean over the utterance so that its variance over the utterance is `variance` (A,) (global
+    variance, as in Toda and Tokuda's parameter generation; a column whose target is 0 is
+    left as it is). Regression to the mean over-smooths the spectral envelope; what is lost is
+    what tells close voices apart (README, "Text to speech judged")."""
+    out = features.clone()
+    columns = out[:, VARIANCE_COLUMNS]
+    target = variance[VARIANCE_COLUMNS]
+    mean = columns.mean(dim=0)
+    spread = columns.var(dim=0, unbiased=False)
+    gain = torch.where((target > 0) & (spread > 0), torch.sqrt(target / spread.clamp_min(1e-12)),
+                       torch.ones_like(target))
+    out[:, VARIANCE_COLUMNS] = mean + (columns - mean) * gain
+    return out
+
+
+def utterance_variances(utterances, speakers: int, dim: int) -> np.ndarray:
+    """(speakers, dim): each speaker's mean over its utterances of each column's variance over
+    the utterance's frames; `utterances` yields (speaker index, normalized features (T, dim));
+    0 for a speaker with none."""
+    sums, counts = np.zeros((speakers, dim)), np.zeros(speakers)
+    for speaker, features in utterances:
+        sums[speaker] += np.asarray(features, np.float64).var(axis=0)
+        counts[speaker] += 1
+    return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
 
 
 def frames_of(scaled_durations: torch.Tensor) -> torch.Tensor:

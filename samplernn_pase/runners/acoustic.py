@@ -39,7 +39,8 @@ from ..experiment.folder import Experiment, atomic_save_npz
 from ..experiment.release import VOCODER_FOLDER
 from ..experiment.weights import load_weights, named_experiment
 from ..metrics.speech import compare, feature_analysis
-from ..models.acoustic import AcousticConfig, AcousticModel, frames_of, losses, to_features
+from ..models.acoustic import (AcousticConfig, AcousticModel, frames_of, losses, scale_variance, to_features,
+                               utterance_variances)
 from .base import RunContext, Runner
 from .rendering import RenderedItem, max_test_frames, test_tag, utterances_to_render, write_results
 
@@ -115,11 +116,19 @@ class AcousticRunner(Runner):
             table = torch.from_numpy(self.baselines["acoustic"]).reshape(-1, self.store.acoustic_dim)
             with torch.no_grad():
                 model.frame_decoder.symbol_table.weight.copy_(table)
+        if self.model_config.global_variance and not self.context.from_release:
+            training = ((utterance.speaker_index, utterance.acoustic)
+                        for utterance in map(self.store.load, self.utterance_ids("train")))
+            variance = utterance_variances(training, self.store.num_speakers, self.store.acoustic_dim)
+            with torch.no_grad():
+                model.utterance_variance.copy_(torch.from_numpy(variance))
         return model
 
     def speaker_tables(self):
         # The per-symbol table holds each speaker's block of one row per phone symbol.
         tables = {"frame_decoder.symbol_table.weight": (0, self.model.frame_decoder.phones)}
+        if self.model_config.global_variance:
+            tables["utterance_variance"] = (0, 1)
         if isinstance(self.model.speaker, torch.nn.Embedding):
             tables["speaker.weight"] = (0, 1)
         return tables
@@ -210,7 +219,10 @@ class AcousticRunner(Runner):
         mean, std = self.store.acoustic_mean[speaker], self.store.acoustic_std[speaker]
 
         def raw(features):
-            return denormalize(to_features(features[0]).cpu().numpy(), mean, std)
+            features = to_features(features[0])
+            if self.model_config.global_variance:
+                features = scale_variance(features, self.model.utterance_variance[speaker])
+            return denormalize(features.cpu().numpy(), mean, std)
         return {"oracle": raw(oracle), "predicted": raw(predicted), "durations": item["durations"],
                 "predicted_durations": durations, "real": self.store.raw_acoustic(utterance),
                 "speaker": speaker, "symbols": utterance.phone_categorical[:, PHONE_COLUMN],
