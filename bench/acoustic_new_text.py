@@ -61,12 +61,18 @@ def mean(values):
     return round(float(np.mean(values)), 4) if values else None
 
 
-def centre_interpolated(values: np.ndarray, phone_index: np.ndarray) -> np.ndarray:
-    """(T, D): each phone's mean of `values` placed at the phone's centre frame, linearly
-    interpolated between the centres (held flat before the first and after the last)."""
+def phone_means(values: np.ndarray, phone_index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(the phones present, each one's centre frame, each one's mean of `values` (P, D))."""
     phones = np.unique(phone_index)
     centres = np.array([np.flatnonzero(phone_index == p).mean() for p in phones])
     means = np.stack([values[phone_index == p].mean(axis=0) for p in phones])
+    return phones, centres, means
+
+
+def centre_interpolated(values: np.ndarray, phone_index: np.ndarray) -> np.ndarray:
+    """(T, D): each phone's mean of `values` placed at the phone's centre frame, linearly
+    interpolated between the centres (held flat before the first and after the last)."""
+    _, centres, means = phone_means(values, phone_index)
     frames = np.arange(len(values))
     return np.stack([np.interp(frames, centres, means[:, d]) for d in range(values.shape[1])], axis=1)
 
@@ -78,11 +84,9 @@ def ablations(prediction: dict) -> dict[str, np.ndarray]:
     for name, columns in GROUPS.items():
         out[f"swap_{name}"] = real.copy()
         out[f"swap_{name}"][:, columns] = predicted[:, columns]
-    flat = real.copy()
-    for phone in np.unique(prediction["phone_index"]):
-        frames = prediction["phone_index"] == phone
-        flat[frames, CEPSTRUM] = real[frames, CEPSTRUM].mean(axis=0)
-    out["phone_flat"] = flat
+    phones, _, means = phone_means(real[:, CEPSTRUM], prediction["phone_index"])
+    out["phone_flat"] = real.copy()
+    out["phone_flat"][:, CEPSTRUM] = means[np.searchsorted(phones, prediction["phone_index"])]
     out["phone_interp"] = real.copy()
     out["phone_interp"][:, CEPSTRUM] = centre_interpolated(real[:, CEPSTRUM], prediction["phone_index"])
     for width in SMOOTHING_FRAMES:

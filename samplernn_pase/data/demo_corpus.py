@@ -5,7 +5,7 @@ no system package) and is driven through ctypes in synchronous mode with
 phoneme events on. Each speaker is an English voice variant (`en-us+f1`, ...)
 with its own pitch, pitch range and rate; each reads `sentences_per_speaker`
 Harvard sentences (public domain, `sentences.txt`; with `more_sentences`, from those and the
-149 of `sentences_more.txt`, written for this project, so that the speakers read 175 texts). The synthesizer's phoneme
+149 of `sentences_more.txt`, written for this project: up to 199 different texts). The synthesizer's phoneme
 events give exact phone boundaries, written as HTS full-context labels, so the
 demo goes through the same path as a real labelled corpus.
 

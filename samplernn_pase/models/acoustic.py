@@ -17,8 +17,8 @@ sentences' features instead of reading new ones; README, "New text, diagnosed").
 `duration_encoder: "conv"` does the same for the duration model. `trajectory_points: K`
 adds each phone's movement: K points of the features per phone, a linear map of its
 encoding, interpolated linearly over the frame's position in the phone (the decoder
-alone learned little of it: on its training utterances it explained 7-11 % of the higher
-cepstra's variance inside the phones, 19-35 % with K = 4).
+alone learned little of it: on its training utterances it explained 7-22 % of the
+cepstra's (c1-c39) variance inside the phones, 20-44 % with K = 4).
 
 Why this shape: a frame's features depend on the phones around it in both
 directions (coarticulation, the phrase's declining F0), and the whole utterance
@@ -68,7 +68,7 @@ class AcousticConfig(ModelSection):
     phone_encoder: str = "rnn"            # the acoustic model's phone encoder: "rnn" (conv + GRU) or "conv" alone
     duration_encoder: str = "rnn"         # the duration model's stack, the same choice
     dropout: float = 0.0                  # on the convolutions' outputs/inputs of both models, in training
-    trajectory_points: int = 0            # >0: each phone's features move through this many points (below)
+    trajectory_points: int = 0            # >1: each phone's features move through this many points (below)
     global_variance: bool = False         # scale each predicted utterance's mel-cepstra c1.. to the speaker's variance
     feature_loss: str = "normalized"      # "normalized": MSE of the normalized features; "cepstral_distance":
                                           # mel-cepstra 1.. weighted by their variance (see losses)
