@@ -42,6 +42,27 @@ SPEAKERS = [
     ("f4", "f", "f4", 50, 45, 155), ("m4", "m", "m4", 40, 65, 175),
     ("f5", "f", "f5", 58, 50, 190), ("m5", "m", "m5", 30, 50, 165),
     ("f6", "f", "f2", 68, 35, 160), ("m6", "m", "m6", 42, 60, 150),
+    # Rows 13-48 (`num_speakers` up to 48): eSpeak NG's other English-capable variants, whose
+    # files set formant frequencies, heights and widths, flutter and roughness; a variant used
+    # twice comes back with a pitch, range and rate far from its first use.
+    ("f7", "f", "Alicia", 50, 50, 165), ("m7", "m", "m7", 45, 45, 170),
+    ("f8", "f", "Andrea", 45, 60, 175), ("m8", "m", "m8", 50, 60, 160),
+    ("f9", "f", "Annie", 55, 45, 160), ("m9", "m", "Andy", 45, 55, 175),
+    ("f10", "f", "anika", 50, 55, 170), ("m10", "m", "boris", 40, 50, 165),
+    ("f11", "f", "aunty", 55, 50, 155), ("m11", "m", "david", 50, 45, 180),
+    ("f12", "f", "belinda", 48, 60, 185), ("m12", "m", "ed", 40, 60, 160),
+    ("f13", "f", "grandma", 55, 55, 150), ("m13", "m", "edward", 45, 50, 170),
+    ("f14", "f", "linda", 60, 45, 170), ("m14", "m", "iven", 50, 55, 165),
+    ("f15", "f", "steph", 50, 50, 180), ("m15", "m", "max", 40, 45, 185),
+    ("f16", "f", "steph2", 58, 62, 160), ("m16", "m", "Michael", 45, 65, 160),
+    ("f17", "f", "steph3", 45, 45, 170), ("m17", "m", "paul", 55, 50, 175),
+    ("f18", "f", "steph", 75, 30, 150), ("m18", "m", "quincy", 45, 45, 155),
+    ("f19", "f", "f3", 40, 30, 195), ("m19", "m", "rob", 50, 60, 170),
+    ("f20", "f", "aunty", 75, 35, 180), ("m20", "m", "robert", 40, 55, 180),
+    ("f21", "f", "linda", 35, 65, 150), ("m21", "m", "sandro", 45, 50, 160),
+    ("f22", "f", "Andrea", 70, 35, 150), ("m22", "m", "travis", 50, 45, 165),
+    ("f23", "f", "belinda", 30, 40, 160), ("m23", "m", "victor", 45, 60, 175),
+    ("f24", "f", "anika", 75, 35, 150), ("m24", "m", "Gene", 40, 50, 160),
 ]
 
 # eSpeak API constants (speak_lib.h).
