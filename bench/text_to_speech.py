@@ -2,6 +2,7 @@
 
     python bench/text_to_speech.py --experiment tts [--experiments-path experiments] [--data-path data]
                                    [--sentences 20] [--batch-size 40] [--output-dir DIR]
+                                   [--speakers ID ...] [--vocoder-temperature T] [--global-variance on|off]
 
 Each sentence of samplernn_pase/data/sentences_heldout.txt (no demo speaker reads
 them) is read by eSpeak NG in each modeling speaker's voice (`synthesize --text`'s
@@ -77,6 +78,12 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=20, help="the first N held-out sentences")
     parser.add_argument("--batch-size", type=int, default=40, help="utterances the vocoder generates side by side")
     parser.add_argument("--output-dir", type=Path, default=None, help="the wavs and metrics.json (default: a temporary folder)")
+    parser.add_argument("--speakers", nargs="+", default=None,
+                        help="only these modeling speakers (default: all; identification is still among all the corpus's)")
+    parser.add_argument("--vocoder-temperature", type=float, default=None,
+                        help="sample the vocoder at this temperature (default: the vocoder experiment's test.temperature)")
+    parser.add_argument("--global-variance", choices=("on", "off"), default=None,
+                        help="override model.global_variance (on needs a model trained with it on: its variances)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -89,9 +96,21 @@ def main() -> None:
     epoch = experiment.resolve_epoch(None if args.epoch is None else int(args.epoch))
     sentences = [line.strip() for line in HELDOUT.read_text().splitlines() if line.strip()][:args.sentences]
     speakers = [s["id"] for s in index["speakers"] if s["set"] == "modeling"]
+    if args.speakers:
+        unknown = sorted(set(args.speakers) - set(speakers))
+        if unknown:
+            raise SystemExit(f"--speakers: not modeling speakers of {args.experiment}: {', '.join(unknown)}")
+        speakers = [s for s in speakers if s in args.speakers]
     runner_args = argparse.Namespace(data_path=args.data_path)
     runner = cli.trained_runner(runner_args, experiment, epoch, torch.device("cpu"))
     runner.config = {**runner.config, "test": {**runner.config["test"], "batch_size": args.batch_size}}
+    if args.global_variance is not None:
+        if args.global_variance == "on" and not hasattr(runner.model, "utterance_variance"):
+            raise SystemExit(f"--global-variance on: {args.experiment} was trained without model.global_variance")
+        runner.model_config.global_variance = args.global_variance == "on"
+    if args.vocoder_temperature is not None:
+        vocoder = runner.vocoder
+        vocoder.config = {**vocoder.config, "test": {**vocoder.config["test"], "temperature": args.vocoder_temperature}}
     with tempfile.TemporaryDirectory(prefix="samplernn_pase-tts-bench-") as folder:
         records = []
         for s, speaker in enumerate(speakers):
@@ -114,6 +133,8 @@ def main() -> None:
     print(json.dumps({
         "experiment": args.experiment, "epoch": epoch, "vocoder": config["model"].get("vocoder_experiment"),
         "sentences": len(sentences), "speakers": speakers, "rows": rows,
+        "global_variance": runner.model_config.global_variance,
+        "vocoder_temperature": runner.vocoder.config["test"]["temperature"],
         "wer_ratio_to_ceiling": None if not ceiling["wer"] or tts["wer"] is None
         else round(tts["wer"] / ceiling["wer"], 3),
         "required": required, "passed": all(v is True for v in required.values()),

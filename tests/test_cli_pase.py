@@ -111,3 +111,29 @@ def test_missing_pase_experiment_is_one_line(pase_workspace):
     assert result.returncode == 2 and "model.pase_experiment" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not pase_workspace.experiment("x").exists()
+
+
+def test_acoustic_model_with_pase_speakers_says_adaptation_speakers(pase_workspace):
+    """The text-to-speech front half on PASE seeds (issue 24): `init` writes every speaker's
+    seed from the PASE experiment, `train` trains on the modeling speakers, and `test` renders
+    the adaptation speakers it never trained on, with their own seeds."""
+    from test_cli_acoustic import tiny_acoustic_config
+    space = pase_workspace
+    config = tiny_acoustic_config(max_epochs=1)
+    config["model"].update({"conds_speaker_type": "pase", "pase_experiment": "pase", "pase_seed_seconds": 1.0,
+                            "vocoder_experiment": None, "global_variance": False})
+    space.init("spoken", config)
+    root = space.experiment("spoken")
+    index = json.loads((root / "data.json").read_text())
+    with np.load(root / "speaker_seeds.npz", allow_pickle=False) as seeds:
+        assert seeds["seeds"].shape == (len(index["speakers"]), 16) and np.all(np.isfinite(seeds["seeds"]))
+        assert list(seeds["speakers"]) == [s["id"] for s in sorted(index["speakers"], key=lambda s: s["index"])]
+        assert len(np.unique(seeds["seeds"].round(5), axis=0)) == len(index["speakers"])
+    space.run("spoken", "train")
+    space.run("spoken", "test", "--speakers", "adaptation")
+    metrics = json.loads((root / "results" / "epoch-1" / "adaptation" / "metrics.json").read_text())
+    adaptation = {s["id"] for s in index["speakers"] if s["set"] == "adaptation"}
+    speaker_of = {u["id"]: u["speaker"] for u in index["utterances"]}
+    assert metrics["utterances"] and {speaker_of[u] for u in metrics["utterances"]} <= adaptation
+    assert all(np.isfinite(m["oracle_mcd_db"]) and np.isfinite(m["duration_rmse_frames"])
+               for m in metrics["utterances"].values())

@@ -32,7 +32,7 @@ from ..data.normalization import denormalize
 from ..data.phone_sequences import (PHONE_COLUMN, UtteranceBatches, collate, expand_phones, frame_linguistic,
                                     phone_symbol_means, utterance_item)
 from ..data.features import world_resynthesis
-from ..data.speaker_seeds import SEEDS_FILE, compute_speaker_seeds, read_speaker_seeds
+from ..data.speaker_seeds import read_speaker_seeds
 from ..data.synthesis_input import utterance_record
 from ..errors import UserError
 from ..experiment.folder import Experiment, atomic_save_npz
@@ -41,7 +41,7 @@ from ..experiment.weights import load_weights, named_experiment
 from ..metrics.speech import compare, feature_analysis
 from ..models.acoustic import (AcousticConfig, AcousticModel, frames_of, losses, scale_variance, to_features,
                                utterance_variances)
-from .base import RunContext, Runner
+from .base import RunContext, Runner, pase_seed_files
 from .rendering import RenderedItem, max_test_frames, test_tag, utterances_to_render, write_results
 
 #: feature_params of data.json that must agree between this experiment and its vocoder.
@@ -89,10 +89,7 @@ class AcousticRunner(Runner):
             raise UserError("model.type \"acoustic\" maps HTS full-context labels to features and the corpus "
                             "has none (.lab beside the audio, or lab/ for CMU ARCTIC)")
         check_vocoder(config["model"], data_index, experiments_path)
-        if config["model"]["conds_speaker_type"] != "pase":
-            return {}
-        return {SEEDS_FILE: compute_speaker_seeds(config["model"], data_index, normalization,
-                                                  experiments_path, data_path, log)}
+        return pase_seed_files(config["model"], data_index, normalization, experiments_path, data_path, log)
 
     def build_model(self):
         if not self.index.get("linguistic"):

@@ -16,15 +16,27 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..data.speaker_seeds import SEEDS_FILE, compute_speaker_seeds
 from ..data.stateful_loader import StatefulLoader
 from ..data.store import UtteranceStore
 from ..errors import UserError
 from ..experiment.folder import Experiment
+from ..experiment.weights import load_pase
 from ..training.optim import Optimize, build_optimizer
 from ..training.distributed import Distributed
 from ..training.rng import side_stream
 
 TEST_STREAM = 2   # side_stream key of test rendering
+
+
+def pase_seed_files(model_config: dict, data_index: dict, normalization: dict, experiments_path: Path,
+                    data_path: Path, log) -> dict:
+    """`init` of a family with `conds_speaker_type: "pase"`: {speaker_seeds.npz: its arrays}, the
+    seeds made by the encoder of the PASE experiment the config names; {} for a speaker table."""
+    if model_config["conds_speaker_type"] != "pase":
+        return {}
+    pase = load_pase(experiments_path, model_config["pase_experiment"], model_config.get("pase_epoch"))
+    return {SEEDS_FILE: compute_speaker_seeds(pase, model_config, data_index, normalization, data_path, log)}
 
 
 @dataclass

@@ -14,14 +14,14 @@ import torch
 
 from ..audio.mulaw import mulaw_decode, mulaw_encode
 from ..data.samplernn_source import SampleRNNSource
-from ..data.speaker_seeds import SEEDS_FILE, compute_speaker_seeds, read_speaker_seeds
+from ..data.speaker_seeds import read_speaker_seeds
 from ..experiment.weights import load_pase
 from ..errors import UserError
 from ..data import cache
 from ..data.features import world_resynthesis
 from ..metrics.speech import analyse, compare
 from ..models.samplernn import CONDITIONING_KEYS, SampleRNN, SampleRNNConfig, sampling_temperatures, unpack_batch
-from .base import Runner
+from .base import Runner, pase_seed_files
 from .carried import CarriedState
 from .rendering import RenderedItem, max_test_frames, test_tag, utterances_to_render, write_results
 
@@ -66,11 +66,7 @@ class SampleRNNRunner(Runner):
         if conditioning != "acoustic" and not data_index.get("linguistic"):
             raise UserError(f"model.conditioning: {conditioning!r} needs HTS full-context labels (.lab beside "
                             "the audio, or in lab/ for CMU ARCTIC) and the corpus has none; use \"acoustic\"")
-        if config["model"]["conds_speaker_type"] != "pase":
-            return {}
-        pase = load_pase(experiments_path, config["model"]["pase_experiment"], config["model"].get("pase_epoch"))
-        return {SEEDS_FILE: compute_speaker_seeds(pase, config["model"], data_index, normalization,
-                                                  data_path, log)}
+        return pase_seed_files(config["model"], data_index, normalization, experiments_path, data_path, log)
 
     @cached_property
     def speaker_vectors(self):
