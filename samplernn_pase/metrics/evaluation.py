@@ -18,6 +18,8 @@ that says the words of a transcribed utterance, against the words said in the
 span it covers; the same words for the model's audio and its reference rows.
 """
 
+import hashlib
+
 import numpy as np
 
 from ..data.features import feature_params
@@ -35,12 +37,20 @@ class Evaluation:
         self.index, self.store, self.pase = index, store, pase
         self.sample_rate = index["sample_rate"]
         self.params = index.get("feature_params") or feature_params(data_config)
-        self.speaker_of = {u["id"]: u["speaker"] for u in index["utterances"]}
-        self.utterances = {u["id"]: u for u in index["utterances"]}
         self.unscored: dict[str, str] = {}      # utterance -> why it has no WER
         self._centroids = None
         self._reference_scores: dict[tuple, dict] = {}
         self._frechet_cache: dict = {}
+
+    @property
+    def utterances(self) -> dict[str, dict]:
+        """data.json's utterances by id, read when asked: new input (`synthesize --text`, the
+        benches, the Python API) is added to and removed from the index between tests."""
+        return {u["id"]: u for u in self.index["utterances"]}
+
+    @property
+    def speaker_of(self) -> dict[str, str]:
+        return {u["id"]: u["speaker"] for u in self.index["utterances"]}
 
     @property
     def centroids(self) -> SpeakerCentroids:
@@ -86,8 +96,10 @@ class Evaluation:
         return scores
 
     def judge_reference(self, row: str, audio: np.ndarray, utterance_id: str, words: str | None = None) -> dict:
-        """`judge` of a reference row (real, world, ...), remembered: it does not change by epoch."""
-        key = (row, utterance_id, len(audio), words)
+        """`judge` of a reference row (real, world, ...), remembered by its audio: the recording's
+        rows do not change by epoch, and a row that does (the acoustic family's WORLD rendering
+        of its predicted features) is judged again, even at the same length."""
+        key = (row, utterance_id, hashlib.sha1(np.ascontiguousarray(audio).tobytes()).hexdigest(), words)
         if key not in self._reference_scores:
             self._reference_scores[key] = self.judge(audio, utterance_id, words)
         return self._reference_scores[key]
