@@ -137,3 +137,25 @@ def test_acoustic_model_with_pase_speakers_says_adaptation_speakers(pase_workspa
     assert metrics["utterances"] and {speaker_of[u] for u in metrics["utterances"]} <= adaptation
     assert all(np.isfinite(m["oracle_mcd_db"]) and np.isfinite(m["duration_rmse_frames"])
                for m in metrics["utterances"].values())
+
+
+def test_pase_trains_on_the_modeling_speakers_only(pase_workspace):
+    """The encoder must make seeds of voices it has not heard: no chunk of an adaptation
+    speaker's audio is in its training or validation batches."""
+    import argparse
+
+    import torch
+
+    from samplernn_pase import cli
+    from samplernn_pase.experiment.folder import Experiment
+    experiment = Experiment(pase_workspace.root / "experiments", "pase")
+    runner = cli.trained_runner(argparse.Namespace(data_path=pase_workspace.data_path), experiment, 3,
+                                torch.device("cpu"))
+    index = experiment.data_index()
+    set_of = {s["id"]: s["set"] for s in index["speakers"]}
+    speaker_of = {u["id"]: u["speaker"] for u in index["utterances"]}
+    assert "adaptation" in set_of.values()
+    for split in ("train", "validation"):
+        chunks = [chunk for batch in runner.loader(split, 1, shuffle=True).batches for chunk in batch]
+        speakers = {speaker_of[utterance] for utterance, _ in chunks}
+        assert chunks and {set_of[s] for s in speakers} == {"modeling"}, (split, speakers)
