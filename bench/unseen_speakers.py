@@ -65,10 +65,10 @@ from pase_seed_duration import open_workspace, log  # noqa: E402
 from samplernn_pase import cli  # noqa: E402
 from samplernn_pase.data import features, hts_labels  # noqa: E402
 from samplernn_pase.data.normalization import Accumulator  # noqa: E402
+from samplernn_pase.data.speaker_seeds import speaker_train_seeds  # noqa: E402
 from samplernn_pase.data.synthesis_input import text_record  # noqa: E402
 from samplernn_pase.experiment.folder import Experiment  # noqa: E402
 from samplernn_pase.experiment.weights import load_pase  # noqa: E402
-from samplernn_pase.models.pase import speaker_seed  # noqa: E402
 from samplernn_pase.runners.synthesis import new_inputs  # noqa: E402
 
 HELDOUT = ROOT / "samplernn_pase" / "data" / "sentences_heldout.txt"
@@ -134,7 +134,8 @@ def acoustic_config(args) -> dict:
 
 
 def seed_pool(index: dict, speaker: str) -> list[str]:
-    """The speaker's training-split utterances sorted by id: where seeds come from."""
+    """The speaker's training-split utterances sorted by id: where seeds come from
+    (data/speaker_seeds.speaker_train_seeds takes the same)."""
     return sorted(u["id"] for u in index["utterances"] if u["speaker"] == speaker and u["split"] == "train")
 
 
@@ -266,12 +267,11 @@ def main() -> None:
     unseen_items = [(s, sentences[k]) for s in unseen for k in range(args.sentences)]
     pase = load_pase(workspace / "experiments", PASE_NAME, args.pase_epochs)
     voices = Voices(runner)
-    rate = index["sample_rate"]
 
     def seed_of(speaker, seconds):
-        ids = seed_pool(index, speaker)
-        vector = speaker_seed(pase, [runner.store.load(i).audio for i in ids], seconds, rate)
-        return vector, seed_statistics(runner.store, ids, seconds)
+        """The seed `init` would compute with `seconds`, and the statistics of the same audio."""
+        vector = speaker_train_seeds(pase, index, lambda i: runner.store.load(i).audio, [speaker], seconds)[speaker]
+        return vector, seed_statistics(runner.store, seed_pool(index, speaker), seconds)
 
     rows, seed_seconds_used = {}, {}
     rendered_root = workspace / "rendered"

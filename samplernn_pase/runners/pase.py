@@ -49,8 +49,7 @@ class PASERunner(Runner):
         """Random chunks of a split of the modeling speakers' utterances, with their targets: this
         rank's shard, or the `whole` split. The adaptation speakers' audio is never trained on:
         the encoder must make seeds of voices it has not heard (issue 24)."""
-        modeling = set(self.utterance_ids(split))
-        utterances = [u for u in self.index["utterances"] if u["id"] in modeling]
+        utterances = [self.store.utterances[i] for i in self.utterance_ids(split)]
         lengths = [u["num_frames"] * self.index["hop_length"] for u in utterances]
         rank, world_size = (0, 1) if whole else (self.context.rank, self.context.world_size)
         return RandomChunkLoader(self.audio, [u["id"] for u in utterances], lengths,
