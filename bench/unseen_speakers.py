@@ -29,6 +29,8 @@
      speakers from seeds of that length;
    - `unseen_pase_only`: the PASE vector of the first seed length with the modeling
      speakers' mean statistics: what the PASE vector alone carries;
+   - `unseen_statistics_only`: the statistics of the first seed length with the modeling
+     speakers' mean PASE vector: what the statistics alone carry;
    - `baseline`: no identity: the mean of the modeling speakers' seeds and of their
      statistics, for every adaptation speaker;
    - `modeling`: one sentence per modeling speaker (its own trained seed);
@@ -89,6 +91,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--vocoder-epochs", type=int, default=4)
     parser.add_argument("--vocoder-train-seconds", type=float, default=8.0)
     parser.add_argument("--acoustic-epochs", type=int, default=30)
+    parser.add_argument("--speaker-statistics", choices=["on", "off"], default="on",
+                        help="the acoustic model also reads the speaker's feature statistics beside its PASE "
+                             "seed (model.speaker_statistics)")
     parser.add_argument("--batch-size", type=int, default=40, help="utterances the vocoder generates side by side")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
@@ -124,7 +129,8 @@ def acoustic_config(args) -> dict:
     config = shipped("configs/acoustic_more_text.json")
     config["model"].update({"conds_speaker_type": "pase", "pase_experiment": PASE_NAME,
                             "pase_epoch": args.pase_epochs, "vocoder_experiment": VOCODER_NAME,
-                            "vocoder_epoch": args.vocoder_epochs})
+                            "vocoder_epoch": args.vocoder_epochs,
+                            "speaker_statistics": args.speaker_statistics == "on"})
     config["training"]["max_epochs"] = args.acoustic_epochs
     config["test"]["period"] = None
     return config
@@ -279,7 +285,8 @@ def main() -> None:
         folder = Path(folder)
         first = args.seed_seconds[0]
         plans = [(f"seed-{seconds:g}s", seconds, "own") for seconds in args.seed_seconds]
-        plans += [(f"seed-{first:g}s-pase-only", first, "pase_only"), ("baseline", None, "mean")]
+        plans += [(f"seed-{first:g}s-pase-only", first, "pase_only"),
+                  (f"seed-{first:g}s-statistics-only", first, "statistics_only"), ("baseline", None, "mean")]
         nobody = mean_voice(runner, modeling)
         ceiling = None
         for row, seconds, kind in plans:
@@ -290,7 +297,8 @@ def main() -> None:
                 else:
                     vector, statistics = seed_of(speaker, seconds)
                     seed_seconds_used.setdefault(row, []).append(round(statistics["seconds"], 2))
-                    voices.put(speaker, vector, statistics if kind == "own" else nobody[1])
+                    voices.put(speaker, nobody[0] if kind == "statistics_only" else vector,
+                               nobody[1] if kind == "pase_only" else statistics)
             try:
                 result = render(runner, epoch, unseen_items, rendered_root / row, folder)
             finally:
@@ -311,6 +319,7 @@ def main() -> None:
         "ceiling": ceiling,
         **{f"seed_{seconds:g}s": rows[f"seed-{seconds:g}s"] for seconds in args.seed_seconds[1:]},
         "unseen_pase_only": rows[f"seed-{first:g}s-pase-only"],
+        "unseen_statistics_only": rows[f"seed-{first:g}s-statistics-only"],
         "seed_seconds_used": {row: [min(v), float(np.mean(v))] for row, v in seed_seconds_used.items()},
         "required": {"unseen_identified_at_least_25%": main_row["identified"] is not None
                      and main_row["identified"] >= 0.25,

@@ -116,12 +116,15 @@ def test_missing_pase_experiment_is_one_line(pase_workspace):
 def test_acoustic_model_with_pase_speakers_says_adaptation_speakers(pase_workspace):
     """The text-to-speech front half on PASE seeds (issue 24): `init` writes every speaker's
     seed from the PASE experiment, `train` trains on the modeling speakers, and `test` renders
-    the adaptation speakers it never trained on, with their own seeds."""
+    the adaptation speakers it never trained on, with their own seeds and, with
+    `speaker_statistics`, their feature statistics on the modeling speakers' scale."""
+    import torch
+
     from test_cli_acoustic import tiny_acoustic_config
     space = pase_workspace
     config = tiny_acoustic_config(max_epochs=1)
     config["model"].update({"conds_speaker_type": "pase", "pase_experiment": "pase", "pase_seed_seconds": 1.0,
-                            "vocoder_experiment": None, "global_variance": False})
+                            "vocoder_experiment": None, "global_variance": False, "speaker_statistics": True})
     space.init("spoken", config)
     root = space.experiment("spoken")
     index = json.loads((root / "data.json").read_text())
@@ -130,6 +133,17 @@ def test_acoustic_model_with_pase_speakers_says_adaptation_speakers(pase_workspa
         assert list(seeds["speakers"]) == [s["id"] for s in sorted(index["speakers"], key=lambda s: s["index"])]
         assert len(np.unique(seeds["seeds"].round(5), axis=0)) == len(index["speakers"])
     space.run("spoken", "train")
+    # The statistics are centered and scaled over the modeling speakers, as init's
+    # normalization file gives them; the checkpoint keeps that scale.
+    with np.load(root / "normalization.npz") as normalization:
+        statistics = np.concatenate([normalization["acoustic_mean"], normalization["acoustic_std"]], axis=1)
+    modeling = [s["index"] for s in index["speakers"] if s["set"] == "modeling"]
+    weights = torch.load(root / "checkpoints" / "1.checkpoint.pt", weights_only=True)["model"]
+    center = weights["statistics_center"].numpy()
+    np.testing.assert_allclose(center, statistics[modeling].mean(axis=0), rtol=1e-5, atol=1e-5)
+    spread = statistics[modeling].std(axis=0)
+    np.testing.assert_allclose(weights["statistics_scale"].numpy(), np.where(spread > 1e-6, spread, 1.0), rtol=1e-4)
+    assert weights["speaker.weight"].shape[1] == 16 + statistics.shape[1]
     space.run("spoken", "test", "--speakers", "adaptation")
     metrics = json.loads((root / "results" / "epoch-1" / "adaptation" / "metrics.json").read_text())
     adaptation = {s["id"] for s in index["speakers"] if s["set"] == "adaptation"}

@@ -70,6 +70,7 @@ class AcousticConfig(ModelSection):
     dropout: float = 0.0                  # on the convolutions' outputs/inputs of both models, in training
     trajectory_points: int = 0            # >1: each phone's features move through this many points (below)
     global_variance: bool = False         # scale each predicted utterance's mel-cepstra c1.. to the speaker's variance
+    speaker_statistics: bool = False      # "pase": the speaker's feature mean and std beside its seed
     feature_loss: str = "normalized"      # "normalized": MSE of the normalized features; "cepstral_distance":
                                           # mel-cepstra 1.. weighted by their variance (see losses)
     # derived from the data
@@ -81,6 +82,16 @@ class AcousticConfig(ModelSection):
     speaker_vector_size: int = 0          # PASE seed width (conds_speaker_type "pase")
     phone_column: int = 2                 # the current phone (p3) among the categorical columns
 
+    def problems(self) -> list[str]:
+        if self.speaker_statistics and self.conds_speaker_type != "pase":
+            return ["model.speaker_statistics: true needs conds_speaker_type \"pase\" (a learned speaker "
+                    "table already holds what statistics would say)"]
+        return []
+
+    @property
+    def statistics_width(self) -> int:
+        """Width of the statistics part of the speaker input: the mean and the std of each feature."""
+        return 2 * self.acoustic_dim if self.speaker_statistics else 0
 
 
 def lengths_mask(lengths: torch.Tensor, longest: int) -> torch.Tensor:
@@ -180,7 +191,8 @@ class AcousticModel(nn.Module):
         super().__init__()
         self.config = config
         if config.conds_speaker_type == "pase":
-            self.speaker = nn.Linear(config.speaker_vector_size, config.speaker_embedding_size)
+            self.speaker = nn.Linear(config.speaker_vector_size + config.statistics_width,
+                                     config.speaker_embedding_size)
         else:
             self.speaker = nn.Embedding(config.num_speakers, config.speaker_embedding_size)
         phone_real = config.frame_real_dim - 2
@@ -194,6 +206,12 @@ class AcousticModel(nn.Module):
             # split; 0 for a speaker without training utterances), set by the runner, kept in the
             # checkpoints and releases: what `scale_variance` restores.
             self.register_buffer("utterance_variance", torch.zeros(config.num_speakers, config.acoustic_dim))
+        if config.speaker_statistics:
+            # The center and scale of the statistics over the modeling speakers, set by the runner
+            # at the start of training and kept in the checkpoints and releases: a new speaker's
+            # statistics are read on the scale the model trained on.
+            self.register_buffer("statistics_center", torch.zeros(config.statistics_width))
+            self.register_buffer("statistics_scale", torch.ones(config.statistics_width))
         if config.trajectory_points > 1:
             self.trajectory = nn.Linear(config.hidden_size, config.trajectory_points * config.acoustic_dim)
             nn.init.zeros_(self.trajectory.weight)
@@ -208,13 +226,22 @@ class AcousticModel(nn.Module):
                                    batch["phone_lengths"]),
                 self.features(batch))
 
+    def speaker_code(self, speaker: torch.Tensor) -> torch.Tensor:
+        """(B, speaker_embedding_size) of the batch's speaker input: rows of the table, or PASE
+        seeds (followed, with speaker_statistics, by the mean and std of each feature)."""
+        if self.config.speaker_statistics:
+            width = self.config.statistics_width
+            statistics = (speaker[:, -width:] - self.statistics_center) / self.statistics_scale
+            speaker = torch.cat([speaker[:, :-width], statistics], dim=1)
+        return self.speaker(speaker)
+
     def log_durations(self, categorical, real, speaker, lengths) -> torch.Tensor:
-        return self.duration_model(categorical, real, self.speaker(speaker), lengths)[..., 0]
+        return self.duration_model(categorical, real, self.speaker_code(speaker), lengths)[..., 0]
 
     def features(self, batch: dict) -> torch.Tensor:
         """(B, T, A) of a batch's phones (phone_categorical, phone_real, phone_lengths) and frames
         (frame_categorical, frame_real, frame_phone: the phone of each frame, frame_lengths)."""
-        speaker = self.speaker(batch["speaker"])
+        speaker = self.speaker_code(batch["speaker"])
         phones = self.phone_encoder(batch["phone_categorical"], batch["phone_real"], speaker,
                                     batch["phone_lengths"])
         index = batch["frame_phone"].long()[..., None].expand(-1, -1, phones.shape[-1])

@@ -113,6 +113,13 @@ class AcousticRunner(Runner):
             table = torch.from_numpy(self.baselines["acoustic"]).reshape(-1, self.store.acoustic_dim)
             with torch.no_grad():
                 model.frame_decoder.symbol_table.weight.copy_(table)
+        if self.model_config.speaker_statistics and not self.context.from_release:
+            statistics = self.speaker_statistics()[[s["index"] for s in self.index["speakers"]
+                                                    if s["set"] == "modeling"]]
+            scale = statistics.std(dim=0, correction=0)
+            with torch.no_grad():
+                model.statistics_center.copy_(statistics.mean(dim=0))
+                model.statistics_scale.copy_(torch.where(scale > 1e-6, scale, torch.ones_like(scale)))
         if self.model_config.global_variance and not self.context.from_release:
             training = ((utterance.speaker_index, utterance.acoustic)
                         for utterance in map(self.store.load, self.utterance_ids("train")))
@@ -133,11 +140,22 @@ class AcousticRunner(Runner):
     def utterance_ids(self, split):
         return [i for i in super().utterance_ids(split) if self.store.utterances[i].get("has_labels", True)]
 
+    def speaker_statistics(self) -> torch.Tensor:
+        """(speakers, 2 x features): each speaker's normalization statistics, the mean then the std
+        of each feature, as the store holds them now (a voice put there, as
+        bench/unseen_speakers.py puts an unseen speaker's seed, is the one read)."""
+        return torch.from_numpy(np.concatenate([self.store.acoustic_mean, self.store.acoustic_std], axis=1)).float()
+
     def on_device(self, batch: dict) -> dict:
-        """The batch's tensors on the device, its speakers as the model takes them."""
+        """The batch's tensors on the device, its speakers as the model takes them: speaker rows, or
+        PASE seeds (followed by the speaker's statistics with model.speaker_statistics)."""
         moved = {key: value.to(self.device) if torch.is_tensor(value) else value for key, value in batch.items()}
         speaker = moved["speaker"]
-        moved["speaker"] = speaker if self.speaker_vectors is None else self.speaker_vectors.to(self.device)[speaker]
+        if self.speaker_vectors is not None:
+            vectors = self.speaker_vectors
+            if self.model_config.speaker_statistics:
+                vectors = torch.cat([vectors, self.speaker_statistics()], dim=1)
+            moved["speaker"] = vectors.to(self.device)[speaker]
         return moved
 
     # --- training -----------------------------------------------------------------
