@@ -2,7 +2,7 @@
 
     python bench/unseen_speakers.py --workspace DIR [--data-path data] [--sentences 5]
         [--seed-seconds 10 3] [--pase-epochs 5] [--vocoder-epochs 4] [--acoustic-epochs 30]
-        [--threads 1]
+        [--seed 0] [--threads 1]
 
 1. Trains, with the real CLI, in DIR/experiments/, on the demo corpus with 48 voices
    (`data.demo.num_speakers` 48, 20 sentences each from the 199 texts; 40 modeling
@@ -95,6 +95,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="the acoustic model also reads the speaker's feature statistics beside its PASE "
                              "seed (model.speaker_statistics)")
     parser.add_argument("--batch-size", type=int, default=40, help="utterances the vocoder generates side by side")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="`seed` of the three experiments (it also draws the splits, so the seeds' audio): "
+                             "the bench is deterministic, a run with another seed is another draw")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     return parser.parse_args(argv)
@@ -103,21 +106,22 @@ def parse_args(argv=None) -> argparse.Namespace:
 # --- the three experiments ----------------------------------------------------------------
 
 
-def shipped(path: str, **data) -> dict:
+def shipped(path: str, args, **data) -> dict:
     config = json.loads((ROOT / path).read_text())
     config["data"].update({**DATA, **data})
+    config["seed"] = args.seed
     return config
 
 
 def pase_config(args) -> dict:
-    config = shipped("configs/pase.json")
+    config = shipped("configs/pase.json", args)
     config["training"]["max_epochs"] = args.pase_epochs
     config["test"]["period"] = None
     return config
 
 
 def vocoder_config(args) -> dict:
-    config = shipped("config.default.json", train_seconds_per_speaker=args.vocoder_train_seconds)
+    config = shipped("config.default.json", args, train_seconds_per_speaker=args.vocoder_train_seconds)
     config["model"].update({"conds_speaker_type": "pase", "pase_experiment": PASE_NAME,
                             "pase_epoch": args.pase_epochs})
     config["training"]["max_epochs"] = args.vocoder_epochs
@@ -126,7 +130,7 @@ def vocoder_config(args) -> dict:
 
 
 def acoustic_config(args) -> dict:
-    config = shipped("configs/acoustic_more_text.json")
+    config = shipped("configs/acoustic_more_text.json", args)
     config["model"].update({"conds_speaker_type": "pase", "pase_experiment": PASE_NAME,
                             "pase_epoch": args.pase_epochs, "vocoder_experiment": VOCODER_NAME,
                             "vocoder_epoch": args.vocoder_epochs,
