@@ -48,6 +48,7 @@ requirements (10 s seeds: unseen identified at 25 % or better, own above other f
 """
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -278,8 +279,10 @@ def main() -> None:
     pase = load_pase(workspace / "experiments", PASE_NAME, args.pase_epochs)
     voices = Voices(runner)
 
+    @functools.cache
     def seed_of(speaker, seconds):
-        """The seed `init` would compute with `seconds`, and the statistics of the same audio."""
+        """The seed `init` would compute with `seconds`, and the statistics of the same audio
+        (computed once: three rows read the first seed length)."""
         vector = speaker_train_seeds(pase, index, lambda i: runner.store.load(i).audio, [speaker], seconds)[speaker]
         return vector, seed_statistics(runner.store, seed_pool(index, speaker), seconds)
 

@@ -42,15 +42,11 @@ class Evaluation:
         self._reference_scores: dict[tuple, dict] = {}
         self._frechet_cache: dict = {}
 
-    @property
-    def utterances(self) -> dict[str, dict]:
-        """data.json's utterances by id, read when asked: new input (`synthesize --text`, the
-        benches, the Python API) is added to and removed from the index between tests."""
-        return {u["id"]: u for u in self.index["utterances"]}
-
-    @property
-    def speaker_of(self) -> dict[str, str]:
-        return {u["id"]: u["speaker"] for u in self.index["utterances"]}
+    def speaker_of(self, utterance_id: str | None) -> str | None:
+        """The utterance's speaker, None for audio of no utterance. The store's record, kept
+        current as new input (`synthesize --text`, the benches, the Python API) comes and goes."""
+        utterance = self.store.utterances.get(utterance_id)
+        return None if utterance is None else utterance["speaker"]
 
     @property
     def centroids(self) -> SpeakerCentroids:
@@ -63,14 +59,14 @@ class Evaluation:
                     ids.append(utterance["id"])
             embeddings = {i: resemblyzer_embedding(self.store.load(i).audio, self.sample_rate)
                           for ids in chosen.values() for i in ids}
-            self._centroids = SpeakerCentroids(embeddings, self.speaker_of)
+            self._centroids = SpeakerCentroids(embeddings, {i: self.speaker_of(i) for i in embeddings})
         return self._centroids
 
     def spoken_words(self, utterance_id: str | None, num_samples: int) -> str | None:
         """The words of a transcribed utterance said in its first `num_samples` (None: none
         known; the reason is kept for `settings`). A data.json without `text` (written
         before transcripts were kept) has none."""
-        utterance = self.utterances.get(utterance_id)
+        utterance = self.store.utterances.get(utterance_id)
         if utterance is None or utterance.get("text") is None:
             return None
         words, reason = intelligibility.spoken_words(utterance["text"], utterance.get("word_ends"),
@@ -84,7 +80,7 @@ class Evaluation:
     def judge(self, audio: np.ndarray, utterance_id: str | None = None, words: str | None = None) -> dict:
         """Speaker similarity to the utterance's speaker (when it has one), DNSMOS, and WER/CER
         against the words the audio should say (when given)."""
-        speaker = self.speaker_of.get(utterance_id)
+        speaker = self.speaker_of(utterance_id)
         if speaker is None:          # e.g. an unconditional sample: no speaker to compare with
             scores = SpeakerCentroids({}, {}).scores(None, None)
         else:
