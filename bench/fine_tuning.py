@@ -21,6 +21,12 @@ renders every test utterance (`test.utterances` 16). The judges' means over the 
 utterances of the new speakers, and of the source's speakers, are printed as one JSON
 line per experiment's row: the model, and the real recording and WORLD beside it.
 Everything runs through the real CLI (`python -m samplernn_pase`), one thread per process.
+
+Any family whose config trains on the demo corpus: for text to speech, the acoustic model of
+`make demo` (`--source tts --config configs/acoustic.json`), with `--set
+model.vocoder_experiment=NAME` a vocoder trained on all eight speakers (such as this bench's own
+`<prefix>_finetuned` of a SampleRNN run). Its rows then add the predicted features' judges at
+the recording's durations (`oracle_*`) and the durations', each beside the trivial baseline.
 """
 
 import argparse
@@ -35,7 +41,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 JUDGES = ("dnsmos_ovrl", "wer", "speaker_similarity_own", "speaker_similarity_other", "speaker_identified",
-          "mcd_db", "f0_rmse_hz", "vuv_error", "nll_bits")
+          "mcd_db", "f0_rmse_hz", "vuv_error", "nll_bits",
+          # the acoustic model's features at the recording's durations, and its durations, each
+          # beside the trivial baseline (the speaker's mean features and duration per phone symbol)
+          "oracle_mcd_db", "baseline_mcd_db", "oracle_f0_rmse_hz", "baseline_f0_rmse_hz",
+          "oracle_vuv_error", "baseline_vuv_error", "duration_rmse_frames", "baseline_duration_rmse_frames")
 
 
 def cli(args, *command: str) -> float:

@@ -261,7 +261,7 @@ def write_initial_weights(args, experiment, staging: Path, record: dict, log) ->
     weights = transferred_weights(
         checkpoint_weights(source, record["epoch"]), source.data_index()["speakers"],
         runner.model.state_dict(), staged.data_index()["speakers"], runner.speaker_tables(),
-        f"--init-from {record['experiment']} (epoch {record['epoch']})")
+        f"--init-from {record['experiment']} (epoch {record['epoch']})", runner.data_speaker_tables())
     atomic_torch_save(staged.initial_weights_path, {"model": weights, "init_from": record})
     log.info("initial weights from %s (speaker tables mapped by id: %s)", record["checkpoint"],
              ", ".join(runner.speaker_tables()) or "none")

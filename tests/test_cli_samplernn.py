@@ -320,7 +320,8 @@ def assert_speaker_tables_map_by_id(space, name: str, expected: set[str]) -> Non
     """`init --init-from`'s transfer on a family's real model and checkpoint: the runner declares
     the `expected` speaker tables; with every speaker made a modeling speaker and listed in
     reverse order, each block of rows follows its speaker id, a speaker the source never trained
-    gets the mean of the trained ones', and every other tensor is copied as it is."""
+    gets the mean of the trained ones' (in a table the family fills from its data, the rows the
+    new model has), and every other tensor is copied as it is."""
     from argparse import Namespace
     from samplernn_pase.cli import make_runner
     from samplernn_pase.experiment.folder import Experiment
@@ -334,7 +335,9 @@ def assert_speaker_tables_map_by_id(space, name: str, expected: set[str]) -> Non
     speakers = experiment.data_index()["speakers"]
     count = len(speakers)
     reordered = [{**s, "index": count - 1 - s["index"], "set": "modeling"} for s in speakers]
-    got = transferred_weights(source, speakers, runner.model.state_dict(), reordered, tables, name)
+    own = runner.data_speaker_tables()
+    target = runner.model.state_dict()
+    got = transferred_weights(source, speakers, target, reordered, tables, name, own)
     for key, value in source.items():
         if key not in tables:
             assert torch.equal(got[key], value), key
@@ -346,7 +349,8 @@ def assert_speaker_tables_map_by_id(space, name: str, expected: set[str]) -> Non
         mean = blocks[[s["index"] for s in speakers if s["set"] == "modeling"]].mean(0)
         for speaker in speakers:
             row = first + (count - 1 - speaker["index"]) * per
-            want = blocks[speaker["index"]] if speaker["set"] == "modeling" else mean
+            want = (blocks[speaker["index"]] if speaker["set"] == "modeling"
+                    else target[key][row:row + per] if key in own else mean)
             assert torch.allclose(got[key][row:row + per], want, atol=1e-6), (key, speaker["id"])
 
 

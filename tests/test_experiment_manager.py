@@ -165,6 +165,12 @@ def test_transferred_weights_map_speaker_blocks_by_id_and_give_new_speakers_the_
     a, c = table[1:3], table[5:7]
     mean = (a + c) / 2
     assert torch.equal(got["table.weight"], torch.cat([table[:1], c, mean, a, mean, table[7:]]))
+    # A table the target fills from its own data (the acoustic model's per-symbol means): the
+    # speakers new there (d, b) keep the target's rows, the trained ones take the source's.
+    own = 100 + torch.arange(10 * 3, dtype=torch.float32).reshape(10, 3)
+    got = transferred_weights(source, source_speakers, {**target, "table.weight": own}, target_speakers,
+                              {"table.weight": (1, 2)}, "--init-from x", frozenset({"table.weight"}))
+    assert torch.equal(got["table.weight"], torch.cat([table[:1], c, own[3:5], a, own[7:9], table[7:]]))
     with pytest.raises(UserError, match=r"^--init-from x: the architectures differ at "
                                         r"layer\.weight: \(4, 2\) there, \(4, 3\) here$"):
         transferred_weights(source, source_speakers, {**target, "layer.weight": torch.zeros(4, 3)},

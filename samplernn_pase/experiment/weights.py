@@ -41,13 +41,15 @@ def load_initial_weights(model: nn.Module, experiment: Experiment, map_location=
 
 def transferred_weights(source: dict, source_speakers: list[dict], target: dict,
                         target_speakers: list[dict], speaker_tables: dict[str, tuple[int, int]],
-                        what: str) -> dict:
+                        what: str, data_tables: frozenset[str] = frozenset()) -> dict:
     """The state dict `target` (a new model's) filled from `source` (another experiment's
     checkpoint of the same architecture, `what` in errors): every tensor copied, except the
     speaker rows of `speaker_tables` ({key: (first row, rows per speaker)}: speaker index s owns
     rows first + s * per up to first + (s + 1) * per), mapped by speaker id. A speaker new to
     the target, or never trained there (not a modeling speaker of `source_speakers`), gets
-    the mean of the source's trained speakers' rows."""
+    the mean of the source's trained speakers' rows; in the tables of `data_tables` (those the
+    target's family fills from its own data when it builds a model, such as the acoustic model's
+    per-symbol means) it keeps the target's rows, its own data's, instead."""
     counts = (len(source_speakers), len(target_speakers))
     difference = first_difference(source, target, speaker_tables, counts)
     if difference is not None:
@@ -56,7 +58,8 @@ def transferred_weights(source: dict, source_speakers: list[dict], target: dict,
     for name, want in target.items():
         have = source[name]
         if name in speaker_tables:
-            have = mapped_speaker_rows(have, speaker_tables[name], source_speakers, target_speakers)
+            have = mapped_speaker_rows(have, speaker_tables[name], source_speakers, target_speakers,
+                                       want if name in data_tables else None)
         weights[name] = have.to(want.dtype).clone()
     return weights
 
@@ -80,15 +83,23 @@ def first_difference(source: dict, target: dict, speaker_tables: dict, counts: t
 
 
 def mapped_speaker_rows(table: torch.Tensor, rows: tuple[int, int], source_speakers: list[dict],
-                        target_speakers: list[dict]) -> torch.Tensor:
-    """A speaker table (see `transferred_weights`) with the target's speakers in its rows."""
+                        target_speakers: list[dict], own: torch.Tensor | None = None) -> torch.Tensor:
+    """A speaker table (see `transferred_weights`) with the target's speakers in its rows; a
+    speaker the source did not train gets the mean of its trained rows, or with `own` (the
+    target's table) its rows there."""
     first, per = rows
     end = first + len(source_speakers) * per
     blocks = table[first:end].reshape(len(source_speakers), per, *table.shape[1:])
     trained = {s["id"]: s["index"] for s in source_speakers if s["set"] == "modeling"}
     mean = blocks[sorted(trained.values())].float().mean(0).to(table.dtype)
+
+    def new(speaker):
+        if own is None:
+            return mean
+        start = first + speaker["index"] * per
+        return own[start:start + per].to(table.dtype)
     ordered = sorted(target_speakers, key=lambda speaker: speaker["index"])
-    mapped = [blocks[trained[s["id"]]] if s["id"] in trained else mean for s in ordered]
+    mapped = [blocks[trained[s["id"]]] if s["id"] in trained else new(s) for s in ordered]
     return torch.cat([table[:first], torch.cat(mapped), table[end:]])
 
 

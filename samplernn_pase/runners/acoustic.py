@@ -137,6 +137,13 @@ class AcousticRunner(Runner):
             tables["speaker.weight"] = (0, 1)
         return tables
 
+    def data_speaker_tables(self):
+        # build_model fills the per-symbol table with each speaker's mean features per phone
+        # symbol (the trivial baseline), and global variance holds each speaker's variances: a
+        # new speaker's own, from this experiment's data, are a better start than other voices' mean.
+        return frozenset(key for key in ("frame_decoder.symbol_table.weight", "utterance_variance")
+                         if key in self.speaker_tables())
+
     def utterance_ids(self, split):
         return [i for i in super().utterance_ids(split) if self.store.utterances[i].get("has_labels", True)]
 

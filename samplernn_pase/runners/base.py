@@ -263,6 +263,13 @@ class Runner(ABC):
         A family with a table indexed by speaker declares it here. None by default."""
         return {}
 
+    def data_speaker_tables(self) -> frozenset[str]:
+        """The speaker tables of `speaker_tables` that the family fills from its own data when it
+        builds a model (the acoustic model's per-symbol means): there `init --init-from` gives a
+        speaker the source never trained its rows from this experiment's data, not the mean of
+        the source's. None by default."""
+        return frozenset()
+
     def trainable_parameters(self):
         return [p for p in self.model.parameters() if p.requires_grad]
 
