@@ -13,13 +13,18 @@ no adaptation set; `--set`):
 - `<prefix>_scratch`: random weights, as every experiment started before.
 
 `--draws N` judges N sampling draws of each (`test --seed`), since one draw of a
-few cuts is noisy; `--judge-only` judges existing experiments again without training.
+few cuts is noisy; `--judge-only` judges existing experiments again without training (a
+draw already rendered is read, not rendered again).
 `--set` adds overrides to both (e.g. `data.train_seconds_per_speaker=20`: a few
 seconds of each speaker, the adaptation case); `--set-finetuned` to the fine-tuned one only (a fine-tuning
 learning rate). Both train `--epochs` epochs on the same data (the same optimizer steps), then `test`
 renders every test utterance (`test.utterances` 16). The judges' means over the test
 utterances of the new speakers, and of the source's speakers, are printed as one JSON
 line per experiment's row: the model, and the real recording and WORLD beside it.
+`f0_rmse_common_hz` adds, for each experiment, the F0 RMSE of the new speakers' renders over
+the frames that the recording and both experiments' renders of the same draw call voiced:
+each experiment's own `f0_rmse_hz` is over its own voiced frames, and a model that leaves the
+hard frames unvoiced (a V/UV error) scores a lower F0 RMSE for what it did not render.
 Everything runs through the real CLI (`python -m samplernn_pase`), one thread per process.
 
 Any family whose config trains on the demo corpus: for text to speech, the acoustic model of
@@ -38,6 +43,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import soundfile
 
 ROOT = Path(__file__).resolve().parents[1]
 JUDGES = ("dnsmos_ovrl", "wer", "speaker_similarity_own", "speaker_similarity_other", "speaker_identified",
@@ -73,13 +79,18 @@ def means(metrics: dict, utterance_ids: list[str]) -> dict:
     return out
 
 
+def draw_folder(args, name: str, draw: int | None) -> Path:
+    """Where `test` writes one draw of experiment `name` (draw None: `test`'s default seed)."""
+    folder = args.experiments_path / name / "results" / f"epoch-{args.epochs}"
+    return folder if draw is None else folder / f"seed-{draw}"
+
+
 def judged(args, name: str, new_speakers: list[str], draw: int | None) -> dict:
     """One draw's judges of experiment `name` (draw None: `test`'s default seed; else `test --seed`),
     averaged over the new speakers' and over the trained speakers' test utterances."""
-    folder = args.experiments_path / name / "results" / f"epoch-{args.epochs}"
-    if draw is not None:
+    folder = draw_folder(args, name, draw)
+    if draw is not None and not (args.judge_only and (folder / "metrics.json").is_file()):
         cli(args, "--experiment-name", name, "test", "--epoch", str(args.epochs), "--seed", str(draw))
-        folder = folder / f"seed-{draw}"
     index = json.loads((args.experiments_path / name / "data.json").read_text())
     speaker_of = {u["id"]: u["speaker"] for u in index["utterances"]}
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -105,6 +116,42 @@ def over_draws(draws: list[dict]) -> dict:
     return result
 
 
+def common_f0(args, names: list[str], new_speakers: list[str]) -> dict:
+    """{name: {"mean", "std" over the draws, "frames": the common frames of all draws}}: each draw's mean over the new speakers'
+    rendered utterances of the F0 RMSE over the frames voiced in the recording and in every
+    experiment's render of that draw (metrics.speech.compare, `f0_frames`)."""
+    from samplernn_pase.metrics.speech import analyse, compare
+
+    params = json.loads((args.experiments_path / names[0] / "data.json").read_text())["feature_params"]
+    speaker_of = {u["id"]: u["speaker"]
+                  for u in json.loads((args.experiments_path / names[0] / "data.json").read_text())["utterances"]}
+    per_draw = {name: [] for name in names}
+    frames = 0
+    for draw in [None, *range(1, args.draws)]:
+        folders = [draw_folder(args, name, draw) for name in names]
+        utterances = sorted(u for u in json.loads((folders[0] / "metrics.json").read_text())["utterances"]
+                            if speaker_of[u] in new_speakers)
+        figures = {name: [] for name in names}
+        for utterance in utterances:
+            reference = analyse(soundfile.read(folders[0] / f"{utterance}.real.wav")[0], params)
+            rendered = [analyse(soundfile.read(folder / f"{utterance}.wav")[0], params) for folder in folders]
+            common = reference.f0 > 0
+            for analysis in rendered:
+                voiced = np.zeros_like(common)
+                shared = min(len(common), len(analysis.f0))
+                voiced[:shared] = analysis.f0[:shared] > 0
+                common &= voiced
+            frames += int(common.sum())
+            for name, analysis in zip(names, rendered):
+                rmse = compare(analysis, reference, f0_frames=common)["f0_rmse_hz"]
+                if rmse is not None:
+                    figures[name].append(rmse)
+        for name in names:
+            per_draw[name].append(float(np.mean(figures[name])))
+    return {name: {"mean": round(float(np.mean(values)), 4), "std": round(float(np.std(values)), 4),
+                   "frames": frames} for name, values in per_draw.items()}
+
+
 def study(args) -> dict:
     source_index = json.loads((args.experiments_path / args.source / "data.json").read_text())
     new_speakers = sorted(s["id"] for s in source_index["speakers"] if s["set"] == "adaptation")
@@ -128,6 +175,8 @@ def study(args) -> dict:
             "steps": json.loads((args.experiments_path / name / "checkpoints" / "index.json").read_text())
             ["epochs"][str(args.epochs)]["iteration"],
             "seconds": seconds, **over_draws(draws)}
+    for name, figure in common_f0(args, list(result["experiments"]), new_speakers).items():
+        result["experiments"][name]["f0_rmse_common_hz"] = figure
     return result
 
 

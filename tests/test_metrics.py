@@ -73,6 +73,24 @@ def test_f0_rmse_and_vuv_against_known_tones(params):
                    Analysis(np.full(5, 100.0), np.zeros((5, 3))))["f0_rmse_hz"] is None
 
 
+def test_f0_rmse_on_common_frames_counts_only_those_frames():
+    """Two renders of one reference: one voices every frame (10 Hz off on the last two, which the
+    other leaves unvoiced), the other is 4 Hz off where it voices. Over each one's own voiced
+    frames the second looks better (4 Hz against sqrt((3*0 + 2*100) / 5)); over the frames
+    both voice, the first is exact (0 Hz) and the second still 4 Hz."""
+    empty = np.zeros((5, 3))
+    reference = Analysis(np.array([100.0, 110, 120, 130, 140]), empty)
+    everywhere = Analysis(np.array([100.0, 110, 120, 140, 150]), empty)
+    selective = Analysis(np.array([104.0, 114, 124, 0, 0]), empty)
+    assert compare(everywhere, reference)["f0_rmse_hz"] == pytest.approx(np.sqrt(200 / 5))
+    assert compare(selective, reference)["f0_rmse_hz"] == pytest.approx(4.0)
+    common = (everywhere.f0 > 0) & (selective.f0 > 0) & (reference.f0 > 0)
+    assert compare(everywhere, reference, f0_frames=common)["f0_rmse_hz"] == pytest.approx(0.0)
+    assert compare(selective, reference, f0_frames=common)["f0_rmse_hz"] == pytest.approx(4.0)
+    # V/UV and MCD do not change with the F0 frames.
+    assert compare(selective, reference, f0_frames=common)["vuv_error"] == pytest.approx(0.4)
+
+
 def test_analysis_uses_the_feature_settings(demo_corpus_path, params):
     """Metrics and features see the same F0 and mel-cepstrum: all-pass constant 0.41 at 16 kHz and
     F0 50-600 Hz from the data config, checked against pyworld + pysptk called directly."""

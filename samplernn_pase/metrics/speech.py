@@ -54,13 +54,20 @@ def mel_cepstral_distortion(mcep_a: np.ndarray, mcep_b: np.ndarray) -> float:
     return float(np.mean(10.0 / math.log(10.0) * np.sqrt(2.0 * np.sum(diff ** 2, axis=1))))
 
 
-def compare(generated: Analysis, reference: Analysis) -> dict:
+def compare(generated: Analysis, reference: Analysis, f0_frames: np.ndarray | None = None) -> dict:
     """mcd_db; f0_rmse_hz over frames voiced in both (None when there is none); vuv_error,
-    the fraction of frames whose voicing decisions differ."""
+    the fraction of frames whose voicing decisions differ.
+
+    `f0_frames` (bool, a frame each) narrows F0 RMSE to those frames as well: two systems
+    compared on the frames that the reference and both of them call voiced. Over each
+    system's own voiced frames, one that leaves the hard frames unvoiced scores a lower
+    RMSE for what it did not render (bench/fine_tuning.py, `f0_rmse_common_hz`)."""
     frames = min(len(generated.f0), len(reference.f0))
     f0_gen, f0_ref = generated.f0[:frames], reference.f0[:frames]
     voiced_gen, voiced_ref = f0_gen > 0, f0_ref > 0
     both = voiced_gen & voiced_ref
+    if f0_frames is not None:
+        both &= np.asarray(f0_frames[:frames], bool)
     rmse = float(np.sqrt(np.mean((f0_gen[both] - f0_ref[both]) ** 2))) if both.any() else None
     return {"mcd_db": mel_cepstral_distortion(generated.mcep, reference.mcep),
             "f0_rmse_hz": rmse, "vuv_error": float(np.mean(voiced_gen != voiced_ref))}
