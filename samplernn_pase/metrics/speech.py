@@ -47,11 +47,17 @@ def feature_analysis(acoustic: np.ndarray, params: dict) -> Analysis:
     return Analysis(features_f0(acoustic), acoustic[:, 2:3 + params["mcep_order"]])
 
 
-def mel_cepstral_distortion(mcep_a: np.ndarray, mcep_b: np.ndarray) -> float:
-    """MCD in dB, mean over frames of (10 / ln 10) sqrt(2 sum_{n>=1} (a_n - b_n)^2); c0 (energy) excluded."""
+def frame_distortions(mcep_a: np.ndarray, mcep_b: np.ndarray) -> np.ndarray:
+    """(frames,) each frame's (10 / ln 10) sqrt(2 sum_{n>=1} (a_n - b_n)^2) in dB, over the common
+    length; c0 (energy) excluded."""
     frames = min(len(mcep_a), len(mcep_b))
     diff = np.asarray(mcep_a[:frames, 1:], np.float64) - np.asarray(mcep_b[:frames, 1:], np.float64)
-    return float(np.mean(10.0 / math.log(10.0) * np.sqrt(2.0 * np.sum(diff ** 2, axis=1))))
+    return 10.0 / math.log(10.0) * np.sqrt(2.0 * np.sum(diff ** 2, axis=1))
+
+
+def mel_cepstral_distortion(mcep_a: np.ndarray, mcep_b: np.ndarray) -> float:
+    """MCD in dB: the mean over frames of `frame_distortions`."""
+    return float(np.mean(frame_distortions(mcep_a, mcep_b)))
 
 
 def compare(generated: Analysis, reference: Analysis, f0_frames: np.ndarray | None = None) -> dict:
