@@ -71,6 +71,7 @@ _INITIALIZE_PHONEME_EVENTS = 0x0001
 _EVENT_LIST_TERMINATED, _EVENT_WORD, _EVENT_PHONEME = 0, 1, 7
 _RATE, _PITCH, _RANGE = 1, 3, 4
 _POSITION_CHARACTER, _CHARS_UTF8 = 1, 1
+RANDOM_SEED = 0  # eSpeak's noise generator, set before every utterance (espeak_ng_SetRandSeed)
 
 # Part-of-speech guesses for function words (Festival's guess_pos classes); other words are "content".
 _FUNCTION_WORDS = {
@@ -106,6 +107,7 @@ class _Espeak:
         self.lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
                                           ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
         self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        self.lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         self.sample_rate = self.lib.espeak_Initialize(
             _AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), _INITIALIZE_PHONEME_EVENTS)
         if self.sample_rate <= 0:
@@ -134,6 +136,10 @@ class _Espeak:
         self.lib.espeak_SetParameter(_RATE, rate, 0)
         self.lib.espeak_SetParameter(_PITCH, pitch, 0)
         self.lib.espeak_SetParameter(_RANGE, pitch_range, 0)
+        # The noise of the variants with `breath` (f2, f3, ...) comes from eSpeak's own random
+        # generator, seeded from the clock unless set: the same utterance gave other bytes on
+        # every build. Seeded per utterance, each reading depends on its text and voice alone.
+        self.lib.espeak_ng_SetRandSeed(RANDOM_SEED)
         self._chunks, self._events = [], []
         encoded = text.encode("utf-8")
         self.lib.espeak_Synth(encoded, len(encoded) + 1, 0, _POSITION_CHARACTER, 0, _CHARS_UTF8, None, None)
@@ -401,8 +407,8 @@ def build_demo_corpus(root: Path, num_speakers: int, sentences_per_speaker: int,
     """Build the corpus into `root` unless it is already there; returns root.
 
     The synthesis runs in a fresh (spawned) process: eSpeak keeps state between
-    utterances of one process (wave generator phases, echo buffer), so only a
-    fresh process gives the same bytes on every build.
+    utterances of one process (wave generator phases, echo buffer), and its noise
+    generator is seeded before every utterance, so every build gives the same bytes.
     """
     root = Path(root)
     if (root / "speakers.csv").exists():
