@@ -117,14 +117,13 @@ def over_draws(draws: list[dict]) -> dict:
 
 
 def common_f0(args, names: list[str], new_speakers: list[str]) -> dict:
-    """{name: {"mean", "std" over the draws, "frames": the common frames of all draws}}: each draw's mean over the new speakers'
-    rendered utterances of the F0 RMSE over the frames voiced in the recording and in every
+    """{name: {"mean", "std" over the draws, "frames": the common frames of all draws}}: each
+    draw's mean over the new speakers' rendered utterances of the F0 RMSE over the frames voiced in the recording and in every
     experiment's render of that draw (metrics.speech.compare, `f0_frames`)."""
     from samplernn_pase.metrics.speech import analyse, compare
 
-    params = json.loads((args.experiments_path / names[0] / "data.json").read_text())["feature_params"]
-    speaker_of = {u["id"]: u["speaker"]
-                  for u in json.loads((args.experiments_path / names[0] / "data.json").read_text())["utterances"]}
+    index = json.loads((args.experiments_path / names[0] / "data.json").read_text())
+    params, speaker_of = index["feature_params"], {u["id"]: u["speaker"] for u in index["utterances"]}
     per_draw = {name: [] for name in names}
     frames = 0
     for draw in [None, *range(1, args.draws)]:
@@ -137,10 +136,9 @@ def common_f0(args, names: list[str], new_speakers: list[str]) -> dict:
             rendered = [analyse(soundfile.read(folder / f"{utterance}.wav")[0], params) for folder in folders]
             common = reference.f0 > 0
             for analysis in rendered:
-                voiced = np.zeros_like(common)
                 shared = min(len(common), len(analysis.f0))
-                voiced[:shared] = analysis.f0[:shared] > 0
-                common &= voiced
+                common[shared:] = False
+                common[:shared] &= analysis.f0[:shared] > 0
             frames += int(common.sum())
             for name, analysis in zip(names, rendered):
                 rmse = compare(analysis, reference, f0_frames=common)["f0_rmse_hz"]

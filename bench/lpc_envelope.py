@@ -59,11 +59,11 @@ def main():
     for utterance_id in ids:
         raw = store.raw_acoustic(store.load(utterance_id)).astype(np.float64)
         frames.append((raw[:, fields.index("mcep0"):fields.index("bap")], raw[:, fields.index("vuv")] > 0.5))
+    voiced = np.concatenate([v for _, v in frames])
     result = {"experiment": args.experiment, "split": args.split, "utterances": len(ids),
-              "frames": int(sum(len(v) for _, v in frames)), "mcd_db": {}}
+              "frames": len(voiced), "mcd_db": {}}
     for order in args.orders:
         distortion = np.concatenate([envelope_distortion(mcep, alpha, order) for mcep, _ in frames])
-        voiced = np.concatenate([v for _, v in frames])
         result["mcd_db"][str(order)] = {"voiced": round(float(distortion[voiced].mean()), 3),
                                         "unvoiced": round(float(distortion[~voiced].mean()), 3)}
     print(json.dumps(result))

@@ -87,7 +87,7 @@ def test_f0_rmse_on_common_frames_counts_only_those_frames():
     common = (everywhere.f0 > 0) & (selective.f0 > 0) & (reference.f0 > 0)
     assert compare(everywhere, reference, f0_frames=common)["f0_rmse_hz"] == pytest.approx(0.0)
     assert compare(selective, reference, f0_frames=common)["f0_rmse_hz"] == pytest.approx(4.0)
-    # V/UV and MCD do not change with the F0 frames.
+    # V/UV does not change with the F0 frames.
     assert compare(selective, reference, f0_frames=common)["vuv_error"] == pytest.approx(0.4)
 
 
