@@ -3,6 +3,10 @@ rates against jiwer and closed forms, Whisper's normalization, the transcript re
 input written as the real corpora write it, and the words said inside a cut rendering."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import jiwer
 import numpy as np
@@ -16,6 +20,8 @@ from samplernn_pase.metrics import intelligibility
 from samplernn_pase.metrics.intelligibility import edit_distance, error_rates, normalize, spoken_words
 
 # (reference, what a recognizer wrote): substitutions, insertions and deletions, with punctuation and case.
+ROOT = Path(__file__).resolve().parents[1]
+
 PAIRS = [
     ("The birch canoe slid on the smooth planks.", "The merch can also be on the smooth planks."),
     ("It snowed, rained, and hailed the same morning.", "It's not rained and failed the same morning."),
@@ -203,6 +209,34 @@ def test_whisper_recognizes_demo_sentences_and_not_unrelated_ones(demo_corpus_pa
     audio, rate = soundfile.read(recordings[0].with_suffix(".wav"), dtype="float32")
     assert intelligibility.transcribe(audio, rate) == transcripts[0]
     assert intelligibility.transcribe(np.zeros(16000, np.float32), 16000) == ""
+
+
+TRANSCRIBE = """
+import sys, soundfile
+from samplernn_pase.metrics import intelligibility
+for path in sys.argv[1:]:
+    audio, rate = soundfile.read(path, dtype="float32")
+    print(intelligibility.transcribe(audio, rate))
+"""
+
+
+def test_transcripts_do_not_depend_on_the_environments_thread_count(demo_corpus_path):
+    """Four demo recordings whose transcripts changed with OMP_NUM_THREADS (1 against 2: 32 of the
+    160 demo recordings did), through numpy's BLAS computing Whisper's log-mel input, e.g.
+    f1_003 "See you next time, in the world!" against "See you next time, remember, and well."
+    Each transcribed in a fresh process with each setting (OpenBLAS reads it when it loads)."""
+    paths = [str(demo_corpus_path / s / f"{s}_{n:03d}.wav")
+             for s, n in (("f1", 3), ("f1", 7), ("f3", 3), ("m3", 18))]
+    transcripts = {}
+    for threads in ("1", "2"):
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "PYTHONPATH": str(ROOT)}
+        env.pop("OPENBLAS_NUM_THREADS", None)
+        done = subprocess.run([sys.executable, "-c", TRANSCRIBE, *paths], env=env, capture_output=True,
+                              text=True, cwd=ROOT, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        transcripts[threads] = done.stdout.splitlines()
+    assert len(transcripts["1"]) == len(paths) and all(transcripts["1"])
+    assert transcripts["1"] == transcripts["2"]
 
 
 def longest_run(words: list[str], longest_period: int = 4) -> int:

@@ -9,8 +9,10 @@ loaded once per process, on first use.
 
 Decoding is deterministic: temperature 0 and no fallback to higher
 temperatures, greedy (beam 1), no conditioning on previous text, language "en",
-no voice-activity filter, `CPU_THREADS` threads. The same audio gives the same
-transcript.
+no voice-activity filter, `CPU_THREADS` threads for CTranslate2 and one for numpy's
+BLAS, which computes the log-mel input (its thread count would otherwise follow
+OMP_NUM_THREADS and change the transcripts). The same audio gives the same
+transcript whatever the environment's thread settings.
 
 The loop guard. Greedy Whisper loops on audio it cannot read ("See if it's a
 delta delta delta ..." 180 times over a 2 s cut), and one such transcript
@@ -55,6 +57,7 @@ reference text must be the words spoken in that span, not the whole sentence:
 import functools
 
 import numpy as np
+import threadpoolctl
 import torch
 
 from ..errors import UserError
@@ -113,7 +116,11 @@ def transcribe(audio: np.ndarray, sample_rate: int) -> str:
 def _decode(wave: np.ndarray, options: dict) -> tuple[str, bool]:
     """(the transcript of 16 kHz audio, whether a segment of it loops: its text's gzip
     compression ratio above LOOP_COMPRESSION_RATIO)."""
-    segments = list(_recognizer().transcribe(wave, **options)[0])
+    # numpy's BLAS computes the log-mel features (faster-whisper's mel filter product): at
+    # its thread count, which OpenBLAS takes from OMP_NUM_THREADS, their float sums differed and
+    # so did 32 of the 160 demo recordings' transcripts between 1 and 2 threads. One thread.
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+        segments = list(_recognizer().transcribe(wave, **options)[0])
     text = " ".join(segment.text.strip() for segment in segments).strip()
     return text, any(segment.compression_ratio > LOOP_COMPRESSION_RATIO for segment in segments)
 
