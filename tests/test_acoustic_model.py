@@ -42,7 +42,8 @@ def random_item(phones: int, seed: int) -> dict:
                                         rng.standard_normal((frames, 41))], axis=1).astype(np.float32)}
 
 
-@pytest.mark.parametrize("options", [{}, {"trajectory_points": 3, "duration_encoder": "conv", "phone_encoder": "conv"}])
+@pytest.mark.parametrize("options", [{}, {"trajectory_points": 3, "duration_encoder": "conv", "phone_encoder": "conv"},
+                                     {"speaker_output": True}])
 def test_shapes_and_padding_does_not_change_a_sequence(options):
     model = tiny_model(**options)
     short, long = random_item(5, seed=1), random_item(9, seed=2)
@@ -81,6 +82,29 @@ def test_losses_are_the_closed_forms_over_the_unpadded_steps():
     assert float(result["acoustic_loss"]) == pytest.approx(mse + bce, rel=1e-5)
     assert float(result["loss"]) == pytest.approx(duration + mse + bce, rel=1e-5)
     assert frames_of(torch.tensor([0.0, 0.24, 0.26, -0.5])).tolist() == [0, 2, 3, 0]
+
+
+def test_speaker_output_adds_each_speakers_own_linear_map_of_the_last_hidden_layer():
+    """Started at zero the speaker layers change nothing (the same weights as without them);
+    given a layer, a speaker's features move by exactly its hidden frames times that matrix,
+    and the other speakers' not at all."""
+    plain, model = tiny_model(), tiny_model(speaker_output=True)
+    items = [random_item(6, seed=3), random_item(4, seed=4), random_item(5, seed=5)]
+    items = [{**item, "speaker": k} for k, item in enumerate(items)]
+    batch = collate(items)
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch)[1], plain(batch)[1])
+        hidden = []
+        hook = model.frame_decoder.output.register_forward_hook(lambda module, args, out: hidden.append(args[0]))
+        before = model.features(batch)
+        layer = torch.randn(12, 43)
+        model.frame_decoder.speaker_output[1] = layer
+        after = model.features(batch)
+        hook.remove()
+    moved = after - before
+    assert moved[[0, 2]].abs().max() == 0
+    torch.testing.assert_close(moved[1], hidden[1][1] @ layer, rtol=1e-5, atol=1e-5)
+    assert moved[1].abs().max() > 0.1
 
 
 def test_phone_trajectories_interpolate_each_phones_points_linearly():

@@ -75,6 +75,8 @@ CASES = [
     ("acoustic", "vocoder_experiment", {"vocoder_epoch": 7}),             # it has epoch 1 only
     ("acoustic", "pase_experiment", {"conds_speaker_type": "pase", "pase_experiment": "absent"}),
     ("acoustic", "speaker_statistics", {"speaker_statistics": True}),        # a learned table has no seed
+    ("acoustic", "speaker_output", {"conds_speaker_type": "pase", "pase_experiment": "absent",
+                                    "speaker_output": True}),               # a layer per table speaker
     # HiFi-GAN (configs/hifigan.json: rates 5, 4, 4, 2 for hop 160)
     ("hifigan", "upsample_rates", {"upsample_rates": [8, 4, 4]}),
     ("hifigan", "upsample_kernel_sizes", {"upsample_kernel_sizes": [10, 8, 8, 4]}),

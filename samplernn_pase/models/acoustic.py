@@ -70,6 +70,7 @@ class AcousticConfig(ModelSection):
     dropout: float = 0.0                  # on the convolutions' outputs/inputs of both models, in training
     trajectory_points: int = 0            # >1: each phone's features move through this many points (below)
     global_variance: bool = False         # scale each predicted utterance's mel-cepstra c1.. to the speaker's variance
+    speaker_output: bool = False          # each speaker's own output layer of the frame decoder, beside the shared one
     speaker_statistics: bool = False      # "pase": the speaker's feature mean and std beside its seed
     feature_loss: str = "normalized"      # "normalized": MSE of the normalized features; "cepstral_distance":
                                           # mel-cepstra 1.. weighted by their variance (see losses)
@@ -83,6 +84,9 @@ class AcousticConfig(ModelSection):
     phone_column: int = 2                 # the current phone (p3) among the categorical columns
 
     def problems(self) -> list[str]:
+        if self.speaker_output and self.conds_speaker_type == "pase":
+            return ["model.speaker_output: true needs conds_speaker_type \"embedding\" (a layer per "
+                    "speaker of the table; PASE seeds speak for speakers without one)"]
         if self.speaker_statistics and self.conds_speaker_type != "pase":
             return ["model.speaker_statistics: true needs conds_speaker_type \"pase\" (a learned speaker "
                     "table already holds what statistics would say)"]
@@ -161,6 +165,14 @@ class FrameDecoder(nn.Module):
         self.phone_column = config.phone_column
         self.symbol_table = nn.Embedding(config.num_speakers * self.phones, config.acoustic_dim)
         nn.init.zeros_(self.symbol_table.weight)
+        if config.speaker_output:
+            # Each speaker's own linear map of the last layer, added to the shared one (started at
+            # zero): a speaker's formants shifted against another's are, on the mel-cepstrum, a
+            # linear map of the same envelope (frequency warping), which the shared layers would
+            # otherwise have to make from the speaker input.
+            self.speaker_output = nn.Parameter(torch.zeros(config.num_speakers, width, config.acoustic_dim))
+        else:
+            self.speaker_output = None
 
     def forward(self, encoding, categorical, real, speaker, lengths, speaker_index=None) -> torch.Tensor:
         """encoding (B, T, E) of each frame's phone, categorical (B, T, 10), real (B, T, R),
@@ -173,9 +185,12 @@ class FrameDecoder(nn.Module):
         x = F.relu(self.input(torch.cat(parts, dim=-1))).transpose(1, 2) * mask
         for conv in self.convs:
             x = (x + F.relu(conv(self.dropout(x)))) * mask
-        out = self.output(x.transpose(1, 2))
+        x = x.transpose(1, 2)
+        out = self.output(x)
         if speaker_index is None:
             return out
+        if self.speaker_output is not None:
+            out = out + torch.bmm(x, self.speaker_output[speaker_index])
         return out + self.symbol_table(speaker_index[:, None] * self.phones + categorical[..., self.phone_column])
 
 

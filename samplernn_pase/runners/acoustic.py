@@ -133,6 +133,8 @@ class AcousticRunner(Runner):
         tables = {"frame_decoder.symbol_table.weight": (0, self.model.frame_decoder.phones)}
         if self.model_config.global_variance:
             tables["utterance_variance"] = (0, 1)
+        if self.model_config.speaker_output:
+            tables["frame_decoder.speaker_output"] = (0, 1)
         if isinstance(self.model.speaker, torch.nn.Embedding):
             tables["speaker.weight"] = (0, 1)
         return tables
