@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 EXPERIMENT ?= demo
 DEMO_EPOCHS ?= 4
 TTS_EXPERIMENT ?= tts
+TTS_CONFIG ?= configs/acoustic_more_text.json
+TTS_THREADS ?= 2
 HELDOUT := samplernn_pase/data/sentences_heldout.txt
 
 .PHONY: venv demo test bench gpu-check clean-demo
@@ -27,13 +29,14 @@ demo: venv
 	$(PY) -m samplernn_pase --experiment-name $(EXPERIMENT) train --device cpu --max-epochs $(DEMO_EPOCHS)
 	@echo "audio, spectrograms, metrics (train renders the test utterances every test.period epochs):"
 	@ls -d experiments/$(EXPERIMENT)/results/epoch-* | sort -t- -k2 -n | tail -1
-	# Text to speech: the acoustic model (configs/acoustic.json, its vocoder the experiment
-	# above), then two sentences no demo speaker reads, in a female and a male demo voice.
-	# One thread: on a shared 2-core CPU two threads stall each other (steps of 0.2 s took 1-8 s).
+	# Text to speech: the acoustic model ($(TTS_CONFIG): 199 texts, its own demo corpus of 800
+	# utterances; its vocoder the experiment above), then two sentences no demo speaker reads,
+	# in a female and a male demo voice. TTS_THREADS: 2 on an idle 2-core CPU (7.6 s an epoch
+	# against 10.4 with one); on a CPU shared with other jobs two threads stall each other.
 	@if [ ! -f experiments/$(TTS_EXPERIMENT)/config.json ]; then \
-	  $(PY) -m samplernn_pase --experiment-name $(TTS_EXPERIMENT) init --config-path configs/acoustic.json; \
+	  $(PY) -m samplernn_pase --experiment-name $(TTS_EXPERIMENT) init --config-path $(TTS_CONFIG); \
 	fi
-	OMP_NUM_THREADS=1 $(PY) -m samplernn_pase --experiment-name $(TTS_EXPERIMENT) train --device cpu
+	OMP_NUM_THREADS=$(TTS_THREADS) $(PY) -m samplernn_pase --experiment-name $(TTS_EXPERIMENT) train --device cpu
 	$(PY) -m samplernn_pase --experiment-name $(TTS_EXPERIMENT) synthesize --speaker demo_f1 \
 	  --text "$$(sed -n 1p $(HELDOUT))" --output-dir experiments/$(TTS_EXPERIMENT)/speech
 	$(PY) -m samplernn_pase --experiment-name $(TTS_EXPERIMENT) synthesize --speaker demo_m1 \

@@ -135,7 +135,10 @@ def acoustic_config(args) -> dict:
     config["model"].update({"conds_speaker_type": "pase", "pase_experiment": PASE_NAME,
                             "pase_epoch": args.pase_epochs, "vocoder_experiment": VOCODER_NAME,
                             "vocoder_epoch": args.vocoder_epochs,
-                            "speaker_statistics": args.speaker_statistics == "on"})
+                            "speaker_statistics": args.speaker_statistics == "on",
+                            # per-speaker output layers and variances are a learned table's
+                            # speakers', not a seed's: off, as measured
+                            "speaker_output": False, "global_variance": False})
     config["training"]["max_epochs"] = args.acoustic_epochs
     config["test"]["period"] = None
     return config
