@@ -128,7 +128,8 @@ def test_acoustic_model_with_pase_speakers_says_adaptation_speakers(pase_workspa
     space = pase_workspace
     config = tiny_acoustic_config(max_epochs=1)
     config["model"].update({"conds_speaker_type": "pase", "pase_experiment": "pase", "pase_seed_seconds": 1.0,
-                            "vocoder_experiment": None, "global_variance": False, "speaker_statistics": True})
+                            "vocoder_experiment": None, "global_variance": False, "speaker_output": False,
+                            "speaker_statistics": True})
     space.init("spoken", config)
     root = space.experiment("spoken")
     index = json.loads((root / "data.json").read_text())
