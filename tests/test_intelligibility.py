@@ -19,9 +19,9 @@ from samplernn_pase.data.corpora import (read_arctic_prompts, read_cmu_arctic, r
 from samplernn_pase.metrics import intelligibility
 from samplernn_pase.metrics.intelligibility import edit_distance, error_rates, normalize, spoken_words
 
-# (reference, what a recognizer wrote): substitutions, insertions and deletions, with punctuation and case.
 ROOT = Path(__file__).resolve().parents[1]
 
+# (reference, what a recognizer wrote): substitutions, insertions and deletions, with punctuation and case.
 PAIRS = [
     ("The birch canoe slid on the smooth planks.", "The merch can also be on the smooth planks."),
     ("It snowed, rained, and hailed the same morning.", "It's not rained and failed the same morning."),
