@@ -74,6 +74,26 @@ def predictor_from_mel_cepstrum(mcep: np.ndarray, alpha: float, order: int) -> t
     return coefficients.astype(np.float32), np.maximum(error, 0.0)
 
 
+def envelope_gain(mcep: np.ndarray, alpha: float, coefficients: np.ndarray, error: np.ndarray) -> np.ndarray:
+    """(frames, ENVELOPE_FFT // 2 + 1) float32: the amplitude by which each frame's envelope
+    (the mel-cepstrum's, pysptk.mc2sp) exceeds its all-pole model, sqrt(S / S_lpc) with
+    S_lpc = error / |A(e^iw)|^2, on a linear axis from 0 Hz to Nyquist. A source whose
+    harmonics have these amplitudes (relative to flat ones) comes out of 1 / A(z) with the
+    mel-cepstrum's envelope at every harmonic, not the predictor's smoother one; the
+    predictor's order alone cannot follow what the warped cepstrum resolves at low
+    frequencies (bench/lpc_envelope.py: 8.3 dB at order 16 on voiced frames). 1 where the
+    frame has no power."""
+    import pysptk
+
+    power = pysptk.mc2sp(np.ascontiguousarray(mcep, dtype=np.float64), alpha, ENVELOPE_FFT)
+    inverse = np.fft.rfft(np.concatenate([np.ones((len(coefficients), 1)), -np.asarray(coefficients, np.float64)],
+                                         axis=1), ENVELOPE_FFT, axis=1)
+    model = np.asarray(error, np.float64)[:, None] / np.maximum(np.abs(inverse) ** 2, 1e-300)
+    gain = np.ones_like(power)
+    np.sqrt(power / model, out=gain, where=model > 0)
+    return gain.astype(np.float32)
+
+
 def linear_prediction(history: torch.Tensor, coefficients: torch.Tensor, hop_length: int) -> torch.Tensor:
     """``sum_k c_k x[t - k]`` for every sample of ``history`` (..., order + T) after its first
     ``order``, with the coefficients (..., frames, order) of the frame the predicted sample falls
@@ -130,7 +150,8 @@ def sample_f0(lf0: np.ndarray, voiced: np.ndarray, hop_length: int) -> tuple[np.
 
 def harmonic_source(lf0: np.ndarray, voiced: np.ndarray, hop_length: int, sample_rate: int,
                     align_to: np.ndarray | None = None, power: np.ndarray | None = None,
-                    harmonic_phases: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                    harmonic_phases: np.ndarray | None = None,
+                    gain: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """The harmonics of F0 below Nyquist, zero where unvoiced: (pulses, harmonic), float32
     (frames * hop_length,) each.
 
@@ -146,7 +167,9 @@ def harmonic_source(lf0: np.ndarray, voiced: np.ndarray, hop_length: int, sample
     - else d_k is ``harmonic_phases[k - 1]``, or 0 (pulses of height 1 once a period),
       and, with ``power`` (the periodic power of every frame, (frames,)), every harmonic
       gets the same amplitude, sqrt(2 power / K): harmonic = sum_k a cos(k phi + d_k),
-      whose power is ``power``.
+      whose power is ``power``; with ``gain`` too ((frames, bins) over 0 Hz to Nyquist,
+      `envelope_gain`), harmonic k's amplitude is a times the gain of its frame at k f0
+      (interpolated between bins), as the recording's residual has it in training.
     """
     from scipy.signal import oaconvolve
 
@@ -159,6 +182,11 @@ def harmonic_source(lf0: np.ndarray, voiced: np.ndarray, hop_length: int, sample
     carrier = np.ones(len(phi), complex)                  # exp(-i k phi), one harmonic further each time
     pulses = np.zeros(len(phi))
     measured = np.zeros(len(phi)) if signal is not None else None
+    shaped = np.zeros(len(phi)) if signal is None and power is not None and gain is not None else None
+    if shaped is not None:
+        gain = np.repeat(np.asarray(gain, np.float64), hop_length, axis=0)[:len(phi)]
+        bins = np.arange(gain.shape[1])
+        sample_rows = np.arange(len(phi))
     # unvoiced stretches (whose interpolated F0 can sit far below the voiced one) count no harmonics
     top = int(harmonics[flags].max()) if flags.any() else 0
     phases = np.zeros(top) if harmonic_phases is None else np.asarray(harmonic_phases)[:top]
@@ -173,13 +201,19 @@ def harmonic_source(lf0: np.ndarray, voiced: np.ndarray, hop_length: int, sample
         else:
             unit = (np.exp(1j * phases[k - 1]) * np.conj(carrier)).real
         pulses += np.where(below, unit, 0.0)
+        if shaped is not None:
+            position = np.minimum(k * f0 / (sample_rate / 2) * (len(bins) - 1), len(bins) - 1)
+            lower = np.minimum(position.astype(np.int64), len(bins) - 2)
+            fraction = position - lower
+            at = (1 - fraction) * gain[sample_rows, lower] + fraction * gain[sample_rows, lower + 1]
+            shaped += np.where(below, at * unit, 0.0)
     count = np.maximum(harmonics, 1.0)
     harmonic = None
     if measured is not None:
         harmonic = flags * measured
     elif power is not None:
         per_sample = np.repeat(np.asarray(power, np.float64), hop_length)[:len(phi)]
-        harmonic = flags * pulses * np.sqrt(2.0 * per_sample / count)
+        harmonic = flags * (pulses if shaped is None else shaped) * np.sqrt(2.0 * per_sample / count)
     pulses = (flags * pulses / count).astype(np.float32)
     return pulses, None if harmonic is None else harmonic.astype(np.float32)
 

@@ -7,8 +7,8 @@ of an utterance and for chunks of it; this one reads them from an
 
 import numpy as np
 
-from ..audio.excitation import (harmonic_source, periodic_fraction, predict, predictor_from_mel_cepstrum,
-                                synthesis_phases)
+from ..audio.excitation import (envelope_gain, harmonic_source, periodic_fraction, predict,
+                                predictor_from_mel_cepstrum, synthesis_phases)
 from ..audio.mulaw import mulaw_encode, mulaw_zero
 from .lru import LRUCache
 from .stateful_loader import pad_frames
@@ -56,7 +56,7 @@ class SampleRNNSource:
     }
 
     def __init__(self, store, frame_size, conditioning="linguistic_lf0", q_levels=256,
-                 hop_length=None, num_frames=None, lpc_order=0, source_context=None):
+                 hop_length=None, num_frames=None, lpc_order=0, source_context=None, harmonic_envelope=False):
         if conditioning not in self.FEATURES:
             raise ValueError(f"unknown conditioning {conditioning!r}")
         index = getattr(store, "index", None)
@@ -74,6 +74,7 @@ class SampleRNNSource:
         self.q_levels = q_levels
         self._num_frames = dict(num_frames or {})
         self.lpc_order, self.source_context = lpc_order, source_context
+        self.harmonic_envelope = harmonic_envelope
         self._vocoder_inputs = LRUCache(VOCODER_CACHE_SIZE)
 
     def _load(self, item):
@@ -94,7 +95,7 @@ class SampleRNNSource:
         utterance = self._load(item)
         if not aligned or utterance.audio is None:
             return vocoder_inputs(self.store, utterance, self.frame_size, self.q_levels, self.lpc_order,
-                                  self.source_context, aligned=False)
+                                  self.source_context, aligned=False, harmonic_envelope=self.harmonic_envelope)
         return self._vocoder_inputs.get(item, lambda _: vocoder_inputs(
             self.store, utterance, self.frame_size, self.q_levels, self.lpc_order, self.source_context))
 
@@ -125,12 +126,17 @@ class SampleRNNSource:
         return out
 
 
-def vocoder_inputs(store, utterance, frame_size, q_levels, lpc_order, source_context, aligned=True):
+def vocoder_inputs(store, utterance, frame_size, q_levels, lpc_order, source_context, aligned=True,
+                   harmonic_envelope=False):
     """The linear predictor of every frame, the harmonic source windows around every sample
     and, with both, the periodic part of every sample's excitation (see SampleRNNSource and
     audio/excitation.py). ``aligned`` (and a recording): the harmonics take their phases (and
     the periodic part its amplitudes) from the prediction residual of the recording, and with
-    both options ``aperiodic`` holds the rest of that residual, the training target.
+    both options ``aperiodic`` holds the rest of that residual, the training target. Else
+    (synthesis) the periodic part's harmonics have equal amplitudes or, with
+    ``harmonic_envelope``, the amplitudes by which the mel-cepstrum's envelope exceeds the
+    predictor's (`envelope_gain`), which is what the recording's residual gives them in
+    training.
 
     The residual is that of the recording itself, not of its mu-law values: the mu-law
     rounding error is white at about -38 dB of the signal, but through the inverse filter
@@ -156,9 +162,11 @@ def vocoder_inputs(store, utterance, frame_size, q_levels, lpc_order, source_con
             values[:len(audio)] = audio
             residual = values - predict(values, coefficients, frame_size)
         periodic_power = error_power * periodic_fraction(acoustic[:, fields.index("bap")]) if lpc_order else None
+        gain = envelope_gain(mcep, alpha, coefficients, error_power) \
+            if lpc_order and harmonic_envelope and residual is None else None
         pulses, harmonic = harmonic_source(acoustic[:, fields.index("lf0")], acoustic[:, fields.index("vuv")],
                                            frame_size, store.sample_rate, align_to=residual,
-                                           power=periodic_power, harmonic_phases=synthesis_phases())
+                                           power=periodic_power, harmonic_phases=synthesis_phases(), gain=gain)
         padded = np.pad(pulses, source_context)
         windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * source_context + 1)
         out["source"] = np.ascontiguousarray(windows).reshape(len(acoustic), frame_size, -1)

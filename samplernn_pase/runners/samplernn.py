@@ -57,7 +57,8 @@ class SampleRNNRunner(Runner):
         """The training chunks and the test's conditioning."""
         c = self.model_config
         return SampleRNNSource(self.store, c.frame_size, c.conditioning, c.q_levels, lpc_order=c.lpc_order,
-                               source_context=c.source_context if c.harmonic_source else None)
+                               source_context=c.source_context if c.harmonic_source else None,
+                               harmonic_envelope=c.harmonic_envelope)
 
     @staticmethod
     def prepare_experiment(config, data_index, normalization, experiments_path, data_path, log):
