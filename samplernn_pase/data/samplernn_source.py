@@ -56,7 +56,7 @@ class SampleRNNSource:
     }
 
     def __init__(self, store, frame_size, conditioning="linguistic_lf0", q_levels=256,
-                 hop_length=None, num_frames=None, lpc_order=0, source_context=None, harmonic_envelope=False):
+                 hop_length=None, num_frames=None, lpc_order=0, source_context=None, harmonic_envelope=True):
         if conditioning not in self.FEATURES:
             raise ValueError(f"unknown conditioning {conditioning!r}")
         index = getattr(store, "index", None)

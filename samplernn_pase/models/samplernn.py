@@ -63,8 +63,8 @@ class SampleRNNConfig(ModelSection):
     source_context: int = 5             # samples of the source on each side of the predicted one
     residual_highpass: float | None = 0.9  # lpc_order: generation shapes the sampled residual by
                                         # (1 - z^-1) / (1 - a z^-1); None: off (issue 23)
-    harmonic_envelope: bool = False     # lpc_order + harmonic_source: at synthesis each harmonic's
-                                        # amplitude follows the mel-cepstrum's envelope
+    harmonic_envelope: bool = True      # lpc_order + harmonic_source: at synthesis each harmonic's
+                                        # amplitude follows the mel-cepstrum's envelope (issue 23)
     # from the data, not the user
     num_speakers: int = 1
     acoustic_dim: int = 43
