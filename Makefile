@@ -24,10 +24,11 @@ venv: $(VENV)/.installed
 
 demo: venv
 	@if [ ! -f experiments/$(EXPERIMENT)/config.json ]; then \
-	  $(PY) -m samplernn_pase --experiment-name $(EXPERIMENT) --verbose init --config-path config.default.json; \
+	  $(PY) -m samplernn_pase --experiment-name $(EXPERIMENT) --verbose init --config-path config.default.json \
+	    --set test.period=$(DEMO_EPOCHS); \
 	fi
 	$(PY) -m samplernn_pase --experiment-name $(EXPERIMENT) train --device cpu --max-epochs $(DEMO_EPOCHS)
-	@echo "audio, spectrograms, metrics (train renders the test utterances every test.period epochs):"
+	@echo "audio, spectrograms, metrics (train renders the test utterances at the last of its $(DEMO_EPOCHS) epochs):"
 	@ls -d experiments/$(EXPERIMENT)/results/epoch-* | sort -t- -k2 -n | tail -1
 	# Text to speech: the acoustic model ($(TTS_CONFIG), its vocoder the experiment above),
 	# then two sentences no demo speaker reads, in a female and a male demo voice.

@@ -9,11 +9,14 @@ from collections import OrderedDict
 
 
 class LRUCache:
-    """At most `size` values by key; a new value pushes out the one used longest ago."""
+    """At most `size` values by key (None: no count limit) and, with `max_bytes`, at most that
+    many bytes of them as `weigh(value)` counts; a new value pushes out the ones used longest
+    ago (a value heavier than `max_bytes` alone is returned and not kept)."""
 
-    def __init__(self, size: int):
-        self.size = size
+    def __init__(self, size: int | None, max_bytes: int | None = None, weigh=None):
+        self.size, self.max_bytes, self.weigh = size, max_bytes, weigh
         self._values = OrderedDict()
+        self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._values)
@@ -25,10 +28,16 @@ class LRUCache:
             return self._values[key]
         value = compute(key)
         self._values[key] = value
-        while len(self._values) > self.size:
-            self._values.popitem(last=False)
+        self._bytes += self._weight(value)
+        while self._values and ((self.size is not None and len(self._values) > self.size)
+                                or (self.max_bytes is not None and self._bytes > self.max_bytes)):
+            self._bytes -= self._weight(self._values.popitem(last=False)[1])
         return value
 
     def discard(self, key) -> None:
         """Forget the value of `key`, if kept."""
-        self._values.pop(key, None)
+        if key in self._values:
+            self._bytes -= self._weight(self._values.pop(key))
+
+    def _weight(self, value) -> int:
+        return self.weigh(value) if self.max_bytes is not None else 0

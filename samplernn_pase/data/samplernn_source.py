@@ -13,7 +13,12 @@ from ..audio.mulaw import mulaw_encode, mulaw_zero
 from .lru import LRUCache
 from .stateful_loader import pad_frames
 
-VOCODER_CACHE_SIZE = 64   # utterances whose aligned vocoder inputs are kept (the store keeps 64 too)
+# The aligned vocoder inputs of the utterances last read, within this many bytes (about 40
+# minutes of audio; the demo's training split, 124 utterances, takes 115 MB). Computing them
+# (a heterodyne per harmonic) takes about 0.1 s for each second of audio, so a cache smaller
+# than the training split recomputes every utterance in every epoch: a third of an epoch of
+# the demo's vocoder on two threads.
+VOCODER_CACHE_BYTES = 1 << 30
 ALIGNMENT_LPC_ORDER = 16  # without a predictor of its own, the source aligns to this one's residual
 
 
@@ -75,7 +80,8 @@ class SampleRNNSource:
         self._num_frames = dict(num_frames or {})
         self.lpc_order, self.source_context = lpc_order, source_context
         self.harmonic_envelope = harmonic_envelope
-        self._vocoder_inputs = LRUCache(VOCODER_CACHE_SIZE)
+        self._vocoder_inputs = LRUCache(None, VOCODER_CACHE_BYTES,
+                                        weigh=lambda arrays: sum(a.nbytes for a in arrays.values()))
 
     def _load(self, item):
         utterance = self.store.load(item)
@@ -90,7 +96,7 @@ class SampleRNNSource:
     def vocoder_inputs(self, item, aligned=True):
         """{"lpc", "source", "harmonic"} of an utterance (the keys enabled, see the class).
         ``aligned``: the harmonics take their phases and amplitudes from the recording's residual
-        (training, teacher forcing; kept for VOCODER_CACHE_SIZE utterances); otherwise they have
+        (training, teacher forcing; kept within VOCODER_CACHE_BYTES); otherwise they have
         the fixed synthesis phases (generation, or no recording)."""
         utterance = self._load(item)
         if not aligned or utterance.audio is None:
