@@ -38,14 +38,8 @@ class Utterance:
         return len(self.acoustic)
 
 
-def utterance_bytes(utterance: Utterance) -> int:
-    """The bytes of an utterance's arrays (what the store's cache counts against its budget)."""
-    return sum(value.nbytes for value in vars(utterance).values() if isinstance(value, np.ndarray))
-
-
 class UtteranceStore:
-    def __init__(self, index: dict, normalization: dict[str, np.ndarray], data_path: Path, cache_size: int | None = 64,
-                 cache_bytes: int | None = None):
+    def __init__(self, index: dict, normalization: dict[str, np.ndarray], data_path: Path, cache_size: int = 64):
         self.index = index
         self.data_path = Path(data_path)
         self.hop_length = index["hop_length"]
@@ -71,7 +65,7 @@ class UtteranceStore:
             self.linguistic_std = np.asarray(normalization["linguistic_real_std"], np.float32)[order]
         else:
             self.vocabularies, self.linguistic_tables = [], []
-        self._cache = LRUCache(cache_size, cache_bytes, weigh=utterance_bytes)
+        self._cache = LRUCache(cache_size)
 
     # --- shape information for the models ---
     @property
@@ -129,7 +123,7 @@ class UtteranceStore:
 
     def load(self, utterance_id: str) -> Utterance:
         """The utterance, read from the feature cache once while it stays among the
-        `cache_size` most recently loaded (and within `cache_bytes`)."""
+        `cache_size` most recently loaded."""
         return self._cache.get(utterance_id, self._read)
 
     def _read(self, utterance_id: str) -> Utterance:

@@ -81,11 +81,6 @@ def check_vocoder(model_section: dict, data_index: dict, experiments_path: Path)
 
 
 class AcousticRunner(Runner):
-    # Whole utterances in a new order every epoch: a store of 64 read every one of them from
-    # disk every epoch (a third of an epoch of configs/acoustic_more_text.json's 600 training
-    # utterances on two threads). All of them, within 2 GiB (the demo's 800: about 300 MB).
-    store_cache_size = None
-    store_cache_bytes = 2 << 30
 
     @staticmethod
     def prepare_experiment(config, data_index, normalization, experiments_path, data_path, log):

@@ -88,13 +88,10 @@ class Runner(ABC):
     def store(self):
         """Normalized features and audio of the experiment's utterances."""
         return UtteranceStore(self.index, self.context.experiment.normalization(),
-                              self.context.data_path, cache_size=self.store_cache_size,
-                              cache_bytes=self.store_cache_bytes)
+                              self.context.data_path, cache_size=self.store_cache_size)
 
-    #: Utterances the store keeps in memory (None: as many as `store_cache_bytes` holds).
+    #: Utterances the store keeps in memory.
     store_cache_size = 64
-    #: Bytes of utterances the store keeps in memory (None: no limit but the count).
-    store_cache_bytes = None
 
     @cached_property
     def evaluation(self):
