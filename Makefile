@@ -35,7 +35,7 @@ demo: venv
 	# TTS_THREADS 1: on a 2-core CPU shared with other jobs two threads stall each other
 	# (steps of 0.2 s took 1-8 s); on an idle one 2 threads run an epoch 1.4x faster.
 	# TTS_CONFIG=configs/acoustic_more_text.json TTS_THREADS=2: 199 texts, more intelligible
-	# (README, "Text to speech judged") but about 14 minutes in all, not 10.5.
+	# (README, "Text to speech judged") but about 15 minutes in all, not 8.5.
 	@if [ ! -f experiments/$(TTS_EXPERIMENT)/config.json ]; then \
 	  $(PY) -m samplernn_pase --experiment-name $(TTS_EXPERIMENT) init --config-path $(TTS_CONFIG); \
 	fi
