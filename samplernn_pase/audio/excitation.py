@@ -184,9 +184,9 @@ def harmonic_source(lf0: np.ndarray, voiced: np.ndarray, hop_length: int, sample
     measured = np.zeros(len(phi)) if signal is not None else None
     shaped = np.zeros(len(phi)) if signal is None and power is not None and gain is not None else None
     if shaped is not None:
-        gain = np.repeat(np.asarray(gain, np.float64), hop_length, axis=0)[:len(phi)]
-        bins = np.arange(gain.shape[1])
-        sample_rows = np.arange(len(phi))
+        gain = np.asarray(gain, np.float64)
+        top_bin = gain.shape[1] - 1
+        frame_of_sample = np.arange(len(phi)) // hop_length     # each sample reads its frame's row
     # unvoiced stretches (whose interpolated F0 can sit far below the voiced one) count no harmonics
     top = int(harmonics[flags].max()) if flags.any() else 0
     phases = np.zeros(top) if harmonic_phases is None else np.asarray(harmonic_phases)[:top]
@@ -202,10 +202,10 @@ def harmonic_source(lf0: np.ndarray, voiced: np.ndarray, hop_length: int, sample
             unit = (np.exp(1j * phases[k - 1]) * np.conj(carrier)).real
         pulses += np.where(below, unit, 0.0)
         if shaped is not None:
-            position = np.minimum(k * f0 / (sample_rate / 2) * (len(bins) - 1), len(bins) - 1)
-            lower = np.minimum(position.astype(np.int64), len(bins) - 2)
+            position = np.minimum(k * f0 / (sample_rate / 2) * top_bin, top_bin)
+            lower = np.minimum(position.astype(np.int64), top_bin - 1)
             fraction = position - lower
-            at = (1 - fraction) * gain[sample_rows, lower] + fraction * gain[sample_rows, lower + 1]
+            at = (1 - fraction) * gain[frame_of_sample, lower] + fraction * gain[frame_of_sample, lower + 1]
             shaped += np.where(below, at * unit, 0.0)
     count = np.maximum(harmonics, 1.0)
     harmonic = None

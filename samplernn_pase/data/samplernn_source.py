@@ -133,7 +133,7 @@ class SampleRNNSource:
 
 
 def vocoder_inputs(store, utterance, frame_size, q_levels, lpc_order, source_context, aligned=True,
-                   harmonic_envelope=False):
+                   harmonic_envelope=True):
     """The linear predictor of every frame, the harmonic source windows around every sample
     and, with both, the periodic part of every sample's excitation (see SampleRNNSource and
     audio/excitation.py). ``aligned`` (and a recording): the harmonics take their phases (and
