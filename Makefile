@@ -6,7 +6,7 @@ EXPERIMENT ?= demo
 DEMO_EPOCHS ?= 4
 TTS_EXPERIMENT ?= tts
 TTS_CONFIG ?= configs/acoustic_more_text.json
-TRAIN_THREADS ?= 1
+TTS_THREADS ?= 2
 HELDOUT := samplernn_pase/data/sentences_heldout.txt
 
 .PHONY: venv demo test bench gpu-check clean-demo
@@ -27,28 +27,20 @@ demo: venv
 	  $(PY) -m samplernn_pase --experiment-name $(EXPERIMENT) --verbose init --config-path config.default.json \
 	    --set test.period=$(DEMO_EPOCHS); \
 	fi
-	# The vocoder's first epoch alone: the acoustic model's `init` checks a trained vocoder.
-	$(PY) -m samplernn_pase --experiment-name $(EXPERIMENT) train --device cpu --max-epochs 1
-	# Then the vocoder's other epochs and the acoustic model ($(TTS_CONFIG)) side by side, a core
-	# each: two trainings on one thread each finish sooner on the 2-core CPU than one after the
-	# other on two threads. The acoustic model is tested once both are done, through the
-	# vocoder's last epoch (its own `test.period` is off here for that reason).
-	@if [ ! -f experiments/$(TTS_EXPERIMENT)/config.json ]; then \
-	  $(PY) -m samplernn_pase --experiment-name $(TTS_EXPERIMENT) init --config-path $(TTS_CONFIG) \
-	    --set test.period=null; \
-	fi
-	@echo "training the vocoder ($(EXPERIMENT), below) and the acoustic model ($(TTS_EXPERIMENT), its log:" \
-	  "experiments/$(TTS_EXPERIMENT)/verbose.log) side by side"
-	@OMP_NUM_THREADS=$(TRAIN_THREADS) $(PY) -m samplernn_pase --experiment-name $(TTS_EXPERIMENT) train --device cpu \
-	  > experiments/$(TTS_EXPERIMENT)/train.out 2>&1 & tts=$$!; \
-	OMP_NUM_THREADS=$(TRAIN_THREADS) $(PY) -m samplernn_pase --experiment-name $(EXPERIMENT) train --device cpu \
-	  --max-epochs $(DEMO_EPOCHS) || { kill $$tts; exit 1; }; \
-	wait $$tts || { tail -5 experiments/$(TTS_EXPERIMENT)/train.out; exit 1; }
+	$(PY) -m samplernn_pase --experiment-name $(EXPERIMENT) train --device cpu --max-epochs $(DEMO_EPOCHS)
 	@echo "audio, spectrograms, metrics (train renders the test utterances at the last of its $(DEMO_EPOCHS) epochs):"
 	@ls -d experiments/$(EXPERIMENT)/results/epoch-* | sort -t- -k2 -n | tail -1
-	# Text to speech: the acoustic model's test through the vocoder, then two sentences no demo
-	# speaker reads, in a female and a male demo voice.
-	$(PY) -m samplernn_pase --experiment-name $(TTS_EXPERIMENT) test --device cpu
+	# Text to speech: the acoustic model ($(TTS_CONFIG), its vocoder the experiment above),
+	# then two sentences no demo speaker reads, in a female and a male demo voice.
+	# 199 texts read by the 6 speakers, 20 epochs (README, "Text to speech judged").
+	# TTS_THREADS 2: on an idle 2-core CPU an epoch takes 1.4x less than on one thread; on one
+	# shared with other jobs two threads stall each other (steps of 0.2 s took 1-8 s): use 1.
+	# (Trained beside the vocoder, a thread each, both took longer: the vocoder's epoch 171 s
+	# against 77 s alone.) TTS_CONFIG=configs/acoustic.json: 50 texts, 2 minutes, less intelligible.
+	@if [ ! -f experiments/$(TTS_EXPERIMENT)/config.json ]; then \
+	  $(PY) -m samplernn_pase --experiment-name $(TTS_EXPERIMENT) init --config-path $(TTS_CONFIG); \
+	fi
+	OMP_NUM_THREADS=$(TTS_THREADS) $(PY) -m samplernn_pase --experiment-name $(TTS_EXPERIMENT) train --device cpu
 	$(PY) -m samplernn_pase --experiment-name $(TTS_EXPERIMENT) synthesize --speaker demo_f1 \
 	  --text "$$(sed -n 1p $(HELDOUT))" --output-dir experiments/$(TTS_EXPERIMENT)/speech
 	$(PY) -m samplernn_pase --experiment-name $(TTS_EXPERIMENT) synthesize --speaker demo_m1 \
