@@ -5,8 +5,8 @@ PY := $(VENV)/bin/python
 EXPERIMENT ?= demo
 DEMO_EPOCHS ?= 4
 TTS_EXPERIMENT ?= tts
-TTS_CONFIG ?= configs/acoustic_more_text.json
-TTS_THREADS ?= 2
+TTS_CONFIG ?= configs/acoustic.json
+TTS_THREADS ?= 1
 HELDOUT := samplernn_pase/data/sentences_heldout.txt
 
 .PHONY: venv demo test bench gpu-check clean-demo
@@ -32,11 +32,10 @@ demo: venv
 	@ls -d experiments/$(EXPERIMENT)/results/epoch-* | sort -t- -k2 -n | tail -1
 	# Text to speech: the acoustic model ($(TTS_CONFIG), its vocoder the experiment above),
 	# then two sentences no demo speaker reads, in a female and a male demo voice.
-	# 199 texts read by the 6 speakers, 20 epochs (README, "Text to speech judged").
-	# TTS_THREADS 2: on an idle 2-core CPU an epoch takes 1.4x less than on one thread; on one
-	# shared with other jobs two threads stall each other (steps of 0.2 s took 1-8 s): use 1.
-	# (Trained beside the vocoder, a thread each, both took longer: the vocoder's epoch 171 s
-	# against 77 s alone.) TTS_CONFIG=configs/acoustic.json: 50 texts, 2 minutes, less intelligible.
+	# TTS_THREADS 1: on a 2-core CPU shared with other jobs two threads stall each other
+	# (steps of 0.2 s took 1-8 s); on an idle one 2 threads run an epoch 1.4x faster.
+	# TTS_CONFIG=configs/acoustic_more_text.json TTS_THREADS=2: 199 texts, more intelligible
+	# (README, "Text to speech judged") but about 15 minutes in all, not 8.5.
 	@if [ ! -f experiments/$(TTS_EXPERIMENT)/config.json ]; then \
 	  $(PY) -m samplernn_pase --experiment-name $(TTS_EXPERIMENT) init --config-path $(TTS_CONFIG); \
 	fi
