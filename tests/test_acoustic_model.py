@@ -84,6 +84,32 @@ def test_losses_are_the_closed_forms_over_the_unpadded_steps():
     assert frames_of(torch.tensor([0.0, 0.24, 0.26, -0.5])).tolist() == [0, 2, 3, 0]
 
 
+def test_delta_loss_is_the_closed_form_of_a_ramp_and_ignores_offsets_and_padding():
+    """Features off by a constant have no delta loss; features off by a ramp a * t in every
+    continuous column (the voiced flag left alone) have delta loss a^2 exactly, however long
+    the padding after each sequence, and it enters the loss times its weight."""
+    items = [random_item(5, seed=3), random_item(9, seed=4)]
+    batch = collate(items)
+    target = batch["acoustic"]
+    durations = torch.zeros(batch["phone_categorical"].shape[:2])
+    frames = torch.arange(target.shape[1], dtype=torch.float32)[None, :, None]
+    continuous = torch.ones(target.shape[-1])
+    continuous[1] = 0
+    offset = losses(durations, target + 0.7 * continuous, batch, delta_weight=2.0)
+    assert float(offset["delta_loss"]) == pytest.approx(0.0, abs=1e-10)
+    ramp = losses(durations, target + 0.3 * frames * continuous, batch, delta_weight=2.0)
+    plain = losses(durations, target + 0.3 * frames * continuous, batch)
+    assert "delta_loss" not in plain
+    assert float(ramp["delta_loss"]) == pytest.approx(0.09, rel=1e-5)
+    assert float(ramp["loss"]) == pytest.approx(float(plain["loss"]) + 2.0 * 0.09, rel=1e-5)
+    garbage = target.clone()
+    shorter = int(batch["frame_lengths"].min())
+    assert shorter < target.shape[1]
+    garbage[int(batch["frame_lengths"].argmin()), shorter:] = 1e3     # the shorter sequence's padding
+    moved = losses(durations, garbage + 0.3 * frames * continuous, {**batch, "acoustic": target}, delta_weight=2.0)
+    assert float(moved["delta_loss"]) == pytest.approx(0.09, rel=1e-5)
+
+
 def test_speaker_output_adds_each_speakers_own_linear_map_of_the_last_hidden_layer():
     """Started at zero the speaker layers change nothing (the same weights as without them);
     given a layer, a speaker's features move by exactly its hidden frames times that matrix,

@@ -72,6 +72,7 @@ class AcousticConfig(ModelSection):
     global_variance: bool = False         # scale each predicted utterance's mel-cepstra c1.. to the speaker's variance
     speaker_output: bool = False          # each speaker's own output layer of the frame decoder, beside the shared one
     speaker_statistics: bool = False      # "pase": the speaker's feature mean and std beside its seed
+    delta_loss: float = 0.0               # weight of the MSE of the features' frame-to-frame differences (below)
     feature_loss: str = "normalized"      # "normalized": MSE of the normalized features; "cepstral_distance":
                                           # mel-cepstra 1.. weighted by their variance (see losses)
     # derived from the data
@@ -282,12 +283,14 @@ class AcousticModel(nn.Module):
 
 
 def losses(log_durations: torch.Tensor, features: torch.Tensor, batch: dict,
-           weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+           weights: torch.Tensor | None = None, delta_weight: float = 0.0) -> dict[str, torch.Tensor]:
     """{"loss", "duration_loss", "acoustic_loss", "vuv_loss"}: duration_loss the MSE of
     frames / DURATION_SCALE over the phones, acoustic_loss the MSE of the normalized features other
     than the voiced flag (each column's squared error times `weights[column]` when given, shape
-    (A,)) plus vuv_loss, the flag's binary cross-entropy, over the frames;
-    loss = duration_loss + acoustic_loss."""
+    (A,)) plus vuv_loss, the flag's binary cross-entropy, over the frames, plus `delta_weight`
+    times delta_loss: the MSE (the same columns and weights) of the frame-to-frame differences
+    x[t] - x[t-1], over the pairs of frames inside the sequence, the dynamic features Merlin
+    regresses beside the static ones; loss = duration_loss + acoustic_loss."""
     phone_mask = lengths_mask(batch["phone_lengths"], log_durations.shape[1]).float()
     target = batch["durations"].float() / DURATION_SCALE
     duration_loss = ((log_durations - target) ** 2 * phone_mask).sum() / phone_mask.sum()
@@ -300,8 +303,15 @@ def losses(log_durations: torch.Tensor, features: torch.Tensor, batch: dict,
     vuv_loss = (F.binary_cross_entropy_with_logits(features[..., VUV_COLUMN], acoustic[..., VUV_COLUMN],
                                                    reduction="none") * frame_mask).sum() / frames
     acoustic_loss = (squared * frame_mask).sum() / frames + vuv_loss
+    result = {"vuv_loss": vuv_loss}
+    if delta_weight:
+        pairs = frame_mask[:, 1:] * frame_mask[:, :-1]
+        error = torch.diff(features[..., continuous], dim=1) - torch.diff(acoustic[..., continuous], dim=1)
+        squared = error ** 2 if weights is None else error ** 2 * weights[continuous]
+        result["delta_loss"] = (squared.mean(dim=-1) * pairs).sum() / pairs.sum().clamp_min(1)
+        acoustic_loss = acoustic_loss + delta_weight * result["delta_loss"]
     return {"loss": duration_loss + acoustic_loss, "duration_loss": duration_loss,
-            "acoustic_loss": acoustic_loss, "vuv_loss": vuv_loss}
+            "acoustic_loss": acoustic_loss, **result}
 
 
 #: The acoustic columns `scale_variance` scales: the mel-cepstra from mcep1 (data/features.py:

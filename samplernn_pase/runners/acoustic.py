@@ -181,7 +181,7 @@ class AcousticRunner(Runner):
         """{"loss", "duration_loss", "acoustic_loss", "vuv_loss"} of one batch."""
         batch = self.on_device(batch)
         log_durations, features = model(batch)
-        return losses(log_durations, features, batch, self.loss_weights)
+        return losses(log_durations, features, batch, self.loss_weights, self.model_config.delta_loss)
 
     @cached_property
     def loss_weights(self) -> torch.Tensor | None:
