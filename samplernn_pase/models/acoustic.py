@@ -284,34 +284,37 @@ class AcousticModel(nn.Module):
 
 def losses(log_durations: torch.Tensor, features: torch.Tensor, batch: dict,
            weights: torch.Tensor | None = None, delta_weight: float = 0.0) -> dict[str, torch.Tensor]:
-    """{"loss", "duration_loss", "acoustic_loss", "vuv_loss"}: duration_loss the MSE of
-    frames / DURATION_SCALE over the phones, acoustic_loss the MSE of the normalized features other
-    than the voiced flag (each column's squared error times `weights[column]` when given, shape
-    (A,)) plus vuv_loss, the flag's binary cross-entropy, over the frames, plus `delta_weight`
-    times delta_loss: the MSE (the same columns and weights) of the frame-to-frame differences
-    x[t] - x[t-1], over the pairs of frames inside the sequence, the dynamic features Merlin
-    regresses beside the static ones; loss = duration_loss + acoustic_loss."""
+    """{"loss", "duration_loss", "acoustic_loss", "vuv_loss"} (and "delta_loss" when
+    `delta_weight` is not 0): duration_loss the MSE of frames / DURATION_SCALE over the phones,
+    acoustic_loss the MSE of the normalized features other than the voiced flag (each column's
+    squared error times `weights[column]` when given, shape (A,)) plus vuv_loss, the flag's
+    binary cross-entropy, over the frames, plus `delta_weight` times delta_loss: the same mean
+    square of the frame-to-frame differences x[t] - x[t-1], over the pairs of frames inside the
+    sequence (the dynamic features Merlin regresses beside the static ones);
+    loss = duration_loss + acoustic_loss."""
     phone_mask = lengths_mask(batch["phone_lengths"], log_durations.shape[1]).float()
     target = batch["durations"].float() / DURATION_SCALE
     duration_loss = ((log_durations - target) ** 2 * phone_mask).sum() / phone_mask.sum()
     frame_mask = lengths_mask(batch["frame_lengths"], features.shape[1]).float()
     acoustic = batch["acoustic"]
     continuous = [c for c in range(acoustic.shape[-1]) if c != VUV_COLUMN]
-    squared = (features[..., continuous] - acoustic[..., continuous]) ** 2
-    squared = (squared if weights is None else squared * weights[continuous]).mean(dim=-1)
-    frames = frame_mask.sum()
+
+    def mean_square(error: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Each step's (weighted) mean over the continuous columns, averaged over the masked steps."""
+        squared = error ** 2 if weights is None else error ** 2 * weights[continuous]
+        return (squared.mean(dim=-1) * mask).sum() / mask.sum().clamp_min(1)
+
+    predicted, recorded = features[..., continuous], acoustic[..., continuous]
     vuv_loss = (F.binary_cross_entropy_with_logits(features[..., VUV_COLUMN], acoustic[..., VUV_COLUMN],
-                                                   reduction="none") * frame_mask).sum() / frames
-    acoustic_loss = (squared * frame_mask).sum() / frames + vuv_loss
-    result = {"vuv_loss": vuv_loss}
+                                                   reduction="none") * frame_mask).sum() / frame_mask.sum()
+    acoustic_loss = mean_square(predicted - recorded, frame_mask) + vuv_loss
+    delta = {}
     if delta_weight:
         pairs = frame_mask[:, 1:] * frame_mask[:, :-1]
-        error = torch.diff(features[..., continuous], dim=1) - torch.diff(acoustic[..., continuous], dim=1)
-        squared = error ** 2 if weights is None else error ** 2 * weights[continuous]
-        result["delta_loss"] = (squared.mean(dim=-1) * pairs).sum() / pairs.sum().clamp_min(1)
-        acoustic_loss = acoustic_loss + delta_weight * result["delta_loss"]
+        delta["delta_loss"] = mean_square(torch.diff(predicted, dim=1) - torch.diff(recorded, dim=1), pairs)
+        acoustic_loss = acoustic_loss + delta_weight * delta["delta_loss"]
     return {"loss": duration_loss + acoustic_loss, "duration_loss": duration_loss,
-            "acoustic_loss": acoustic_loss, **result}
+            "acoustic_loss": acoustic_loss, "vuv_loss": vuv_loss, **delta}
 
 
 #: The acoustic columns `scale_variance` scales: the mel-cepstra from mcep1 (data/features.py:
