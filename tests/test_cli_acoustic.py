@@ -27,7 +27,7 @@ def tiny_acoustic_config(**training) -> dict:
     # the options off by default ride along: resumed exactly, carried by the release
     config["model"].update({"hidden_size": 16, "duration_hidden_size": 8, "rnn_layers": 1,
                             "vocoder_experiment": "vocoder", "trajectory_points": 3, "global_variance": True,
-                            "speaker_output": True})
+                            "speaker_output": True, "speaker_echo": True})
     config["training"].update({"batch_size": 1, "max_epochs": 2, "log_period": 1, "checkpoint_period": 2,
                                **training})
     config["test"].update({"period": None, "utterances": 1, "max_seconds": 0.2})
@@ -76,7 +76,7 @@ def test_sigkill_mid_epoch_resumes_exactly(space):
     straight, killed = space.experiment("straight"), space.experiment("killed")
     assert_speaker_tables_map_by_id(space, "straight", {"speaker.weight", "utterance_variance",
                                                         "frame_decoder.symbol_table.weight",
-                                                        "frame_decoder.speaker_output"})
+                                                        "frame_decoder.speaker_output", "speaker_echo"})
     second_epoch = sorted(i for i, (epoch, _) in losses(straight).items() if epoch == 2)
     assert len(second_epoch) >= 6, "the test needs several iterations per epoch"
     process = subprocess.Popen(space.command("killed", "train"), cwd=space.root, env=space.env(),

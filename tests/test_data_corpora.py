@@ -84,6 +84,17 @@ def test_user_errors_name_the_problem(tmp_path, copy_demo_files, make_data_confi
                                         test_seconds_per_speaker=1, validation_seconds_per_speaker=0), tmp_path)
     assert [(s["id"], s["gender"], s["set"]) for s in index["speakers"]][-1][2] == "adaptation"
     assert sorted(s["gender"] for s in index["speakers"]) == ["f", "m", "m"]
+    # named modeling speakers: those and no other, adaptation from the rest; a name not in the corpus refused
+    named = dict(corpora=[{"type": "folder", "path": "corpus"}], adaptation_speakers={"m": 1},
+                 test_seconds_per_speaker=1, validation_seconds_per_speaker=0)
+    for modeling in (["folder_m2", "folder_f1"], ["folder_m1", "folder_f1"]):
+        index, _ = prepare(make_data_config(modeling_speakers=modeling, **named), tmp_path)
+        sets = {s["id"]: s["set"] for s in index["speakers"]}
+        assert sorted(s for s, kind in sets.items() if kind == "modeling") == sorted(modeling)
+        assert [s for s, kind in sets.items() if kind == "adaptation"] == \
+            [s for s in ("folder_m1", "folder_m2") if s not in modeling]
+    with pytest.raises(UserError, match=r"^data.modeling_speakers: folder_m9 not among the corpora's speakers"):
+        prepare(make_data_config(modeling_speakers=["folder_f1", "folder_m9"], **named), tmp_path)
 
 
 def test_ljspeech_layout(tmp_path, copy_demo_files, make_data_config):

@@ -84,20 +84,24 @@ def test_demo_corpus_is_deterministic(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] and not any(p.name.startswith(".") for p in tmp_path.iterdir())
 
 
-def test_more_sentences_give_the_modeling_speakers_175_texts_none_held_out(tmp_path):
+def test_more_sentences_spread_the_speakers_over_401_texts_none_held_out(tmp_path):
     heldout = {line.strip() for line in (SENTENCES_FILE.parent / "sentences_heldout.txt")
                .read_text().splitlines() if line.strip()}
     harvard, pool = read_sentences(), read_sentences(more=True)
-    assert len(harvard) == 50 and len(pool) == 199 and pool[:50] == harvard and len(set(pool)) == 199
+    assert len(harvard) == 50 and len(pool) == 401 and pool[:50] == harvard and len(set(pool)) == 401
     assert not heldout & set(pool)
-    read = [speaker_sentences(k, 50, pool, more=True) for k in range(6)]
-    assert len({text for texts in read for text in texts}) == 175
-    assert len({text for k in range(6) for text in speaker_sentences(k, 50, harvard, more=False)}) == 50
+    # the 8 speakers of configs/acoustic_more_text.json, 100 sentences each: every text, twice
+    read = [speaker_sentences(k, 100, pool, True, 8) for k in range(8)]
+    assert len({text for texts in read for text in texts}) == 401
+    assert max(sum(text in texts for texts in read) for text in pool) == 2
+    # neighbours share half of their texts: the first 6 speakers read 350 different ones
+    assert len({text for texts in read[:6] for text in texts}) == 350
+    assert len({text for k in range(6) for text in speaker_sentences(k, 50, harvard, False, 8)}) == 50
     # the default corpus reads what it always read: speaker k from Harvard sentence 7 k
-    assert speaker_sentences(3, 20, harvard, more=False) == [harvard[(21 + j) % 50] for j in range(20)]
-    # and the built corpus says them: the second speaker's first utterance is sentence 26
+    assert speaker_sentences(3, 20, harvard, False, 8) == [harvard[(21 + j) % 50] for j in range(20)]
+    # and the built corpus says them: of 2 speakers, the second's first utterance is sentence 201
     build_demo_corpus(tmp_path / "more", 2, 1, 16000, more_sentences=True)
-    assert (tmp_path / "more" / "m1" / "m1_001.txt").read_text().strip() == pool[25]
+    assert (tmp_path / "more" / "m1" / "m1_001.txt").read_text().strip() == pool[200]
 
 
 def test_prepare_demo_index(demo_prepared):

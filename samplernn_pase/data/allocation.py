@@ -2,11 +2,11 @@
 
 Speakers are ordered longest-recorded first (ties by id) or shuffled with the
 experiment seed. Modeling speakers are taken first, per gender, from the head
-of that order; adaptation speakers (unseen in training, voiced from PASE
-embeddings) are taken from what remains. Counts are per gender
-(`{"f": 3, "m": 3}`); `null` modeling counts mean "every speaker not used for
-adaptation", which is what a single-speaker corpus such as LJSpeech needs
-(with `adaptation_speakers` null or {}). Speakers left over are not used.
+of that order, or named (a list of speaker ids); adaptation speakers (unseen in
+training, voiced from PASE embeddings) are taken from what remains. Counts are
+per gender (`{"f": 3, "m": 3}`); `null` modeling counts mean "every speaker not
+used for adaptation", which is what a single-speaker corpus such as LJSpeech
+needs (with `adaptation_speakers` null or {}). Speakers left over are not used.
 
 Each used speaker's utterances are shuffled with the seed and cut by seconds:
 test first, then validation, the rest train (at least one utterance is
@@ -52,7 +52,15 @@ def allocate_speakers(seconds: dict[str, float], genders: dict[str, str | None],
     ordered = order_speakers(seconds, data_config["speaker_order"], seed)
     modeling_counts = data_config["modeling_speakers"]
     adaptation_counts = data_config["adaptation_speakers"] or {}
-    if modeling_counts is not None:
+    if isinstance(modeling_counts, list):
+        unknown = [s for s in modeling_counts if s not in seconds]
+        if unknown:
+            raise UserError(f"data.modeling_speakers: {', '.join(unknown)} not among the corpora's speakers "
+                            f"({', '.join(sorted(seconds))})")
+        modeling = [s for s in ordered if s in set(modeling_counts)]
+        remaining = [s for s in ordered if s not in modeling]
+        adaptation = _take(remaining, genders, adaptation_counts, "adaptation", "adaptation_speakers")
+    elif modeling_counts is not None:
         modeling = _take(ordered, genders, modeling_counts, "modeling", "modeling_speakers")
         remaining = [s for s in ordered if s not in modeling]
         adaptation = _take(remaining, genders, adaptation_counts, "adaptation", "adaptation_speakers")

@@ -5,7 +5,7 @@ no system package) and is driven through ctypes in synchronous mode with
 phoneme events on. Each speaker is an English voice variant (`en-us+f1`, ...)
 with its own pitch, pitch range and rate; each reads `sentences_per_speaker`
 Harvard sentences (public domain, `sentences.txt`; with `more_sentences`, from those and the
-149 of `sentences_more.txt`, written for this project: up to 199 different texts). The synthesizer's phoneme
+351 of `sentences_more.txt`, written for this project: up to 401 different texts). The synthesizer's phoneme
 events give exact phone boundaries, written as HTS full-context labels, so the
 demo goes through the same path as a real labelled corpus.
 
@@ -30,7 +30,7 @@ from ..audio.io import resample, write_wav
 from . import hts_labels
 
 SENTENCES_FILE = Path(__file__).parent / "sentences.txt"
-#: `data.demo.more_sentences`: 149 more sentences, written for this project (not Harvard's), so that
+#: `data.demo.more_sentences`: 351 more sentences, written for this project (not Harvard's), so that
 #: an acoustic model can learn from more than 50 different texts.
 MORE_SENTENCES_FILE = Path(__file__).parent / "sentences_more.txt"
 
@@ -389,16 +389,18 @@ def read_text(text: str, speaker: str, sample_rate: int, stem: Path) -> Path:
 
 
 def read_sentences(more: bool = False) -> list[str]:
-    """The demo's text: the 50 Harvard sentences, then with `more` the 149 of MORE_SENTENCES_FILE."""
+    """The demo's text: the 50 Harvard sentences, then with `more` the 351 of MORE_SENTENCES_FILE."""
     files = [SENTENCES_FILE, MORE_SENTENCES_FILE] if more else [SENTENCES_FILE]
     return [line.strip() for file in files for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def speaker_sentences(number: int, sentences_per_speaker: int, sentences: list[str], more: bool) -> list[str]:
-    """What the speaker `number` (0, 1, ...) reads: `sentences_per_speaker` sentences from
-    position 7 x number (25 x number with `more`, so that neighbouring speakers share fewer
-    sentences), wrapping around."""
-    stride = 25 if more else 7
+def speaker_sentences(number: int, sentences_per_speaker: int, sentences: list[str], more: bool,
+                      num_speakers: int) -> list[str]:
+    """What the speaker `number` (0, 1, ...) of `num_speakers` reads: `sentences_per_speaker`
+    sentences from position 7 x number, wrapping around. With `more`, the speakers' starts are
+    spread evenly over the whole text (position number x len(sentences) // num_speakers), so
+    that neighbouring speakers share as few sentences as the count allows."""
+    stride = max(1, len(sentences) // num_speakers) if more else 7
     return [sentences[(number * stride + j) % len(sentences)] for j in range(sentences_per_speaker)]
 
 
@@ -436,7 +438,8 @@ def _build(root: str, num_speakers: int, sentences_per_speaker: int, sample_rate
     try:
         for number, (speaker, *_) in enumerate(SPEAKERS[:num_speakers]):
             (building / speaker).mkdir()
-            for j, text in enumerate(speaker_sentences(number, sentences_per_speaker, sentences, more_sentences)):
+            for j, text in enumerate(speaker_sentences(number, sentences_per_speaker, sentences, more_sentences,
+                                                         num_speakers)):
                 write_utterance(espeak, text, speaker, sample_rate, building / speaker / f"{speaker}_{j + 1:03d}")
         with open(building / "speakers.csv", "w", newline="") as file:
             writer = csv.writer(file)

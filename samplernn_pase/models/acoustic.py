@@ -70,6 +70,7 @@ class AcousticConfig(ModelSection):
     dropout: float = 0.0                  # on the convolutions' outputs/inputs of both models, in training
     trajectory_points: int = 0            # >1: each phone's features move through this many points (below)
     global_variance: bool = False         # scale each predicted utterance's mel-cepstra c1.. to the speaker's variance
+    speaker_echo: bool = False            # put each speaker's echo (audio/echo.py) back on the rendered audio
     speaker_output: bool = False          # each speaker's own output layer of the frame decoder, beside the shared one
     speaker_statistics: bool = False      # "pase": the speaker's feature mean and std beside its seed
     delta_loss: float = 0.0               # weight of the MSE of the features' frame-to-frame differences (below)
@@ -222,6 +223,10 @@ class AcousticModel(nn.Module):
             # split; 0 for a speaker without training utterances), set by the runner, kept in the
             # checkpoints and releases: what `scale_variance` restores.
             self.register_buffer("utterance_variance", torch.zeros(config.num_speakers, config.acoustic_dim))
+        if config.speaker_echo:
+            # Each speaker's echo found in its training recordings (audio/echo.py: delay in samples,
+            # gain; 0, 0 for none), set by the runner, kept in the checkpoints and releases.
+            self.register_buffer("speaker_echo", torch.zeros(config.num_speakers, 2))
         if config.speaker_statistics:
             # The center and scale of the statistics over the modeling speakers, set by the runner
             # at the start of training and kept in the checkpoints and releases: a new speaker's

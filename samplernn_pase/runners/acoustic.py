@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..audio.echo import add_echo, estimate_echo
 from ..data.normalization import denormalize
 from ..data.phone_sequences import (PHONE_COLUMN, UtteranceBatches, collate, expand_phones, frame_linguistic,
                                     phone_symbol_means, utterance_item)
@@ -48,6 +49,7 @@ from .rendering import RenderedItem, max_test_frames, test_tag, utterances_to_re
 ANALYSIS_KEYS = ("version", "sample_rate", "hop_length", "f0_method", "f0_floor", "f0_ceil", "mcep_order",
                  "mcep_alpha")
 FIELD = "model.vocoder_experiment"
+ECHO_RECORDINGS = 30     # training recordings per speaker that model.speaker_echo looks for its echo in
 
 
 def check_vocoder(model_section: dict, data_index: dict, experiments_path: Path) -> None:
@@ -126,13 +128,43 @@ class AcousticRunner(Runner):
             variance = utterance_variances(training, self.store.num_speakers, self.store.acoustic_dim)
             with torch.no_grad():
                 model.utterance_variance.copy_(torch.from_numpy(variance))
+        if self.model_config.speaker_echo and not self.context.from_release:
+            with torch.no_grad():
+                model.speaker_echo.copy_(torch.from_numpy(self.speaker_echoes()))
         return model
+
+    def speaker_echoes(self) -> np.ndarray:
+        """(speakers, 2): each speaker's echo (delay in samples, gain; audio/echo.py) in its first
+        ECHO_RECORDINGS training recordings; 0, 0 for none found or no recordings."""
+        recordings: dict[int, list] = {}
+        for utterance_id in self.utterance_ids("train"):
+            index = self.store.speaker_index(utterance_id)
+            if len(recordings.setdefault(index, [])) < ECHO_RECORDINGS:
+                recordings[index].append(self.store.load(utterance_id).audio)
+        echoes = np.zeros((self.store.num_speakers, 2), np.float32)
+        for index, audio in recordings.items():
+            echoes[index] = estimate_echo([a for a in audio if a is not None], self.store.sample_rate)
+        for speaker in self.index["speakers"]:
+            delay, gain = echoes[speaker["index"]]
+            if gain > 0:
+                self.log.info("speaker %s: echo %.0f ms behind, gain %.3f (model.speaker_echo)", speaker["id"],
+                              1000 * delay / self.store.sample_rate, gain)
+        return echoes
+
+    def with_echo(self, audio: np.ndarray, speaker: int) -> np.ndarray:
+        """The rendering of predicted features with the speaker's echo (model.speaker_echo)."""
+        if not self.model_config.speaker_echo:
+            return audio
+        delay, gain = self.model.speaker_echo[speaker].tolist()
+        return add_echo(audio, int(round(delay)), gain)
 
     def speaker_tables(self):
         # The per-symbol table holds each speaker's block of one row per phone symbol.
         tables = {"frame_decoder.symbol_table.weight": (0, self.model.frame_decoder.phones)}
         if self.model_config.global_variance:
             tables["utterance_variance"] = (0, 1)
+        if self.model_config.speaker_echo:
+            tables["speaker_echo"] = (0, 1)
         if self.model_config.speaker_output:
             tables["frame_decoder.speaker_output"] = (0, 1)
         if isinstance(self.model.speaker, torch.nn.Embedding):
@@ -141,9 +173,10 @@ class AcousticRunner(Runner):
 
     def data_speaker_tables(self):
         # build_model fills the per-symbol table with each speaker's mean features per phone
-        # symbol (the trivial baseline), and global variance holds each speaker's variances: a
-        # new speaker's own, from this experiment's data, are a better start than other voices' mean.
-        return frozenset(key for key in ("frame_decoder.symbol_table.weight", "utterance_variance")
+        # symbol (the trivial baseline), global variance holds each speaker's variances and the
+        # echo each speaker's echo: a new speaker's own, from this experiment's data, are a better
+        # start than other voices' mean.
+        return frozenset(key for key in ("frame_decoder.symbol_table.weight", "utterance_variance", "speaker_echo")
                          if key in self.speaker_tables())
 
     def utterance_ids(self, split):
@@ -339,9 +372,11 @@ class AcousticRunner(Runner):
         max_frames = max_test_frames(self.config["test"], self.store.sample_rate, hop)
         predictions = [self.predict(i) for i in items]
         cut = [p["predicted"][:max_frames] for p in predictions]
-        world_predicted = [world_resynthesis(features, params) for features in cut]
         speakers = [self.store.utterances[i]["speaker"] for i in items]
-        model_audio = world_predicted if self.vocoder is None else self.vocode(items, cut, speakers)
+        world_predicted = [self.with_echo(world_resynthesis(features, params), p["speaker"])
+                           for features, p in zip(cut, predictions)]
+        model_audio = world_predicted if self.vocoder is None else [
+            self.with_echo(audio, p["speaker"]) for audio, p in zip(self.vocode(items, cut, speakers), predictions)]
         rendered = []
         for utterance_id, prediction, audio, world in zip(items, predictions, model_audio, world_predicted):
             utterance = self.store.load(utterance_id)
