@@ -5,8 +5,8 @@ PY := $(VENV)/bin/python
 EXPERIMENT ?= demo
 DEMO_EPOCHS ?= 4
 TTS_EXPERIMENT ?= tts
-TTS_CONFIG ?= configs/acoustic.json
-TTS_THREADS ?= 1
+TTS_CONFIG ?= configs/acoustic_more_text.json
+TTS_THREADS ?= 2
 HELDOUT := samplernn_pase/data/sentences_heldout.txt
 
 .PHONY: venv demo test bench gpu-check clean-demo
@@ -30,12 +30,12 @@ demo: venv
 	$(PY) -m samplernn_pase --experiment-name $(EXPERIMENT) train --device cpu --max-epochs $(DEMO_EPOCHS)
 	@echo "audio, spectrograms, metrics (train renders the test utterances at the last of its $(DEMO_EPOCHS) epochs):"
 	@ls -d experiments/$(EXPERIMENT)/results/epoch-* | sort -t- -k2 -n | tail -1
-	# Text to speech: the acoustic model ($(TTS_CONFIG), its vocoder the experiment above),
-	# then two sentences no demo speaker reads, in a female and a male demo voice.
-	# TTS_THREADS 1: on a 2-core CPU shared with other jobs two threads stall each other
-	# (steps of 0.2 s took 1-8 s); on an idle one 2 threads run an epoch 1.4x faster.
-	# TTS_CONFIG=configs/acoustic_more_text.json TTS_THREADS=2: 199 texts, more intelligible
-	# (README, "Text to speech judged") but about 15 minutes in all, not 8.5.
+	# Text to speech: the acoustic model ($(TTS_CONFIG): 401 texts, 800 utterances, 30 epochs;
+	# its vocoder the experiment above), then two sentences no demo speaker reads, in a female
+	# and a male demo voice. TTS_THREADS 2 suits an idle 2-core CPU (an epoch 1.4x faster than
+	# on one); on a CPU shared with other jobs two threads stall each other (steps of 0.2 s
+	# took 1-8 s): use TTS_THREADS=1 there. TTS_CONFIG=configs/acoustic.json: 50 texts, about
+	# 3 minutes less, less intelligible (README, "Text to speech judged").
 	@if [ ! -f experiments/$(TTS_EXPERIMENT)/config.json ]; then \
 	  $(PY) -m samplernn_pase --experiment-name $(TTS_EXPERIMENT) init --config-path $(TTS_CONFIG); \
 	fi
