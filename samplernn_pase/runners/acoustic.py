@@ -7,7 +7,8 @@ acoustic model reading frames made from the recording's durations.
 Test, for each fixed test utterance:
 - the model row: durations predicted from the phones, features predicted from
   the frames they make, rendered by the SampleRNN experiment `model.vocoder_experiment`
-  (by WORLD when it is null); `world_predicted`: the same features through WORLD;
+  (by WORLD when it is null); `world_predicted`: the same features through WORLD
+  (both with the speaker's echo put back under `model.speaker_echo`, audio/echo.py);
   the usual reference rows, the recording (`real`) and WORLD's resynthesis of its
   features (`world`);
 - the features against the recording's, frame by frame with the recording's
