@@ -52,16 +52,15 @@ def allocate_speakers(seconds: dict[str, float], genders: dict[str, str | None],
     ordered = order_speakers(seconds, data_config["speaker_order"], seed)
     modeling_counts = data_config["modeling_speakers"]
     adaptation_counts = data_config["adaptation_speakers"] or {}
-    if isinstance(modeling_counts, list):
-        unknown = [s for s in modeling_counts if s not in seconds]
-        if unknown:
-            raise UserError(f"data.modeling_speakers: {', '.join(unknown)} not among the corpora's speakers "
-                            f"({', '.join(sorted(seconds))})")
-        modeling = [s for s in ordered if s in set(modeling_counts)]
-        remaining = [s for s in ordered if s not in modeling]
-        adaptation = _take(remaining, genders, adaptation_counts, "adaptation", "adaptation_speakers")
-    elif modeling_counts is not None:
-        modeling = _take(ordered, genders, modeling_counts, "modeling", "modeling_speakers")
+    if modeling_counts is not None:
+        if isinstance(modeling_counts, list):      # named
+            unknown = [s for s in modeling_counts if s not in seconds]
+            if unknown:
+                raise UserError(f"data.modeling_speakers: {', '.join(unknown)} not among the corpora's speakers "
+                                f"({', '.join(sorted(seconds))})")
+            modeling = [s for s in ordered if s in set(modeling_counts)]
+        else:
+            modeling = _take(ordered, genders, modeling_counts, "modeling", "modeling_speakers")
         remaining = [s for s in ordered if s not in modeling]
         adaptation = _take(remaining, genders, adaptation_counts, "adaptation", "adaptation_speakers")
     else:
