@@ -128,6 +128,8 @@ def vocoder_inputs(config, streams, frames, device, seed=0):
     if config.lpc_order:
         conds["lpc"] = 0.8 * torch.softmax(torch.randn(streams, frames, config.lpc_order, generator=g), -1)
         conds["harmonic"] = 0.05 * torch.randn(streams, frames, fs, generator=g)
+        if config.excitation_gain:
+            conds["excitation_scale"] = 0.1 * torch.rand(streams, frames, 1, generator=g) + 0.01
     if config.harmonic_source:
         conds["source"] = torch.randn(streams, frames, fs, 2 * config.source_context + 1, generator=g)
     return {k: v.to(device) for k, v in conds.items()}, torch.arange(streams, device=device) % NUM_SPEAKERS

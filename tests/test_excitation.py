@@ -4,10 +4,10 @@ import numpy as np
 import scipy.linalg
 import scipy.signal
 
-from samplernn_pase.audio.excitation import (envelope_gain, harmonic_source, levinson, periodic_fraction,
-                                             predict, predictor_from_mel_cepstrum)
+from samplernn_pase.audio.excitation import (EXCITATION_RMS, envelope_gain, excitation_scale, harmonic_source,
+                                             levinson, periodic_fraction, predict, predictor_from_mel_cepstrum)
 from samplernn_pase.audio.mulaw import mulaw_decode, mulaw_encode
-from samplernn_pase.data.features import feature_params, mel_cepstrum
+from samplernn_pase.data.features import acoustic_features, acoustic_fields, feature_params, mel_cepstrum
 
 RATE, HOP = 16000, 80
 
@@ -147,6 +147,31 @@ def test_envelope_gain_is_one_where_the_predictor_holds_the_envelope():
     mcep = mel_cepstrum(np.abs(response[None]) ** 2, 39, alpha)
     coefficients, error = predictor_from_mel_cepstrum(mcep, alpha, 6)
     np.testing.assert_allclose(envelope_gain(mcep, alpha, coefficients, error), 1.0, atol=0.05)
+
+
+def test_excitation_scale_is_the_innovation_of_a_known_noise_process():
+    """`model.excitation_gain`'s scale, from the features alone: white Gaussian noise of a known
+    standard deviation through a known all-pole filter (scipy), analysed by the project's
+    WORLD extraction. The process's innovation is that noise, so the expected RMS the scale
+    stands for (the predictor's error power times the aperiodic share) must be its standard
+    deviation, at two levels 28 dB apart; DIO finds almost no voicing in it, and WORLD's
+    aperiodicity gives the frames an aperiodic share of 1."""
+    params = feature_params({"sample_rate": RATE, "hop_length": HOP, "mcep_alpha": None, "f0_method": "dio",
+                             "f0_floor": 50, "f0_ceil": 600, "mcep_order": 39, "min_seconds": 0.25,
+                             "label_tolerance_seconds": 0.1})
+    fields = acoustic_fields(39)
+    rng = np.random.default_rng(0)
+    for sigma in (0.002, 0.05):
+        noise = scipy.signal.lfilter([1.0], [1.0, -1.3, 0.8], sigma * rng.standard_normal(2 * RATE))
+        acoustic = acoustic_features(noise.astype(np.float32), params).astype(np.float64)
+        assert acoustic[:, fields.index("vuv")].mean() < 0.15
+        _, error = predictor_from_mel_cepstrum(acoustic[:, fields.index("mcep0"):fields.index("bap")],
+                                               params["mcep_alpha"], 16)
+        share = 1.0 - periodic_fraction(acoustic[:, fields.index("bap")])
+        assert np.median(share) > 0.99
+        level_db = 20 * np.log10(excitation_scale(error * share) * EXCITATION_RMS / sigma)
+        assert abs(np.median(level_db)) < 2.0, np.median(level_db)          # measured: -1.1 dB at both
+        assert np.percentile(np.abs(level_db), 90) < 4.0
 
 
 def test_periodic_fraction_of_the_aperiodicity():

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from samplernn_pase.audio.mulaw import mulaw_encode
 from samplernn_pase.models import samplernn, samplernn_kernel
 from samplernn_pase.models.samplernn import GENERATION_ENV, SampleRNN, SampleRNNConfig, use_kernel
 
@@ -22,11 +23,13 @@ DEFAULT_CONFIG = ROOT / "config.default.json"
 SPEAKERS = 4
 
 
-def demo_model(vocoder=True):
-    """The demo's SampleRNN (config.default.json's model section), randomly initialized;
-    without ``vocoder`` its lpc_order and harmonic source are off (the plain SampleRNN)."""
+def demo_model(vocoder=True, **changes):
+    """The demo's SampleRNN (config.default.json's model section, with ``changes``), randomly
+    initialized; without ``vocoder`` its lpc_order and harmonic source are off (the plain
+    SampleRNN)."""
     section = {k: v for k, v in json.loads(DEFAULT_CONFIG.read_text())["model"].items() if k != "type"}
     assert section["lpc_order"] == 16 and section["harmonic_source"] and section["rnn_hidden_size"] == 256
+    section.update(changes)
     if not vocoder:
         section.update(lpc_order=0, harmonic_source=False)
     torch.manual_seed(0)
@@ -43,28 +46,35 @@ def demo_inputs(model, batch, frames, seed=1):
     return bench.vocoder_inputs(model.config, batch, frames, "cpu", seed)
 
 
-def generate(model, conds, speaker, compiled, seed=3, temperature=0.7):
+def generate(model, conds, speaker, compiled, seed=3, temperature=0.7, signal=False):
     return model.generate(conds, speaker, temperature, generator=torch.Generator().manual_seed(seed),
-                          return_log_probs=True, compiled=compiled)
+                          return_log_probs=True, compiled=compiled, return_signal=signal)
 
 
-@pytest.mark.parametrize("vocoder", [True, False], ids=["lpc16-harmonic", "plain"])
-def test_kernel_equals_the_python_step(vocoder, monkeypatch):
+@pytest.mark.parametrize("vocoder,gain", [(True, False), (True, True), (False, False)],
+                         ids=["lpc16-harmonic", "lpc16-harmonic-gain", "plain"])
+def test_kernel_equals_the_python_step(vocoder, gain, monkeypatch):
     """Same codes for the same seed, log-probabilities within 1e-5 of the Python step's and
-    of teacher forcing (`log_prob`). Blocks of two top frames per kernel call: the noise is
-    drawn frame by frame across calls as the Python step draws it."""
-    model = demo_model(vocoder)
+    of teacher forcing (`log_prob`), with and without `excitation_gain`. Blocks of two top
+    frames per kernel call: the noise is drawn frame by frame across calls as the Python
+    step draws it."""
+    model = demo_model(vocoder, excitation_gain=gain)
     batch, frames = 2, 6
     conds, speaker = demo_inputs(model, batch, frames)
     noise_bytes = 4 * batch * model.frame_size * (model.config.q_levels + model.config.tier_hidden_sizes[-1])
     monkeypatch.setattr(samplernn_kernel, "BLOCK_BYTES", 2 * noise_bytes)
     assert samplernn_kernel.block_frames(batch, model.frame_size, model.config.q_levels,
                                          model.config.tier_hidden_sizes[-1]) == 2
-    python_codes, python_log_probs = generate(model, conds, speaker, compiled=False)
-    codes, log_probs = generate(model, conds, speaker, compiled=True)
+    python_codes, python_log_probs, python_signal = generate(model, conds, speaker, compiled=False, signal=True)
+    codes, log_probs, signal = generate(model, conds, speaker, compiled=True, signal=True)
     assert codes.shape == (batch, frames * model.frame_size)
     assert len(set(codes.flatten().tolist())) > 50                 # it samples, not a constant
     assert torch.equal(codes, python_codes)
+    # the waveform: the unquantized signal whose mu-law codes were emitted (or the decoded codes)
+    assert torch.equal(signal, python_signal)
+    assert torch.equal(mulaw_encode(signal, model.config.q_levels), codes)
+    if vocoder:
+        assert not torch.equal(signal, model.code_values[codes])
     assert (log_probs - python_log_probs).abs().max() < 1e-5
     teacher = model.log_prob(codes, conds, speaker)
     assert (log_probs - teacher).abs().max() < 1e-5, (log_probs - teacher).abs().max()

@@ -85,19 +85,23 @@ def test_chunked_forward_equals_whole_utterance():
 
 
 def vocoder_inputs(conds, batch, frames, order=4, context=2, seed=4):
-    """A stable random predictor per frame and a random source around every sample."""
+    """A stable random predictor per frame, a random source around every sample and a random
+    excitation scale per frame (read only with `excitation_gain`)."""
     g = torch.Generator().manual_seed(seed)
     conds["lpc"] = 0.8 * torch.softmax(torch.randn(batch, frames, order, generator=g), -1)
     conds["source"] = torch.randn(batch, frames, 8, 2 * context + 1, generator=g)
     conds["harmonic"] = 0.1 * torch.randn(batch, frames, 8, generator=g)
+    conds["excitation_scale"] = 0.3 * torch.rand(batch, frames, 1, generator=g) + 0.02
     return conds
 
 
 @pytest.mark.parametrize("conditioning,speaker_vector_size,vocoder", [
-    ("linguistic_lf0", 0, False), ("acoustic", 5, False), ("linguistic", 0, False), ("acoustic", 0, True)])
+    ("linguistic_lf0", 0, False), ("acoustic", 5, False), ("linguistic", 0, False), ("acoustic", 0, True),
+    ("acoustic", 0, "gain")])
 def test_incremental_generation_matches_teacher_forcing(conditioning, speaker_vector_size, vocoder):
     torch.manual_seed(2)
-    options = dict(lpc_order=4, harmonic_source=True, source_context=2) if vocoder else {}
+    options = dict(lpc_order=4, harmonic_source=True, source_context=2,
+                   excitation_gain=vocoder == "gain") if vocoder else {}
     model = tiny(conditioning, speaker_vector_size=speaker_vector_size, **options).eval()
     batch, frames = 3, 5
     conds = features(batch, frames)

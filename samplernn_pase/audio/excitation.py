@@ -19,6 +19,10 @@ models (Wang, Takaki and Yamagishi, 2019) do:
   and a fixed random phase (`synthesis_phases`); in training each harmonic has the
   amplitude and phase it has in the recording's own residual. The network
   also sees the unit pulse train around each sample.
+- A gain. The envelope's prediction error power times the aperiodic share that
+  WORLD's band aperiodicity gives is the power the aperiodic part should have in
+  each frame (`excitation_scale`); with it the network draws that part at one
+  scale in every frame, and the features, not the network, set its level.
 
 Everything here is numpy, per utterance, from un-normalized WORLD features
 (features.py's layout: lf0, vuv, mcep0..mcepN, bap).
@@ -31,6 +35,8 @@ ENVELOPE_FFT = 512           # FFT size of the envelope whose autocorrelation gi
 WHITE_NOISE_CORRECTION = 1e-4  # r[0] *= 1 + this: keeps the predictor stable on near-singular frames
 ALIGNMENT_PERIODS = 2.5      # Hann window of the low-pass that measures each harmonic, in periods
 SYNTHESIS_PHASE_SEED = 0     # the fixed random phase of each harmonic at synthesis
+EXCITATION_RMS = 0.1         # `excitation_scale`: a frame's expected excitation is coded at this RMS
+EXCITATION_FLOOR = 1e-5      # ... and a frame with less expected power than this RMS at this one
 
 
 def synthesis_phases(count: int = 1000) -> np.ndarray:
@@ -223,6 +229,18 @@ def highpass_step(x, previous_x, previous_y, pole):
     (1 - z^-1) / (1 - pole z^-1): zero gain at 0 Hz, -3 dB near (1 - pole) * sample_rate / (2 pi).
     SampleRNN's generation shapes the sampled residual with it (`model.residual_highpass`)."""
     return x - previous_x + pole * previous_y
+
+
+def excitation_scale(aperiodic_power: np.ndarray) -> np.ndarray:
+    """(frames,) float32: by how much SampleRNN divides each frame's aperiodic excitation before
+    coding it in mu-law (`model.excitation_gain`), its expected RMS (the square root of the
+    frame's ``aperiodic_power``: the envelope's prediction error power times the aperiodic
+    share that WORLD's band aperiodicity gives) over EXCITATION_RMS, so that every frame's
+    excitation is coded near that RMS whatever its loudness, with headroom for 20 dB more
+    before mu-law's full scale. Below EXCITATION_FLOOR (silence; -100 dB of full scale) the
+    floor's scale."""
+    rms = np.sqrt(np.maximum(np.asarray(aperiodic_power, np.float64), EXCITATION_FLOOR ** 2))
+    return (rms / EXCITATION_RMS).astype(np.float32)
 
 
 def periodic_fraction(band_aperiodicity_db: np.ndarray) -> np.ndarray:

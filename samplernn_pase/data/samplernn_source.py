@@ -7,7 +7,7 @@ of an utterance and for chunks of it; this one reads them from an
 
 import numpy as np
 
-from ..audio.excitation import (envelope_gain, harmonic_source, periodic_fraction, predict,
+from ..audio.excitation import (envelope_gain, excitation_scale, harmonic_source, periodic_fraction, predict,
                                 predictor_from_mel_cepstrum, synthesis_phases)
 from ..audio.mulaw import mulaw_encode, mulaw_zero
 from .lru import LRUCache
@@ -46,6 +46,10 @@ class SampleRNNSource:
         aperiodic               float32 (n, frame_size)  with both: the rest of the
                                 recording's (unquantized) prediction residual, whose
                                 mu-law codes are the targets
+        excitation_scale        float32 (n, 1)  with ``excitation_gain``: the aperiodic
+                                excitation's expected RMS in each frame over
+                                EXCITATION_RMS (`excitation_scale`); the targets are
+                                the codes of ``aperiodic`` divided by it
 
     The targets are ``input_samples_q[frame_size:]`` (with a predictor, the codes of
     ``aperiodic``, see SampleRNN.targets). Utterances are read
@@ -61,7 +65,8 @@ class SampleRNNSource:
     }
 
     def __init__(self, store, frame_size, conditioning="linguistic_lf0", q_levels=256,
-                 hop_length=None, num_frames=None, lpc_order=0, source_context=None, harmonic_envelope=True):
+                 hop_length=None, num_frames=None, lpc_order=0, source_context=None, harmonic_envelope=True,
+                 excitation_gain=False):
         if conditioning not in self.FEATURES:
             raise ValueError(f"unknown conditioning {conditioning!r}")
         index = getattr(store, "index", None)
@@ -79,7 +84,7 @@ class SampleRNNSource:
         self.q_levels = q_levels
         self._num_frames = dict(num_frames or {})
         self.lpc_order, self.source_context = lpc_order, source_context
-        self.harmonic_envelope = harmonic_envelope
+        self.harmonic_envelope, self.excitation_gain = harmonic_envelope, excitation_gain
         self._vocoder_inputs = LRUCache(None, VOCODER_CACHE_BYTES,
                                         weigh=lambda arrays: sum(a.nbytes for a in arrays.values()))
 
@@ -101,9 +106,11 @@ class SampleRNNSource:
         utterance = self._load(item)
         if not aligned or utterance.audio is None:
             return vocoder_inputs(self.store, utterance, self.frame_size, self.q_levels, self.lpc_order,
-                                  self.source_context, aligned=False, harmonic_envelope=self.harmonic_envelope)
+                                  self.source_context, aligned=False, harmonic_envelope=self.harmonic_envelope,
+                                  excitation_gain=self.excitation_gain)
         return self._vocoder_inputs.get(item, lambda _: vocoder_inputs(
-            self.store, utterance, self.frame_size, self.q_levels, self.lpc_order, self.source_context))
+            self.store, utterance, self.frame_size, self.q_levels, self.lpc_order, self.source_context,
+            excitation_gain=self.excitation_gain))
 
     def conditioning(self, item, aligned=True):
         """Every conditioning array of the utterance, one row per frame."""
@@ -133,7 +140,7 @@ class SampleRNNSource:
 
 
 def vocoder_inputs(store, utterance, frame_size, q_levels, lpc_order, source_context, aligned=True,
-                   harmonic_envelope=True):
+                   harmonic_envelope=True, excitation_gain=False):
     """The linear predictor of every frame, the harmonic source windows around every sample
     and, with both, the periodic part of every sample's excitation (see SampleRNNSource and
     audio/excitation.py). ``aligned`` (and a recording): the harmonics take their phases (and
@@ -149,7 +156,11 @@ def vocoder_inputs(store, utterance, frame_size, q_levels, lpc_order, source_con
     A(z) it is lifted by the prediction gain, and on the demo recordings it is a third of
     the residual's power in voiced frames (2.2e-4 with it, 1.4e-4 without, demo_f1_015).
     A network trained on it learns to sample it as excitation noise, which its synthesis
-    then sends through 1 / A(z): the noise floor that hid the harmonics (issue 23)."""
+    then sends through 1 / A(z): the noise floor that hid the harmonics (issue 23).
+
+    ``excitation_gain`` (with ``lpc_order``): ``excitation_scale``, each frame's expected
+    aperiodic RMS from its features (`excitation_scale`), by which the model divides its
+    targets and multiplies what it draws."""
     acoustic = store.raw_acoustic(utterance).astype(np.float64)
     fields = store.index["acoustic_fields"]
     mcep = acoustic[:, fields.index("mcep0"):fields.index("bap")]
@@ -160,6 +171,9 @@ def vocoder_inputs(store, utterance, frame_size, q_levels, lpc_order, source_con
         coefficients, error_power = predictor_from_mel_cepstrum(mcep, alpha, lpc_order or ALIGNMENT_LPC_ORDER)
     if lpc_order:
         out["lpc"] = coefficients
+        if excitation_gain:
+            share = 1.0 - periodic_fraction(acoustic[:, fields.index("bap")]) if source_context is not None else 1.0
+            out["excitation_scale"] = excitation_scale(error_power * share)[:, None]
     if source_context is not None:
         residual = None
         if align:

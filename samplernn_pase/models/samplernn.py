@@ -41,7 +41,7 @@ from samplernn_pase.models.recurrent import GRUCell, gate_buffer, generation_thr
 from samplernn_pase.models.section import ModelSection
 
 CONDITIONING_KEYS = ("acoustic", "linguistic_categorical", "linguistic_real", "lpc", "source", "harmonic",
-                     "aperiodic")
+                     "aperiodic", "excitation_scale")
 
 
 @dataclass
@@ -65,6 +65,9 @@ class SampleRNNConfig(ModelSection):
                                         # (1 - z^-1) / (1 - a z^-1); None: off (issue 23)
     harmonic_envelope: bool = True      # lpc_order + harmonic_source: at synthesis each harmonic's
                                         # amplitude follows the mel-cepstrum's envelope (issue 23)
+    excitation_gain: bool = False       # lpc_order (else ignored): the sample level draws the excitation
+                                        # divided by its expected RMS in the frame, from the features
+                                        # (issue 23)
     # from the data, not the user
     num_speakers: int = 1
     acoustic_dim: int = 43
@@ -109,6 +112,11 @@ class SampleRNNConfig(ModelSection):
     # The config lists tiers bottom first, as the seed does ([20, 4]: a tier of
     # 20-sample frames under a tier of 80-sample frames); the model builds them
     # top first.
+    @property
+    def scaled_excitation(self) -> bool:
+        """`excitation_gain` where it applies: a predictor's excitation (``lpc_order`` > 0)."""
+        return bool(self.excitation_gain and self.lpc_order)
+
     @property
     def tier_ratios(self):
         """Upsampling ratio of each frame tier, top tier first."""
@@ -448,16 +456,31 @@ class SampleRNN(nn.Module):
         the mu-law codes of the prediction residual x[t] - x_hat[t]: those of
         ``conds["aperiodic"]`` (B, n, frame_size) where the data gives it (the residual of the
         unquantized recording less its periodic part, data/samplernn_source.py), else read off
-        the decoded codes (teacher forcing on generated codes, as generation reports them)."""
+        the decoded codes (teacher forcing on generated codes, as generation reports them).
+        With ``excitation_gain`` the residual is divided by its frame's `excitation_scale` first."""
         targets = input_samples_q[:, self.frame_size:]
+        scale = self.excitation_scale(conds, targets.shape)
         if self.config.lpc_order and "aperiodic" in conds:
-            return mulaw_encode(conds["aperiodic"].float().reshape(targets.shape), self.config.q_levels)
+            aperiodic = conds["aperiodic"].float().reshape(targets.shape)
+            return mulaw_encode(aperiodic if scale is None else aperiodic / scale, self.config.q_levels)
         prediction = self.prediction(input_samples_q, conds)
-        return targets if prediction is None else self.residual_codes(targets, prediction)
+        return targets if prediction is None else self.residual_codes(targets, prediction, scale)
 
-    def residual_codes(self, codes, prediction):
-        """The mu-law codes of x - x_hat: the samples' decoded ``codes`` minus their ``prediction``."""
-        return mulaw_encode(self.code_values[codes] - prediction, self.config.q_levels)
+    def excitation_scale(self, conds, shape):
+        """With ``excitation_gain``, every sample's `excitation_scale` (its frame's expected
+        aperiodic RMS over EXCITATION_RMS), float32 of ``shape`` (B, n * frame_size); else None.
+        A chunk's padding frames (scale 0, masked out of the loss) get 1."""
+        if not self.config.scaled_excitation:
+            return None
+        scale = conds["excitation_scale"].float()                         # (B, n, 1)
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        return scale.expand(*scale.shape[:2], self.frame_size).reshape(shape)
+
+    def residual_codes(self, codes, prediction, scale=None):
+        """The mu-law codes of x - x_hat: the samples' decoded ``codes`` minus their ``prediction``
+        (divided by ``scale`` with ``excitation_gain``)."""
+        residual = self.code_values[codes] - prediction
+        return mulaw_encode(residual if scale is None else residual / scale, self.config.q_levels)
 
     def loss(self, input_samples_q, conds, speaker, hidden=None, reset=None, mask=None):
         """Mean NLL in bits per sample over the rows in ``mask`` -> (loss, new_hidden).
@@ -494,7 +517,8 @@ class SampleRNN(nn.Module):
         return torch.cat(out, dim=1)
 
     @torch.inference_mode()
-    def generate(self, conds, speaker, temperature=1.0, generator=None, return_log_probs=False, compiled=None):
+    def generate(self, conds, speaker, temperature=1.0, generator=None, return_log_probs=False, compiled=None,
+                 return_signal=False):
         """Samples B utterances at once, one code at a time, without recomputation.
 
         conds: dict of (B, n, .) features; speaker: int64 (B,) or float (B, D).
@@ -502,7 +526,12 @@ class SampleRNN(nn.Module):
         is 0); ``temperature`` is a number, or a float (B, n) tensor of positive
         temperatures, one per row and frame (`sampling_temperatures`). Returns int64 codes (B, n * frame_size) (``mulaw_decode`` gives
         audio) and, with ``return_log_probs``, their log-probabilities under the
-        model at temperature 1, float (B, n * frame_size).
+        model at temperature 1, float (B, n * frame_size), and with ``return_signal``
+        the float32 waveform (B, n * frame_size): with ``lpc_order`` the unquantized
+        signal that generation continues (`_VocoderStep`), whose mu-law codes are the
+        samples, else the decoded samples. The codes are the network's view of the
+        signal; the signal is the vocoder's output, without the 8-bit rounding noise
+        (which alone costs a recording 3.5 dB of mel-cepstral distortion).
 
         Each tier steps its GRU once per frame and keeps its state. Everything
         that does not depend on the codes being generated is computed ahead,
@@ -550,7 +579,11 @@ class SampleRNN(nn.Module):
                 self._generate_steps(tiers, codes, hidden, table, head, temperature, generator, log_probs,
                                      vocoder)
         samples = codes[:, fs0:].clone()
-        return (samples, log_probs) if return_log_probs else samples
+        out = (samples,) + ((log_probs,) if return_log_probs else ())
+        if return_signal:
+            signal = vocoder.signal[:, fs0:].float() if vocoder.signal is not None else self.code_values[samples]
+            out += (signal,)
+        return out if len(out) > 1 else samples
 
     def _generate_steps(self, tiers, codes, hidden, table, head, temperature, generator, log_probs,
                         vocoder):
@@ -590,10 +623,10 @@ class SampleRNN(nn.Module):
             else:
                 choice = torch.argmax(logits, dim=-1)
             if prediction is not None:
-                codes[:, p] = vocoder.sample_code(p, choice)
+                codes[:, p] = vocoder.sample_code(p, t, choice)
                 # the residual code that teacher forcing reads off the emitted code (see
                 # _VocoderStep: it differs from the sampled one by the filtered rounding errors)
-                choice = vocoder.residual_code(codes[:, p], prediction)
+                choice = vocoder.residual_code(codes[:, p], prediction, vocoder.scale_at(t))
             else:
                 codes[:, p] = choice
             if log_probs is not None:
@@ -639,6 +672,8 @@ class _VocoderStep:
         self.signal = None          # (B, look-back + length) the unquantized samples, float64
         self.continuation = None    # (B,) the prediction of the current sample from them
         self.highpass = model.config.residual_highpass
+        self.scale = conds["excitation_scale"].float()[..., 0] \
+            if model.config.scaled_excitation else None                                   # (B, n)
         self.last_residual = self.last_excitation = 0.0   # the high-pass's state (silence before),
         # (B,) float64 once the first sample is drawn
 
@@ -663,20 +698,26 @@ class _VocoderStep:
             x += self.source_terms[:, t % self.frame_size]
         return prediction
 
+    def scale_at(self, t):
+        """(B,) float32 `excitation_scale` of sample t's frame, or None (no `excitation_gain`)."""
+        return None if self.scale is None else self.scale[:, t // self.frame_size]
+
     def source_terms_of(self, frames):
         """The source's terms of the first layer for the top frame(s) ``frames`` (an index or a
         slice): (B, fs, H) or (B, frames, fs, H)."""
         return F.linear(self.source[:, frames], *self.source_weights)
 
-    def sample_code(self, p, residual_code):
+    def sample_code(self, p, t, residual_code):
         """The sample's code: the unquantized signal's continuation plus the excitation, kept
         (within [-1, 1]) as the signal's next sample, and quantized. The excitation is the
-        decoded residual, high-passed with ``residual_highpass`` (its state carried from sample
-        to sample): the network draws every residual sample with no memory of the ones it
+        decoded residual (times its frame's scale with ``excitation_gain``), high-passed with
+        ``residual_highpass`` (its state carried from sample to sample): the network draws every residual sample with no memory of the ones it
         drew before, a white noise, while the recordings' voiced residual has little power
         below a few hundred Hz; 1 / A(z), whose gain is highest there, would lift that noise
         level with the fundamental, where a pitch tracker looks (issue 23, README)."""
         excitation = self.code_values[residual_code].double()    # in the signal's float64
+        if self.scale is not None:
+            excitation = excitation * self.scale_at(t).double()
         if self.highpass is not None:
             residual, excitation = excitation, highpass_step(excitation, self.last_residual,
                                                              self.last_excitation, self.highpass)

@@ -27,6 +27,7 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import torch
 
 from samplernn_pase.audio.excitation import highpass_step
 
@@ -287,11 +288,15 @@ def _head(x, mlp_layers, mlp_w, mlp_b, out_w, out_b):
 
 
 @_jit
-def _emit(b, p, choice, codes, signal, code_values, continuation, prediction, highpass, highpass_state, q):
+def _emit(b, p, frame, choice, codes, signal, code_values, continuation, prediction, highpass, highpass_state,
+          scale, q):
     """`_VocoderStep.sample_code` for row b: the continuation plus the sampled residual
-    (high-passed unless highpass is NaN) is the signal's next sample, and its code is
-    emitted. Returns the residual code teacher forcing reads off the emitted code."""
+    (times the frame's scale where scale (R, n) is not (R, 0), then high-passed unless
+    highpass is NaN) is the signal's next sample, and its code is emitted. Returns the
+    residual code teacher forcing reads off the emitted code."""
     excitation = np.float64(code_values[choice])
+    if scale.shape[1] > 0:
+        excitation *= np.float64(scale[b, frame])
     if not math.isnan(highpass):
         residual = excitation
         excitation = _highpass_step(excitation, highpass_state[b, 0], highpass_state[b, 1], highpass)
@@ -299,14 +304,17 @@ def _emit(b, p, choice, codes, signal, code_values, continuation, prediction, hi
     value = min(max(continuation + excitation, -1.0), 1.0)
     signal[b, p] = value
     codes[b, p] = _mulaw64(value, q)
-    return _mulaw32(code_values[codes[b, p]] - prediction, q)
+    residual = code_values[codes[b, p]] - prediction
+    if scale.shape[1] > 0:
+        residual = residual / scale[b, frame]
+    return _mulaw32(residual, q)
 
 
 @_jit
 def generate_block(start, stop, first_frame, codes, signal, log_probs, temperatures,
                    frame_size, ratio, layer_start, in_w, in_b, hh_t, hidden, const_gates, up_w, up_bias,
                    upper_w, code_values, table, mlp_layers, mlp_w, mlp_b, out_w, out_b,
-                   lpc, harmonic, prediction_table, source, noise, highpass, highpass_state):
+                   lpc, harmonic, prediction_table, source, noise, highpass, highpass_state, scale):
     """Samples start..stop-1 (whole top frames) of every row: `SampleRNN._generate_steps`.
 
     Per row (R rows), written in place: codes (R, fs0 + length) int64, signal (R, fs0 +
@@ -320,7 +328,8 @@ def generate_block(start, stop, first_frame, codes, signal, log_probs, temperatu
     (last dimension 0: off); source (R, block frames, fs0, H) (H 0: off); noise (R, block
     frames, fs0, q) (q 0 at temperature 0) and temperatures (R, n) float32 (R, 0 at temperature
     0: the argmax). highpass: `model.residual_highpass`'s pole (NaN:
-    off), highpass_state (R, 2) float64 its last input and output, carried across blocks.
+    off), highpass_state (R, 2) float64 its last input and output, carried across blocks;
+    scale (R, n) float32 `model.excitation_gain`'s scale of every frame ((R, 0): off).
     """
     rows, tiers = codes.shape[0], len(frame_size)
     fs0, q, k = frame_size[0], table.shape[0] // frame_size[tiers - 1], frame_size[tiers - 1]
@@ -355,8 +364,8 @@ def generate_block(start, stop, first_frame, codes, signal, log_probs, temperatu
             temperature = temperatures[b, frame] if temperatures.shape[1] > 0 else np.float32(0.0)
             choice = _draw(logits[b], noise[b, block_frame, j], temperature)
             if lpc.shape[2] > 0:
-                choice = _emit(b, p, choice, codes, signal, code_values, continuation[b], prediction[b],
-                               highpass, highpass_state, q)
+                choice = _emit(b, p, frame, choice, codes, signal, code_values, continuation[b], prediction[b],
+                               highpass, highpass_state, scale, q)
             else:
                 codes[b, p] = choice
             if log_probs.shape[1] > 0:
@@ -410,12 +419,13 @@ def _weights(tiers, table, head, vocoder):
 
 
 def _rows(tiers, vocoder, batch, frames, frame_size):
-    """The per-row arrays of a whole generation: lpc (B, n, order) reversed and harmonic
-    (B, n, fs0), empty where off."""
+    """The per-row arrays of a whole generation: lpc (B, n, order) reversed, harmonic
+    (B, n, fs0) and the excitation's scale (B, n), empty where off."""
     lpc = _array(vocoder.lpc) if vocoder.lpc is not None else np.zeros((batch, frames, 0), np.float32)
     harmonic = _array(vocoder.harmonic) if vocoder.harmonic is not None \
         else np.zeros((batch, frames, 0), np.float32)
-    return lpc, harmonic
+    scale = _array(vocoder.scale) if vocoder.scale is not None else np.zeros((batch, 0), np.float32)
+    return lpc, harmonic, scale
 
 
 def _block(tiers, vocoder, noise, frames, batch, frame_size, q):
@@ -448,9 +458,11 @@ def run(tiers, codes, hidden, table, head, temperature, noise, log_probs, vocode
     q = weights["out_b"].shape[0]
     codes_np = codes.numpy()
     signal = vocoder.code_values[codes].double().numpy()
+    if vocoder.lpc is not None:     # the unquantized signal, as the Python step keeps it
+        vocoder.signal = torch.from_numpy(signal)
     log_np = log_probs.numpy() if log_probs is not None else np.zeros((batch, 0), np.float32)
     states = _padded([np.array(_array(h), copy=True) for layers in hidden for h in layers])   # h0 is a view
-    lpc, harmonic = _rows(tiers, vocoder, batch, frames, fs0)
+    lpc, harmonic, scale = _rows(tiers, vocoder, batch, frames, fs0)
     temperatures = _array(temperature) if temperature is not None else np.zeros((batch, 0), np.float32)
     highpass = math.nan if vocoder.highpass is None else float(vocoder.highpass)
     highpass_state = np.zeros((batch, 2), np.float64)
@@ -465,7 +477,7 @@ def run(tiers, codes, hidden, table, head, temperature, noise, log_probs, vocode
                        log_np[rows], temperatures[rows], hidden=tuple(h[rows] for h in states),
                        const_gates=tuple(a[rows] for a in const_gates), up_bias=tuple(a[rows] for a in up_bias),
                        lpc=lpc[rows], harmonic=harmonic[rows], source=source[rows], noise=noise_block[rows],
-                       highpass=highpass, highpass_state=highpass_state[rows], **weights)
+                       highpass=highpass, highpass_state=highpass_state[rows], scale=scale[rows], **weights)
 
     with ThreadPoolExecutor(len(groups)) as pool:
         block = _block(tiers, vocoder, noise, windows[0], batch, fs0, q) if windows else None

@@ -12,7 +12,7 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from ..audio.mulaw import mulaw_decode, mulaw_encode
+from ..audio.mulaw import mulaw_encode
 from ..data.samplernn_source import SampleRNNSource
 from ..data.speaker_seeds import read_speaker_seeds
 from ..experiment.weights import load_pase
@@ -58,7 +58,7 @@ class SampleRNNRunner(Runner):
         c = self.model_config
         return SampleRNNSource(self.store, c.frame_size, c.conditioning, c.q_levels, lpc_order=c.lpc_order,
                                source_context=c.source_context if c.harmonic_source else None,
-                               harmonic_envelope=c.harmonic_envelope)
+                               harmonic_envelope=c.harmonic_envelope, excitation_gain=c.scaled_excitation)
 
     @staticmethod
     def prepare_experiment(config, data_index, normalization, experiments_path, data_path, log):
@@ -235,7 +235,9 @@ class SampleRNNRunner(Runner):
                                                   device=self.device))
         # Sampling must not consume the training RNG (exact resume), so it has its own.
         generator = torch.Generator(device=self.device).manual_seed(self.rendering_seed + epoch)
-        codes = self.model.generate(conds, speaker, self.sampling_temperature(conds), generator=generator)
+        # the vocoder's output: the unquantized signal (without the codes' 8-bit rounding noise)
+        _, signal = self.model.generate(conds, speaker, self.sampling_temperature(conds), generator=generator,
+                                        return_signal=True)
         references = [None if u.audio is None else u.audio[:n * fs] for u, n in zip(utterances, frames)]
         log_probs = None
         if all(r is not None for r in references):
@@ -244,7 +246,7 @@ class SampleRNNRunner(Runner):
         sample_rate = self.index["sample_rate"]
         params = self.evaluation.params
         for row, (utterance_id, n) in enumerate(zip(ids, frames)):
-            audio = mulaw_decode(codes[row, :n * fs].cpu(), self.model_config.q_levels).numpy()
+            audio = signal[row, :n * fs].cpu().numpy()
             seconds = n * fs / sample_rate
             metrics = {"seconds": seconds}
             if log_probs is not None:
