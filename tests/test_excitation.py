@@ -12,6 +12,13 @@ from samplernn_pase.data.features import acoustic_features, acoustic_fields, fea
 RATE, HOP = 16000, 80
 
 
+def demo_feature_params():
+    """The feature extraction's parameters with the demo's data settings (16 kHz, hop 80)."""
+    return feature_params({"sample_rate": RATE, "hop_length": HOP, "mcep_alpha": None, "f0_method": "dio",
+                           "f0_floor": 50, "f0_ceil": 600, "mcep_order": 39, "min_seconds": 0.25,
+                           "label_tolerance_seconds": 0.1})
+
+
 def test_levinson_solves_the_toeplitz_normal_equations():
     rng = np.random.default_rng(0)
     signals = scipy.signal.lfilter([1.0], [1.0, -1.2, 0.5], rng.standard_normal((5, 4000)), axis=1)
@@ -27,9 +34,7 @@ def test_levinson_solves_the_toeplitz_normal_equations():
 def test_predictor_of_a_known_all_pole_envelope():
     """The mel-cepstrum of the power spectrum 1 / |A(e^jw)|^2 of a known AR(2) filter, taken
     as the extraction takes it, gives back that filter's prediction coefficients."""
-    alpha = feature_params({"sample_rate": RATE, "hop_length": HOP, "mcep_alpha": None, "f0_method": "dio",
-                            "f0_floor": 50, "f0_ceil": 600, "mcep_order": 39, "min_seconds": 0.25,
-                            "label_tolerance_seconds": 0.1})["mcep_alpha"]
+    alpha = demo_feature_params()["mcep_alpha"]
     coefficients = np.array([1.3, -0.8])                 # poles at radius 0.89
     _, response = scipy.signal.freqz([1.0], [1.0, *-coefficients], worN=513, whole=False)
     power = np.abs(response[None]) ** 2
@@ -156,9 +161,7 @@ def test_excitation_scale_is_the_innovation_of_a_known_noise_process():
     stands for (the predictor's error power times the aperiodic share) must be its standard
     deviation, at two levels 28 dB apart; DIO finds almost no voicing in it, and WORLD's
     aperiodicity gives the frames an aperiodic share of 1."""
-    params = feature_params({"sample_rate": RATE, "hop_length": HOP, "mcep_alpha": None, "f0_method": "dio",
-                             "f0_floor": 50, "f0_ceil": 600, "mcep_order": 39, "min_seconds": 0.25,
-                             "label_tolerance_seconds": 0.1})
+    params = demo_feature_params()
     fields = acoustic_fields(39)
     rng = np.random.default_rng(0)
     for sigma in (0.002, 0.05):

@@ -169,11 +169,12 @@ def vocoder_inputs(store, utterance, frame_size, q_levels, lpc_order, source_con
     align = source_context is not None and aligned and utterance.audio is not None
     if lpc_order or align:
         coefficients, error_power = predictor_from_mel_cepstrum(mcep, alpha, lpc_order or ALIGNMENT_LPC_ORDER)
+    # the periodic share of each frame's excitation: the harmonic source's, none without it
+    periodic = periodic_fraction(acoustic[:, fields.index("bap")]) if source_context is not None else 0.0
     if lpc_order:
         out["lpc"] = coefficients
         if excitation_gain:
-            share = 1.0 - periodic_fraction(acoustic[:, fields.index("bap")]) if source_context is not None else 1.0
-            out["excitation_scale"] = excitation_scale(error_power * share)[:, None]
+            out["excitation_scale"] = excitation_scale(error_power * (1.0 - periodic))[:, None]
     if source_context is not None:
         residual = None
         if align:
@@ -181,7 +182,7 @@ def vocoder_inputs(store, utterance, frame_size, q_levels, lpc_order, source_con
             audio = np.asarray(utterance.audio, np.float64)[:len(values)]
             values[:len(audio)] = audio
             residual = values - predict(values, coefficients, frame_size)
-        periodic_power = error_power * periodic_fraction(acoustic[:, fields.index("bap")]) if lpc_order else None
+        periodic_power = error_power * periodic if lpc_order else None
         gain = envelope_gain(mcep, alpha, coefficients, error_power) \
             if lpc_order and harmonic_envelope and residual is None else None
         pulses, harmonic = harmonic_source(acoustic[:, fields.index("lf0")], acoustic[:, fields.index("vuv")],

@@ -109,14 +109,14 @@ class SampleRNNConfig(ModelSection):
                             f"that do not exist ({len(self.linguistic_table_sizes)} tables)")
         return problems
 
-    # The config lists tiers bottom first, as the seed does ([20, 4]: a tier of
-    # 20-sample frames under a tier of 80-sample frames); the model builds them
-    # top first.
     @property
     def scaled_excitation(self) -> bool:
         """`excitation_gain` where it applies: a predictor's excitation (``lpc_order`` > 0)."""
         return bool(self.excitation_gain and self.lpc_order)
 
+    # The config lists tiers bottom first, as the seed does ([20, 4]: a tier of
+    # 20-sample frames under a tier of 80-sample frames); the model builds them
+    # top first.
     @property
     def tier_ratios(self):
         """Upsampling ratio of each frame tier, top tier first."""
@@ -459,28 +459,31 @@ class SampleRNN(nn.Module):
         the decoded codes (teacher forcing on generated codes, as generation reports them).
         With ``excitation_gain`` the residual is divided by its frame's `excitation_scale` first."""
         targets = input_samples_q[:, self.frame_size:]
-        scale = self.excitation_scale(conds, targets.shape)
+        scale = self.frame_scales(conds)
+        if scale is not None:                                              # every sample its frame's
+            scale = scale[..., None].expand(*scale.shape, self.frame_size).reshape(targets.shape)
         if self.config.lpc_order and "aperiodic" in conds:
-            aperiodic = conds["aperiodic"].float().reshape(targets.shape)
-            return mulaw_encode(aperiodic if scale is None else aperiodic / scale, self.config.q_levels)
+            return self.excitation_codes(conds["aperiodic"].float().reshape(targets.shape), scale)
         prediction = self.prediction(input_samples_q, conds)
         return targets if prediction is None else self.residual_codes(targets, prediction, scale)
 
-    def excitation_scale(self, conds, shape):
-        """With ``excitation_gain``, every sample's `excitation_scale` (its frame's expected
-        aperiodic RMS over EXCITATION_RMS), float32 of ``shape`` (B, n * frame_size); else None.
-        A chunk's padding frames (scale 0, masked out of the loss) get 1."""
+    def frame_scales(self, conds):
+        """With ``excitation_gain``, each frame's `excitation_scale` (its expected aperiodic RMS
+        over EXCITATION_RMS), float32 (B, n); else None. A chunk's padding frames (scale 0,
+        masked out of the loss) get 1."""
         if not self.config.scaled_excitation:
             return None
-        scale = conds["excitation_scale"].float()                         # (B, n, 1)
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        return scale.expand(*scale.shape[:2], self.frame_size).reshape(shape)
+        scale = conds["excitation_scale"].float()[..., 0]
+        return torch.where(scale > 0, scale, torch.ones_like(scale))
+
+    def excitation_codes(self, excitation, scale=None):
+        """The mu-law codes of an excitation, divided by ``scale`` (with ``excitation_gain``)."""
+        return mulaw_encode(excitation if scale is None else excitation / scale, self.config.q_levels)
 
     def residual_codes(self, codes, prediction, scale=None):
-        """The mu-law codes of x - x_hat: the samples' decoded ``codes`` minus their ``prediction``
-        (divided by ``scale`` with ``excitation_gain``)."""
-        residual = self.code_values[codes] - prediction
-        return mulaw_encode(residual if scale is None else residual / scale, self.config.q_levels)
+        """The codes of x - x_hat: the samples' decoded ``codes`` minus their ``prediction``
+        (`excitation_codes`)."""
+        return self.excitation_codes(self.code_values[codes] - prediction, scale)
 
     def loss(self, input_samples_q, conds, speaker, hidden=None, reset=None, mask=None):
         """Mean NLL in bits per sample over the rows in ``mask`` -> (loss, new_hidden).
@@ -672,8 +675,7 @@ class _VocoderStep:
         self.signal = None          # (B, look-back + length) the unquantized samples, float64
         self.continuation = None    # (B,) the prediction of the current sample from them
         self.highpass = model.config.residual_highpass
-        self.scale = conds["excitation_scale"].float()[..., 0] \
-            if model.config.scaled_excitation else None                                   # (B, n)
+        self.scale = model.frame_scales(conds)                                 # (B, n) or None
         self.last_residual = self.last_excitation = 0.0   # the high-pass's state (silence before),
         # (B,) float64 once the first sample is drawn
 
@@ -711,9 +713,9 @@ class _VocoderStep:
         """The sample's code: the unquantized signal's continuation plus the excitation, kept
         (within [-1, 1]) as the signal's next sample, and quantized. The excitation is the
         decoded residual (times its frame's scale with ``excitation_gain``), high-passed with
-        ``residual_highpass`` (its state carried from sample to sample): the network draws every residual sample with no memory of the ones it
-        drew before, a white noise, while the recordings' voiced residual has little power
-        below a few hundred Hz; 1 / A(z), whose gain is highest there, would lift that noise
+        ``residual_highpass`` (its state carried from sample to sample): the network draws
+        every residual sample with no memory of the ones it drew before, a white noise, while
+        the recordings' voiced residual has little power below a few hundred Hz; 1 / A(z), whose gain is highest there, would lift that noise
         level with the fundamental, where a pitch tracker looks (issue 23, README)."""
         excitation = self.code_values[residual_code].double()    # in the signal's float64
         if self.scale is not None:
